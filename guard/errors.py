@@ -1,0 +1,53 @@
+"""The exception tree.
+
+Every failure guard reports is a :class:`GuardError`. Its ``str()`` is the public message: short,
+safe to show a user or a client, and naming the limit or value involved. Pillow's own exceptions
+never escape; they are kept as ``__cause__`` for logs. HTTP statuses and exit codes are mapped
+elsewhere (verdicts and the CLI), not here.
+"""
+
+from __future__ import annotations
+
+
+class GuardError(Exception):
+    """Base class of every error guard raises on purpose."""
+
+
+class ImageError(GuardError):
+    """An input could not be turned into hashes."""
+
+
+class NotAnImage(ImageError):
+    """The bytes are not in any image format guard recognises."""
+
+
+class FormatNotAllowed(ImageError):
+    """The bytes are a recognised image format that the allowlist excludes."""
+
+    def __init__(self, image_format: str, allowed: frozenset[str]) -> None:
+        self.image_format = image_format
+        self.allowed = allowed
+        super().__init__(
+            f"image format {image_format} is not allowed (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+class TooManyPixels(ImageError):
+    """Width x height is over the configured cap; refused before decoding."""
+
+    def __init__(self, pixels: int, max_pixels: int, size: tuple[int, int] | None = None) -> None:
+        self.pixels = pixels
+        self.max_pixels = max_pixels
+        self.size = size
+        dimensions = f" ({size[0]}x{size[1]})" if size else ""
+        super().__init__(
+            f"image has {pixels} pixels{dimensions}, over the limit max_image_pixels={max_pixels}"
+        )
+
+
+class UndecodableImage(ImageError):
+    """The header looked like an image but the pixel data could not be decoded."""
+
+
+class InvalidHash(GuardError, ValueError):
+    """A hash string or integer is malformed or out of range."""

@@ -1,0 +1,252 @@
+"""guard-ahash v1: the hashes, their dihedral variants, and their spellings.
+
+The functions on pixels and integers are pure (numpy only). :func:`hash_bytes` and :func:`hash_file`
+put :mod:`guard.images` in front of them. A hash is a plain ``int`` in ``[0, 2**64)``: bit 63 is the
+top-left cell of the 8x8 grid, rows run left to right, top to bottom, so the 16-digit hex spelling is
+exactly imagehash's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from guard.errors import InvalidHash
+from guard.images import AHASH_SIZE, DEFAULT_LIMITS, PHASH_SIZE, ImageLimits, SmallImage, normalise
+
+HASH_VERSION = "guard-ahash-v1"
+HASH_BITS = 64
+_MASK = (1 << HASH_BITS) - 1
+_SIGN = 1 << (HASH_BITS - 1)
+
+# Below this contrast between the darkest and brightest of the 64 cells (grey levels), which
+# cells are "above the mean" is decided by noise. Below LOW_INFORMATION_BITS set bits (or above
+# 64 minus that), a hash says little more than "flat".
+LOW_CONTRAST = 8
+LOW_INFORMATION_BITS = 4
+# Smaller content than this (after trimming) is upsampled into the grid: no evidence either.
+MIN_CONTENT_SIDE = AHASH_SIZE
+
+Transform = Literal[
+    "identity",
+    "flip_left_right",
+    "flip_top_bottom",
+    "rotate_180",
+    "transpose",
+    "rotate_90",
+    "rotate_270",
+    "transverse",
+]
+
+# Each dihedral transform as (transpose, then flip rows, then flip columns). Names and directions
+# follow Pillow's Image.Transpose (rotate_90 is counter-clockwise), so
+# ``variants()["rotate_90"]`` is the hash of ``image.transpose(Image.Transpose.ROTATE_90)``.
+TRANSFORMS: dict[Transform, tuple[bool, bool, bool]] = {
+    "identity": (False, False, False),
+    "flip_left_right": (False, False, True),
+    "flip_top_bottom": (False, True, False),
+    "rotate_180": (False, True, True),
+    "transpose": (True, False, False),
+    "rotate_90": (True, True, False),
+    "rotate_270": (True, False, True),
+    "transverse": (True, True, True),
+}
+
+
+def _apply(grid: np.ndarray, transform: Transform) -> np.ndarray:
+    transpose, flip_rows, flip_columns = TRANSFORMS[transform]
+    if transpose:
+        grid = grid.T
+    if flip_rows:
+        grid = grid[::-1, :]
+    if flip_columns:
+        grid = grid[:, ::-1]
+    return grid
+
+
+# new_bits = old_bits[_PERMUTATIONS[t]] for bits in row-major order (index 0 = top-left).
+_PERMUTATIONS: dict[Transform, np.ndarray] = {
+    name: _apply(np.arange(HASH_BITS).reshape(AHASH_SIZE, AHASH_SIZE), name).ravel()
+    for name in TRANSFORMS
+}
+# A DCT-II coefficient of order k changes sign when its axis is mirrored: (-1)**k.
+_PARITY = np.where(np.arange(AHASH_SIZE) % 2 == 0, 1.0, -1.0)
+
+
+def bits_to_int(bits: np.ndarray) -> int:
+    """Pack 64 booleans, row-major with the first as the most significant bit, into an int."""
+    return int.from_bytes(np.packbits(np.asarray(bits, dtype=bool).ravel()).tobytes(), "big")
+
+
+def int_to_bits(value: int) -> np.ndarray:
+    """The inverse of :func:`bits_to_int`: 64 booleans, most significant first."""
+    return np.unpackbits(np.frombuffer(value.to_bytes(8, "big"), dtype=np.uint8)).astype(bool)
+
+
+def ahash_of_cells(cells: np.ndarray) -> int:
+    """aHash of an 8x8 grey grid: bit = cell > mean of the 64 cells."""
+    values = np.asarray(cells, dtype=np.float64)
+    return bits_to_int(values > values.mean())
+
+
+def _dct_matrix(size: int) -> np.ndarray:
+    # Unnormalised DCT-II, as scipy.fftpack.dct(type=2, norm=None): y[k] = 2 sum x[n] cos(...)
+    k = np.arange(size)[:, None]
+    n = np.arange(size)[None, :]
+    return 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * size))
+
+
+_DCT = _dct_matrix(PHASH_SIZE)[:AHASH_SIZE]
+
+
+def low_frequencies(detail: np.ndarray) -> np.ndarray:
+    """The 8x8 lowest-frequency DCT-II coefficients of a 32x32 grey image."""
+    coefficients: np.ndarray = _DCT @ np.asarray(detail, dtype=np.float64) @ _DCT.T
+    return coefficients
+
+
+def phash_of_coefficients(coefficients: np.ndarray) -> int:
+    """pHash bits: low-frequency coefficient > their median (imagehash.phash's definition)."""
+    return bits_to_int(coefficients > np.median(coefficients))
+
+
+def permute(ahash: int, transform: Transform) -> int:
+    """The aHash of the transformed image, from the aHash alone (an exact bit permutation)."""
+    return bits_to_int(int_to_bits(ahash)[_PERMUTATIONS[transform]])
+
+
+def transform_coefficients(coefficients: np.ndarray, transform: Transform) -> np.ndarray:
+    """The low-frequency DCT block of the transformed image: a transpose and sign changes."""
+    transpose, flip_rows, flip_columns = TRANSFORMS[transform]
+    if transpose:
+        coefficients = coefficients.T
+    if flip_rows:
+        coefficients = coefficients * _PARITY[:, None]
+    if flip_columns:
+        coefficients = coefficients * _PARITY[None, :]
+    return coefficients
+
+
+def hamming(a: int, b: int) -> int:
+    """Number of differing bits."""
+    return (a ^ b).bit_count()
+
+
+def is_low_information(ahash: int) -> bool:
+    """True for aHashes that carry no evidence: (nearly) all bits equal, as flat images give."""
+    ones = ahash.bit_count()
+    return ones < LOW_INFORMATION_BITS or ones > HASH_BITS - LOW_INFORMATION_BITS
+
+
+def to_hex(value: int) -> str:
+    """16 lowercase hex digits, imagehash's spelling."""
+    _check_range(value)
+    return f"{value:016x}"
+
+
+def from_hex(text: str) -> int:
+    """Parse 16 hex digits (any case, surrounding spaces ignored) into a hash."""
+    digits = text.strip()
+    if len(digits) != 16 or any(ch not in "0123456789abcdefABCDEF" for ch in digits):
+        raise InvalidHash(f"a hash is 16 hex digits, got {text!r}")
+    return int(digits, 16)
+
+
+def to_signed(value: int) -> int:
+    """The hash as a signed int64 (how Redis stores it: small intset members)."""
+    _check_range(value)
+    return value - (1 << HASH_BITS) if value & _SIGN else value
+
+
+def from_signed(value: int) -> int:
+    """The inverse of :func:`to_signed`."""
+    if not -_SIGN <= value < _SIGN:
+        raise InvalidHash(f"a signed hash is in [-2**63, 2**63), got {value}")
+    return value & _MASK
+
+
+def _check_range(value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MASK:
+        raise InvalidHash(f"a hash is an int in [0, 2**64), got {value!r}")
+
+
+@dataclass(frozen=True)
+class FrameHash:
+    """The hashes of one (frame of an) image."""
+
+    ahash: int
+    phash: int
+    low_information: bool
+    frame: int  # index of the frame in the file (0 for still images)
+    _coefficients: np.ndarray = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, small: SmallImage) -> FrameHash:
+        cells = np.asarray(small.cells, dtype=np.float64)
+        coefficients = low_frequencies(small.detail)
+        ahash = ahash_of_cells(cells)
+        flat = float(cells.max() - cells.min()) < LOW_CONTRAST
+        tiny = min(small.content_size) < MIN_CONTENT_SIDE
+        return cls(
+            ahash=ahash,
+            phash=phash_of_coefficients(coefficients),
+            low_information=flat or tiny or is_low_information(ahash),
+            frame=small.frame,
+            _coefficients=coefficients,
+        )
+
+    def variant(self, transform: Transform) -> tuple[int, int]:
+        """(aHash, pHash) of the image after ``transform``, without decoding it again."""
+        coefficients = transform_coefficients(self._coefficients, transform)
+        return permute(self.ahash, transform), phash_of_coefficients(coefficients)
+
+    def variants(self) -> dict[Transform, tuple[int, int]]:
+        """All 8 dihedral variants, ``"identity"`` first."""
+        return {name: self.variant(name) for name in TRANSFORMS}
+
+
+@dataclass(frozen=True)
+class ImageHashes:
+    """The hashes of one file: one :class:`FrameHash` per distinct hashed frame.
+
+    ``ahash``/``phash``/``low_information`` describe the primary frame: the first frame that is
+    not low-information (so a blank first frame cannot hide an animation), else the first.
+    """
+
+    frames: tuple[FrameHash, ...]
+
+    @property
+    def primary(self) -> FrameHash:
+        return next((f for f in self.frames if not f.low_information), self.frames[0])
+
+    @property
+    def ahash(self) -> int:
+        return self.primary.ahash
+
+    @property
+    def phash(self) -> int:
+        return self.primary.phash
+
+    @property
+    def low_information(self) -> bool:
+        """True when every frame is low-information: nothing here to match on."""
+        return all(f.low_information for f in self.frames)
+
+
+def hash_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> ImageHashes:
+    """Hash an image held in memory. Raises a :class:`guard.errors.ImageError` on bad input."""
+    frames: list[FrameHash] = []
+    for small in normalise(data, limits):
+        frame = FrameHash.of(small)
+        if all((frame.ahash, frame.phash) != (f.ahash, f.phash) for f in frames):
+            frames.append(frame)
+    return ImageHashes(tuple(frames))
+
+
+def hash_file(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> ImageHashes:
+    """Hash an image file. Raises OSError if it cannot be read, ImageError if it is not a usable image."""
+    with open(path, "rb") as stream:
+        return hash_bytes(stream.read(), limits)

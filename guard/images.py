@@ -1,0 +1,341 @@
+"""Bytes in, small normalised grey images out, under limits.
+
+This is the only module that touches Pillow. It decides what an image *looks like* before any hash
+is taken (guard-ahash v1, DESIGN.md section 2): the format is sniffed from the bytes, the pixel count
+is checked against a cap before any pixel is decoded, EXIF orientation is applied, alpha is composited
+onto black, 16-bit samples are scaled, uniform borders are trimmed and animated images give several
+frames. Every Pillow failure becomes a :mod:`guard.errors` exception with a clear message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import ExifTags, Image
+
+from guard.errors import FormatNotAllowed, NotAnImage, TooManyPixels, UndecodableImage
+
+#: Formats guard hashes unless told otherwise. EPS and friends run interpreters: never allowed.
+DEFAULT_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP"})
+#: Formats guard can open at all (what an allowlist may name).
+SUPPORTED_FORMATS: frozenset[str] = DEFAULT_FORMATS | {"TIFF"}
+
+# Short side, in pixels, of the working image that trimming and the final resizes start from.
+# JPEGs are decoded at 1/2..1/8 scale in the DCT domain down to about this size (``draft``);
+# other formats are box-averaged down to it when they are over twice as large.
+WORKING_SIZE = 128
+# Short sides above this many pixels are first reduced by an integer factor in 8 bits.
+PRESHRINK_ABOVE = 1024
+AHASH_SIZE = 8
+PHASH_SIZE = 32
+
+# Border trimming: a line (row or column) at the edge is border when at least TRIM_FRACTION of its
+# pixels lie within TRIM_TOLERANCE grey levels of the outermost line's median. The tolerance
+# absorbs JPEG noise; never more than MAX_TRIM of a side is removed.
+TRIM_TOLERANCE = 6
+TRIM_FRACTION = 0.98
+MAX_TRIM = 0.45
+
+# Alpha is composited onto black: what the seed (premultiplied alpha) and imagehash (on the usual
+# zeroed hidden pixels) see, so imported lists agree; measured on the seed's star, white cost 10 bits.
+_BACKGROUND = (0, 0, 0, 255)
+# EXIF Orientation value -> the transpose that makes the image upright (as ImageOps.exif_transpose).
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What guard agrees to decode. Every value appears in the error that enforces it."""
+
+    max_image_pixels: int = 50_000_000
+    #: Frames hashed per animated image, spread evenly over the part that is scanned.
+    max_frames: int = 8
+    #: Decode budget for one animated file (frames x width x height): bounds how far in guard looks.
+    max_animation_pixels: int = 200_000_000
+    allowed_formats: frozenset[str] = field(default=DEFAULT_FORMATS)
+
+    def __post_init__(self) -> None:
+        if self.max_image_pixels < 64:
+            raise ValueError(f"max_image_pixels must be at least 64, got {self.max_image_pixels}")
+        if self.max_frames < 1:
+            raise ValueError(f"max_frames must be at least 1, got {self.max_frames}")
+        if self.max_animation_pixels < self.max_image_pixels:
+            raise ValueError(
+                "max_animation_pixels must be at least max_image_pixels "
+                f"({self.max_image_pixels}), got {self.max_animation_pixels}"
+            )
+        unknown = set(self.allowed_formats) - SUPPORTED_FORMATS
+        if unknown or not self.allowed_formats:
+            raise ValueError(
+                f"allowed_formats must be a non-empty subset of {sorted(SUPPORTED_FORMATS)}, "
+                f"got {sorted(self.allowed_formats)}"
+            )
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+@dataclass(frozen=True)
+class SmallImage:
+    """One frame, normalised: what the hashes are computed from."""
+
+    cells: np.ndarray  # AHASH_SIZE x AHASH_SIZE float32 grey levels
+    detail: np.ndarray  # PHASH_SIZE x PHASH_SIZE float32 grey levels
+    content_size: tuple[int, int]  # (width, height) after trimming, at decoded resolution
+    frame: int = 0  # index of the frame in the file
+
+
+# Leading bytes of formats guard recognises. Formats it can name but never opens are listed so
+# that the error says "PDF is not allowed" rather than "not an image".
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+    (b"%PDF", "PDF"),
+    (b"%!PS", "EPS"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"8BPS", "PSD"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG2000"),
+    (b"\xff\x4f\xff\x51", "JPEG2000"),
+    (b"qoif", "QOI"),
+)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Name the image format of ``data`` from its leading bytes, or None if it is not one we know."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
+        return "AVIF"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"msf1"):
+        return "HEIF"
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    return None
+
+
+def normalise(
+    data: bytes, limits: ImageLimits = DEFAULT_LIMITS, *, draft: bool = True
+) -> list[SmallImage]:
+    """Decode ``data`` and return one :class:`SmallImage` per hashed frame (at least one).
+
+    ``draft=False`` decodes JPEGs at full size; it exists to measure what ``draft`` costs in bits.
+    """
+    image = _open(data, limits)
+    try:
+        orientation = _orientation(image)
+        frames = []
+        for index, frame in _frames(image, limits):
+            if draft and image.format == "JPEG":
+                frame.draft("L", (WORKING_SIZE, WORKING_SIZE))
+            flat = _flatten(_load(frame))
+            transpose = _ORIENTATION.get(orientation)
+            if transpose is not None:
+                flat = flat.transpose(transpose)
+            frames.append(dataclasses.replace(_shrink(flat), frame=index))
+        return frames
+    finally:
+        image.close()
+
+
+def _open(data: bytes, limits: ImageLimits) -> Image.Image:
+    image_format = sniff_format(data)
+    if image_format is None:
+        raise NotAnImage("not an image: the bytes match no known image format")
+    if image_format not in limits.allowed_formats:
+        raise FormatNotAllowed(image_format, limits.allowed_formats)
+    try:
+        image = Image.open(io.BytesIO(data), formats=[image_format])
+    except Image.DecompressionBombError as error:
+        # Pillow's own guard (kept on purpose) fired while reading the header.
+        raise TooManyPixels(_pixels_from_message(error), limits.max_image_pixels) from error
+    except Exception as error:  # Pillow raises many types for malformed headers
+        raise UndecodableImage(f"cannot decode {image_format} image: {_reason(error)}") from error
+    width, height = image.size
+    if width * height > limits.max_image_pixels:
+        image.close()
+        raise TooManyPixels(width * height, limits.max_image_pixels, (width, height))
+    if width < 1 or height < 1:
+        image.close()
+        raise UndecodableImage(f"cannot decode {image_format} image: it has no pixels")
+    return image
+
+
+def _pixels_from_message(error: Exception) -> int:
+    # The bomb error has no attributes; the count is only in its text: "Image size (N pixels) ...".
+    numbers = "".join(ch if ch.isdigit() else " " for ch in str(error)).split()
+    return int(numbers[0]) if numbers else 0
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:200]
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block must not fail a decodable image
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def _frames(image: Image.Image, limits: ImageLimits) -> Iterator[tuple[int, Image.Image]]:
+    """Seek to each frame to hash, spread over the part of the animation the budget lets us scan."""
+    count = max(1, int(getattr(image, "n_frames", 1)))
+    width, height = image.size
+    scanned = min(count, max(1, limits.max_animation_pixels // (width * height)))
+    chosen = sorted(
+        {round(i) for i in np.linspace(0, scanned - 1, min(scanned, limits.max_frames))}
+    )
+    for index in chosen:
+        if index:
+            try:
+                image.seek(index)
+            except Exception as error:
+                raise UndecodableImage(f"cannot decode frame {index}: {_reason(error)}") from error
+        yield index, image
+
+
+def _load(frame: Image.Image) -> Image.Image:
+    try:
+        frame.load()
+    except Exception as error:  # OSError for truncated data, SyntaxError, ValueError, ...
+        raise UndecodableImage(f"cannot decode {frame.format} image: {_reason(error)}") from error
+    return frame
+
+
+def _flatten(frame: Image.Image) -> Image.Image:
+    """Return the frame as opaque "L" or "RGB": 16-bit scaled, palette expanded, alpha over black."""
+    mode = frame.mode
+    if mode in ("L", "RGB"):
+        return frame
+    if mode == "1":
+        return frame.convert("L")
+    if mode in _SIXTEEN_BIT_MODES:
+        # convert("L") clips 16-bit samples at 255 instead of scaling them: scale by hand.
+        samples = np.clip(np.asarray(frame, dtype=np.int64), 0, 65535) >> 8
+        return Image.fromarray(samples.astype(np.uint8), "L")
+    if mode == "P":
+        transparent = "transparency" in frame.info
+        frame = frame.convert("RGBA" if transparent else "RGB")
+        if not transparent:
+            return frame
+    elif mode in _ALPHA_MODES:
+        frame = frame.convert("RGBA")
+    else:
+        try:
+            return frame.convert("RGB")  # CMYK (Adobe inversion handled by Pillow), YCbCr, LAB, HSV
+        except Exception as error:
+            raise UndecodableImage(f"cannot convert pixel mode {mode}: {_reason(error)}") from error
+    background = Image.new("RGBA", frame.size, _BACKGROUND)
+    return Image.alpha_composite(background, frame).convert("RGB")
+
+
+def _shrink(flat: Image.Image) -> SmallImage:
+    """Grey, trim borders, shrink to the working size, then resample to the two hash grids.
+
+    Borders are found at decoded resolution, where a bar's edge is still sharp. Resampling runs in
+    floating point ("F"): Pillow's 8-bit resize rounds between its horizontal and vertical passes,
+    so its result depends on orientation and the dihedral variants would no longer be exact. Only
+    images with a short side over PRESHRINK_ABOVE are first reduced in 8 bits (an integer box
+    average), which bounds the float copy's memory; for those, a flipped copy may hash a bit away
+    from the permuted hash.
+    """
+    grey = flat.convert("L")
+    factor = min(grey.size) // PRESHRINK_ABOVE
+    if factor >= 2:
+        grey = grey.reduce(factor)
+    pixels = np.asarray(grey)
+    top, bottom, left, right = trim_box(pixels)
+    content = pixels[top : pixels.shape[0] - bottom, left : pixels.shape[1] - right]
+    work = Image.fromarray(content.astype(np.float32), "F")
+    width, height = work.size
+    short = min(width, height)
+    if short > 2 * WORKING_SIZE:
+        scale = WORKING_SIZE / short
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        work = work.resize(size, Image.Resampling.BILINEAR)
+    cells = work.resize((AHASH_SIZE, AHASH_SIZE), Image.Resampling.LANCZOS)
+    detail = work.resize((PHASH_SIZE, PHASH_SIZE), Image.Resampling.LANCZOS)
+    return SmallImage(
+        cells=np.asarray(cells), detail=np.asarray(detail), content_size=(width, height)
+    )
+
+
+def trim_box(grey: np.ndarray) -> tuple[int, int, int, int]:
+    """Rows/columns of uniform border to cut from (top, bottom, left, right) of a grey image.
+
+    Each side is judged on its own (letterbox bars, padding of any colour), the same way for all
+    four sides so that the result commutes with flips and rotations. Trimming repeats until nothing
+    more comes off, so a bar added around a photo that has a uniform edge of its own ends where the
+    photo alone would have been trimmed. A near-flat image is not trimmed at all, and no side loses
+    more than MAX_TRIM of the image's length.
+    """
+    if float(grey.max()) - float(grey.min()) <= 2 * TRIM_TOLERANCE:
+        return (0, 0, 0, 0)
+    height, width = grey.shape
+    caps = (int(MAX_TRIM * height),) * 2 + (int(MAX_TRIM * width),) * 2
+    cut = [0, 0, 0, 0]
+    # Median of the last line cut on each side. A further band is cut only where the colour
+    # *steps* (bar, then the photo's own edge); a smooth gradient such as a sky, whose next line is
+    # just past the tolerance, stops the trimming.
+    last: list[float | None] = [None] * 4
+    while True:
+        content = grey[cut[0] : height - cut[1], cut[2] : width - cut[3]]
+        sides = (content, content[::-1], content.T, content.T[::-1])
+        more = [0, 0, 0, 0]
+        for i, lines in enumerate(sides):
+            room = caps[i] - cut[i]
+            previous = last[i]
+            if room < 1 or (
+                previous is not None and abs(_median(lines[0]) - previous) <= TRIM_TOLERANCE
+            ):
+                continue
+            more[i] = _border_depth(lines, room)
+            if more[i]:
+                last[i] = _median(lines[more[i] - 1])
+        if not any(more):
+            return (cut[0], cut[1], cut[2], cut[3])
+        cut = [done + extra for done, extra in zip(cut, more)]
+
+
+def _median(line: np.ndarray) -> float:
+    return float(np.median(line))
+
+
+def _border_depth(lines: np.ndarray, cap: int) -> int:
+    """How many leading lines (rows of ``lines``) are uniform and close to the outermost one.
+
+    Scans in growing chunks, so a photo without a border costs one chunk, not a pass over the image.
+    """
+    reference = _median(lines[0])
+    depth, chunk = 0, 8
+    while depth < cap:
+        head = lines[depth : min(cap, depth + chunk)].astype(np.float32)
+        uniform = (np.abs(head - reference) <= TRIM_TOLERANCE).mean(axis=1) >= TRIM_FRACTION
+        if not uniform.all():
+            return depth + int(np.argmin(uniform))
+        depth += len(head)
+        chunk *= 2
+    return cap
