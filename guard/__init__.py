@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from guard.config import Config, ListPolicy, load_config
 from guard.errors import (
+    ConfigError,
     FormatNotAllowed,
     GuardError,
     ImageError,
@@ -31,6 +33,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "HASH_VERSION",
+    "Config",
+    "ConfigError",
     "FormatNotAllowed",
     "FrameHash",
     "GuardError",
@@ -38,6 +42,7 @@ __all__ = [
     "ImageHashes",
     "ImageLimits",
     "InvalidHash",
+    "ListPolicy",
     "NotAnImage",
     "TooManyPixels",
     "UndecodableImage",
@@ -47,6 +52,7 @@ __all__ = [
     "hash_bytes",
     "hash_file",
     "is_low_information",
+    "load_config",
     "permute",
     "sniff_format",
     "to_hex",

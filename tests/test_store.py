@@ -62,12 +62,18 @@ def test_same_ahash_different_phash_are_distinct_entries(make_store: StoreFactor
     async def body() -> None:
         async with make_store() as store:
             ahash = HASHES[0]
-            result = await store.add("spam", [Entry(ahash, 1, "a.jpg", "first"), Entry(ahash, 2, "b.jpg")])
+            result = await store.add(
+                "spam", [Entry(ahash, 1, "a.jpg", "first"), Entry(ahash, 2, "b.jpg")]
+            )
             assert result.added == 2
             matches = await store.lookup("spam", [frame_of(ahash)], radius=0)
             assert sorted((m.entry.phash, m.entry.source, m.entry.label) for m in matches) == [
-                (1, "a.jpg", "first"), (2, "b.jpg", None)]
-            assert all(m.entry.added_at and abs(m.entry.added_at - time.time()) < 60 for m in matches)
+                (1, "a.jpg", "first"),
+                (2, "b.jpg", None),
+            ]
+            assert all(
+                m.entry.added_at and abs(m.entry.added_at - time.time()) < 60 for m in matches
+            )
             exported = [e async for e in store.entries("spam")]
             assert sorted(e.phash for e in exported) == [1, 2]
 
@@ -80,7 +86,9 @@ def test_remove_one_entry_then_all_and_leave_no_band_members(redis_url: str) -> 
             ahash = HASHES[1]
             await store.add("spam", [Entry(ahash, 1), Entry(ahash, 2), Entry(HASHES[2], 3)])
             assert await store.remove("spam", ahash, 1) == 1
-            assert [m.entry.phash for m in await store.lookup("spam", [frame_of(ahash)], radius=0)] == [2]
+            assert [
+                m.entry.phash for m in await store.lookup("spam", [frame_of(ahash)], radius=0)
+            ] == [2]
             before = await store.version("spam")
             assert await store.remove("spam", ahash) == 1
             assert await store.version("spam") == before + 1
@@ -117,7 +125,9 @@ def test_band_members_are_signed_int64_intsets_under_one_hash_tag(redis_url: str
 def test_low_information_entries_are_refused_before_writing(make_store: StoreFactory) -> None:
     async def body() -> None:
         async with make_store() as store:
-            with pytest.raises(LowInformationEntry, match="flat.jpg: low-information hash 0000000000000000"):
+            with pytest.raises(
+                LowInformationEntry, match="flat.jpg: low-information hash 0000000000000000"
+            ):
                 await store.add("spam", [Entry(HASHES[0], 1), Entry(0, 2, source="flat.jpg")])
             assert await store.lists() == []
 
@@ -139,16 +149,24 @@ def test_pHash_confirmation_is_reported(make_store: StoreFactory) -> None:
     async def body() -> None:
         async with make_store() as store:
             query = frame_of(HASHES[3], seed=1)
-            await store.add("spam", [Entry(HASHES[3], query.phash ^ 0b111, "near"),
-                                     Entry(HASHES[3] ^ 1, ~query.phash & (2**64 - 1), "far")])
+            await store.add(
+                "spam",
+                [
+                    Entry(HASHES[3], query.phash ^ 0b111, "near"),
+                    Entry(HASHES[3] ^ 1, ~query.phash & (2**64 - 1), "far"),
+                ],
+            )
             matches = await store.lookup("spam", [query], radius=2, confirm_radius=16)
-            assert [(m.entry.source, m.confirmed, m.distance, m.phash_distance) for m in matches] == [
-                ("near", True, 0, 3), ("far", False, 1, 64)]
+            assert [
+                (m.entry.source, m.confirmed, m.distance, m.phash_distance) for m in matches
+            ] == [("near", True, 0, 3), ("far", False, 1, 64)]
 
     run(body())
 
 
-def test_dihedral_lookup_finds_a_flipped_upload_and_says_which_variant(make_store: StoreFactory) -> None:
+def test_dihedral_lookup_finds_a_flipped_upload_and_says_which_variant(
+    make_store: StoreFactory,
+) -> None:
     image = photo("photos/thorn-image7.jpg")
     listed = hash_bytes(encode(image))
     flipped = hash_bytes(encode(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
@@ -158,9 +176,15 @@ def test_dihedral_lookup_finds_a_flipped_upload_and_says_which_variant(make_stor
             await store.add("spam", [Entry(listed.ahash, listed.phash, "original.png")])
             plain = await store.lookup("spam", flipped.frames, radius=8, confirm_radius=16)
             assert plain == []
-            [match] = await store.lookup("spam", flipped.frames, radius=8, confirm_radius=16, dihedral=True)
+            [match] = await store.lookup(
+                "spam", flipped.frames, radius=8, confirm_radius=16, dihedral=True
+            )
             assert (match.transform, match.distance, match.phash_distance, match.confirmed) == (
-                "flip_left_right", 0, 0, True)
+                "flip_left_right",
+                0,
+                0,
+                True,
+            )
 
     run(body())
 
@@ -173,7 +197,9 @@ def test_a_changed_band_count_aborts_the_whole_batch(redis_url: str) -> None:
         async with Store.from_url(redis_url) as store:
             with pytest.raises(StoreError, match="band count changed"):
                 await store.add("spam", [Entry(h, 1) for h in HASHES[1:]])
-        assert redis.Redis.from_url(redis_url).hlen("guard:{spam}:entries") == 1  # nothing half-written
+        assert (
+            redis.Redis.from_url(redis_url).hlen("guard:{spam}:entries") == 1
+        )  # nothing half-written
 
     run(body())
 
@@ -235,7 +261,9 @@ def test_refused_connection_is_store_unavailable(closed_port: int) -> None:
 
 def test_a_silent_server_times_out_within_the_socket_timeout(silent_server: int) -> None:
     async def body() -> None:
-        store = Store.from_url(f"redis://127.0.0.1:{silent_server}", socket_timeout=0.3, connect_timeout=0.3)
+        store = Store.from_url(
+            f"redis://127.0.0.1:{silent_server}", socket_timeout=0.3, connect_timeout=0.3
+        )
         started = time.monotonic()
         with pytest.raises(StoreUnavailable):
             await store.lookup("spam", [frame_of(1)], radius=2)
@@ -249,10 +277,16 @@ def test_real_photo_hashes_round_trip(make_store: StoreFactory) -> None:
     async def body() -> None:
         async with make_store() as store:
             hashes = [hash_bytes(encode(photo(name))) for name in LOCAL_PHOTOS]
-            await store.add("photos", [Entry(h.ahash, h.phash, name) for h, name in zip(hashes, LOCAL_PHOTOS)])
+            await store.add(
+                "photos", [Entry(h.ahash, h.phash, name) for h, name in zip(hashes, LOCAL_PHOTOS)]
+            )
             for h, name in zip(hashes, LOCAL_PHOTOS):
                 matches = await store.lookup("photos", h.frames, radius=8, confirm_radius=16)
-                assert matches[0].entry.source == name and matches[0].distance == 0 and matches[0].confirmed
+                assert (
+                    matches[0].entry.source == name
+                    and matches[0].distance == 0
+                    and matches[0].confirmed
+                )
                 assert all(m.entry.source == name for m in matches if m.confirmed)
 
     run(body())

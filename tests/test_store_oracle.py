@@ -77,9 +77,15 @@ def test_lookup_equals_brute_force(backend: str, request: pytest.FixtureRequest)
                         if i % 5 == 0:
                             query = rng.getrandbits(64)
                         dihedral = i % 4 == 3 and radius <= 8
-                        matches = await store.lookup(name, [_frame(query)], radius=radius, dihedral=dihedral)
+                        matches = await store.lookup(
+                            name, [_frame(query)], radius=radius, dihedral=dihedral
+                        )
                         expected = _oracle(stored, query, radius, dihedral)
-                        assert {m.entry.ahash for m in matches} == expected, (bands, radius, hex(query))
+                        assert {m.entry.ahash for m in matches} == expected, (
+                            bands,
+                            radius,
+                            hex(query),
+                        )
                         assert all(m.distance <= radius for m in matches)
                         counts["queries"] += 1
                         counts["with_matches"] += bool(expected)

@@ -1,0 +1,212 @@
+"""The list commands end to end: load, check, lists, remove, export, import.
+
+In-process against the session's real Redis server (--redis-url), and as real subprocesses on the
+embedded default, where one process loads and the next one checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import LOCAL_PHOTOS, data_file, encode, photo
+from PIL import Image
+
+from guard import hash_file, to_hex
+from guard.cli import main
+
+LISTED = LOCAL_PHOTOS[:5]
+UNLISTED = LOCAL_PHOTOS[5:]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A blocklist folder: five photos (one in a subfolder), a text file and a flat image."""
+    spam = tmp_path / "spam"
+    (spam / "more").mkdir(parents=True)
+    for i, name in enumerate(LISTED):
+        target = spam / ("more" if i == 0 else ".") / Path(name).name
+        shutil.copy(data_file(name), target)
+    (spam / "notes.txt").write_text("not an image")
+    Image.new("RGB", (64, 64), "white").save(spam / "blank.png")
+    return spam
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_load_reports_added_present_and_skipped_and_is_idempotent(
+    folder: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(capsys, "load", str(folder), "--json", "--redis-url", redis_url)
+    assert code == 0
+    summary = json.loads(out)
+    assert (summary["list"], summary["added"], summary["present"]) == ("spam", 5, 0)
+    assert sorted(summary["skipped"], key=lambda s: s["file"]) == [
+        {
+            "file": "blank.png",
+            "reason": "low-information image (flat, nearly flat or tiny): it would match any such image",
+        },
+        {"file": "notes.txt", "reason": "not an image: the bytes match no known image format"},
+    ]
+    code, out, _ = cli(capsys, "load", str(folder), "--json", "--redis-url", redis_url)
+    again = json.loads(out)
+    assert (code, again["added"], again["present"]) == (0, 0, 5)
+    code, out, _ = cli(capsys, "lists", "--json", "--redis-url", redis_url)
+    [info] = json.loads(out)
+    assert (info["list"], info["entries"], info["bands"], info["version"]) == ("spam", 5, 4, 1)
+
+
+def test_check_rejects_edited_copies_and_allows_other_photos(
+    folder: Path, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(capsys, "load", str(folder), "--list", "spam", "--redis-url", redis_url)
+    queries = []
+    for name in LISTED:
+        image = photo(name)
+        recompressed, half = (
+            tmp_path / f"q50-{Path(name).name}",
+            tmp_path / f"half-{Path(name).name}",
+        )
+        recompressed.write_bytes(encode(image, "JPEG", quality=50))
+        half.write_bytes(
+            encode(image.resize((image.width // 2, image.height // 2)), "JPEG", quality=85)
+        )
+        queries += [str(recompressed), str(half)]
+    others = [str(data_file(name)) for name in UNLISTED]
+    code, out, _ = cli(capsys, "check", *queries, *others, "--json", "--redis-url", redis_url)
+    reports = json.loads(out)
+    assert code == 1  # some file would be rejected
+    assert [r["verdict"] for r in reports] == ["reject"] * len(queries) + ["allow"] * len(others)
+    for report in reports[: len(queries)]:
+        best = report["matches"][0]
+        assert (
+            set(best) >= {"list", "distance", "source"}
+            and best["list"] == "spam"
+            and best["confirmed"]
+        )
+        assert Path(report["file"]).name.split("-", 1)[1] == Path(best["source"]).name
+    code, out, _ = cli(capsys, "check", *others, "--redis-url", redis_url)
+    assert code == 0 and out.startswith("ALLOW")
+
+
+def test_check_exit_status_and_errors_for_bad_files(
+    folder: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(capsys, "load", str(folder), "--redis-url", redis_url)
+    code, out, _ = cli(
+        capsys, "check", str(data_file("hard/truncated.jpg")), "--json", "--redis-url", redis_url
+    )
+    [report] = json.loads(out)
+    assert code == 3 and report["verdict"] == "error" and "truncated" in report["error"]
+
+
+def test_export_import_round_trip_and_plain_imagehash_lines(
+    folder: Path, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(capsys, "load", str(folder), "--redis-url", redis_url)
+    code, exported, _ = cli(capsys, "export", "--list", "spam", "--redis-url", redis_url)
+    assert code == 0 and len(exported.splitlines()) == 5
+    dump = tmp_path / "spam.txt"
+    dump.write_text(exported)
+    code, out, _ = cli(
+        capsys, "import", str(dump), "--list", "copy", "--json", "--redis-url", redis_url
+    )
+    assert json.loads(out)["added"] == 5
+    _, copied, _ = cli(capsys, "export", "--list", "copy", "--redis-url", redis_url)
+    assert copied == exported  # same hashes, same labels (the source file names)
+
+    plain = tmp_path / "imagehash.txt"
+    plain.write_text("# exported by imagehash\nffff000000e0ff00\n\nnot-a-hash\n0000000000000000\n")
+    code, out, _ = cli(
+        capsys, "import", str(plain), "--list", "ih", "--json", "--redis-url", redis_url
+    )
+    summary = json.loads(out)
+    assert summary["added"] == 1
+    assert [s["file"] for s in summary["skipped"]] == ["imagehash.txt:4", "imagehash.txt:5"]
+    _, lines, _ = cli(capsys, "export", "--list", "ih", "--redis-url", redis_url)
+    assert lines.split()[:2] == ["ffff000000e0ff00", "-"]
+
+
+def test_remove_by_hash_and_by_file(
+    folder: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(capsys, "load", str(folder), "--redis-url", redis_url)
+    first, second = (folder / Path(LISTED[1]).name), (folder / Path(LISTED[2]).name)
+    by_hash = to_hex(hash_file(first).ahash)
+    code, out, _ = cli(
+        capsys, "remove", "--list", "spam", by_hash, str(second), "--json", "--redis-url", redis_url
+    )
+    assert code == 0
+    assert json.loads(out)["removed"] == [
+        {"target": by_hash, "removed": 1},
+        {"target": str(second), "removed": 1},
+    ]
+    code, out, _ = cli(capsys, "remove", "--list", "spam", by_hash, "--redis-url", redis_url)
+    assert code == 1 and "removed 0" in out
+    _, out, _ = cli(capsys, "check", str(first), "--json", "--redis-url", redis_url)
+    assert json.loads(out)[0]["verdict"] == "allow"
+
+
+def test_store_down_is_a_message_not_a_traceback(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, _, err = cli(capsys, "load", str(folder), "--redis-url", f"redis://127.0.0.1:{port}")
+    assert code == 3
+    assert err.startswith("guard: Redis is unavailable")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["load", "/nonexistent/folder"], "no such file or folder"),
+        (["check", "x.jpg", "--list", "bad name"], "list name"),
+        (["load", ".", "--list", "a{b}"], "list name"),
+    ],
+)
+def test_usage_errors_exit_2(
+    argv: list[str], message: str, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = cli(capsys, *argv, "--redis-url", redis_url)
+    assert code == 2 and message in err
+
+
+def test_embedded_default_persists_between_processes(folder: Path, tmp_path: Path) -> None:
+    """No Redis URL anywhere: `guard load` in one process, `guard check` in the next."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("GUARD_REDIS_URL", "GUARD_CONFIG")}
+
+    def guard(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "guard", *argv],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    loaded = guard("load", str(folder), "--json")
+    assert loaded.returncode == 0, loaded.stderr
+    assert json.loads(loaded.stdout)["added"] == 5
+    assert (work / ".guard" / "redis.db").is_file()
+    edited = tmp_path / "edited.jpg"
+    edited.write_bytes(encode(photo(LISTED[3]), "JPEG", quality=50))
+    checked = guard("check", str(edited), str(data_file(UNLISTED[0])), "--json")
+    assert checked.returncode == 1, checked.stderr
+    assert [r["verdict"] for r in json.loads(checked.stdout)] == ["reject", "allow"]
+    assert "Traceback" not in loaded.stderr + checked.stderr
