@@ -9,9 +9,13 @@ from guard.errors import (
     GuardError,
     ImageError,
     InvalidHash,
+    LowInformationEntry,
     NotAnImage,
+    StoreError,
+    StoreUnavailable,
     TooManyPixels,
     UndecodableImage,
+    UnknownList,
 )
 from guard.hashing import (
     HASH_VERSION,
@@ -28,13 +32,17 @@ from guard.hashing import (
     to_signed,
 )
 from guard.images import ImageLimits, sniff_format
+from guard.store import AddResult, Entry, ListInfo, Match, Store
+from guard.verdict import Verdict, decide
 
 __version__ = "0.1.0"
 
 __all__ = [
     "HASH_VERSION",
+    "AddResult",
     "Config",
     "ConfigError",
+    "Entry",
     "FormatNotAllowed",
     "FrameHash",
     "GuardError",
@@ -42,10 +50,19 @@ __all__ = [
     "ImageHashes",
     "ImageLimits",
     "InvalidHash",
+    "ListInfo",
     "ListPolicy",
+    "LowInformationEntry",
+    "Match",
     "NotAnImage",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
     "TooManyPixels",
     "UndecodableImage",
+    "UnknownList",
+    "Verdict",
+    "decide",
     "from_hex",
     "from_signed",
     "hamming",

@@ -104,7 +104,7 @@ class ListPolicy:
     #: Within this distance (and outside reject_radius) the upload is flagged, not rejected.
     flag_radius: int = 10
     #: A candidate's pHash must also be within this distance, or the aHash match is ignored.
-    confirm_radius: int = 16
+    confirm_radius: int = 12
     #: Also look up the 8 flipped/rotated variants of the query.
     dihedral: bool = True
     #: Bands of the Redis index, used when a list is created: a list keeps the bands it has.

@@ -49,7 +49,7 @@ def test_no_file_gives_the_documented_defaults() -> None:
         url=None, embedded_path=".guard/redis.db", socket_timeout=0.5, connect_timeout=0.5
     )
     assert config.defaults == ListPolicy(
-        reject_radius=8, flag_radius=10, confirm_radius=16, dihedral=True, bands=4
+        reject_radius=8, flag_radius=10, confirm_radius=12, dihedral=True, bands=4
     )
     assert dict(config.lists) == {}
     assert config.limits == ImageLimits(
@@ -127,14 +127,14 @@ GOOD = [
     ("defaults: {bands: 1}", lambda c: c.defaults.bands, 1),
     # A list overrides the file's defaults, not only the built-in ones.
     (
-        "defaults: {confirm_radius: 12}\nlists: {spam: {reject_radius: 6, bands: 2}}",
+        "defaults: {confirm_radius: 14}\nlists: {spam: {reject_radius: 6, bands: 2}}",
         lambda c: c.policy("spam"),
-        ListPolicy(reject_radius=6, confirm_radius=12, bands=2),
+        ListPolicy(reject_radius=6, confirm_radius=14, bands=2),
     ),
     (
-        "defaults: {confirm_radius: 12}\nlists: {spam: {reject_radius: 6}}",
+        "defaults: {confirm_radius: 14}\nlists: {spam: {reject_radius: 6}}",
         lambda c: c.policy("not-named"),
-        ListPolicy(confirm_radius=12),
+        ListPolicy(confirm_radius=14),
     ),
     ("lists:\n  spam:\n  csam.v2_x-1:\n", lambda c: sorted(c.lists), ["csam.v2_x-1", "spam"]),
     ("lists:\n  spam:\n", lambda c: c.policy("spam"), DEFAULT_POLICY),

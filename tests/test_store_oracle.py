@@ -17,7 +17,7 @@ from guard import hash_bytes
 from guard.hashing import TRANSFORMS, FrameHash, hamming, permute, phash_of_coefficients
 from guard.store import Entry, Store
 
-QUERIES_PER_RADIUS = 40
+QUERIES_PER_RADIUS = 80
 
 
 def _real_photo_hashes() -> list[int]:
