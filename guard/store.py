@@ -32,7 +32,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from typing_extensions import Self
 
 from guard.bands import BAND_COUNTS, BandLayout, band_key, default_layout, validate_list_name
 from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
@@ -279,7 +278,7 @@ class Store:
         if self._on_close is not None:
             await self._on_close()
 
-    async def __aenter__(self) -> Self:
+    async def __aenter__(self: StoreT) -> StoreT:  # noqa: PYI019 - typing.Self needs 3.11
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
