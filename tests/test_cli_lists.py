@@ -210,3 +210,28 @@ def test_embedded_default_persists_between_processes(folder: Path, tmp_path: Pat
     assert checked.returncode == 1, checked.stderr
     assert [r["verdict"] for r in json.loads(checked.stdout)] == ["reject", "allow"]
     assert "Traceback" not in loaded.stderr + checked.stderr
+
+
+def test_config_file_and_environment_select_policy_and_server(
+    folder: Path,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """GUARD_REDIS_URL picks the server; --config's per-list policy decides (here: no dihedral)."""
+    monkeypatch.setenv("GUARD_REDIS_URL", redis_url)
+    assert cli(capsys, "load", str(folder))[0] == 0
+    mirrored = tmp_path / "mirrored.jpg"
+    mirrored.write_bytes(
+        encode(photo(LISTED[4]).transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG", quality=80)
+    )
+    code, out, _ = cli(capsys, "check", str(mirrored), "--json")
+    assert code == 1 and json.loads(out)[0]["matches"][0]["transform"] == "flip_left_right"
+    config = tmp_path / "guard.yaml"
+    config.write_text("lists:\n  spam: {dihedral: false}\n")
+    code, out, _ = cli(capsys, "check", str(mirrored), "--json", "--config", str(config))
+    assert code == 0 and json.loads(out)[0]["verdict"] == "allow"
+    config.write_text("lists:\n  spam: {dihedral: maybe}\n")
+    code, _, err = cli(capsys, "check", str(mirrored), "--config", str(config))
+    assert code == 3 and "lists.spam.dihedral" in err
