@@ -87,9 +87,19 @@ def validate_list_name(name: str) -> str:
     return name
 
 
+#: The set of list names: the only key outside a list's hash-tag slot.
+LISTS_KEY = "guard:lists"
+
+
+def list_key(list_name: str, part: str) -> str:
+    """Redis key of one part of a list. ``{list}`` is a Cluster hash tag: a whole list lives in one
+    slot, so SUNION, MULTI/EXEC and Lua work on a cluster."""
+    return f"guard:{{{list_name}}}:{part}"
+
+
 def band_key(list_name: str, band: int, value: int) -> str:
-    """Redis key of one bucket. ``{list}`` is a Cluster hash tag: a whole list lives in one slot."""
-    return f"guard:{{{list_name}}}:b{band}:{value}"
+    """Redis key of one bucket: the set of stored aHashes whose band ``band`` equals ``value``."""
+    return list_key(list_name, f"b{band}:{value}")
 
 
 # Default bit layouts: bands are consecutive chunks of these permutations (a band, at most 16

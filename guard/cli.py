@@ -143,8 +143,11 @@ def _open_store(args: argparse.Namespace) -> Store:
 
 
 def _with_store(args: argparse.Namespace, work: Callable[[Store], Coroutine[Any, Any, int]]) -> int:
+    # Opened before the event loop starts: starting the embedded server blocks for a moment.
+    store = _open_store(args)
+
     async def body() -> int:
-        async with _open_store(args) as store:
+        async with store:
             return await work(store)
 
     return asyncio.run(body())
@@ -262,10 +265,17 @@ def _cmd_load(args: argparse.Namespace) -> int:
         entries, skipped = _read_list_file(path, args.label)
     else:
         entries, skipped = _hash_folder(path, args)
-    policy = args.config_object.policy(name)
+    return _add_and_report(args, name, entries, skipped)
+
+
+def _add_and_report(
+    args: argparse.Namespace, name: str, entries: list[Entry], skipped: list[dict[str, str]]
+) -> int:
+    """Add prepared entries to a list (created with its policy's band count) and print the summary."""
+    bands = args.config_object.policy(name).bands
 
     async def work(store: Store) -> int:
-        result = await store.add(name, entries, bands=policy.bands)
+        result = await store.add(name, entries, bands=bands)
         summary = {
             "list": name,
             "added": result.added,
@@ -338,10 +348,12 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
     Lines without a pHash cannot be confirmed and are matched on the aHash alone.
     """
-    args.path, args.label, args.workers = args.file, None, 1
-    if not Path(args.file).is_file():
-        raise ValueError(f"no such file: {args.file}")
-    return _cmd_load(args)
+    path = Path(args.file)
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    name = validate_list_name(args.list_name)
+    entries, skipped = _read_list_file(path, label=None)
+    return _add_and_report(args, name, entries, skipped)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

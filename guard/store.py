@@ -33,7 +33,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from guard.bands import BAND_COUNTS, BandLayout, band_key, default_layout, validate_list_name
+from guard.bands import (
+    BAND_COUNTS,
+    LISTS_KEY,
+    BandLayout,
+    band_key,
+    default_layout,
+    list_key,
+    validate_list_name,
+)
 from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
 from guard.hashing import (
     HASH_VERSION,
@@ -48,7 +56,6 @@ from guard.hashing import (
     to_signed,
 )
 
-LISTS_KEY = "guard:lists"
 DEFAULT_EMBEDDED_PATH = ".guard/redis.db"
 # Entries per Lua call: big enough to amortise round trips, small enough not to block Redis long.
 WRITE_BATCH = 500
@@ -172,8 +179,7 @@ def _text(value: bytes | str) -> str:
 
 
 def _keys(list_name: str) -> tuple[str, str, str]:
-    prefix = f"guard:{{{list_name}}}"
-    return f"{prefix}:entries", f"{prefix}:ver", f"{prefix}:meta"
+    return list_key(list_name, "entries"), list_key(list_name, "ver"), list_key(list_name, "meta")
 
 
 def _entry_json(entry: Entry) -> str:
