@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from guard.config import Config, ListPolicy, load_config
+from typing import TYPE_CHECKING, Any
+
+from guard.config import Config, HttpSettings, ListPolicy, Route, StatusCodes, load_config
 from guard.errors import (
     ConfigError,
     FormatNotAllowed,
@@ -37,15 +39,31 @@ from guard.verdict import Verdict, decide
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from guard.middleware import Decision, GuardMiddleware
+
+
+def __getattr__(name: str) -> Any:
+    # The middleware (anyio, python-multipart) loads only when asked for, so the CLI stays light.
+    if name in ("GuardMiddleware", "Decision"):
+        from guard import middleware
+
+        return getattr(middleware, name)
+    raise AttributeError(f"module 'guard' has no attribute {name!r}")
+
+
 __all__ = [
     "HASH_VERSION",
     "AddResult",
     "Config",
     "ConfigError",
+    "Decision",
     "Entry",
     "FormatNotAllowed",
     "FrameHash",
     "GuardError",
+    "GuardMiddleware",
+    "HttpSettings",
     "ImageError",
     "ImageHashes",
     "ImageLimits",
@@ -55,6 +73,8 @@ __all__ = [
     "LowInformationEntry",
     "Match",
     "NotAnImage",
+    "Route",
+    "StatusCodes",
     "Store",
     "StoreError",
     "StoreUnavailable",

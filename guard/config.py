@@ -9,12 +9,13 @@ The documented defaults, with the reasons for them, are in ``config/guard.yaml``
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +36,26 @@ MAX_RADIUS = 12
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
 _URLS = "a URL starting redis://, rediss:// or unix://"
 _SECONDS = "a number of seconds > 0 and <= 60"
+#: An RFC 9110 token: what a header name or an HTTP method may be made of.
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_TOKEN_RULE = "use 1 or more characters from A-Z a-z 0-9 ! # $ % & ' * + - . ^ _ ` | ~"
+#: "?" and "#" are never in an ASGI path; a "?" is likelier a glob meant than a literal.
+_ROUTE_PATH = re.compile(r"/[^?#\s]*")
+_PATH_RULE = 'a path starting with "/", without "?", "#" or whitespace'
+_LIST_NAMES = "a non-empty list of list names"
+_METHODS = "a non-empty list of HTTP methods"
+
+
+def _ints(low: int, high: int) -> tuple[str, Callable[[Any], bool]]:
+    """An integer range; a bool is not an integer here, even from Python."""
+    return f"an integer from {low} to {high}", lambda v: type(v) is int and low <= v <= high
+
+
+def _seconds(most: int) -> tuple[str, Callable[[Any], bool]]:
+    return f"a number of seconds > 0 and <= {most}", lambda v: 0 < v <= most
+
+
+_STATUS = _ints(400, 599)
 
 # What each bounded setting accepts: the text quoted in errors, and the test. The dataclasses test
 # their values against it; the loader quotes the same text when a YAML value has the wrong type.
@@ -47,6 +68,25 @@ _ALLOWED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "flag_radius": (f"an integer from 0 to {MAX_RADIUS}", lambda v: 0 <= v <= MAX_RADIUS),
     "confirm_radius": ("an integer from 0 to 64", lambda v: 0 <= v <= 64),
     "bands": (f"one of {', '.join(map(str, BAND_COUNTS))}", lambda v: v in BAND_COUNTS),
+    "max_body_bytes": _ints(1, 2**40),
+    "max_images": _ints(1, 1000),
+    "max_parts": _ints(1, 100_000),
+    "spool_memory_bytes": _ints(0, 2**30),
+    "body_timeout": _seconds(3600),
+    "decision_timeout": _seconds(60),
+    "hash_workers": _ints(1, 64),
+    "flag_header": (
+        f"null or a header name ({_TOKEN_RULE})",
+        lambda v: v is None or (type(v) is str and _TOKEN.fullmatch(v) is not None),
+    ),
+    "retry_after": _ints(0, 86400),
+    "reject": _STATUS,
+    "too_large": _STATUS,
+    "unsupported": _STATUS,
+    "undecodable": _STATUS,
+    "malformed": _STATUS,
+    "timeout": _STATUS,
+    "unavailable": _STATUS,
 }
 
 # YAML values each annotated field type accepts (text for errors, test, conversion). Tests use
@@ -109,6 +149,9 @@ class ListPolicy:
     dihedral: bool = True
     #: Bands of the Redis index, used when a list is created: a list keeps the bands it has.
     bands: int = 4
+    #: When the store cannot answer: False, the request gets the ``unavailable`` status; True, the
+    #: app is called and the verdict is "unchecked".
+    fail_open: bool = False
 
     def __post_init__(self) -> None:
         _check(self)
@@ -117,6 +160,116 @@ class ListPolicy:
                 f"flag_radius must be at least reject_radius ({self.reject_radius}), "
                 f"got {self.flag_radius}"
             )
+
+
+@dataclass(frozen=True)
+class StatusCodes:
+    """Every HTTP status guard answers with (DESIGN.md section 5); each from 400 to 599."""
+
+    #: A confirmed match within a list's reject radius.
+    reject: int = 403
+    #: Body, parts, images, frames or pixels over a limit.
+    too_large: int = 413
+    #: Image format not allowed, or a request Content-Encoding guard does not decode.
+    unsupported: int = 415
+    #: An image that cannot be decoded.
+    undecodable: int = 422
+    #: Malformed multipart.
+    malformed: int = 400
+    #: The body did not arrive within ``body_timeout``.
+    timeout: int = 408
+    #: The store cannot answer and a list of the route fails closed.
+    unavailable: int = 503
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+
+DEFAULT_STATUSES = StatusCodes()
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """How the middleware reads requests and answers them."""
+
+    max_body_bytes: int = 20_000_000
+    #: Images checked per request; more is ``too_large``, never "check the first N".
+    max_images: int = 16
+    #: Multipart parts per request.
+    max_parts: int = 64
+    #: The body is kept in memory up to this many bytes, then in a temporary file.
+    spool_memory_bytes: int = 1_048_576
+    #: Seconds for the whole body to arrive (one deadline, not one per chunk).
+    body_timeout: float = 30.0
+    #: Seconds for all store lookups of one request.
+    decision_timeout: float = 2.0
+    #: Threads decoding and hashing at the same time.
+    hash_workers: int = 4
+    #: Response header carrying the verdict of flagged and unchecked requests; None: no header.
+    flag_header: str | None = "X-Guard-Verdict"
+    #: Seconds in the Retry-After header of the ``unavailable`` status.
+    retry_after: int = 5
+    statuses: StatusCodes = DEFAULT_STATUSES
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+
+DEFAULT_HTTP = HttpSettings()
+
+
+@functools.cache
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A route path as a regex: "**" any run of characters, "*" any run without "/" (both may be
+    empty). DOTALL: a decoded path can hold a newline (%0A), and "**" must match across it."""
+    parts = re.split(r"(\*\*|\*)", pattern)
+    regex = "".join(".*" if p == "**" else "[^/]*" if p == "*" else re.escape(p) for p in parts)
+    return re.compile(regex, re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Requests to check: a method and a path, and the lists their images are looked up in.
+
+    ``path`` is exact ("/upload" does not match "/upload/") or a glob where "*" matches any run
+    of characters except "/" and "**" any run including "/". Methods are compared upper-case,
+    as ASGI servers give them; they may be given in any case and are upper-cased.
+    """
+
+    path: str
+    lists: tuple[str, ...]
+    methods: frozenset[str] = frozenset({"POST", "PUT", "PATCH"})
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.path, str) and _ROUTE_PATH.fullmatch(self.path)):
+            raise ValueError(f"path must be {_PATH_RULE}, got {_show(self.path)}")
+        if self.path.count("**") > 1:
+            # Two "**" make matching quadratic in the request path, which the client controls.
+            raise ValueError(f"path may use ** at most once, got {_show(self.path)}")
+        # A str is iterable too: "spam" would pass as the lists s, p, a, m.
+        if isinstance(self.lists, str) or not self.lists:
+            raise ValueError(f"lists must be {_LIST_NAMES}, got {_show(self.lists)}")
+        lists = tuple(self.lists)
+        for index, name in enumerate(lists):
+            if not is_list_name(name):
+                raise ValueError(f"lists has an invalid list name {_show(name)}: {LIST_NAME_RULE}")
+            if name in lists[:index]:
+                raise ValueError(f"lists names {_show(name)} twice: name each list once")
+        if isinstance(self.methods, str) or not self.methods:
+            shown = self.methods if isinstance(self.methods, str) else list(self.methods)
+            raise ValueError(f"methods must be {_METHODS}, got {_show(shown)}")
+        for method in sorted(self.methods, key=str):
+            # Checked before upper-casing: "poſt".upper() is "POST".
+            if not (isinstance(method, str) and _TOKEN.fullmatch(method)):
+                raise ValueError(f"methods has an invalid method {_show(method)}: {_TOKEN_RULE}")
+        # Private copies, upper-cased: hashable and comparable whatever the caller passed.
+        object.__setattr__(self, "lists", lists)
+        object.__setattr__(self, "methods", frozenset(m.upper() for m in self.methods))
+        _glob(self.path)
+
+    def matches(self, method: str, path: str) -> bool:
+        """True if a request with this (upper-case) method and ASGI path is checked here."""
+        return method in self.methods and _glob(self.path).fullmatch(path) is not None
 
 
 DEFAULT_REDIS = RedisSettings()
@@ -137,17 +290,25 @@ class Config:
     # Left out of hash(): a mapping is unhashable, and equal configs still hash equal without it.
     lists: Mapping[str, ListPolicy] = field(default_factory=_no_lists, hash=False)
     limits: ImageLimits = DEFAULT_LIMITS
+    #: Requests to check, first match wins; a request no route matches passes untouched.
+    routes: tuple[Route, ...] = ()
+    http: HttpSettings = DEFAULT_HTTP
 
     def __post_init__(self) -> None:
         for name in self.lists:
             if not is_list_name(name):
                 raise ValueError(f"lists has an invalid list name {_show(name)}: {LIST_NAME_RULE}")
-        # A private copy: the caller's dict may change later, this config must not.
+        # Private copies: the caller's dict or list may change later, this config must not.
         object.__setattr__(self, "lists", MappingProxyType(dict(self.lists)))
+        object.__setattr__(self, "routes", tuple(self.routes))
 
     def policy(self, list_name: str) -> ListPolicy:
         """The policy of ``list_name``: its own if the config names it, else ``defaults``."""
         return self.lists.get(list_name, self.defaults)
+
+    def route_for(self, method: str, path: str) -> Route | None:
+        """The first route, in file order, that checks this request; None if none does."""
+        return next((route for route in self.routes if route.matches(method, path)), None)
 
 
 DEFAULT_CONFIG = Config()
@@ -205,7 +366,7 @@ def _yaml_problem(error: Exception) -> str:
 
 
 def _from_document(document: object) -> Config:
-    top = _mapping(document, "", ("defaults", "limits", "lists", "redis"))
+    top = _mapping(document, "", ("defaults", "http", "limits", "lists", "redis", "routes"))
     defaults = _section(ListPolicy, top.get("defaults"), "defaults", DEFAULT_POLICY)
     lists = {}
     for name, overrides in _mapping(top.get("lists"), "lists", None).items():
@@ -218,7 +379,44 @@ def _from_document(document: object) -> Config:
         defaults=defaults,
         lists=lists,
         limits=_section(ImageLimits, top.get("limits"), "limits", DEFAULT_LIMITS),
+        routes=_routes(top.get("routes")),
+        http=_section(HttpSettings, top.get("http"), "http", DEFAULT_HTTP),
     )
+
+
+_ROUTE_KEYS = ("lists", "methods", "path")
+# Route checks the values; the loader only that each key is there (methods is optional) and of a
+# YAML type Route can take. A method must be a string: a mapping could not even go in a set.
+_ROUTE_VALUES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+    ("path", _PATH_RULE, lambda v: type(v) is str),
+    ("lists", _LIST_NAMES, lambda v: type(v) is list),
+    ("methods", _METHODS, lambda v: type(v) is list and all(type(m) is str for m in v)),
+)
+
+
+def _routes(raw: object) -> tuple[Route, ...]:
+    if raw is None:
+        return ()
+    if type(raw) is not list:
+        reason = f"must be a list of mappings with keys {', '.join(_ROUTE_KEYS)}, got {_show(raw)}"
+        raise ConfigError(reason, key="routes")
+    return tuple(_route(item, f"routes[{index}]") for index, item in enumerate(raw))
+
+
+def _route(raw: object, path: str) -> Route:
+    given = _mapping(raw, path, _ROUTE_KEYS)
+    for key, allowed, fits in _ROUTE_VALUES:
+        if key not in given and key != "methods":
+            raise ConfigError(f"missing: must be {allowed}", key=f"{path}.{key}")
+        if key in given and not fits(given[key]):
+            raise ConfigError(f"must be {allowed}, got {_show(given[key])}", key=f"{path}.{key}")
+    try:
+        if "methods" in given:
+            return Route(given["path"], tuple(given["lists"]), frozenset(given["methods"]))
+        return Route(given["path"], tuple(given["lists"]))
+    except ValueError as error:
+        name, _, reason = str(error).partition(" ")
+        raise ConfigError(reason, key=f"{path}.{name}") from None
 
 
 def _mapping(raw: object, path: str, allowed: tuple[str, ...] | None) -> dict[Any, Any]:
@@ -236,7 +434,7 @@ def _mapping(raw: object, path: str, allowed: tuple[str, ...] | None) -> dict[An
     return raw
 
 
-_Settings = TypeVar("_Settings", RedisSettings, ListPolicy, ImageLimits)
+_Settings = TypeVar("_Settings", RedisSettings, ListPolicy, ImageLimits, HttpSettings, StatusCodes)
 
 
 def _section(kind: type[_Settings], raw: object, path: str, base: _Settings) -> _Settings:
@@ -244,6 +442,10 @@ def _section(kind: type[_Settings], raw: object, path: str, base: _Settings) -> 
     hints = typing.get_type_hints(kind)
     values = {}
     for key, value in _mapping(raw, path, tuple(sorted(hints))).items():
+        if isinstance(hints[key], type) and is_dataclass(hints[key]):
+            # A nested section (http.statuses): its keys are named under this one.
+            values[key] = _section(hints[key], value, f"{path}.{key}", getattr(base, key))
+            continue
         text, accepts, convert = _KINDS[hints[key]]
         if not accepts(value):
             allowed = _ALLOWED[key][0] if key in _ALLOWED else text

@@ -77,3 +77,23 @@ class UnknownList(StoreError):
 
 class LowInformationEntry(GuardError, ValueError):
     """A flat or near-flat image's hash was offered as a list entry; it would match any flat image."""
+
+
+class RequestError(GuardError):
+    """An upload request guard will not pass on (its status is chosen in guard.verdict)."""
+
+
+class BodyTooLarge(RequestError):
+    """The body, or the number of parts or images in it, is over a limit (named in the message)."""
+
+
+class BodyTimeout(RequestError):
+    """The body did not arrive within the deadline."""
+
+
+class MalformedBody(RequestError):
+    """The multipart framing is broken, or uses a feature guard refuses (Content-Transfer-Encoding)."""
+
+
+class UnsupportedEncoding(RequestError):
+    """A Content-Encoding guard cannot look through (a compressed body would reach the app unscanned)."""

@@ -9,9 +9,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from guard import Config, ConfigError, GuardError, ImageLimits, ListPolicy, load_config
+import guard
+from guard import (
+    Config,
+    ConfigError,
+    GuardError,
+    HttpSettings,
+    ImageLimits,
+    ListPolicy,
+    Route,
+    StatusCodes,
+    load_config,
+)
 from guard.config import (
     DEFAULT_CONFIG,
+    DEFAULT_HTTP,
     DEFAULT_POLICY,
     ENV_REDIS_URL,
     RedisSettings,
@@ -19,11 +31,24 @@ from guard.config import (
 )
 
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "guard.yaml"
-POLICY_KEYS = "bands, confirm_radius, dihedral, flag_radius, reject_radius"
+TOP_KEYS = "defaults, http, limits, lists, redis, routes"
+POLICY_KEYS = "bands, confirm_radius, dihedral, fail_open, flag_radius, reject_radius"
 REDIS_KEYS = "connect_timeout, embedded_path, socket_timeout, url"
 LIMIT_KEYS = "allowed_formats, max_animation_pixels, max_frames, max_image_pixels"
 URLS = "a URL starting redis://, rediss:// or unix://"
 FORMATS = "a non-empty subset of ['BMP', 'GIF', 'JPEG', 'PNG', 'TIFF', 'WEBP']"
+HTTP_KEYS = (
+    "body_timeout, decision_timeout, flag_header, hash_workers, max_body_bytes, max_images, "
+    "max_parts, retry_after, spool_memory_bytes, statuses"
+)
+STATUS_KEYS = "malformed, reject, timeout, too_large, unavailable, undecodable, unsupported"
+ROUTE_KEYS = "lists, methods, path"
+PATHS = 'a path starting with "/", without "?", "#" or whitespace'
+TOKENS = "use 1 or more characters from A-Z a-z 0-9 ! # $ % & ' * + - . ^ _ ` | ~"
+LIST_NAMES = "use 1 to 64 characters from A-Z a-z 0-9 _ . -"
+HEADERS = f"null or a header name ({TOKENS})"
+# A route for documents that test something else about routes.
+SPAM = "lists: [spam]"
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -49,9 +74,31 @@ def test_no_file_gives_the_documented_defaults() -> None:
         url=None, embedded_path=".guard/redis.db", socket_timeout=0.5, connect_timeout=0.5
     )
     assert config.defaults == ListPolicy(
-        reject_radius=8, flag_radius=10, confirm_radius=12, dihedral=True, bands=4
+        reject_radius=8, flag_radius=10, confirm_radius=12, dihedral=True, bands=4, fail_open=False
     )
     assert dict(config.lists) == {}
+    assert config.routes == ()
+    assert config.route_for("POST", "/upload") is None  # no routes: guard checks nothing
+    assert config.http == HttpSettings(
+        max_body_bytes=20_000_000,
+        max_images=16,
+        max_parts=64,
+        spool_memory_bytes=1_048_576,
+        body_timeout=30.0,
+        decision_timeout=2.0,
+        hash_workers=4,
+        flag_header="X-Guard-Verdict",
+        retry_after=5,
+        statuses=StatusCodes(
+            reject=403,
+            too_large=413,
+            unsupported=415,
+            undecodable=422,
+            malformed=400,
+            timeout=408,
+            unavailable=503,
+        ),
+    )
     assert config.limits == ImageLimits(
         max_image_pixels=50_000_000,
         max_frames=8,
@@ -62,8 +109,15 @@ def test_no_file_gives_the_documented_defaults() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "\n\n", "# only a comment\n", "---\n", "redis:\ndefaults:\nlists:\nlimits:\n"],
-    ids=["empty", "blank-lines", "comment", "empty-document", "null-sections"],
+    [
+        "",
+        "\n\n",
+        "# only a comment\n",
+        "---\n",
+        "redis:\ndefaults:\nlists:\nlimits:\nroutes:\nhttp:\n",
+        "http: {statuses: }\nroutes: []\n",
+    ],
+    ids=["empty", "blank-lines", "comment", "empty-document", "null-sections", "empty-http"],
 )
 def test_empty_documents_give_the_defaults(tmp_path: Path, text: str) -> None:
     assert load_config(_write(tmp_path, text)) == DEFAULT_CONFIG
@@ -72,22 +126,30 @@ def test_empty_documents_give_the_defaults(tmp_path: Path, text: str) -> None:
 # --- the shipped file --------------------------------------------------------------------------
 
 
-def test_shipped_file_is_the_defaults_plus_spam() -> None:
+def test_shipped_file_is_the_defaults_plus_spam_and_upload() -> None:
     config = load_config(SHIPPED)
-    assert config == dataclasses.replace(DEFAULT_CONFIG, lists={"spam": DEFAULT_POLICY})
+    upload = Route("/upload", ("spam",), frozenset({"POST"}))
+    assert config == dataclasses.replace(
+        DEFAULT_CONFIG, lists={"spam": DEFAULT_POLICY}, routes=(upload,)
+    )
     assert config.policy("spam") == config.defaults
+    assert config.route_for("POST", "/upload") == upload
+    assert config.route_for("PUT", "/upload") is None
 
 
 def test_shipped_file_documents_every_key() -> None:
     document = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
-    assert list(document) == ["redis", "defaults", "lists", "limits"]
-    for section, kind in (
-        ("redis", RedisSettings),
-        ("defaults", ListPolicy),
-        ("limits", ImageLimits),
+    assert list(document) == ["redis", "defaults", "lists", "routes", "limits", "http"]
+    for values, kind in (
+        (document["redis"], RedisSettings),
+        (document["defaults"], ListPolicy),
+        (document["limits"], ImageLimits),
+        (document["http"], HttpSettings),
+        (document["http"]["statuses"], StatusCodes),
     ):
-        assert sorted(document[section]) == sorted(f.name for f in dataclasses.fields(kind))
+        assert sorted(values) == sorted(f.name for f in dataclasses.fields(kind))
     assert document["lists"] == {"spam": {}}
+    assert document["routes"] == [{"path": "/upload", "methods": ["POST"], "lists": ["spam"]}]
 
 
 # --- good documents ----------------------------------------------------------------------------
@@ -150,6 +212,103 @@ GOOD = [
         lambda c: (c.limits.max_image_pixels, c.limits.max_animation_pixels),
         (64, 64),
     ),
+    # fail_open is per list: a list inherits the file's defaults and may override them.
+    (
+        "lists: {spam: {fail_open: true}, csam: {}}",
+        lambda c: [c.policy(n).fail_open for n in ("spam", "csam", "not-named")],
+        [True, False, False],
+    ),
+    (
+        "defaults: {fail_open: true}\nlists: {spam: {fail_open: false}, csam: {}}",
+        lambda c: [c.policy(n).fail_open for n in ("spam", "csam", "not-named")],
+        [False, True, True],
+    ),
+    # http: each key alone leaves the others at their defaults.
+    (
+        "http: {max_body_bytes: 1, max_images: 1, max_parts: 1, hash_workers: 1}",
+        lambda c: c.http,
+        HttpSettings(max_body_bytes=1, max_images=1, max_parts=1, hash_workers=1),
+    ),
+    (
+        "http: {max_body_bytes: 1099511627776, max_images: 1000, max_parts: 100000}",
+        lambda c: (c.http.max_body_bytes, c.http.max_images, c.http.max_parts),
+        (2**40, 1000, 100_000),
+    ),
+    ("http: {spool_memory_bytes: 0}", lambda c: c.http.spool_memory_bytes, 0),
+    ("http: {spool_memory_bytes: 1073741824}", lambda c: c.http.spool_memory_bytes, 2**30),
+    (
+        "http: {body_timeout: 3600}",
+        lambda c: (c.http.body_timeout, type(c.http.body_timeout)),
+        (3600.0, float),
+    ),
+    ("http: {body_timeout: 0.25}", lambda c: c.http, HttpSettings(body_timeout=0.25)),
+    (
+        "http: {decision_timeout: 60}",
+        lambda c: (c.http.decision_timeout, type(c.http.decision_timeout)),
+        (60.0, float),
+    ),
+    ("http: {hash_workers: 64}", lambda c: c.http.hash_workers, 64),
+    ("http: {flag_header: null}", lambda c: c.http, HttpSettings(flag_header=None)),
+    ("http: {flag_header: ~}", lambda c: c.http.flag_header, None),
+    (
+        'http: {flag_header: "X-Blocklist_Verdict.v1!#$%&\'*+^`|~"}',
+        lambda c: c.http.flag_header,
+        "X-Blocklist_Verdict.v1!#$%&'*+^`|~",
+    ),
+    ("http: {retry_after: 0}", lambda c: c.http, HttpSettings(retry_after=0)),
+    ("http: {retry_after: 86400}", lambda c: c.http.retry_after, 86400),
+    (
+        "http: {statuses: {reject: 422}}",
+        lambda c: c.http,
+        HttpSettings(statuses=StatusCodes(reject=422)),
+    ),
+    (
+        "http: {retry_after: 30, statuses: {unavailable: 599, malformed: 400, timeout: 400}}",
+        lambda c: c.http,
+        HttpSettings(
+            retry_after=30, statuses=StatusCodes(unavailable=599, malformed=400, timeout=400)
+        ),
+    ),
+    (
+        "http:\n  statuses:\n    too_large: 400\n    unsupported: 599\n    undecodable: 400\n",
+        lambda c: c.http.statuses,
+        StatusCodes(too_large=400, unsupported=599, undecodable=400),
+    ),
+    # routes, in file order; methods in any case, upper-cased; default methods
+    (
+        "routes: [{path: /upload, lists: [spam]}]",
+        lambda c: c.routes,
+        (Route("/upload", ("spam",), frozenset({"POST", "PUT", "PATCH"})),),
+    ),
+    (
+        "routes: [{path: /upload, methods: [post, Put], lists: [spam, csam.v2]}]",
+        lambda c: c.routes,
+        (Route("/upload", ("spam", "csam.v2"), frozenset({"POST", "PUT"})),),
+    ),
+    (
+        "routes: [{path: /b, lists: [x]}, {path: /a, lists: [y]}, {path: /b, lists: [z]}]",
+        lambda c: [(r.path, r.lists) for r in c.routes],
+        [("/b", ("x",)), ("/a", ("y",)), ("/b", ("z",))],
+    ),
+    (
+        "routes: [{path: '/images/**', methods: [POST, POST, post], lists: [spam]}]",
+        lambda c: c.routes[0].methods,
+        frozenset({"POST"}),
+    ),
+    (
+        "routes: [{path: '/api/*/upload', methods: [M-SEARCH], lists: [spam]}]",
+        lambda c: (
+            c.route_for("M-SEARCH", "/api/v1/upload"),
+            c.route_for("POST", "/api/v1/upload"),
+        ),
+        (Route("/api/*/upload", ("spam",), frozenset({"M-SEARCH"})), None),
+    ),
+    # A list a route names need not be under `lists`: it uses `defaults`.
+    (
+        "defaults: {fail_open: true}\nroutes: [{path: /upload, lists: [other]}]",
+        lambda c: c.policy(c.routes[0].lists[0]).fail_open,
+        True,
+    ),
 ]
 
 
@@ -166,7 +325,7 @@ def test_good_documents(
 # (document, the whole message after "<file>: "). Exact, so a changed or vaguer message fails.
 BAD = [
     # unknown keys, at each level
-    ("colour: red", "colour: unknown key (allowed: defaults, limits, lists, redis)"),
+    ("colour: red", f"colour: unknown key (allowed: {TOP_KEYS})"),
     (
         "redis: {timeout: 1}",
         "redis.timeout: unknown key (allowed: connect_timeout, embedded_path, socket_timeout, url)",
@@ -177,7 +336,7 @@ BAD = [
         "limits: {max_pixels: 5}",
         f"limits.max_pixels: unknown key (allowed: {LIMIT_KEYS})",
     ),
-    ("1: x", "1: unknown key (allowed: defaults, limits, lists, redis)"),
+    ("1: x", f"1: unknown key (allowed: {TOP_KEYS})"),
     # wrong types: the message still gives the allowed range
     (
         "defaults: {reject_radius: true}",
@@ -306,12 +465,251 @@ BAD = [
         "limits: {max_animation_pixels: 1000}",
         "limits.max_animation_pixels: must be at least max_image_pixels (50000000), got 1000",
     ),
+    # fail_open
+    ("defaults: {fail_open: 'no'}", 'defaults.fail_open: must be true or false, got "no"'),
+    ("lists: {spam: {fail_open: 0}}", "lists.spam.fail_open: must be true or false, got 0"),
+    # http: unknown keys, types and ranges, each named under http.
+    ("http: {max_body_size: 5}", f"http.max_body_size: unknown key (allowed: {HTTP_KEYS})"),
+    (
+        "http: {statuses: {forbidden: 403}}",
+        f"http.statuses.forbidden: unknown key (allowed: {STATUS_KEYS})",
+    ),
+    ("http: [1]", f"http: must be a mapping with keys {HTTP_KEYS}, got [1]"),
+    ("http: {statuses: 403}", f"http.statuses: must be a mapping with keys {STATUS_KEYS}, got 403"),
+    (
+        "http: {max_body_bytes: 0}",
+        "http.max_body_bytes: must be an integer from 1 to 1099511627776, got 0",
+    ),
+    (
+        "http: {max_body_bytes: 1099511627777}",
+        "http.max_body_bytes: must be an integer from 1 to 1099511627776, got 1099511627777",
+    ),
+    (
+        "http: {max_body_bytes: 20MB}",
+        'http.max_body_bytes: must be an integer from 1 to 1099511627776, got "20MB"',
+    ),
+    (
+        "http: {max_body_bytes: 2.0e7}",
+        'http.max_body_bytes: must be an integer from 1 to 1099511627776, got "2.0e7"',
+    ),
+    ("http: {max_images: 0}", "http.max_images: must be an integer from 1 to 1000, got 0"),
+    ("http: {max_images: 1001}", "http.max_images: must be an integer from 1 to 1000, got 1001"),
+    ("http: {max_images: true}", "http.max_images: must be an integer from 1 to 1000, got true"),
+    ("http: {max_parts: 0}", "http.max_parts: must be an integer from 1 to 100000, got 0"),
+    (
+        "http: {max_parts: 100001}",
+        "http.max_parts: must be an integer from 1 to 100000, got 100001",
+    ),
+    (
+        "http: {spool_memory_bytes: -1}",
+        "http.spool_memory_bytes: must be an integer from 0 to 1073741824, got -1",
+    ),
+    (
+        "http: {spool_memory_bytes: 1073741825}",
+        "http.spool_memory_bytes: must be an integer from 0 to 1073741824, got 1073741825",
+    ),
+    (
+        "http: {body_timeout: 0}",
+        "http.body_timeout: must be a number of seconds > 0 and <= 3600, got 0.0",
+    ),
+    (
+        "http: {body_timeout: 3600.5}",
+        "http.body_timeout: must be a number of seconds > 0 and <= 3600, got 3600.5",
+    ),
+    (
+        "http: {body_timeout: .nan}",
+        "http.body_timeout: must be a number of seconds > 0 and <= 3600, got NaN",
+    ),
+    (
+        "http: {body_timeout: '30'}",
+        'http.body_timeout: must be a number of seconds > 0 and <= 3600, got "30"',
+    ),
+    (
+        "http: {decision_timeout: -1}",
+        "http.decision_timeout: must be a number of seconds > 0 and <= 60, got -1.0",
+    ),
+    (
+        "http: {decision_timeout: 61}",
+        "http.decision_timeout: must be a number of seconds > 0 and <= 60, got 61.0",
+    ),
+    (
+        "http: {decision_timeout: null}",
+        "http.decision_timeout: must be a number of seconds > 0 and <= 60, got null",
+    ),
+    ("http: {hash_workers: 0}", "http.hash_workers: must be an integer from 1 to 64, got 0"),
+    ("http: {hash_workers: 65}", "http.hash_workers: must be an integer from 1 to 64, got 65"),
+    ("http: {hash_workers: 4.0}", "http.hash_workers: must be an integer from 1 to 64, got 4.0"),
+    ("http: {retry_after: -1}", "http.retry_after: must be an integer from 0 to 86400, got -1"),
+    (
+        "http: {retry_after: 86401}",
+        "http.retry_after: must be an integer from 0 to 86400, got 86401",
+    ),
+    ("http: {retry_after: 1.5}", "http.retry_after: must be an integer from 0 to 86400, got 1.5"),
+    # flag_header: null or an RFC 9110 token
+    (
+        "http: {flag_header: ''}",
+        f'http.flag_header: must be {HEADERS}, got ""',
+    ),
+    (
+        "http: {flag_header: X Guard}",
+        f'http.flag_header: must be {HEADERS}, got "X Guard"',
+    ),
+    (
+        "http: {flag_header: 'X-Guard:'}",
+        f'http.flag_header: must be {HEADERS}, got "X-Guard:"',
+    ),
+    (
+        "http: {flag_header: X-Gärd}",
+        f'http.flag_header: must be {HEADERS}, got "X-Gärd"',
+    ),
+    (
+        'http: {flag_header: "X-Guard\\r\\nSet-Cookie"}',
+        f'http.flag_header: must be {HEADERS}, got "X-Guard\\r\\nSet-Cookie"',
+    ),
+    (
+        "http: {flag_header: 5}",
+        f"http.flag_header: must be {HEADERS}, got 5",
+    ),
+    (
+        "http: {flag_header: false}",
+        f"http.flag_header: must be {HEADERS}, got false",
+    ),
+    # statuses: the exact message of the brief, then each key at both ends
+    (
+        "http: {statuses: {reject: 200}}",
+        "http.statuses.reject: must be an integer from 400 to 599, got 200",
+    ),
+    *[
+        (
+            f"http: {{statuses: {{{key}: {value}}}}}",
+            f"http.statuses.{key}: must be an integer from 400 to 599, got {value}",
+        )
+        for key in STATUS_KEYS.split(", ")
+        for value in (399, 600)
+    ],
+    (
+        "http: {statuses: {reject: '403'}}",
+        'http.statuses.reject: must be an integer from 400 to 599, got "403"',
+    ),
+    (
+        "http: {statuses: {unavailable: 503.0}}",
+        "http.statuses.unavailable: must be an integer from 400 to 599, got 503.0",
+    ),
+    (
+        "http: {statuses: {timeout: true}}",
+        "http.statuses.timeout: must be an integer from 400 to 599, got true",
+    ),
+    # routes: the list, each route, each key, named routes[i].key
+    (
+        "routes: {path: /upload}",
+        f'routes: must be a list of mappings with keys {ROUTE_KEYS}, got {{"path": "/upload"}}',
+    ),
+    (
+        "routes: /upload",
+        f'routes: must be a list of mappings with keys {ROUTE_KEYS}, got "/upload"',
+    ),
+    ("routes: [/upload]", f'routes[0]: must be a mapping with keys {ROUTE_KEYS}, got "/upload"'),
+    (
+        "routes: [{path: /upload, lists: [spam], method: [POST]}]",
+        f"routes[0].method: unknown key (allowed: {ROUTE_KEYS})",
+    ),
+    ("routes: [{lists: [spam]}]", f"routes[0].path: missing: must be {PATHS}"),
+    (
+        "routes: [{path: /upload}]",
+        "routes[0].lists: missing: must be a non-empty list of list names",
+    ),
+    ("routes: [~]", f"routes[0].path: missing: must be {PATHS}"),
+    (
+        f"routes: [{{path: /a, {SPAM}}}, {{path: b, {SPAM}}}]",
+        f'routes[1].path: must be {PATHS}, got "b"',
+    ),
+    (f"routes: [{{path: 5, {SPAM}}}]", f"routes[0].path: must be {PATHS}, got 5"),
+    (f"routes: [{{path: '', {SPAM}}}]", f'routes[0].path: must be {PATHS}, got ""'),
+    (f"routes: [{{path: 'upload', {SPAM}}}]", f'routes[0].path: must be {PATHS}, got "upload"'),
+    (f"routes: [{{path: '*/upload', {SPAM}}}]", f'routes[0].path: must be {PATHS}, got "*/upload"'),
+    (
+        f"routes: [{{path: '/upload?x=1', {SPAM}}}]",
+        f'routes[0].path: must be {PATHS}, got "/upload?x=1"',
+    ),
+    (
+        f"routes: [{{path: '/upload#top', {SPAM}}}]",
+        f'routes[0].path: must be {PATHS}, got "/upload#top"',
+    ),
+    (
+        f"routes: [{{path: '/up load', {SPAM}}}]",
+        f'routes[0].path: must be {PATHS}, got "/up load"',
+    ),
+    (
+        f'routes: [{{path: "/upload\\n", {SPAM}}}]',
+        f'routes[0].path: must be {PATHS}, got "/upload\\n"',
+    ),
+    (
+        "routes: [{path: /upload, lists: spam}]",
+        'routes[0].lists: must be a non-empty list of list names, got "spam"',
+    ),
+    (
+        "routes: [{path: /upload, lists: []}]",
+        "routes[0].lists: must be a non-empty list of list names, got []",
+    ),
+    (
+        "routes: [{path: /upload, lists: null}]",
+        "routes[0].lists: must be a non-empty list of list names, got null",
+    ),
+    (
+        "routes: [{path: /upload, lists: ['sp am']}]",
+        f'routes[0].lists: has an invalid list name "sp am": {LIST_NAMES}',
+    ),
+    (
+        "routes: [{path: /upload, lists: [spam, 1]}]",
+        f"routes[0].lists: has an invalid list name 1: {LIST_NAMES}",
+    ),
+    (
+        "routes: [{path: /upload, lists: [spam, 'a:b']}]",
+        f'routes[0].lists: has an invalid list name "a:b": {LIST_NAMES}',
+    ),
+    (
+        "routes: [{path: /upload, lists: [spam, csam, spam]}]",
+        'routes[0].lists: names "spam" twice: name each list once',
+    ),
+    (
+        f"routes: [{{path: /upload, methods: POST, {SPAM}}}]",
+        'routes[0].methods: must be a non-empty list of HTTP methods, got "POST"',
+    ),
+    (
+        f"routes: [{{path: /upload, methods: [], {SPAM}}}]",
+        "routes[0].methods: must be a non-empty list of HTTP methods, got []",
+    ),
+    (
+        f"routes: [{{path: /upload, methods: null, {SPAM}}}]",
+        "routes[0].methods: must be a non-empty list of HTTP methods, got null",
+    ),
+    (
+        f"routes: [{{path: /upload, methods: [POST, 1], {SPAM}}}]",
+        'routes[0].methods: must be a non-empty list of HTTP methods, got ["POST", 1]',
+    ),
+    (
+        f"routes: [{{path: /upload, methods: [{{a: 1}}], {SPAM}}}]",
+        'routes[0].methods: must be a non-empty list of HTTP methods, got [{"a": 1}]',
+    ),
+    (
+        f"routes: [{{path: /upload, methods: ['GE T'], {SPAM}}}]",
+        f'routes[0].methods: has an invalid method "GE T": {TOKENS}',
+    ),
+    (
+        f"routes: [{{path: /upload, methods: [POST, ''], {SPAM}}}]",
+        f'routes[0].methods: has an invalid method "": {TOKENS}',
+    ),
+    # Checked before upper-casing, which would turn the long s into "POST".
+    (
+        f"routes: [{{path: /upload, methods: [poſt], {SPAM}}}]",
+        f'routes[0].methods: has an invalid method "poſt": {TOKENS}',
+    ),
     # sections that are not mappings
     (
         "- redis\n- limits",
-        'must be a mapping with keys defaults, limits, lists, redis, got ["redis", "limits"]',
+        f'must be a mapping with keys {TOP_KEYS}, got ["redis", "limits"]',
     ),
-    ("just text", 'must be a mapping with keys defaults, limits, lists, redis, got "just text"'),
+    ("just text", f'must be a mapping with keys {TOP_KEYS}, got "just text"'),
     (
         "redis: redis://cache",
         f'redis: must be a mapping with keys {REDIS_KEYS}, got "redis://cache"',
@@ -333,6 +731,12 @@ def test_error_keeps_the_key_and_reason_apart(tmp_path: Path) -> None:
     error = _error(tmp_path, "lists: {spam: {reject_radius: 20}}")
     assert error.key == "lists.spam.reject_radius"
     assert error.reason == "must be an integer from 0 to 12, got 20"
+
+
+def test_route_errors_keep_the_key_and_reason_apart(tmp_path: Path) -> None:
+    error = _error(tmp_path, "routes: [{path: /a, lists: [a]}, {path: /b, lists: [b, b]}]")
+    assert error.key == "routes[1].lists"
+    assert error.reason == 'names "b" twice: name each list once'
 
 
 def test_url_passwords_stay_out_of_errors(tmp_path: Path) -> None:
@@ -399,8 +803,70 @@ def test_unreadable_file(tmp_path: Path, name: str) -> None:
         (lambda: RedisSettings(socket_timeout=-1), "socket_timeout must be a number of seconds"),
         (lambda: RedisSettings(url="tcp://x"), "url must be null or a URL starting redis://"),
         (lambda: Config(lists={"no spaces": DEFAULT_POLICY}), "lists has an invalid list name"),
+        (
+            lambda: StatusCodes(reject=200),
+            "reject must be an integer from 400 to 599, got 200",
+        ),
+        # From Python as from YAML, a bool is not an integer (True == 1 would pass the range).
+        (
+            lambda: HttpSettings(max_images=True),
+            "max_images must be an integer from 1 to 1000, got true",
+        ),
+        (
+            lambda: HttpSettings(max_images=0),
+            "max_images must be an integer from 1 to 1000, got 0",
+        ),
+        (
+            lambda: HttpSettings(body_timeout=0),
+            "body_timeout must be a number of seconds > 0 and <= 3600, got 0",
+        ),
+        (
+            lambda: HttpSettings(flag_header="X Guard"),
+            "flag_header must be null or a header name (use 1 or more characters",
+        ),
+        (lambda: Route("upload", ("spam",)), 'path must be a path starting with "/"'),
+        # A str is a sequence too: "spam" must not become the lists s, p, a, m.
+        (
+            lambda: Route("/upload", "spam"),  # type: ignore[arg-type]
+            'lists must be a non-empty list of list names, got "spam"',
+        ),
+        (lambda: Route("/upload", ()), "lists must be a non-empty list of list names, got []"),
+        (lambda: Route("/upload", ("spam", "spam")), 'lists names "spam" twice'),
+        (lambda: Route("/upload", ("a b",)), 'lists has an invalid list name "a b"'),
+        (
+            lambda: Route("/upload", ("spam",), frozenset()),
+            "methods must be a non-empty list of HTTP methods, got []",
+        ),
+        (
+            lambda: Route("/upload", ("spam",), "POST"),  # type: ignore[arg-type]
+            'methods must be a non-empty list of HTTP methods, got "POST"',
+        ),
+        (
+            lambda: Route("/upload", ("spam",), frozenset({"POST", "GET /"})),
+            'methods has an invalid method "GET /"',
+        ),
     ],
-    ids=["reject", "flag", "bands", "timeout", "url", "list-name"],
+    ids=[
+        "reject",
+        "flag",
+        "bands",
+        "timeout",
+        "url",
+        "list-name",
+        "status",
+        "max-images-bool",
+        "max-images",
+        "body-timeout",
+        "flag-header",
+        "route-path",
+        "route-lists-str",
+        "route-lists-empty",
+        "route-lists-twice",
+        "route-list-name",
+        "route-methods-empty",
+        "route-methods-str",
+        "route-method",
+    ],
 )
 def test_dataclasses_check_their_values(make: Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError) as caught:
@@ -427,6 +893,178 @@ def test_policy_falls_back_to_defaults() -> None:
     config = Config(defaults=ListPolicy(bands=8), lists={"spam": spam})
     assert config.policy("spam") is spam
     assert config.policy("other") == ListPolicy(bands=8)
+
+
+def test_fail_open_is_per_list() -> None:
+    config = Config(
+        defaults=ListPolicy(fail_open=True), lists={"spam": ListPolicy(), "csam": ListPolicy()}
+    )
+    assert [config.policy(n).fail_open for n in ("spam", "csam", "x")] == [False, False, True]
+    config = Config(lists={"spam": ListPolicy(fail_open=True)})
+    assert [config.policy(n).fail_open for n in ("spam", "csam", "x")] == [True, False, False]
+
+
+def test_http_settings_are_frozen_and_hashable() -> None:
+    http = HttpSettings(flag_header=None, statuses=StatusCodes(reject=422))
+    assert http.flag_header is None
+    assert http == HttpSettings(flag_header=None, statuses=StatusCodes(reject=422)) != DEFAULT_HTTP
+    assert hash(http) == hash(HttpSettings(flag_header=None, statuses=StatusCodes(reject=422)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        http.statuses.reject = 200  # type: ignore[misc]
+    # Every status is its own setting: changing one leaves the others alone.
+    statuses = StatusCodes(undecodable=400, unavailable=599)
+    assert dataclasses.astuple(statuses) == (403, 413, 415, 400, 400, 408, 599)
+
+
+def test_route_owns_normalized_copies() -> None:
+    lists = ["spam", "csam"]
+    methods = {"post", "Put"}
+    route = Route("/upload", lists, methods)  # type: ignore[arg-type]
+    lists.append("other")
+    methods.add("GET")
+    assert route.lists == ("spam", "csam")
+    assert route.methods == frozenset({"POST", "PUT"})
+    assert route == Route("/upload", ("spam", "csam"), frozenset({"POST", "PUT"}))
+    assert hash(route) == hash(Route("/upload", ("spam", "csam"), frozenset({"PUT", "POST"})))
+    assert Route("/upload", ("spam",)).methods == frozenset({"POST", "PUT", "PATCH"})
+    routes = [route]
+    config = Config(routes=routes)  # type: ignore[arg-type]
+    routes.clear()
+    assert config.routes == (route,)
+    assert hash(config) == hash(Config(routes=(route,)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        route.path = "/other"  # type: ignore[misc]
+
+
+# (route path, the route's methods, request method, request path, matches?)
+POST = frozenset({"POST"})
+MATCHING = [
+    # exact: the whole path, case and trailing slash included
+    ("/upload", POST, "POST", "/upload", True),
+    ("/upload", POST, "POST", "/upload/", False),
+    ("/upload/", POST, "POST", "/upload", False),
+    ("/upload/", POST, "POST", "/upload/", True),
+    ("/upload", POST, "POST", "/Upload", False),
+    ("/upload", POST, "POST", "/uploads", False),
+    ("/upload", POST, "POST", "/upload/x", False),
+    ("/upload", POST, "POST", "/v1/upload", False),
+    ("/upload", POST, "POST", "", False),
+    ("/", POST, "POST", "/", True),
+    ("/", POST, "POST", "/upload", False),
+    # Regex characters are literal, "?"-free paths aside.
+    ("/a.b", POST, "POST", "/a.b", True),
+    ("/a.b", POST, "POST", "/aXb", False),
+    ("/a+(b)[c]$", POST, "POST", "/a+(b)[c]$", True),
+    ("/a+(b)[c]$", POST, "POST", "/aa(b)c", False),
+    # "*": any run (even empty) without "/"
+    ("/images/*", POST, "POST", "/images/cat.png", True),
+    ("/images/*", POST, "POST", "/images/", True),
+    ("/images/*", POST, "POST", "/images", False),
+    ("/images/*", POST, "POST", "/images/a/b", False),
+    ("/images/*", POST, "POST", "/images/a/", False),
+    ("/images/*", POST, "POST", "/images/a\nb", True),
+    ("/images/*/raw", POST, "POST", "/images/a/raw", True),
+    ("/images/*/raw", POST, "POST", "/images/a/b/raw", False),
+    ("/images/*/raw", POST, "POST", "/images/a/raw/", False),
+    ("/u/*.png", POST, "POST", "/u/cat.png", True),
+    ("/u/*.png", POST, "POST", "/u/cat.jpg", False),
+    ("/u/*.png", POST, "POST", "/u/a/cat.png", False),
+    ("/*", POST, "POST", "/upload", True),
+    ("/*", POST, "POST", "/v1/upload", False),
+    # "**": any run (even empty) including "/"
+    ("/images/**", POST, "POST", "/images/a/b/c.png", True),
+    ("/images/**", POST, "POST", "/images/", True),
+    ("/images/**", POST, "POST", "/images/a/", True),
+    ("/images/**", POST, "POST", "/images", False),
+    ("/images/**", POST, "POST", "/imagesX/a", False),
+    # A decoded path can hold a newline (%0A): "**" must not stop at it.
+    ("/images/**", POST, "POST", "/images/a\n/b", True),
+    ("/**", POST, "POST", "/", True),
+    ("/**", POST, "POST", "/any/thing/at/all", True),
+    ("/api/**/upload", POST, "POST", "/api/v1/x/upload", True),
+    ("/api/**/upload", POST, "POST", "/api//upload", True),
+    ("/api/**/upload", POST, "POST", "/api/upload", False),
+    ("/api/**/upload", POST, "POST", "/api/v1/upload/x", False),
+    ("/**.png", POST, "POST", "/a/b/c.png", True),
+    ("/**.png", POST, "POST", "/a/b/c.png/x", False),
+    # methods: upper case, compared exactly
+    ("/upload", POST, "GET", "/upload", False),
+    ("/upload", POST, "post", "/upload", False),
+    ("/upload", frozenset({"post"}), "POST", "/upload", True),
+    ("/upload", frozenset({"POST", "PUT"}), "PUT", "/upload", True),
+    ("/upload", frozenset({"POST", "PUT"}), "PATCH", "/upload", False),
+    ("/images/**", POST, "GET", "/images/a", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "methods", "method", "path", "expected"),
+    MATCHING,
+    ids=[f"{row[0]}-{row[2]}-{row[3]!r}" for row in MATCHING],
+)
+def test_route_matching(
+    pattern: str, methods: frozenset[str], method: str, path: str, expected: bool
+) -> None:
+    route = Route(pattern, ("spam",), methods)
+    assert route.matches(method, path) is expected
+    assert Config(routes=(route,)).route_for(method, path) == (route if expected else None)
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [("POST", True), ("PUT", True), ("PATCH", True), ("GET", False), ("DELETE", False)],
+)
+def test_route_default_methods(method: str, expected: bool) -> None:
+    assert Route("/upload", ("spam",)).matches(method, "/upload") is expected
+
+
+def test_first_matching_route_wins_in_file_order(tmp_path: Path) -> None:
+    config = load_config(
+        _write(
+            tmp_path,
+            "routes:\n"
+            "  - {path: /images/special, lists: [a]}\n"
+            "  - {path: '/images/*', lists: [b]}\n"
+            "  - {path: '/images/*', methods: [GET], lists: [c]}\n"
+            "  - {path: '/**', lists: [d]}\n",
+        )
+    )
+    found = {
+        (method, path): route.lists[0] if route is not None else None
+        for method, path in [
+            ("POST", "/images/special"),
+            ("POST", "/images/other"),
+            ("GET", "/images/special"),
+            ("GET", "/elsewhere"),
+            ("POST", "/elsewhere"),
+            ("POST", "/images/special/x"),
+        ]
+        for route in [config.route_for(method, path)]
+    }
+    assert found == {
+        ("POST", "/images/special"): "a",
+        ("POST", "/images/other"): "b",
+        ("GET", "/images/special"): "c",
+        ("GET", "/elsewhere"): None,
+        ("POST", "/elsewhere"): "d",
+        ("POST", "/images/special/x"): "d",
+    }
+    # The same routes the other way round: the catch-all now shadows the rest.
+    reversed_config = Config(routes=config.routes[::-1])
+    assert reversed_config.route_for("POST", "/images/special") == config.routes[3]
+    assert reversed_config.route_for("GET", "/images/special") == config.routes[2]
+
+
+def test_new_settings_are_exported() -> None:
+    assert {"HttpSettings", "Route", "StatusCodes"} <= set(guard.__all__)
+    assert (guard.HttpSettings, guard.Route, guard.StatusCodes) == (
+        HttpSettings,
+        Route,
+        StatusCodes,
+    )
+    assert guard.__all__ == sorted(
+        guard.__all__, key=lambda name: (not name.isupper(), name[0].islower(), name)
+    )
 
 
 # --- the Redis URL: CLI, then environment, then file -------------------------------------------
@@ -480,3 +1118,10 @@ def test_redis_url_overrides_are_checked(
     assert str(caught.value) == (
         f'{key}: must be a URL starting redis://, rediss:// or unix://, got "localhost:6379"'
     )
+
+
+def test_a_route_may_use_double_star_once() -> None:
+    """Two ** would make matching quadratic in the (client-controlled) request path."""
+    assert Route(path="/api/**/upload", lists=("spam",)).matches("POST", "/api/v1/x/upload")
+    with pytest.raises(ValueError, match=r"path may use \*\* at most once"):
+        Route(path="/**/a/**/b", lists=("spam",))

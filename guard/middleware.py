@@ -1,0 +1,331 @@
+"""GuardMiddleware: pure ASGI, shaped like Starlette's own middleware.
+
+``GuardMiddleware`` holds the validated config, the store and the hashing limiter; a
+``_Responder`` holds one request's state. Requests that match no route (and every non-HTTP scope)
+go straight to the app with the server's own ``receive``: no buffering, no copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+
+from guard.config import Config, Route, load_config, resolve_redis_url
+from guard.errors import (
+    BodyTimeout,
+    BodyTooLarge,
+    GuardError,
+    MalformedBody,
+    StoreError,
+    StoreUnavailable,
+    UnknownList,
+    UnsupportedEncoding,
+)
+from guard.hashing import FrameHash, hash_bytes
+from guard.store import Match, Store
+from guard.uploads import ClientDisconnected, Replay, Spool, find_images, read_body
+from guard.verdict import Refusal, decide, refusal_for, rejection
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("guard")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What guard concluded about a request it let through: ``scope["state"]["guard"]``.
+
+    ``action`` is "allow", "flag" (a confirmed match within a flag radius: the app decides) or
+    "unchecked" (a fail-open list's store was unavailable).
+    """
+
+    action: Literal["allow", "flag", "unchecked"]
+    images: int = 0
+    list: str | None = None
+    distance: int | None = None
+    source: str | None = None
+    unchecked_lists: tuple[str, ...] = ()
+
+
+class GuardMiddleware:
+    """Checks image uploads on the configured routes against the blocklists in Redis.
+
+    ``config`` is a :class:`guard.Config`, a path to a YAML file, or None (``$GUARD_CONFIG``, else
+    the built-in defaults, which guard no route). ``store`` replaces the one the config names
+    (tests inject one).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        config: Config | str | os.PathLike[str] | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.app = app
+        if isinstance(config, Config):
+            self.config = config
+        else:
+            self.config = load_config(
+                config if config is not None else os.environ.get("GUARD_CONFIG")
+            )
+        self._store = store
+        self._store_lock: anyio.Lock | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self.config.route_for(scope["method"], scope["path"])
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        await _Responder(self, route, scope, receive, send).run()
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        """Guard's own thread limit for decoding and hashing (not the app's default pool)."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.config.http.hash_workers)
+        return self._limiter
+
+    async def store(self) -> Store:
+        """The store, opened on first use (the embedded server starts in a worker thread)."""
+        if self._store is not None:
+            return self._store
+        if self._store_lock is None:
+            self._store_lock = anyio.Lock()
+        async with self._store_lock:
+            if self._store is None:
+                settings = self.config.redis
+                url = resolve_redis_url(self.config)
+                if url:
+                    self._store = Store.from_url(
+                        url,
+                        socket_timeout=settings.socket_timeout,
+                        connect_timeout=settings.connect_timeout,
+                    )
+                else:
+                    self._store = await anyio.to_thread.run_sync(
+                        Store.embedded, settings.embedded_path
+                    )
+        return self._store
+
+    async def aclose(self) -> None:
+        """Close the store (call from the app's shutdown if you care about a clean exit)."""
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+
+class _Responder:
+    """One guarded request: read, find images, hash, look up, then refuse or call the app."""
+
+    def __init__(
+        self, guard: GuardMiddleware, route: Route, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        self.guard = guard
+        self.config = guard.config
+        self.route = route
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope.get("headers", [])
+        }
+
+    async def run(self) -> None:
+        spool = Spool(self.config.http.spool_memory_bytes)
+        try:
+            try:
+                outcome = await self._decide(spool)
+            except ClientDisconnected:
+                return  # nobody to answer; the spool is dropped below
+            except GuardError as error:
+                await self._refuse(refusal_for(error, self.config.http))
+                return
+            except Exception:
+                logger.exception("guard failed on %s %s", self.scope["method"], self.scope["path"])
+                await self._refuse(Refusal(500, {"error": "internal error"}))
+                return
+            if isinstance(outcome, Refusal):
+                await self._refuse(outcome)
+                return
+            self.scope.setdefault("state", {})["guard"] = outcome
+            await self.guard.app(self.scope, Replay(spool, self.receive), self._send_for(outcome))
+        finally:
+            spool.close()
+
+    async def _decide(self, spool: Spool) -> Decision | Refusal:
+        http = self.config.http
+        self._check_headers()
+        try:
+            with anyio.fail_after(http.body_timeout):
+                await read_body(self.receive, spool, http.max_body_bytes)
+        except TimeoutError:
+            raise BodyTimeout(
+                f"request body not received within body_timeout={http.body_timeout:g}s"
+            ) from None
+        content_type = self.headers.get("content-type", "")
+        images = await anyio.to_thread.run_sync(
+            lambda: find_images(
+                spool.read_all(), content_type, max_parts=http.max_parts, max_images=http.max_images
+            ),
+            limiter=self.guard.limiter,
+        )
+        frames: list[FrameHash] = []
+        for image in images:
+            hashes = await anyio.to_thread.run_sync(
+                hash_bytes, image, self.config.limits, limiter=self.guard.limiter
+            )
+            frames += [frame for frame in hashes.frames if not frame.low_information]
+        if not frames:
+            return Decision("allow", images=len(images))
+        matches, unchecked = await self._look_up(frames)
+        verdict = decide(matches, self.config.policy)
+        if verdict.action == "reject" and verdict.match is not None:
+            self._log("reject", verdict.match)
+            return rejection(verdict.match.list, http.statuses)
+        if verdict.action == "flag" and verdict.match is not None:
+            self._log("flag", verdict.match)
+            match = verdict.match
+            return Decision(
+                "flag",
+                len(images),
+                match.list,
+                match.distance,
+                match.entry.source,
+                tuple(unchecked),
+            )
+        if unchecked:
+            logger.warning(
+                "guard could not check an upload on %s: store unavailable for %s (fail-open)",
+                self.route.path,
+                ", ".join(unchecked),
+                extra={
+                    "guard": {
+                        "action": "unchecked",
+                        "lists": unchecked,
+                        "route": self.route.path,
+                        "client": self._client(),
+                    }
+                },
+            )
+            return Decision("unchecked", len(images), unchecked_lists=tuple(unchecked))
+        return Decision("allow", images=len(images))
+
+    def _check_headers(self) -> None:
+        http = self.config.http
+        declared = self.headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise MalformedBody(f"invalid Content-Length: {declared[:40]!r}")
+            if int(declared) > http.max_body_bytes:
+                raise BodyTooLarge(f"request body is over max_body_bytes={http.max_body_bytes}")
+        encoding = self.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise UnsupportedEncoding(f"Content-Encoding {encoding} is not accepted on this route")
+
+    async def _look_up(self, frames: list[FrameHash]) -> tuple[list[Match], list[str]]:
+        """Matches from every list of the route, within the decision deadline.
+
+        A list whose store is unavailable is "unchecked" if its policy fails open; otherwise the
+        whole request is refused as unavailable (fail-closed, the default).
+        """
+        matches: list[Match] = []
+        unchecked: list[str] = []
+        pending = list(self.route.lists)
+        try:
+            with anyio.fail_after(self.config.http.decision_timeout):
+                store = await self.guard.store()
+                while pending:
+                    name = pending[0]
+                    policy = self.config.policy(name)
+                    try:
+                        matches += await store.lookup(
+                            name,
+                            frames,
+                            radius=policy.flag_radius,
+                            confirm_radius=policy.confirm_radius,
+                            dihedral=policy.dihedral,
+                        )
+                    except UnknownList:
+                        pass  # nothing has been loaded into it yet: nothing can match
+                    except StoreError:
+                        if not policy.fail_open:
+                            raise
+                        unchecked.append(name)
+                    pending.pop(0)
+        except TimeoutError:
+            for name in pending:
+                if not self.config.policy(name).fail_open:
+                    raise StoreUnavailable(
+                        f"no answer from the store within decision_timeout={self.config.http.decision_timeout:g}s"
+                    ) from None
+                unchecked.append(name)
+        return matches, unchecked
+
+    def _send_for(self, decision: Decision) -> Send:
+        header = self.config.http.flag_header
+        if header is None or decision.action == "allow":
+            return self.send
+        name, value = header.lower().encode("latin-1"), decision.action.encode("latin-1")
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (name, value)]}
+            await self.send(message)
+
+        return send
+
+    async def _refuse(self, refusal: Refusal) -> None:
+        body = json.dumps(refusal.body).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers]
+        try:
+            await self.send(
+                {"type": "http.response.start", "status": refusal.status, "headers": headers}
+            )
+            await self.send({"type": "http.response.body", "body": body})
+        except OSError:
+            pass  # the client is gone (uvicorn raises ClientDisconnect, an OSError)
+
+    def _client(self) -> str | None:
+        client = self.scope.get("client")
+        return f"{client[0]}:{client[1]}" if client else None
+
+    def _log(self, action: str, match: Match) -> None:
+        record = {
+            "action": action,
+            "list": match.list,
+            "route": self.route.path,
+            "distance": match.distance,
+            "phash_distance": match.phash_distance,
+            "transform": match.transform,
+            "source": match.entry.source,
+            "client": self._client(),
+        }
+        logger.info(
+            "guard %s: upload on %s matched %s (%s) at distance %d",
+            action,
+            self.route.path,
+            match.list,
+            match.entry.source,
+            match.distance,
+            extra={"guard": record},
+        )

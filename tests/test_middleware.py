@@ -1,0 +1,537 @@
+"""GuardMiddleware against a real Redis server: every outcome, byte-exact replay, pass-through.
+
+The ASGI app is driven directly (scripted ``receive``, recorded ``send``) and through httpx.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from conftest import LOCAL_PHOTOS, data_file, encode, photo, run
+from fastapi import FastAPI, UploadFile
+from PIL import Image
+
+from guard import hash_bytes
+from guard.config import Config, HttpSettings, ListPolicy, Route
+from guard.middleware import Decision, GuardMiddleware
+from guard.store import Entry, Store
+
+BLOCKED = LOCAL_PHOTOS[0]
+ALSO_BLOCKED = LOCAL_PHOTOS[1]
+UNRELATED = LOCAL_PHOTOS[5]
+BOUNDARY = "guardtestboundary"
+
+
+def make_config(**http: Any) -> Config:
+    policies = {"spam": ListPolicy(), "soft": ListPolicy(reject_radius=2, flag_radius=8)}
+    routes = (
+        Route(path="/upload", lists=("spam",), methods=frozenset({"POST"})),
+        Route(path="/soft", lists=("soft",), methods=frozenset({"POST"})),
+        Route(path="/open", lists=("open",), methods=frozenset({"POST"})),
+    )
+    policies["open"] = ListPolicy(fail_open=True)
+    return Config(lists=policies, routes=routes, http=HttpSettings(**http))
+
+
+@dataclass
+class Recorder:
+    """An ASGI app that reads the whole body, remembers it, and answers 200."""
+
+    calls: int = 0
+    bodies: list[bytes] = field(default_factory=list)
+    states: list[Any] = field(default_factory=list)
+    receives: list[Any] = field(default_factory=list)
+    after_body: list[dict[str, Any]] = field(default_factory=list)
+    poll_after_body: bool = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.calls += 1
+        self.receives.append(receive)
+        if scope["type"] != "http":
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        if self.poll_after_body:
+            self.after_body.append(await receive())
+        self.bodies.append(bytes(body))
+        self.states.append(scope.get("state", {}).get("guard"))
+        payload = json.dumps({"sha256": hashlib.sha256(body).hexdigest()}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def multipart(
+    *files: tuple[str, bytes], fields: dict[str, str] | None = None, part_headers: str = ""
+) -> bytes:
+    out = io.BytesIO()
+    for name, value in (fields or {}).items():
+        out.write(
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        )
+    for i, (filename, data) in enumerate(files):
+        out.write(
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file{i}"; filename="{filename}"\r\n'
+            f"Content-Type: image/jpeg\r\n{part_headers}\r\n".encode()
+        )
+        out.write(data + b"\r\n")
+    out.write(f"--{BOUNDARY}--\r\n".encode())
+    return out.getvalue()
+
+
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+@dataclass
+class Result:
+    status: int | None
+    headers: dict[str, str]
+    body: bytes
+    messages: list[dict[str, Any]]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def call(
+    guard: GuardMiddleware,
+    body: bytes,
+    *,
+    content_type: str = MULTIPART,
+    path: str = "/upload",
+    method: str = "POST",
+    chunk: int = 65536,
+    headers: list[tuple[str, str]] | None = None,
+    content_length: bool = True,
+    receive: Any = None,
+) -> Result:
+    """Drive the middleware with a scripted receive (the body in chunks, then a disconnect)."""
+    raw_headers = [(b"content-type", content_type.encode())] if content_type else []
+    if content_length:
+        raw_headers.append((b"content-length", str(len(body)).encode()))
+    raw_headers += [(k.encode(), v.encode()) for k, v in headers or []]
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": raw_headers,
+        "client": ("203.0.113.7", 5555),
+    }
+    pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
+    script = [
+        {"type": "http.request", "body": p, "more_body": i < len(pieces) - 1}
+        for i, p in enumerate(pieces)
+    ]
+
+    async def scripted() -> dict[str, Any]:
+        if script:
+            return script.pop(0)
+        await anyio.sleep(0.05)
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await guard(scope, receive or scripted, send)
+    start = next((m for m in sent if m["type"] == "http.response.start"), None)
+    return Result(
+        status=start["status"] if start else None,
+        headers={k.decode(): v.decode() for k, v in start["headers"]} if start else {},
+        body=b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
+        messages=sent,
+    )
+
+
+@pytest.fixture
+def loaded(redis_url: str) -> str:
+    """The real Redis server with the list `spam` (two photos) and `soft` (a hash 3 bits away)."""
+
+    async def load() -> None:
+        async with Store.from_url(redis_url) as store:
+            for name in (BLOCKED, ALSO_BLOCKED):
+                hashes = hash_bytes(data_file(name).read_bytes())
+                await store.add("spam", [Entry(hashes.ahash, hashes.phash, name)])
+            target = hash_bytes(data_file(UNRELATED).read_bytes())
+            await store.add("soft", [Entry(target.ahash ^ 0b10101, target.phash, "near.jpg")])
+
+    run(load())
+    return redis_url
+
+
+def guarded(redis_url: str, app: Any = None, **http: Any) -> tuple[GuardMiddleware, Recorder]:
+    recorder = app or Recorder()
+    return GuardMiddleware(
+        recorder, config=make_config(**http), store=Store.from_url(redis_url)
+    ), recorder
+
+
+def jpeg(name: str, quality: int = 90) -> bytes:
+    return encode(photo(name), "JPEG", quality=quality)
+
+
+# --- the outcome table -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "error"),
+    [
+        ("blocked original", 403, "upload rejected"),
+        ("blocked, JPEG q50", 403, "upload rejected"),
+        ("blocked, mirrored", 403, "upload rejected"),
+        ("too many pixels", 413, "max_image_pixels"),
+        ("too many images", 413, "max_images=3"),
+        ("tiff part", 415, "image format TIFF is not allowed"),
+        ("text file part", 415, "not an image"),
+        ("corrupt jpeg", 422, "image could not be decoded"),
+        ("missing boundary", 400, "missing boundary"),
+        ("transfer encoding", 400, "Content-Transfer-Encoding"),
+        ("gzip body", 415, "Content-Encoding gzip"),
+    ],
+)
+def test_refusals(case: str, status: int, error: str, loaded: str) -> None:
+    bodies: dict[str, tuple[bytes, str, list[tuple[str, str]]]] = {
+        "blocked original": (multipart(("a.jpg", data_file(BLOCKED).read_bytes())), MULTIPART, []),
+        "blocked, JPEG q50": (multipart(("a.jpg", jpeg(BLOCKED, 50))), MULTIPART, []),
+        "blocked, mirrored": (
+            multipart(
+                ("a.jpg", encode(photo(BLOCKED).transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG"))
+            ),
+            MULTIPART,
+            [],
+        ),
+        "too many pixels": (
+            multipart(("big.png", data_file("hard/bomb-20000x20000.png").read_bytes())),
+            MULTIPART,
+            [],
+        ),
+        "too many images": (
+            multipart(*[(f"{i}.jpg", jpeg(UNRELATED)) for i in range(4)]),
+            MULTIPART,
+            [],
+        ),
+        "tiff part": (multipart(("a.tif", encode(photo(UNRELATED), "TIFF"))), MULTIPART, []),
+        "text file part": (
+            multipart(("a.jpg", b"just some text, named like an image")),
+            MULTIPART,
+            [],
+        ),
+        "corrupt jpeg": (
+            multipart(("t.jpg", data_file("hard/truncated.jpg").read_bytes())),
+            MULTIPART,
+            [],
+        ),
+        "missing boundary": (multipart(("a.jpg", jpeg(UNRELATED))), "multipart/form-data", []),
+        "transfer encoding": (
+            multipart(
+                ("a.jpg", jpeg(UNRELATED)), part_headers="Content-Transfer-Encoding: base64\r\n"
+            ),
+            MULTIPART,
+            [],
+        ),
+        "gzip body": (jpeg(UNRELATED), "image/jpeg", [("content-encoding", "gzip")]),
+    }
+    body, content_type, headers = bodies[case]
+    guard, app = guarded(loaded, max_images=3)
+    result = run(call(guard, body, content_type=content_type, headers=headers))
+    assert result.status == status
+    assert error in result.json()["error"]
+    assert app.calls == 0
+    assert b"Traceback" not in result.body
+    if status == 403:
+        assert result.json() == {"error": "upload rejected", "list": "spam"}  # no hash, no distance
+
+
+def test_content_length_over_the_limit_is_refused_before_reading(loaded: str) -> None:
+    async def must_not_read() -> dict[str, Any]:
+        raise AssertionError("guard read the body of a request it could refuse from its headers")
+
+    guard, app = guarded(loaded, max_body_bytes=1000)
+    result = run(call(guard, b"x" * 5000, receive=must_not_read))
+    assert (result.status, result.json()) == (
+        413,
+        {"error": "request body is over max_body_bytes=1000"},
+    )
+    assert app.calls == 0
+
+
+def test_chunked_body_over_the_limit_is_counted(loaded: str) -> None:
+    guard, app = guarded(loaded, max_body_bytes=100_000)
+    result = run(
+        call(guard, multipart(("a.jpg", os.urandom(300_000))), chunk=4096, content_length=False)
+    )
+    assert result.status == 413 and app.calls == 0
+
+
+def test_body_deadline_gives_408(loaded: str) -> None:
+    async def stalls() -> dict[str, Any]:
+        await anyio.sleep(10)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    guard, app = guarded(loaded, body_timeout=0.2)
+    result = run(call(guard, b"", receive=stalls))
+    assert result.status == 408 and "body_timeout=0.2s" in result.json()["error"] and app.calls == 0
+
+
+def test_store_down_fails_closed_with_retry_after(loaded: str) -> None:
+    guard, app = guarded(loaded, retry_after=7)
+    guard._store = Store.from_url("redis://127.0.0.1:9", connect_timeout=0.2)
+    result = run(call(guard, multipart(("a.jpg", jpeg(UNRELATED)))))
+    assert (result.status, result.json(), result.headers["retry-after"]) == (
+        503,
+        {"error": "blocklist store unavailable"},
+        "7",
+    )
+    assert app.calls == 0
+
+
+def test_store_down_fails_open_when_the_list_says_so(loaded: str) -> None:
+    guard, app = guarded(loaded)
+    guard._store = Store.from_url("redis://127.0.0.1:9", connect_timeout=0.2)
+    body = multipart(("a.jpg", jpeg(UNRELATED)))
+    result = run(call(guard, body, path="/open"))
+    assert result.status == 200 and app.bodies == [body]
+    assert app.states == [Decision("unchecked", images=1, unchecked_lists=("open",))]
+    assert result.headers["x-guard-verdict"] == "unchecked"
+
+
+# --- allow and flag: the app gets the exact bytes ------------------------------------------------
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+@pytest.mark.parametrize("shape", ["multipart", "raw"])
+def test_allowed_requests_reach_the_app_byte_for_byte(shape: str, size: str, loaded: str) -> None:
+    large = encode(photo(UNRELATED).resize((1500, 1500)), "PNG", compress_level=0)
+    image = jpeg(UNRELATED) if size == "small" else large
+    assert size == "small" or len(image) > 3_000_000
+    body = (
+        multipart(("u.jpg", image), fields={"comment": "hello"}) if shape == "multipart" else image
+    )
+    content_type = MULTIPART if shape == "multipart" else "application/octet-stream"
+    guard, app = guarded(loaded, spool_memory_bytes=64 * 1024)  # the large ones go to disk
+    result = run(call(guard, body, content_type=content_type, chunk=10_000))
+    assert result.status == 200
+    assert app.calls == 1
+    assert hashlib.sha256(app.bodies[0]).hexdigest() == hashlib.sha256(body).hexdigest()
+    assert result.json()["sha256"] == hashlib.sha256(body).hexdigest()
+    assert app.states == [Decision("allow", images=1)]
+    assert "x-guard-verdict" not in result.headers
+
+
+def test_flagged_request_reaches_the_app_with_the_verdict(
+    loaded: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = multipart(("u.jpg", data_file(UNRELATED).read_bytes()))
+    guard, app = guarded(loaded)
+    with caplog.at_level(logging.INFO, logger="guard"):
+        result = run(call(guard, body, path="/soft"))
+    assert result.status == 200 and app.bodies == [body]
+    assert app.states == [Decision("flag", images=1, list="soft", distance=3, source="near.jpg")]
+    assert result.headers["x-guard-verdict"] == "flag"
+    [record] = [r for r in caplog.records if hasattr(r, "guard")]
+    assert record.guard == {  # type: ignore[attr-defined]
+        "action": "flag",
+        "list": "soft",
+        "route": "/soft",
+        "distance": 3,
+        "phash_distance": 0,
+        "transform": "identity",
+        "source": "near.jpg",
+        "client": "203.0.113.7:5555",
+    }
+
+
+def test_reject_is_logged_once_with_its_details(
+    loaded: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    guard, _ = guarded(loaded)
+    with caplog.at_level(logging.INFO, logger="guard"):
+        run(call(guard, multipart(("a.jpg", jpeg(BLOCKED, 50)))))
+    [record] = [r for r in caplog.records if hasattr(r, "guard")]
+    details = record.guard  # type: ignore[attr-defined]
+    assert (details["action"], details["list"], details["source"], details["route"]) == (
+        "reject",
+        "spam",
+        BLOCKED,
+        "/upload",
+    )
+
+
+def test_several_images_with_the_blocked_one_last(loaded: str) -> None:
+    files = [(f"{i}.jpg", jpeg(name)) for i, name in enumerate(LOCAL_PHOTOS[2:7])] + [
+        ("z.jpg", jpeg(ALSO_BLOCKED))
+    ]
+    guard, app = guarded(loaded, max_images=16)
+    result = run(call(guard, multipart(*files)))
+    assert result.status == 403 and app.calls == 0
+
+
+def test_text_fields_are_not_images(loaded: str) -> None:
+    body = multipart(fields={"title": "a holiday", "long": "x" * 200_000})
+    guard, app = guarded(loaded)
+    result = run(call(guard, body))
+    assert (
+        result.status == 200
+        and app.bodies == [body]
+        and app.states == [Decision("allow", images=0)]
+    )
+
+
+# --- the ASGI contract ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        {"type": "http", "method": "GET", "path": "/upload", "headers": []},
+        {"type": "http", "method": "POST", "path": "/elsewhere", "headers": []},
+        {"type": "websocket", "path": "/upload", "headers": []},
+        {"type": "lifespan"},
+    ],
+)
+def test_unguarded_requests_get_the_servers_own_receive(scope: dict[str, Any], loaded: str) -> None:
+    guard, app = guarded(loaded)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    run(guard(scope, receive, send))
+    assert app.calls == 1 and app.receives == [receive]
+
+
+def test_after_the_replay_receive_is_the_servers_again(loaded: str) -> None:
+    guard, app = guarded(loaded)
+    app.poll_after_body = True
+    run(call(guard, multipart(("a.jpg", jpeg(UNRELATED))), chunk=1000))
+    assert app.after_body == [{"type": "http.disconnect"}]
+
+
+def test_client_disconnect_mid_upload_sends_nothing(loaded: str) -> None:
+    messages = [
+        {"type": "http.request", "body": b"--" + BOUNDARY.encode(), "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    guard, app = guarded(loaded)
+    result = run(call(guard, b"", receive=receive))
+    assert result.messages == [] and app.calls == 0
+
+
+@pytest.fixture
+def open_descriptors() -> Iterator[None]:
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    yield
+    if before is not None:
+        assert len(os.listdir("/proc/self/fd")) <= before + 2  # redis connections may stay pooled
+
+
+def test_spooled_files_are_closed_on_every_path(loaded: str, open_descriptors: None) -> None:
+    big = encode(photo(UNRELATED).resize((1500, 1500)), "PNG")
+    guard, app = guarded(loaded, spool_memory_bytes=1024)
+    for body in (
+        multipart(("u.png", big)),
+        multipart(("u.png", big[:-1000])),
+        multipart(("b.jpg", jpeg(BLOCKED))),
+    ):
+        run(call(guard, body))
+    assert app.calls == 1
+
+
+# --- through httpx, Starlette and FastAPI ---------------------------------------------------------
+
+
+def test_through_httpx_with_a_starlette_app(loaded: str) -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route as StarletteRoute
+
+    async def upload(request: Request) -> JSONResponse:
+        form = await request.form()
+        data = await form["file"].read()  # type: ignore[union-attr]
+        return JSONResponse(
+            {"sha256": hashlib.sha256(data).hexdigest(), "guard": request.state.guard.action}
+        )
+
+    app = Starlette(
+        routes=[StarletteRoute("/upload", upload, methods=["POST"])],
+        middleware=[
+            Middleware(GuardMiddleware, config=make_config(), store=Store.from_url(loaded))
+        ],
+    )
+
+    async def body() -> None:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test"
+        ) as client:
+            ok = await client.post(
+                "/upload", files={"file": ("u.jpg", jpeg(UNRELATED), "image/jpeg")}
+            )
+            assert ok.status_code == 200
+            assert ok.json() == {
+                "sha256": hashlib.sha256(jpeg(UNRELATED)).hexdigest(),
+                "guard": "allow",
+            }
+            blocked = await client.post(
+                "/upload", files={"file": ("b.jpg", jpeg(BLOCKED, 50), "image/jpeg")}
+            )
+            assert (blocked.status_code, blocked.json()) == (
+                403,
+                {"error": "upload rejected", "list": "spam"},
+            )
+
+    run(body())
+
+
+def test_fastapi_uploadfile_endpoint(loaded: str) -> None:
+    app = FastAPI()
+    app.add_middleware(GuardMiddleware, config=make_config(), store=Store.from_url(loaded))
+
+    @app.post("/upload")
+    async def upload(file: UploadFile) -> dict[str, str]:
+        return {"sha256": hashlib.sha256(await file.read()).hexdigest()}
+
+    async def body() -> None:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test"
+        ) as client:
+            ok = await client.post(
+                "/upload", files={"file": ("u.jpg", jpeg(UNRELATED), "image/jpeg")}
+            )
+            assert (ok.status_code, ok.json()) == (
+                200,
+                {"sha256": hashlib.sha256(jpeg(UNRELATED)).hexdigest()},
+            )
+            blocked = await client.post(
+                "/upload", files={"file": ("b.jpg", jpeg(BLOCKED), "image/png")}
+            )
+            assert blocked.status_code == 403
+
+    run(body())
