@@ -207,6 +207,8 @@ def jpeg(name: str, quality: int = 90) -> bytes:
         ("missing boundary", 400, "missing boundary"),
         ("transfer encoding", 400, "Content-Transfer-Encoding"),
         ("gzip body", 415, "Content-Encoding gzip"),
+        ("raw blocked body", 403, "upload rejected"),
+        ("raw body that is no image", 415, "declared image/png"),
     ],
 )
 def test_refusals(case: str, status: int, error: str, loaded: str) -> None:
@@ -250,6 +252,8 @@ def test_refusals(case: str, status: int, error: str, loaded: str) -> None:
             [],
         ),
         "gzip body": (jpeg(UNRELATED), "image/jpeg", [("content-encoding", "gzip")]),
+        "raw blocked body": (jpeg(ALSO_BLOCKED, 60), "image/jpeg", []),
+        "raw body that is no image": (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/png", []),
     }
     body, content_type, headers = bodies[case]
     guard, app = guarded(loaded, max_images=3)
