@@ -228,7 +228,13 @@ def _multipart_images(body: bytes, boundary: bytes, max_parts: int) -> list[byte
             if name == b"content-type" and value.strip().lower().startswith(b"image/"):
                 part.is_file = True
 
+    ended: list[bool] = []
+
+    def on_end() -> None:
+        ended.append(True)
+
     callbacks = {
+        "on_end": on_end,
         "on_part_begin": on_part_begin,
         "on_part_data": on_part_data,
         "on_header_field": on_header_field,
@@ -241,6 +247,8 @@ def _multipart_images(body: bytes, boundary: bytes, max_parts: int) -> list[byte
         for start in range(0, len(body), CHUNK_SIZE):
             parser.write(body[start : start + CHUNK_SIZE])
         parser.finalize()
+        if not ended:
+            raise MalformedBody("malformed multipart body: it ends before its closing boundary")
     except (BodyTooLarge, MalformedBody):
         raise
     except Exception as error:  # python-multipart raises several types for broken framing

@@ -205,6 +205,7 @@ def jpeg(name: str, quality: int = 90) -> bytes:
         ("text file part", 415, "not an image"),
         ("corrupt jpeg", 422, "image could not be decoded"),
         ("missing boundary", 400, "missing boundary"),
+        ("no closing boundary", 400, "ends before its closing boundary"),
         ("transfer encoding", 400, "Content-Transfer-Encoding"),
         ("gzip body", 415, "Content-Encoding gzip"),
         ("raw blocked body", 403, "upload rejected"),
@@ -244,6 +245,7 @@ def test_refusals(case: str, status: int, error: str, loaded: str) -> None:
             [],
         ),
         "missing boundary": (multipart(("a.jpg", jpeg(UNRELATED))), "multipart/form-data", []),
+        "no closing boundary": (multipart(("a.jpg", jpeg(UNRELATED)))[:-30], MULTIPART, []),
         "transfer encoding": (
             multipart(
                 ("a.jpg", jpeg(UNRELATED)), part_headers="Content-Transfer-Encoding: base64\r\n"
@@ -253,7 +255,11 @@ def test_refusals(case: str, status: int, error: str, loaded: str) -> None:
         ),
         "gzip body": (jpeg(UNRELATED), "image/jpeg", [("content-encoding", "gzip")]),
         "raw blocked body": (jpeg(ALSO_BLOCKED, 60), "image/jpeg", []),
-        "raw body that is no image": (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/png", []),
+        "raw body that is no image": (
+            b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+            "image/png",
+            [],
+        ),
     }
     body, content_type, headers = bodies[case]
     guard, app = guarded(loaded, max_images=3)
