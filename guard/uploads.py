@@ -75,10 +75,6 @@ class Spool:
             self._file = None
         self._memory = bytearray()
 
-    @property
-    def on_disk(self) -> bool:
-        return self._file is not None
-
 
 class _Chunks:
     """Reads a spool back in CHUNK_SIZE pieces."""
