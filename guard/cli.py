@@ -2,7 +2,7 @@
 
 Exit codes: 0 success (for ``check``: nothing would be rejected); 1 ``check``: some file would be
 rejected, ``hash``/``remove``: some input failed; 2 usage error; 3 the store or the config failed
-(nothing was changed that cannot be re-run: loads are idempotent).
+(nothing was changed that cannot be re-run: loads are idempotent); 70 a bug in guard.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ EXIT_OK = 0
 EXIT_FOUND = 1  # check: some file would be rejected; hash/remove: some input failed
 EXIT_USAGE = 2  # argparse's own code for bad arguments
 EXIT_STORE = 3  # the store or the configuration failed
+EXIT_INTERNAL = 70  # a bug in guard (EX_SOFTWARE); GUARD_DEBUG=1 shows the traceback
 ENV_CONFIG = "GUARD_CONFIG"
 # Below this many files a process pool costs more than it saves.
 POOL_THRESHOLD = 8
@@ -51,6 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("guard: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug: say so in one line; the traceback is for developers
+        if os.environ.get("GUARD_DEBUG"):
+            raise
+        print(
+            f"guard: internal error: {type(error).__name__}: {error} (GUARD_DEBUG=1 shows where)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,6 +126,25 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("remove", _cmd_remove, "remove entries from a list")
     sub.add_argument("targets", nargs="+", metavar="HASH|FILE")
     sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
+
+    sub = command("eval", _cmd_eval, "measure recall on evasive edits and false positives")
+    sub.add_argument("folder", metavar="FOLDER", help="folder of original images")
+    sub.add_argument(
+        "--quick", action="store_true", help="every 5th original only (about a minute)"
+    )
+    sub.add_argument(
+        "--max-fpr",
+        type=float,
+        default=0.001,
+        help="target query false-positive rate for the recommended radii (default 0.001)",
+    )
+    sub.add_argument("--chart", metavar="PNG", help="also draw recall per edit (needs matplotlib)")
+    sub.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="hashing processes (default: one per core)",
+    )
 
     sub = command("export", _cmd_export, "print a list, one entry a line")
     sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
@@ -519,6 +547,50 @@ def _cmd_export(args: argparse.Namespace) -> int:
         else:
             for entry in entries:
                 print(format_line(entry.ahash, entry.phash, entry.label or entry.source))
+        return EXIT_OK
+
+    return _with_store(args, work)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Edit every original the ways evaders do, hash everything with guard's pipeline, index the
+    originals in the store (a temporary list, dropped afterwards) and report recall per edit and
+    false positives between originals: at the configured policy, with each of pHash confirmation,
+    dihedral matching and border trimming switched off, and across radii 0..12.
+    """
+    from guard import evaluation
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise ValueError(f"no such folder: {folder}")
+    if not 0 <= args.max_fpr <= 1:
+        raise ValueError(f"--max-fpr must be between 0 and 1, got {args.max_fpr}")
+    config: Config = args.config_object
+    total = sum(1 for p in folder.rglob("*") if p.suffix.lower() in evaluation.IMAGE_SUFFIXES)
+    show = sys.stderr.isatty()
+
+    def progress(done: int, count: int) -> None:
+        if show:
+            print(f"\rediting and hashing {done}/{count}", end="", file=sys.stderr, flush=True)
+
+    async def work(store: Store) -> int:
+        result = await evaluation.evaluate(
+            folder,
+            store,
+            config,
+            limit=max(1, total // 5) if args.quick else None,
+            workers=args.workers,
+            progress=progress,
+        )
+        if show:
+            print(file=sys.stderr)
+        report = evaluation.summary(result, config, args.max_fpr)
+        if args.json:
+            _print_json(report)
+        else:
+            print(evaluation.format_table(report))
+        if args.chart and not evaluation.write_chart(report, args.chart):
+            print("guard: --chart needs matplotlib (pip install matplotlib)", file=sys.stderr)
         return EXIT_OK
 
     return _with_store(args, work)

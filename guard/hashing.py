@@ -236,10 +236,15 @@ class ImageHashes:
         return all(f.low_information for f in self.frames)
 
 
-def hash_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> ImageHashes:
-    """Hash an image held in memory. Raises a :class:`guard.errors.ImageError` on bad input."""
+def hash_bytes(
+    data: bytes, limits: ImageLimits = DEFAULT_LIMITS, *, trim: bool = True
+) -> ImageHashes:
+    """Hash an image held in memory. Raises a :class:`guard.errors.ImageError` on bad input.
+
+    ``trim=False`` skips border trimming, for measuring what it does; lists use the default.
+    """
     frames: list[FrameHash] = []
-    for small in normalise(data, limits):
+    for small in normalise(data, limits, trim=trim):
         frame = FrameHash.of(small)
         if all((frame.ahash, frame.phash) != (f.ahash, f.phash) for f in frames):
             frames.append(frame)

@@ -135,11 +135,12 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def normalise(
-    data: bytes, limits: ImageLimits = DEFAULT_LIMITS, *, draft: bool = True
+    data: bytes, limits: ImageLimits = DEFAULT_LIMITS, *, draft: bool = True, trim: bool = True
 ) -> list[SmallImage]:
     """Decode ``data`` and return one :class:`SmallImage` per hashed frame (at least one).
 
-    ``draft=False`` decodes JPEGs at full size; it exists to measure what ``draft`` costs in bits.
+    ``draft=False`` decodes JPEGs at full size and ``trim=False`` keeps uniform borders: both exist
+    to measure what those steps do (bench/, ``guard eval``); stored lists always use the defaults.
     """
     image = _open(data, limits)
     try:
@@ -152,7 +153,7 @@ def normalise(
             transpose = _ORIENTATION.get(orientation)
             if transpose is not None:
                 flat = flat.transpose(transpose)
-            frames.append(dataclasses.replace(_shrink(flat), frame=index))
+            frames.append(dataclasses.replace(_shrink(flat, trim), frame=index))
         return frames
     finally:
         image.close()
@@ -252,7 +253,7 @@ def _flatten(frame: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, frame).convert("RGB")
 
 
-def _shrink(flat: Image.Image) -> SmallImage:
+def _shrink(flat: Image.Image, trim: bool = True) -> SmallImage:
     """Grey, trim borders, shrink to the working size, then resample to the two hash grids.
 
     Borders are found at decoded resolution, where a bar's edge is still sharp. Resampling runs in
@@ -267,7 +268,7 @@ def _shrink(flat: Image.Image) -> SmallImage:
     if factor >= 2:
         grey = grey.reduce(factor)
     pixels = np.asarray(grey)
-    top, bottom, left, right = trim_box(pixels)
+    top, bottom, left, right = trim_box(pixels) if trim else (0, 0, 0, 0)
     content = pixels[top : pixels.shape[0] - bottom, left : pixels.shape[1] - right]
     work = Image.fromarray(content.astype(np.float32), "F")
     width, height = work.size

@@ -408,6 +408,27 @@ class Store:
             )
         return int(removed)
 
+    async def drop(self, list_name: str) -> int:
+        """Delete a whole list (every key under its hash tag). Returns the number of keys deleted.
+
+        Not atomic: a reader may see the list shrink while it goes. Meant for temporary lists
+        (``guard eval``) and for removing a list for good.
+        """
+        validate_list_name(list_name)
+        deleted = 0
+        async with _translated():
+            await self._client.srem(LISTS_KEY, list_name)
+            batch: list[bytes] = []
+            async for key in self._client.scan_iter(match=list_key(list_name, "*"), count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += await self._client.delete(*batch)
+                    batch = []
+            if batch:
+                deleted += await self._client.delete(*batch)
+        self._meta.pop(list_name, None)
+        return deleted
+
     # --- reads -------------------------------------------------------------------------------
 
     async def version(self, list_name: str) -> int:

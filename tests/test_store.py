@@ -290,3 +290,17 @@ def test_real_photo_hashes_round_trip(make_store: StoreFactory) -> None:
                 assert all(m.entry.source == name for m in matches if m.confirmed)
 
     run(body())
+
+
+def test_drop_deletes_every_key_of_one_list_only(make_store: StoreFactory) -> None:
+    async def body() -> None:
+        async with make_store() as store:
+            await store.add("spam", [Entry(h, 1) for h in HASHES])
+            await store.add("keep", [Entry(HASHES[0], 1)])
+            assert await store.drop("spam") >= 4 + 3  # band sets, entries, ver, meta
+            assert [info.name for info in await store.lists()] == ["keep"]
+            with pytest.raises(UnknownList):
+                await store.lookup("spam", [frame_of(HASHES[0])], radius=0)
+            assert len(await store.lookup("keep", [frame_of(HASHES[0])], radius=0)) == 1
+
+    run(body())
