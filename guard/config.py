@@ -142,7 +142,7 @@ class ListPolicy:
     #: A confirmed aHash match within this distance rejects the upload.
     reject_radius: int = 8
     #: Within this distance (and outside reject_radius) the upload is flagged, not rejected.
-    flag_radius: int = 10
+    flag_radius: int = 12
     #: A candidate's pHash must also be within this distance, or the aHash match is ignored.
     confirm_radius: int = 12
     #: Also look up the 8 flipped/rotated variants of the query.

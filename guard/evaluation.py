@@ -293,16 +293,19 @@ def _hash_one(path: str, name: str, edits: tuple[str, ...]) -> _Hashed:
             return _Hashed(name, None, (), "low-information image")
         with Image.open(io.BytesIO(data)) as opened:
             image = ImageOps.exif_transpose(opened).convert("RGB")
-        hashed = []
-        for edit in EDITS:
-            if edit.name in edits:
-                encoded = edit_bytes(image, name, edit)
+    except (ImageError, OSError) as error:
+        return _Hashed(name, None, (), str(error))
+    hashed, failed = [], []
+    for edit in EDITS:
+        if edit.name in edits:
+            encoded = edit_bytes(image, name, edit)
+            try:
                 hashed.append(
                     (edit.name, edit.group, hash_bytes(encoded), hash_bytes(encoded, trim=False))
                 )
-        return _Hashed(name, original, tuple(hashed))
-    except (ImageError, OSError) as error:
-        return _Hashed(name, None, (), str(error))
+            except ImageError as error:  # e.g. resize-200% of a large photo passes the pixel cap
+                failed.append(f"{edit.name}: {error}")
+    return _Hashed(name, original, tuple(hashed), "; ".join(failed) or None)
 
 
 @dataclass
@@ -351,7 +354,7 @@ async def evaluate(
             if progress:
                 progress(done, len(paths))
     good = [h for h in hashed if h.original is not None]
-    skipped = [(h.name, h.error or "") for h in hashed if h.original is None]
+    skipped = [(h.name, h.error or "") for h in hashed if h.error]
 
     bands = config.defaults.bands
     run_id = uuid.uuid4().hex[:8]
@@ -360,13 +363,17 @@ async def evaluate(
     try:
         for trimmed, list_name in lists.items():
             index = 0 if trimmed else 1
-            entries = [
-                Entry(h.original[index].ahash, h.original[index].phash, h.name)
-                for h in good
-                if h.original
-            ]
+            # Originals with identical hashes (the same picture in two files) are one entry: its
+            # edits and its own lookup count the first file of the group as their original.
+            canonical: dict[tuple[int, int], str] = {}
+            own: dict[str, str] = {}
+            for item in good:
+                assert item.original is not None
+                key = (item.original[index].ahash, item.original[index].phash)
+                own[item.name] = canonical.setdefault(key, item.name)
+            entries = [Entry(key[0], key[1], name) for key, name in canonical.items()]
             await store.add(list_name, entries, bands=bands)
-            stored = {e.source: e for e in entries}
+            stored = {e.source for e in entries}
             for item in good:
                 assert item.original is not None
                 jobs = [("original", "original", item.original[index])]
@@ -381,7 +388,7 @@ async def evaluate(
                         for m in matches
                         if m.entry.source in stored
                     )
-                    queries.append(Query(item.name, edit_name, group, trimmed, candidates))
+                    queries.append(Query(own[item.name], edit_name, group, trimmed, candidates))
     finally:
         for list_name in lists.values():
             await store.drop(list_name)
@@ -416,9 +423,13 @@ def feature_policies(config: Config) -> dict[str, Policy]:
 
 def recommend(
     evaluation: Evaluation, config: Config, max_fpr: float
-) -> dict[str, int | float | None]:
-    """The widest reject radius whose query FP rate stays within ``max_fpr`` (and a flag radius
-    within ten times that: flags are reviewed, not blocked), at the configured confirmation."""
+) -> dict[str, int | float | str | None]:
+    """The widest reject radius whose observed query FP rate stays within ``max_fpr`` (and a flag
+    radius within ten times that: flags are reviewed, not blocked), at the configured confirmation.
+
+    With n originals and no false positive seen, the true rate is only known to be below 3/n
+    (95%, the rule of three): the result says when the set is too small to show ``max_fpr``.
+    """
     base = configured_policy(config)
 
     def fpr(radius: int) -> float:
@@ -437,11 +448,19 @@ def recommend(
         if reject is not None
         else None
     )
+    bound = 3 / evaluation.originals if evaluation.originals else None
+    caveat = None
+    if bound is not None and bound > max_fpr:
+        caveat = (
+            f"{evaluation.originals} originals can only show a false-positive rate below {bound:.2%} "
+            f"(95%, none observed); showing {max_fpr:g} needs at least {round(3 / max_fpr)} originals"
+        )
     return {
         "reject_radius": reject,
         "flag_radius": flag,
         "max_fpr": max_fpr,
         "recall_at_reject": rate,
+        "caveat": caveat,
     }
 
 
@@ -563,6 +582,8 @@ def format_table(report: dict[str, object]) -> str:
         f"{recommended['reject_radius']}, flag_radius {recommended['flag_radius']} "
         f"(mean recall at that reject radius {_pct(recommended['recall_at_reject'])})"
     )
+    if recommended.get("caveat"):
+        lines.append(f"caveat: {recommended['caveat']}")
     skipped = report["skipped"]
     if isinstance(skipped, list) and skipped:
         lines.append("skipped: " + ", ".join(f"{s['file']} ({s['reason']})" for s in skipped))
@@ -595,7 +616,7 @@ def write_chart(report: dict[str, object], path: str) -> bool:
     axes.set_xticks(x, [row["edit"] for row in rows], rotation=70, ha="right", fontsize=8)
     axes.set_ylabel("recall %")
     axes.set_ylim(0, 105)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.13))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -74,7 +74,7 @@ def test_no_file_gives_the_documented_defaults() -> None:
         url=None, embedded_path=".guard/redis.db", socket_timeout=0.5, connect_timeout=0.5
     )
     assert config.defaults == ListPolicy(
-        reject_radius=8, flag_radius=10, confirm_radius=12, dihedral=True, bands=4, fail_open=False
+        reject_radius=8, flag_radius=12, confirm_radius=12, dihedral=True, bands=4, fail_open=False
     )
     assert dict(config.lists) == {}
     assert config.routes == ()
@@ -421,7 +421,7 @@ BAD = [
         "defaults.flag_radius: must be at least reject_radius (8), got 6",
     ),
     (
-        "lists: {spam: {reject_radius: 11}}",
+        "{defaults: {flag_radius: 10}, lists: {spam: {reject_radius: 11}}}",
         "lists.spam.flag_radius: must be at least reject_radius (11), got 10",
     ),
     (

@@ -94,9 +94,11 @@ def test_eval_command_on_real_photos_and_store(
     folder.mkdir()
     for name in LOCAL_PHOTOS[:4]:
         (folder / name.split("/")[-1]).write_bytes((DATA / name.split("/")[-1]).read_bytes())
+    # The same picture twice: one entry, and neither copy is the other's false positive.
+    (folder / "duplicate.jpg").write_bytes((DATA / LOCAL_PHOTOS[0].split("/")[-1]).read_bytes())
     code = main(["eval", str(folder), "--json", "--workers", "1", "--redis-url", redis_url])
     report = json.loads(capsys.readouterr().out)
-    assert code == 0 and report["originals"] == 4
+    assert code == 0 and report["originals"] == 5
     rows = {row["edit"]: row for row in report["recall"]}
     assert set(rows) == {e.name for e in EDITS}
     assert rows["jpeg-q75"]["guard"] == 1.0 and rows["flip-horizontal"]["guard"] == 1.0
