@@ -201,8 +201,9 @@ class HttpSettings:
     spool_memory_bytes: int = 1_048_576
     #: Seconds for the whole body to arrive (one deadline, not one per chunk).
     body_timeout: float = 30.0
-    #: Seconds for all store lookups of one request.
-    decision_timeout: float = 2.0
+    #: Seconds for the whole decision on one request: finding, decoding and hashing its images and
+    #: looking them up in every list of its route.
+    decision_timeout: float = 5.0
     #: Threads decoding and hashing at the same time.
     hash_workers: int = 4
     #: Response header carrying the verdict of flagged and unchecked requests; None: no header.

@@ -82,6 +82,7 @@ class GuardMiddleware:
         self._store = store
         self._store_lock: anyio.Lock | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        self._missing_lists_warned: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,6 +122,18 @@ class GuardMiddleware:
                         Store.embedded, settings.embedded_path
                     )
         return self._store
+
+    def warn_missing_list(self, list_name: str, route: str) -> None:
+        """A route names a list the store does not have (not loaded yet, or a typo): say so once."""
+        if list_name not in self._missing_lists_warned:
+            self._missing_lists_warned.add(list_name)
+            logger.warning(
+                "guard: route %s checks list %r, which does not exist in the store: nothing can match it "
+                "until it is loaded (guard load ... --list %s)",
+                route,
+                list_name,
+                list_name,
+            )
 
     async def aclose(self) -> None:
         """Close the store (call from the app's shutdown if you care about a clean exit)."""
@@ -178,17 +191,38 @@ class _Responder:
             raise BodyTimeout(
                 f"request body not received within body_timeout={http.body_timeout:g}s"
             ) from None
+        try:
+            with anyio.fail_after(http.decision_timeout):
+                return await self._judge(spool)
+        except TimeoutError:
+            # Too slow to decide (a slow store, or decoding queued behind other uploads): each
+            # list of the route follows its own policy, as when the store is down.
+            if all(self.config.policy(name).fail_open for name in self.route.lists):
+                self._log_unchecked(list(self.route.lists))
+                return Decision("unchecked", unchecked_lists=tuple(self.route.lists))
+            raise StoreUnavailable(
+                f"no decision within decision_timeout={http.decision_timeout:g}s"
+            ) from None
+
+    async def _judge(self, spool: Spool) -> Decision | Refusal:
+        """Find the images, hash them in worker threads and look them up in every list."""
+        http = self.config.http
         content_type = self.headers.get("content-type", "")
         images = await anyio.to_thread.run_sync(
             lambda: find_images(
                 spool.read_all(), content_type, max_parts=http.max_parts, max_images=http.max_images
             ),
             limiter=self.guard.limiter,
+            abandon_on_cancel=True,
         )
         frames: list[FrameHash] = []
         for image in images:
             hashes = await anyio.to_thread.run_sync(
-                hash_bytes, image, self.config.limits, limiter=self.guard.limiter
+                hash_bytes,
+                image,
+                self.config.limits,
+                limiter=self.guard.limiter,
+                abandon_on_cancel=True,
             )
             frames += [frame for frame in hashes.frames if not frame.low_information]
         if not frames:
@@ -210,21 +244,24 @@ class _Responder:
                 tuple(unchecked),
             )
         if unchecked:
-            logger.warning(
-                "guard could not check an upload on %s: store unavailable for %s (fail-open)",
-                self.route.path,
-                ", ".join(unchecked),
-                extra={
-                    "guard": {
-                        "action": "unchecked",
-                        "lists": unchecked,
-                        "route": self.route.path,
-                        "client": self._client(),
-                    }
-                },
-            )
+            self._log_unchecked(unchecked)
             return Decision("unchecked", len(images), unchecked_lists=tuple(unchecked))
         return Decision("allow", images=len(images))
+
+    def _log_unchecked(self, lists: list[str]) -> None:
+        logger.warning(
+            "guard could not check an upload on %s: store unavailable for %s (fail-open)",
+            self.route.path,
+            ", ".join(lists),
+            extra={
+                "guard": {
+                    "action": "unchecked",
+                    "lists": lists,
+                    "route": self.route.path,
+                    "client": self._client(),
+                }
+            },
+        )
 
     def _check_headers(self) -> None:
         http = self.config.http
@@ -239,41 +276,29 @@ class _Responder:
             raise UnsupportedEncoding(f"Content-Encoding {encoding} is not accepted on this route")
 
     async def _look_up(self, frames: list[FrameHash]) -> tuple[list[Match], list[str]]:
-        """Matches from every list of the route, within the decision deadline.
+        """Matches from every list of the route (within the caller's decision deadline).
 
         A list whose store is unavailable is "unchecked" if its policy fails open; otherwise the
         whole request is refused as unavailable (fail-closed, the default).
         """
         matches: list[Match] = []
         unchecked: list[str] = []
-        pending = list(self.route.lists)
-        try:
-            with anyio.fail_after(self.config.http.decision_timeout):
-                store = await self.guard.store()
-                while pending:
-                    name = pending[0]
-                    policy = self.config.policy(name)
-                    try:
-                        matches += await store.lookup(
-                            name,
-                            frames,
-                            radius=policy.flag_radius,
-                            confirm_radius=policy.confirm_radius,
-                            dihedral=policy.dihedral,
-                        )
-                    except UnknownList:
-                        pass  # nothing has been loaded into it yet: nothing can match
-                    except StoreError:
-                        if not policy.fail_open:
-                            raise
-                        unchecked.append(name)
-                    pending.pop(0)
-        except TimeoutError:
-            for name in pending:
-                if not self.config.policy(name).fail_open:
-                    raise StoreUnavailable(
-                        f"no answer from the store within decision_timeout={self.config.http.decision_timeout:g}s"
-                    ) from None
+        store = await self.guard.store()
+        for name in self.route.lists:
+            policy = self.config.policy(name)
+            try:
+                matches += await store.lookup(
+                    name,
+                    frames,
+                    radius=policy.flag_radius,
+                    confirm_radius=policy.confirm_radius,
+                    dihedral=policy.dihedral,
+                )
+            except UnknownList:
+                self.guard.warn_missing_list(name, self.route.path)
+            except StoreError:
+                if not policy.fail_open:
+                    raise
                 unchecked.append(name)
         return matches, unchecked
 

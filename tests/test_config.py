@@ -85,7 +85,7 @@ def test_no_file_gives_the_documented_defaults() -> None:
         max_parts=64,
         spool_memory_bytes=1_048_576,
         body_timeout=30.0,
-        decision_timeout=2.0,
+        decision_timeout=5.0,
         hash_workers=4,
         flag_header="X-Guard-Verdict",
         retry_after=5,

@@ -545,3 +545,72 @@ def test_fastapi_uploadfile_endpoint(loaded: str) -> None:
             assert blocked.status_code == 403
 
     run(body())
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers: a hung or partitioned Redis."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    listener.close()
+
+
+@pytest.mark.parametrize(("path", "status"), [("/upload", 503), ("/open", 200)])
+def test_a_silent_store_gets_a_decision_within_the_deadline(
+    path: str, status: int, silent_port: int
+) -> None:
+    guard = GuardMiddleware(Recorder(), config=make_config(decision_timeout=0.3))
+    guard._store = Store.from_url(
+        f"redis://127.0.0.1:{silent_port}", socket_timeout=30, connect_timeout=30
+    )
+
+    async def timed() -> tuple[Result, float]:
+        started = anyio.current_time()
+        result = await call(guard, multipart(("a.jpg", jpeg(UNRELATED))), path=path)
+        return result, anyio.current_time() - started
+
+    result, elapsed = run(timed())
+    assert result.status == status
+    assert elapsed < 1.5  # the 0.3 s decision deadline, not the 30 s socket timeout
+    if status == 503:
+        assert (
+            result.json() == {"error": "blocklist store unavailable"}
+            and "retry-after" in result.headers
+        )
+
+
+def test_a_route_naming_a_missing_list_allows_and_warns_once(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    guard, app = guarded(redis_url)  # an empty server: the list `spam` does not exist yet
+
+    async def twice() -> list[int | None]:
+        return [(await call(guard, multipart(("a.jpg", jpeg(UNRELATED))))).status for _ in range(2)]
+
+    with caplog.at_level(logging.WARNING, logger="guard"):
+        assert run(twice()) == [200, 200]
+    warnings = [r for r in caplog.records if "does not exist" in r.getMessage()]
+    assert len(warnings) == 1 and "'spam'" in warnings[0].getMessage()
+    assert app.calls == 2
