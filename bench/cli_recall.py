@@ -23,7 +23,11 @@ from PIL import Image
 
 def guard(work: Path, *argv: str) -> object:
     completed = subprocess.run(
-        [sys.executable, "-m", "guard", *argv, "--json"], cwd=work, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "guard", *argv, "--json"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if completed.returncode not in (0, 1):
         raise SystemExit(f"guard {' '.join(argv)} failed: {completed.stderr}")
@@ -54,14 +58,20 @@ def main(photos: str = "../shared/data/photos") -> None:
         second = guard(work, "load", str(source), "--list", "photos")
         assert isinstance(first, dict) and isinstance(second, dict)
         print(f"{len(files)} photos in {source}")
-        print(f"load:        added {first['added']}, present {first['present']}, skipped "
-              f"{[s['file'] for s in first['skipped'] if s['file'].endswith('.jpg')]}")
+        print(
+            f"load:        added {first['added']}, present {first['present']}, skipped "
+            f"{[s['file'] for s in first['skipped'] if s['file'].endswith('.jpg')]}"
+        )
         print(f"load again:  added {second['added']}, present {second['present']}")
         for name in ("q50", "half"):
-            reports = guard(work, "check", *map(str, sorted((work / name).iterdir())), "--list", "photos")
+            reports = guard(
+                work, "check", *map(str, sorted((work / name).iterdir())), "--list", "photos"
+            )
             print(f"check {name:5}: {verdicts(reports)}")
         guard(work, "load", str(work / "even"))
-        reports = guard(work, "check", *map(str, sorted((work / "odd").iterdir())), "--list", "even")
+        reports = guard(
+            work, "check", *map(str, sorted((work / "odd").iterdir())), "--list", "even"
+        )
         print(f"odd photos against the even list: {verdicts(reports)}")
 
 
