@@ -185,7 +185,9 @@ class FrameHash:
 
     @classmethod
     def of(cls, small: SmallImage) -> FrameHash:
-        cells = np.asarray(small.cells, dtype=np.float64)
+        # Whole grey levels, as an 8-bit image would hold them: float noise a millionth of a level
+        # wide must not decide a bit (flat images), and imagehash's 8-bit cells agree far more.
+        cells = np.rint(np.asarray(small.cells, dtype=np.float64))
         coefficients = low_frequencies(small.detail)
         ahash = ahash_of_cells(cells)
         flat = float(cells.max() - cells.min()) < LOW_CONTRAST
