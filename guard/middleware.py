@@ -85,6 +85,9 @@ class GuardMiddleware:
         self._missing_lists_warned: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._closing_on_shutdown(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -93,6 +96,16 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         await _Responder(self, route, scope, receive, send).run()
+
+    def _closing_on_shutdown(self, send: Send) -> Send:
+        """Close the store when the server shuts down (the embedded Redis saves and stops then)."""
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.aclose()
+            await send(message)
+
+        return closing_send
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:

@@ -416,7 +416,6 @@ def test_text_fields_are_not_images(loaded: str) -> None:
         {"type": "http", "method": "GET", "path": "/upload", "headers": []},
         {"type": "http", "method": "POST", "path": "/elsewhere", "headers": []},
         {"type": "websocket", "path": "/upload", "headers": []},
-        {"type": "lifespan"},
     ],
 )
 def test_unguarded_requests_get_the_servers_own_receive(scope: dict[str, Any], loaded: str) -> None:
@@ -614,3 +613,45 @@ def test_a_route_naming_a_missing_list_allows_and_warns_once(
     warnings = [r for r in caplog.records if "does not exist" in r.getMessage()]
     assert len(warnings) == 1 and "'spam'" in warnings[0].getMessage()
     assert app.calls == 2
+
+
+def test_lifespan_passes_through_and_shutdown_closes_the_store(loaded: str) -> None:
+    """The app runs its own lifespan; when it reports shutdown, guard closes its store too."""
+    events: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            message = await receive()
+            events.append(message["type"])
+            reply = {
+                "lifespan.startup": "lifespan.startup.complete",
+                "lifespan.shutdown": "lifespan.shutdown.complete",
+            }
+            await send({"type": reply[message["type"]]})
+            if message["type"] == "lifespan.shutdown":
+                return
+
+    closed: list[bool] = []
+    store = Store.from_url(loaded)
+    original_close = store.close
+
+    async def close() -> None:
+        closed.append(True)
+        await original_close()
+
+    store.close = close  # type: ignore[method-assign]
+    guard = GuardMiddleware(app, config=make_config(), store=store)
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    run(guard({"type": "lifespan"}, receive, send))
+    assert events == ["lifespan.startup", "lifespan.shutdown"]
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert closed == [True]
