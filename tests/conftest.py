@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -129,3 +131,30 @@ def redis_url(redis_server: str) -> str:
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run one async test body (each test gets a fresh event loop and fresh connections)."""
     return asyncio.run(coroutine)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts connections and never answers (a hung or blackholed Redis)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()

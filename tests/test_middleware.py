@@ -546,43 +546,13 @@ def test_fastapi_uploadfile_endpoint(loaded: str) -> None:
     run(body())
 
 
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP port that accepts connections and never answers: a hung or partitioned Redis."""
-    import socket
-    import threading
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.05)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield int(listener.getsockname()[1])
-    stop.set()
-    thread.join()
-    for connection in held:
-        connection.close()
-    listener.close()
-
-
 @pytest.mark.parametrize(("path", "status"), [("/upload", 503), ("/open", 200)])
 def test_a_silent_store_gets_a_decision_within_the_deadline(
-    path: str, status: int, silent_port: int
+    path: str, status: int, silent_server: int
 ) -> None:
     guard = GuardMiddleware(Recorder(), config=make_config(decision_timeout=0.3))
     guard._store = Store.from_url(
-        f"redis://127.0.0.1:{silent_port}", socket_timeout=30, connect_timeout=30
+        f"redis://127.0.0.1:{silent_server}", socket_timeout=30, connect_timeout=30
     )
 
     async def timed() -> tuple[Result, float]:
