@@ -86,9 +86,18 @@ def int_to_bits(value: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(value.to_bytes(8, "big"), dtype=np.uint8)).astype(bool)
 
 
+def grey_levels(cells: np.ndarray) -> np.ndarray:
+    """Cells rounded to whole grey levels, as an 8-bit image holds them.
+
+    Float noise a millionth of a level wide must not decide a bit (flat images), and imagehash's
+    cells are 8-bit: rounding brings guard within a bit of it.
+    """
+    return np.rint(np.asarray(cells, dtype=np.float64))
+
+
 def ahash_of_cells(cells: np.ndarray) -> int:
-    """aHash of an 8x8 grey grid: bit = cell > mean of the 64 cells."""
-    values = np.asarray(cells, dtype=np.float64)
+    """aHash of an 8x8 grey grid: cells rounded to whole grey levels, bit = cell > their mean."""
+    values = grey_levels(cells)
     return bits_to_int(values > values.mean())
 
 
@@ -185,9 +194,7 @@ class FrameHash:
 
     @classmethod
     def of(cls, small: SmallImage) -> FrameHash:
-        # Whole grey levels, as an 8-bit image would hold them: float noise a millionth of a level
-        # wide must not decide a bit (flat images), and imagehash's 8-bit cells agree far more.
-        cells = np.rint(np.asarray(small.cells, dtype=np.float64))
+        cells = grey_levels(small.cells)
         coefficients = low_frequencies(small.detail)
         ahash = ahash_of_cells(cells)
         flat = float(cells.max() - cells.min()) < LOW_CONTRAST

@@ -43,6 +43,14 @@ def test_top_left_cell_is_the_most_significant_bit() -> None:
     assert ahash_of_cells(cells) == 1
 
 
+def test_cells_are_rounded_to_whole_grey_levels() -> None:
+    cells = np.full((8, 8), 100.0)
+    cells[0, 0] = 100.4  # float noise: rounds to the same level as the rest, so no bit
+    assert ahash_of_cells(cells) == 0
+    cells[0, 0] = 100.6
+    assert ahash_of_cells(cells) == 1 << 63
+
+
 def test_bit_is_strictly_above_the_mean() -> None:
     cells = np.full((8, 8), 10.0)
     assert ahash_of_cells(cells) == 0  # flat: no cell is above the mean
@@ -115,7 +123,7 @@ def test_permutation_equals_hash_of_transformed_cells(transform: str) -> None:
         "transverse": lambda g: np.rot90(g, 2).T,
     }
     for _ in range(200):
-        cells = rng.random((8, 8))
+        cells = rng.random((8, 8)) * 255
         expected = ahash_of_cells(flips[transform](cells))
         assert permute(ahash_of_cells(cells), transform) == expected  # type: ignore[arg-type]
 
