@@ -45,6 +45,7 @@ from typing import Any
 import imagehash
 import numpy as np
 import PIL
+from machine import cpu_model  # bench/machine.py, next to this script
 from PIL import Image, features
 
 from guard import hamming, hash_bytes
@@ -320,14 +321,7 @@ def run_size(
 
 
 def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     return {
         "nproc": len(os.sched_getaffinity(0)),
         "cpu": model,

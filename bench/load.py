@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import PIL
+from machine import cpu_model  # bench/machine.py, next to this script
 from PIL import Image, features
 
 from guard import hash_bytes, hash_file
@@ -361,14 +362,7 @@ def checks(runs: list[Run], files: int) -> list[Check]:
 
 
 def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     return {
         "nproc": len(os.sched_getaffinity(0)),
         "cpu_count": os.cpu_count(),
