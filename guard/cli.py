@@ -62,6 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def _add_workers_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="hashing processes (default: one per core)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON")
@@ -101,12 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         help="list name (default: the folder's or file's name)",
     )
     sub.add_argument("--label", help="label stored with every entry")
-    sub.add_argument(
-        "--workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="hashing processes (default: one per core)",
-    )
+    _add_workers_option(sub)
 
     sub = command("check", _cmd_check, "say what guard would do with image files")
     sub.add_argument("files", nargs="+", metavar="FILE")
@@ -139,12 +143,7 @@ def _parser() -> argparse.ArgumentParser:
         help="target query false-positive rate for the recommended radii (default 0.001)",
     )
     sub.add_argument("--chart", metavar="PNG", help="also draw recall per edit (needs matplotlib)")
-    sub.add_argument(
-        "--workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="hashing processes (default: one per core)",
-    )
+    _add_workers_option(sub)
 
     sub = command("export", _cmd_export, "print a list, one entry a line")
     sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
@@ -405,14 +404,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             frames = [f for f in hashes.frames if not f.low_information]
             matches: list[Match] = []
             for name in names:
-                policy = config.policy(name)
-                matches += await store.lookup(
-                    name,
-                    frames,
-                    radius=policy.flag_radius,
-                    confirm_radius=policy.confirm_radius,
-                    dihedral=policy.dihedral,
-                )
+                matches += await store.lookup_under(name, frames, config.policy(name))
             matches.sort(key=lambda m: (not m.confirmed, m.distance))
             verdict = decide(matches, config.policy)
             report: dict[str, Any] = {

@@ -236,15 +236,24 @@ class Policy:
     trimmed: bool
 
 
-def candidate_for(
-    source: str, ahash: int, phash: int | None, frames: Sequence[FrameHash]
-) -> Candidate:
-    distances = []
-    for frame in frames:
-        for transform, (variant_ahash, variant_phash) in frame.variants().items():
-            p = 0 if phash is None else hamming(phash, variant_phash)
-            distances.append((transform == "identity", hamming(ahash, variant_ahash), p))
-    return Candidate(source, tuple(distances))
+Variants = Sequence[tuple[bool, int, int]]  # (is identity, aHash, pHash) per frame and transform
+
+
+def query_variants(frames: Sequence[FrameHash]) -> Variants:
+    """Every dihedral variant of every query frame, computed once per query."""
+    return [
+        (transform == "identity", ahash, phash)
+        for frame in frames
+        for transform, (ahash, phash) in frame.variants().items()
+    ]
+
+
+def candidate_for(source: str, ahash: int, phash: int | None, variants: Variants) -> Candidate:
+    distances = tuple(
+        (identity, hamming(ahash, v_ahash), 0 if phash is None else hamming(phash, v_phash))
+        for identity, v_ahash, v_phash in variants
+    )
+    return Candidate(source, distances)
 
 
 def recall(queries: Iterable[Query], policy: Policy, edit: str | None = None) -> float | None:
@@ -383,8 +392,9 @@ async def evaluate(
                     matches = await store.lookup(
                         list_name, frames, radius=MAX_RADIUS, dihedral=True
                     )
+                    variants = query_variants(frames)
                     candidates = tuple(
-                        candidate_for(m.entry.source, m.entry.ahash, m.entry.phash, frames)
+                        candidate_for(m.entry.source, m.entry.ahash, m.entry.phash, variants)
                         for m in matches
                         if m.entry.source in stored
                     )

@@ -300,13 +300,7 @@ class _Responder:
         for name in self.route.lists:
             policy = self.config.policy(name)
             try:
-                matches += await store.lookup(
-                    name,
-                    frames,
-                    radius=policy.flag_radius,
-                    confirm_radius=policy.confirm_radius,
-                    dihedral=policy.dihedral,
-                )
+                matches += await store.lookup_under(name, frames, policy)
             except UnknownList:
                 self.guard.warn_missing_list(name, self.route.path)
             except StoreError:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -61,6 +61,17 @@ DEFAULT_EMBEDDED_PATH = ".guard/redis.db"
 WRITE_BATCH = 500
 
 StoreT = TypeVar("StoreT", bound="Store")
+
+
+class LookupPolicy(Protocol):
+    """What a lookup needs from a list's policy (guard.config.ListPolicy has it)."""
+
+    @property
+    def flag_radius(self) -> int: ...
+    @property
+    def confirm_radius(self) -> int: ...
+    @property
+    def dihedral(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -445,6 +456,18 @@ class Store:
             async for field, value in self._client.hscan_iter(entries_key, count=1000):
                 for entry in _entries_from_json(from_signed(int(field)), value):
                     yield entry
+
+    async def lookup_under(
+        self, list_name: str, frames: Sequence[FrameHash], policy: LookupPolicy
+    ) -> list[Match]:
+        """:meth:`lookup` as a list's policy asks: every candidate up to its flag radius."""
+        return await self.lookup(
+            list_name,
+            frames,
+            radius=policy.flag_radius,
+            confirm_radius=policy.confirm_radius,
+            dihedral=policy.dihedral,
+        )
 
     async def lookup(
         self,
