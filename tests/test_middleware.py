@@ -6,17 +6,15 @@ The ASGI app is driven directly (scripted ``receive``, recorded ``send``) and th
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from asgi_driver import BOUNDARY, MULTIPART, Recorder, Result, call, multipart
 from conftest import LOCAL_PHOTOS, data_file, encode, photo, run
 from fastapi import FastAPI, UploadFile
 from PIL import Image
@@ -29,8 +27,6 @@ from guard.store import Entry, Store
 BLOCKED = LOCAL_PHOTOS[0]
 ALSO_BLOCKED = LOCAL_PHOTOS[1]
 UNRELATED = LOCAL_PHOTOS[5]
-BOUNDARY = "guardtestboundary"
-
 
 def make_config(**http: Any) -> Config:
     policies = {"spam": ListPolicy(), "soft": ListPolicy(reject_radius=2, flag_radius=8)}
@@ -41,126 +37,6 @@ def make_config(**http: Any) -> Config:
     )
     policies["open"] = ListPolicy(fail_open=True)
     return Config(lists=policies, routes=routes, http=HttpSettings(**http))
-
-
-@dataclass
-class Recorder:
-    """An ASGI app that reads the whole body, remembers it, and answers 200."""
-
-    calls: int = 0
-    bodies: list[bytes] = field(default_factory=list)
-    states: list[Any] = field(default_factory=list)
-    receives: list[Any] = field(default_factory=list)
-    after_body: list[dict[str, Any]] = field(default_factory=list)
-    poll_after_body: bool = False
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        self.calls += 1
-        self.receives.append(receive)
-        if scope["type"] != "http":
-            return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        if self.poll_after_body:
-            self.after_body.append(await receive())
-        self.bodies.append(bytes(body))
-        self.states.append(scope.get("state", {}).get("guard"))
-        payload = json.dumps({"sha256": hashlib.sha256(body).hexdigest()}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
-
-
-def multipart(
-    *files: tuple[str, bytes], fields: dict[str, str] | None = None, part_headers: str = ""
-) -> bytes:
-    out = io.BytesIO()
-    for name, value in (fields or {}).items():
-        out.write(
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        )
-    for i, (filename, data) in enumerate(files):
-        out.write(
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file{i}"; filename="{filename}"\r\n'
-            f"Content-Type: image/jpeg\r\n{part_headers}\r\n".encode()
-        )
-        out.write(data + b"\r\n")
-    out.write(f"--{BOUNDARY}--\r\n".encode())
-    return out.getvalue()
-
-
-MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
-
-
-@dataclass
-class Result:
-    status: int | None
-    headers: dict[str, str]
-    body: bytes
-    messages: list[dict[str, Any]]
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-async def call(
-    guard: GuardMiddleware,
-    body: bytes,
-    *,
-    content_type: str = MULTIPART,
-    path: str = "/upload",
-    method: str = "POST",
-    chunk: int = 65536,
-    headers: list[tuple[str, str]] | None = None,
-    content_length: bool = True,
-    receive: Any = None,
-) -> Result:
-    """Drive the middleware with a scripted receive (the body in chunks, then a disconnect)."""
-    raw_headers = [(b"content-type", content_type.encode())] if content_type else []
-    if content_length:
-        raw_headers.append((b"content-length", str(len(body)).encode()))
-    raw_headers += [(k.encode(), v.encode()) for k, v in headers or []]
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "headers": raw_headers,
-        "client": ("203.0.113.7", 5555),
-    }
-    pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
-    script = [
-        {"type": "http.request", "body": p, "more_body": i < len(pieces) - 1}
-        for i, p in enumerate(pieces)
-    ]
-
-    async def scripted() -> dict[str, Any]:
-        if script:
-            return script.pop(0)
-        await anyio.sleep(0.05)
-        return {"type": "http.disconnect"}
-
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await guard(scope, receive or scripted, send)
-    start = next((m for m in sent if m["type"] == "http.response.start"), None)
-    return Result(
-        status=start["status"] if start else None,
-        headers={k.decode(): v.decode() for k, v in start["headers"]} if start else {},
-        body=b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
-        messages=sent,
-    )
 
 
 @pytest.fixture
