@@ -29,7 +29,14 @@ from guard.errors import (
 )
 from guard.hashing import FrameHash, hash_bytes
 from guard.store import Match, Store
-from guard.uploads import ClientDisconnected, Replay, Spool, find_images, read_body
+from guard.uploads import (
+    ClientDisconnected,
+    Replay,
+    Spool,
+    find_images,
+    part_counter,
+    read_body,
+)
 from guard.verdict import Refusal, decide, refusal_for, rejection
 
 Scope = MutableMapping[str, Any]
@@ -196,10 +203,13 @@ class _Responder:
 
     async def _decide(self, spool: Spool) -> Decision | Refusal:
         http = self.config.http
-        self._check_headers()
+        declared = self._check_headers()
+        parts = part_counter(self.headers.get("content-type", ""), http.max_parts)
         try:
             with anyio.fail_after(http.body_timeout):
-                await read_body(self.receive, spool, http.max_body_bytes)
+                await read_body(
+                    self.receive, spool, http.max_body_bytes, declared=declared, parts=parts
+                )
         except TimeoutError:
             raise BodyTimeout(
                 f"request body not received within body_timeout={http.body_timeout:g}s"
@@ -276,17 +286,45 @@ class _Responder:
             },
         )
 
-    def _check_headers(self) -> None:
+    def _check_headers(self) -> int | None:
+        """Refuse what the headers alone condemn, before reading a byte; the declared length.
+
+        A client waiting on ``Expect: 100-continue`` then never uploads (reliability.md H01).
+        Framing headers must be single: guard and the app must agree on the body's type and
+        length, and Starlette reads the first of several headers where guard's dict keeps the
+        last. Every Content-Encoding token counts (H09).
+        """
         http = self.config.http
+        for name in ("content-length", "content-type"):
+            if len(self._header_values(name)) > 1:
+                raise MalformedBody(f"more than one {name} header")
         declared = self.headers.get("content-length")
+        length = None
         if declared is not None:
-            if not declared.strip().isdigit():
+            digits = declared.strip()
+            if not (digits.isascii() and digits.isdigit()):
                 raise MalformedBody(f"invalid Content-Length: {declared[:40]!r}")
-            if int(declared) > http.max_body_bytes:
+            digits = digits.lstrip("0") or "0"  # int() refuses over 4,300 digits
+            if len(digits) > len(str(http.max_body_bytes)) or int(digits) > http.max_body_bytes:
                 raise BodyTooLarge(f"request body is over max_body_bytes={http.max_body_bytes}")
-        encoding = self.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            raise UnsupportedEncoding(f"Content-Encoding {encoding} is not accepted on this route")
+            length = int(digits)
+        for value in self._header_values("content-encoding"):
+            for token in value.split(","):
+                encoding = token.strip().lower()
+                if encoding not in ("", "identity"):
+                    raise UnsupportedEncoding(
+                        f"Content-Encoding {encoding[:40]} is not accepted on this route"
+                    )
+        return length
+
+    def _header_values(self, name: str) -> list[str]:
+        """Every value of one request header (``self.headers`` keeps only the last)."""
+        key = name.encode("latin-1")
+        return [
+            value.decode("latin-1")
+            for header, value in self.scope.get("headers", [])
+            if header.lower() == key
+        ]
 
     async def _look_up(self, frames: list[FrameHash]) -> tuple[list[Match], list[str]]:
         """Matches from every list of the route (within the caller's decision deadline).

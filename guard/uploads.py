@@ -99,21 +99,72 @@ class _Chunks:
         return file.read(CHUNK_SIZE)
 
 
-async def read_body(receive: Receive, spool: Spool, max_bytes: int) -> None:
+class PartCounter:
+    """Counts multipart delimiters as the body streams in.
+
+    A body of thousands of tiny parts is refused once it passes ``max_parts``, not after all of it
+    has arrived (reliability.md H12). A delimiter is CRLF "--" boundary; part data cannot contain
+    one, so N parts have N or N + 1 of them (the first may open the body without its CRLF, the
+    closing one counts too). Only a count over ``max_parts + 1`` is refused here; the parser
+    applies the exact cap once the body is complete.
+    """
+
+    def __init__(self, boundary: bytes, max_parts: int) -> None:
+        self._delimiter = b"\r\n--" + boundary
+        self._max_parts = max_parts
+        self._tail = b""  # the last len(delimiter) - 1 bytes seen: a delimiter may span chunks
+        self.count = 0
+
+    def feed(self, data: bytes) -> None:
+        window = self._tail + data
+        self.count += window.count(self._delimiter)
+        self._tail = window[len(window) - len(self._delimiter) + 1 :]
+        if self.count > self._max_parts + 1:
+            raise BodyTooLarge(f"multipart body has more than max_parts={self._max_parts} parts")
+
+
+def part_counter(content_type: str, max_parts: int) -> PartCounter | None:
+    """A PartCounter for a multipart body with a boundary; None for anything else."""
+    media_type, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if media_type.lower() != b"multipart/form-data" or not boundary:
+        return None
+    return PartCounter(boundary, max_parts)
+
+
+async def read_body(
+    receive: Receive,
+    spool: Spool,
+    max_bytes: int,
+    *,
+    declared: int | None = None,
+    parts: PartCounter | None = None,
+) -> None:
     """Read every ``http.request`` message into ``spool``, counting bytes as they arrive.
 
-    The caller puts a deadline around it. Raises BodyTooLarge past ``max_bytes`` (the declared
-    Content-Length is checked earlier; it is never trusted to be small) and ClientDisconnected.
+    The caller puts a deadline around it. Raises BodyTooLarge past ``max_bytes`` or past
+    ``parts``' cap (the declared Content-Length is checked earlier; it is never trusted to be
+    small), ClientDisconnected, and MalformedBody when the body disagrees with the ``declared``
+    Content-Length: the server frames the body, so a longer or shorter one means the server or
+    something between it and guard is broken, and guard stops reading at the first byte too many
+    rather than guess which length the app will believe (reliability.md H03).
     """
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
         body = message.get("body", b"")
-        if spool.size + len(body) > max_bytes:
+        size = spool.size + len(body)
+        if size > max_bytes:
             raise BodyTooLarge(f"request body is over max_body_bytes={max_bytes}")
+        if declared is not None and size > declared:
+            raise MalformedBody(f"request body is longer than its Content-Length ({declared})")
+        if parts is not None:
+            parts.feed(body)
         await spool.write(body)
         if not message.get("more_body", False):
+            if declared is not None and size < declared:
+                raise MalformedBody(f"request body is shorter than its Content-Length ({declared})")
             return
 
 
