@@ -53,11 +53,11 @@ class Spool:
             self._memory += data
             return
         if self._file is None:
+            # Written as they are, not joined first: a copy would double the memory held.
             self._file = await anyio.to_thread.run_sync(tempfile.TemporaryFile)
-            pending, self._memory = bytes(self._memory) + data, bytearray()
-        else:
-            pending = data
-        await anyio.to_thread.run_sync(self._file.write, pending)
+            await anyio.to_thread.run_sync(self._file.write, self._memory)
+            self._memory = bytearray()
+        await anyio.to_thread.run_sync(self._file.write, data)
 
     def read_all(self) -> bytes:
         """The whole body (blocking when on disk: call from a worker thread)."""
