@@ -1,8 +1,9 @@
 """The ``guard`` command: a thin front end over the library. Exit codes live here and only here.
 
 Exit codes: 0 success (for ``check``: nothing would be rejected); 1 ``check``: some file would be
-rejected, ``hash``/``remove``: some input failed; 2 usage error; 3 the store or the config failed
-(nothing was changed that cannot be re-run: loads are idempotent); 70 a bug in guard.
+rejected, ``hash``/``remove``/``load``: some input failed or was refused; 2 usage error; 3 the
+store or the config failed (nothing was changed that cannot be re-run: loads are idempotent); 70 a
+bug in guard.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -110,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
         help="list name (default: the folder's or file's name)",
     )
     sub.add_argument("--label", help="label stored with every entry")
+    sub.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="exit 0 even if some files were refused (they are listed either way)",
+    )
     _add_workers_option(sub)
 
     sub = command("check", _cmd_check, "say what guard would do with image files")
@@ -205,10 +212,22 @@ def _hash_many(paths: list[str], limits: ImageLimits, workers: int) -> Iterator[
         results: Iterator[ImageHashes | str] = (_hash_path(p, limits) for p in paths)
         yield from _counted(results, len(paths), progress)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from _counted(
-            pool.map(_hash_path, paths, [limits] * len(paths), chunksize=8), len(paths), progress
-        )
+    with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts) as pool:
+        try:
+            yield from _counted(
+                pool.map(_hash_path, paths, [limits] * len(paths), chunksize=8),
+                len(paths),
+                progress,
+            )
+        except KeyboardInterrupt:
+            # Ctrl-C: drop the queued files instead of hashing all of them before exiting.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the parent, which stops the pool (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _counted(
@@ -280,8 +299,10 @@ def _cmd_load(args: argparse.Namespace) -> int:
 
     The list is named after the folder (or file) unless --list says otherwise, and is created with
     the band count of its policy. Loading is idempotent: entries already present are counted, not
-    added again. Files that are not images, cannot be decoded, or are flat (low information) are
-    skipped with the reason. Animated images add one entry per distinct informative frame.
+    added again. Files that are not images, cannot be decoded, are over a limit, are flat (low
+    information) or are symlinks leading out of the folder are refused, each listed with the
+    reason; the others are added, and the exit status is 1 unless --skip-bad. Animated images add
+    one entry per distinct informative frame.
     """
     path = Path(args.path)
     if not path.exists():
@@ -292,13 +313,21 @@ def _cmd_load(args: argparse.Namespace) -> int:
         entries, skipped = _read_list_file(path, args.label)
     else:
         entries, skipped = _hash_folder(path, args)
-    return _add_and_report(args, name, entries, skipped)
+    return _add_and_report(args, name, entries, skipped, strict=not args.skip_bad)
 
 
 def _add_and_report(
-    args: argparse.Namespace, name: str, entries: list[Entry], skipped: list[dict[str, str]]
+    args: argparse.Namespace,
+    name: str,
+    entries: list[Entry],
+    skipped: list[dict[str, str]],
+    *,
+    strict: bool = False,
 ) -> int:
-    """Add prepared entries to a list (created with its policy's band count) and print the summary."""
+    """Add prepared entries to a list (created with its policy's band count) and print the summary.
+
+    ``strict``: a skipped input makes the exit status 1 (what was usable is still added).
+    """
     bands = args.config_object.policy(name).bands
 
     async def work(store: Store) -> int:
@@ -317,6 +346,12 @@ def _add_and_report(
             )
             for item in skipped:
                 print(f"  skipped {item['file']}: {item['reason']}")
+        if strict and skipped:
+            print(
+                f"guard: {len(skipped)} file(s) refused; the rest was added (--skip-bad: exit 0)",
+                file=sys.stderr,
+            )
+            return EXIT_FOUND
         return EXIT_OK
 
     return _with_store(args, work)
@@ -325,9 +360,17 @@ def _add_and_report(
 def _hash_folder(
     folder: Path, args: argparse.Namespace
 ) -> tuple[list[Entry], list[dict[str, str]]]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    root = folder.resolve()
     entries: list[Entry] = []
     skipped: list[dict[str, str]] = []
+    files = []
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if not file.resolve().is_relative_to(root):
+            # A blocklist folder is untrusted input: its links must not read files elsewhere.
+            source = file.relative_to(folder).as_posix()
+            skipped.append({"file": source, "reason": "symlink leading out of the folder"})
+        else:
+            files.append(file)
     results = _hash_many([str(p) for p in files], args.config_object.limits, args.workers)
     for file, hashes in zip(files, results):
         source = file.relative_to(folder).as_posix()

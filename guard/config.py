@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
-from guard.bands import BAND_COUNTS, LIST_NAME_RULE, is_list_name
+from guard.bands import BAND_COUNTS, LIST_NAME_RULE, default_layout, is_list_name
 from guard.errors import ConfigError
 from guard.images import DEFAULT_LIMITS, ImageLimits
 
@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 ENV_REDIS_URL = "GUARD_REDIS_URL"
 #: Above this, real-photo aHashes are too correlated to mean "same image" (DESIGN.md section 3).
 MAX_RADIUS = 12
+#: Redis keys one lookup may probe per query variant. The default policy (4 bands, radius 12)
+#: probes 1,108; one band at radius 12 would probe ~4e12 and never answer (reliability H40).
+MAX_PROBES = 10_000
+#: A config file is read whole before parsing: a larger one is refused unread (reliability H40).
+MAX_CONFIG_BYTES = 1_048_576
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
 _URLS = "a URL starting redis://, rediss:// or unix://"
 _SECONDS = "a number of seconds > 0 and <= 60"
@@ -43,6 +48,13 @@ _TOKEN_RULE = "use 1 or more characters from A-Z a-z 0-9 ! # $ % & ' * + - . ^ _
 _ROUTE_PATH = re.compile(r"/[^?#\s]*")
 _PATH_RULE = 'a path starting with "/", without "?", "#" or whitespace'
 _LIST_NAMES = "a non-empty list of list names"
+#: A JSON field path: dotted keys, "[]" after a key for every item of the array it holds.
+_JSON_FIELD = re.compile(r"[A-Za-z0-9_$-]+(\[\])?(\.[A-Za-z0-9_$-]+(\[\])?)*")
+_JSON_FIELD_RULE = (
+    'dotted keys (A-Z a-z 0-9 _ $ -), "[]" after a key for each item of its array, '
+    'e.g. "avatar", "user.photo", "gallery[].image"'
+)
+_JSON_FIELDS = f"a list of JSON field paths: {_JSON_FIELD_RULE}"
 _METHODS = "a non-empty list of HTTP methods"
 
 
@@ -69,6 +81,8 @@ _ALLOWED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "confirm_radius": ("an integer from 0 to 64", lambda v: 0 <= v <= 64),
     "bands": (f"one of {', '.join(map(str, BAND_COUNTS))}", lambda v: v in BAND_COUNTS),
     "max_body_bytes": _ints(1, 2**40),
+    "max_json_bytes": _ints(1, 2**40),
+    "max_json_depth": _ints(1, 256),
     "max_images": _ints(1, 1000),
     "max_parts": _ints(1, 100_000),
     "spool_memory_bytes": _ints(0, 2**30),
@@ -160,6 +174,24 @@ class ListPolicy:
                 f"flag_radius must be at least reject_radius ({self.reject_radius}), "
                 f"got {self.flag_radius}"
             )
+        probes = probe_count(self.bands, self.flag_radius)
+        if probes > MAX_PROBES:
+            most = max(r for r in range(MAX_RADIUS + 1) if probe_count(self.bands, r) <= MAX_PROBES)
+            raise ValueError(
+                f"flag_radius must be at most {most} with bands={self.bands}, got "
+                f"{self.flag_radius}: a lookup would probe {probes} Redis keys per query, over "
+                f"{MAX_PROBES} (use more bands or a smaller radius)"
+            )
+
+
+@functools.cache
+def probe_count(bands: int, radius: int) -> int:
+    """Band keys one lookup probes for one query variant at ``radius`` (DESIGN.md section 3)."""
+    width = 64 // bands
+    return sum(
+        sum(math.comb(width, k) for k in range(min(rho, width) + 1))
+        for rho in default_layout(bands).radii(radius)
+    )
 
 
 @dataclass(frozen=True)
@@ -199,6 +231,10 @@ class HttpSettings:
     max_parts: int = 64
     #: The body is kept in memory up to this many bytes, then in a temporary file.
     spool_memory_bytes: int = 1_048_576
+    #: Bytes of a JSON body scanned for images (routes with ``json_fields``); more is too large.
+    max_json_bytes: int = 10_000_000
+    #: Nesting of arrays and objects in a scanned JSON body; deeper is malformed.
+    max_json_depth: int = 32
     #: Seconds for the whole body to arrive (one deadline, not one per chunk).
     body_timeout: float = 30.0
     #: Seconds for the whole decision on one request: finding, decoding and hashing its images and
@@ -240,6 +276,8 @@ class Route:
     path: str
     lists: tuple[str, ...]
     methods: frozenset[str] = frozenset({"POST", "PUT", "PATCH"})
+    #: Fields of a JSON body holding base64 images (data: URLs allowed); () scans no JSON.
+    json_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not (isinstance(self.path, str) and _ROUTE_PATH.fullmatch(self.path)):
@@ -263,7 +301,17 @@ class Route:
             # Checked before upper-casing: "poſt".upper() is "POST".
             if not (isinstance(method, str) and _TOKEN.fullmatch(method)):
                 raise ValueError(f"methods has an invalid method {_show(method)}: {_TOKEN_RULE}")
+        # A str is iterable too: "avatar" would pass as the paths a, v, a, t, a, r.
+        text = self.json_fields if isinstance(self.json_fields, str) else None
+        if text is not None:
+            raise ValueError(f"json_fields must be {_JSON_FIELDS}, got {_show(text)}")
+        for json_field in self.json_fields:
+            if not (isinstance(json_field, str) and _JSON_FIELD.fullmatch(json_field)):
+                raise ValueError(
+                    f"json_fields has an invalid path {_show(json_field)}: {_JSON_FIELD_RULE}"
+                )
         # Private copies, upper-cased: hashable and comparable whatever the caller passed.
+        object.__setattr__(self, "json_fields", tuple(self.json_fields))
         object.__setattr__(self, "lists", lists)
         object.__setattr__(self, "methods", frozenset(m.upper() for m in self.methods))
         _glob(self.path)
@@ -326,7 +374,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     source = os.fspath(path)
     try:
         # Bytes, not text: PyYAML then reports bad encodings as YAML errors with a position.
-        document = yaml.safe_load(Path(source).read_bytes())
+        document = yaml.safe_load(_read_capped(source))
     except OSError as error:
         reason = f"cannot read the config file: {error.strerror or error}"
         raise ConfigError(reason, source=source) from None
@@ -337,6 +385,20 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         return _from_document(document)
     except ConfigError as error:
         raise ConfigError(error.reason, key=error.key, source=source) from None
+
+
+def _read_capped(source: str) -> bytes:
+    """The file's bytes, refusing one over MAX_CONFIG_BYTES before reading it."""
+    with open(source, "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        data = stream.read(MAX_CONFIG_BYTES + 1) if size <= MAX_CONFIG_BYTES else b""
+    if size > MAX_CONFIG_BYTES or len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"the config file is {max(size, len(data))} bytes, over the limit of "
+            f"{MAX_CONFIG_BYTES} bytes",
+            source=source,
+        )
+    return data
 
 
 def resolve_redis_url(config: Config, cli_url: str | None = None) -> str | None:
@@ -385,13 +447,14 @@ def _from_document(document: object) -> Config:
     )
 
 
-_ROUTE_KEYS = ("lists", "methods", "path")
+_ROUTE_KEYS = ("json_fields", "lists", "methods", "path")
 # Route checks the values; the loader only that each key is there (methods is optional) and of a
 # YAML type Route can take. A method must be a string: a mapping could not even go in a set.
 _ROUTE_VALUES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("path", _PATH_RULE, lambda v: type(v) is str),
     ("lists", _LIST_NAMES, lambda v: type(v) is list),
     ("methods", _METHODS, lambda v: type(v) is list and all(type(m) is str for m in v)),
+    ("json_fields", _JSON_FIELDS, lambda v: type(v) is list and all(type(f) is str for f in v)),
 )
 
 
@@ -407,14 +470,17 @@ def _routes(raw: object) -> tuple[Route, ...]:
 def _route(raw: object, path: str) -> Route:
     given = _mapping(raw, path, _ROUTE_KEYS)
     for key, allowed, fits in _ROUTE_VALUES:
-        if key not in given and key != "methods":
+        if key not in given and key in ("path", "lists"):
             raise ConfigError(f"missing: must be {allowed}", key=f"{path}.{key}")
         if key in given and not fits(given[key]):
             raise ConfigError(f"must be {allowed}, got {_show(given[key])}", key=f"{path}.{key}")
+    optional: dict[str, Any] = {}
+    if "methods" in given:
+        optional["methods"] = frozenset(given["methods"])
+    if "json_fields" in given:
+        optional["json_fields"] = tuple(given["json_fields"])
     try:
-        if "methods" in given:
-            return Route(given["path"], tuple(given["lists"]), frozenset(given["methods"]))
-        return Route(given["path"], tuple(given["lists"]))
+        return Route(given["path"], tuple(given["lists"]), **optional)
     except ValueError as error:
         name, _, reason = str(error).partition(" ")
         raise ConfigError(reason, key=f"{path}.{name}") from None

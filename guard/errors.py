@@ -49,6 +49,10 @@ class UndecodableImage(ImageError):
     """The header looked like an image but the pixel data could not be decoded."""
 
 
+class FileTooLarge(ImageError):
+    """An image file is over ``max_file_bytes``; refused before it is read."""
+
+
 class InvalidHash(GuardError, ValueError):
     """A hash string or integer is malformed or out of range."""
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from guard.errors import InvalidHash
+from guard.errors import FileTooLarge, InvalidHash
 from guard.images import AHASH_SIZE, DEFAULT_LIMITS, PHASH_SIZE, ImageLimits, SmallImage, normalise
 
 HASH_VERSION = "guard-ahash-v1"
@@ -261,6 +261,17 @@ def hash_bytes(
 
 
 def hash_file(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> ImageHashes:
-    """Hash an image file. Raises OSError if it cannot be read, ImageError if it is not a usable image."""
+    """Hash an image file. Raises OSError if it cannot be read, ImageError if it is not a usable image.
+
+    The size is checked before reading (and the read is bounded, should the file grow meanwhile):
+    a huge file in a blocklist folder costs one ``fstat``, not its size in memory.
+    """
+    cap = limits.max_file_bytes
     with open(path, "rb") as stream:
-        return hash_bytes(stream.read(), limits)
+        size = os.fstat(stream.fileno()).st_size
+        data = stream.read(cap + 1) if size <= cap else b""
+        if size > cap or len(data) > cap:
+            raise FileTooLarge(
+                f"file is {max(size, len(data))} bytes, over the limit max_file_bytes={cap}"
+            )
+        return hash_bytes(data, limits)

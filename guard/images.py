@@ -67,8 +67,13 @@ class ImageLimits:
     #: Decode budget for one animated file (frames x width x height): bounds how far in guard looks.
     max_animation_pixels: int = 200_000_000
     allowed_formats: frozenset[str] = field(default=DEFAULT_FORMATS)
+    #: Bytes of one image file read by ``guard load``/``hash``/``check`` (uploads are capped by
+    #: http.max_body_bytes): a 3 GB file in a blocklist folder is refused before it is read.
+    max_file_bytes: int = 100_000_000
 
     def __post_init__(self) -> None:
+        if self.max_file_bytes < 1:
+            raise ValueError(f"max_file_bytes must be at least 1, got {self.max_file_bytes}")
         if self.max_image_pixels < 64:
             raise ValueError(f"max_image_pixels must be at least 64, got {self.max_image_pixels}")
         if self.max_frames < 1:
@@ -99,6 +104,10 @@ class SmallImage:
     frame: int = 0  # index of the frame in the file
 
 
+# Sizes of the BMP info headers Pillow decodes. "BM" alone is too weak a signature: a text field
+# or body starting "BMW ..." would be taken for a broken bitmap and refused as undecodable.
+_BMP_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
+
 # Leading bytes of formats guard recognises. Formats it can name but never opens are listed so
 # that the error says "PDF is not allowed" rather than "not an image".
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -108,7 +117,6 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "GIF"),
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
-    (b"BM", "BMP"),
     (b"%PDF", "PDF"),
     (b"%!PS", "EPS"),
     (b"\xc5\xd0\xd3\xc6", "EPS"),
@@ -128,6 +136,8 @@ def sniff_format(data: bytes) -> str | None:
         return "AVIF"
     if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"msf1"):
         return "HEIF"
+    if data[:2] == b"BM" and int.from_bytes(data[14:18], "little") in _BMP_HEADER_SIZES:
+        return "BMP"
     for signature, name in _SIGNATURES:
         if data.startswith(signature):
             return name
@@ -203,7 +213,12 @@ def _orientation(image: Image.Image) -> int:
 
 def _frames(image: Image.Image, limits: ImageLimits) -> Iterator[tuple[int, Image.Image]]:
     """Seek to each frame to hash, spread over the part of the animation the budget lets us scan."""
-    count = max(1, int(getattr(image, "n_frames", 1)))
+    try:
+        # Counting frames parses every frame header (TIFF IFDs, GIF blocks): a broken later frame
+        # raises here, with any type (TypeError "Missing dimensions" from a TIFF; tools/fuzz.py).
+        count = max(1, int(getattr(image, "n_frames", 1)))
+    except Exception as error:
+        raise UndecodableImage(f"cannot count frames: {_reason(error)}") from error
     width, height = image.size
     scanned = min(count, max(1, limits.max_animation_pixels // (width * height)))
     chosen = sorted(

@@ -31,6 +31,7 @@ from guard.hashing import FrameHash, hash_bytes
 from guard.store import Match, Store
 from guard.uploads import (
     ClientDisconnected,
+    JsonScan,
     Replay,
     Spool,
     find_images,
@@ -231,9 +232,18 @@ class _Responder:
         """Find the images, hash them in worker threads and look them up in every list."""
         http = self.config.http
         content_type = self.headers.get("content-type", "")
+        json_scan = (
+            JsonScan(self.route.json_fields, http.max_json_bytes, http.max_json_depth)
+            if self.route.json_fields
+            else None
+        )
         images = await anyio.to_thread.run_sync(
             lambda: find_images(
-                spool.read_all(), content_type, max_parts=http.max_parts, max_images=http.max_images
+                spool.read_all(),
+                content_type,
+                max_parts=http.max_parts,
+                max_images=http.max_images,
+                json_scan=json_scan,
             ),
             limiter=self.guard.limiter,
             abandon_on_cancel=True,

@@ -8,6 +8,10 @@ once the body is delivered.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 import tempfile
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -24,8 +28,10 @@ Receive = Callable[[], Awaitable[Message]]
 
 #: Size of the chunks replayed to the app and read from the spool (as Starlette and uvicorn use).
 CHUNK_SIZE = 64 * 1024
-# Bytes needed to sniff every format guard knows.
-_SNIFF_BYTES = 16
+# Bytes needed to sniff every format guard knows (a BMP's info header size ends at byte 18).
+_SNIFF_BYTES = 18
+# The part of a data: URL before its base64 payload; the media type in it is not trusted.
+_DATA_URL = re.compile(r"data:[^,]*;base64,", re.IGNORECASE)
 
 
 class ClientDisconnected(Exception):
@@ -197,14 +203,32 @@ class _Part:
     kept: bool = True  # False once the first bytes show a plain field that is not an image
 
 
-def find_images(body: bytes, content_type: str, *, max_parts: int, max_images: int) -> list[bytes]:
+@dataclass(frozen=True)
+class JsonScan:
+    """Where a route's JSON bodies hold images (``Route.json_fields``) and how much JSON to parse."""
+
+    fields: tuple[str, ...]
+    max_bytes: int
+    max_depth: int
+
+
+def find_images(
+    body: bytes,
+    content_type: str,
+    *,
+    max_parts: int,
+    max_images: int,
+    json_scan: JsonScan | None = None,
+) -> list[bytes]:
     """The images in a request body, judged by their bytes (a CPU job: run it in a worker thread).
 
     Multipart: every file part (one with a filename) must be an image, and any other part whose
     bytes sniff as an image is one too; plain text fields are ignored. Raw bodies declared
-    ``image/*`` must be images; ``application/octet-stream`` or untyped bodies are images when
-    their bytes say so. Anything else is not scanned. Raises MalformedBody, BodyTooLarge (parts or
-    images over their caps) and NotAnImage (a file part or image body that is no image).
+    ``image/*`` must be images; any other raw body is an image when its bytes say so, whatever it
+    is declared as (a JPEG sent as text/plain is still a JPEG). With ``json_scan``, a JSON body's
+    configured fields are base64 images (see :func:`_json_images`); other JSON is not scanned.
+    Raises MalformedBody, BodyTooLarge (parts or images over their caps) and NotAnImage (a file
+    part, image body or JSON field that is no image).
     """
     media_type, options = parse_options_header(content_type)
     media = media_type.decode("latin-1").lower()
@@ -219,13 +243,113 @@ def find_images(body: bytes, content_type: str, *, max_parts: int, max_images: i
                 f"not an image: the body is declared {media} but its bytes are no image"
             )
         images = [body]
-    elif media in ("", "application/octet-stream"):
-        images = [body] if sniff_format(body) is not None else []
+    elif sniff_format(body) is not None:
+        images = [body]
+    elif json_scan is not None and _is_json(media, body):
+        images = _json_images(body, json_scan, max_images)
     else:
         images = []
     if len(images) > max_images:
         raise BodyTooLarge(f"request has {len(images)} images, over max_images={max_images}")
     return images
+
+
+def _is_json(media: str, body: bytes) -> bool:
+    # Apps often parse JSON whatever it is declared as (Starlette's request.json() does not look
+    # at the type), so a body that starts like JSON is scanned as JSON too.
+    return (
+        media == "application/json" or media.endswith("+json") or body.lstrip()[:1] in (b"{", b"[")
+    )
+
+
+def _json_images(body: bytes, scan: JsonScan, max_images: int) -> list[bytes]:
+    """The base64 images at the configured fields of a JSON body.
+
+    Strict on purpose, so guard never decodes other bytes than the app does (reliability.md H20):
+    duplicate keys anywhere (parsers disagree on which one wins), nesting over ``max_depth``,
+    and a field that is not canonical standard base64 (padded, no whitespace, no URL-safe
+    alphabet; an optional ``data:...;base64,`` prefix) are malformed. A field that is absent or
+    null holds no image; a decoded field must be an image.
+    """
+    if len(body) > scan.max_bytes:
+        raise BodyTooLarge(f"JSON body is over max_json_bytes={scan.max_bytes}")
+    try:
+        document = json.loads(body, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise MalformedBody(
+            f"malformed JSON body: nested deeper than max_json_depth={scan.max_depth}"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MalformedBody(f"malformed JSON body: {str(error)[:100]}") from None
+    _check_depth(document, scan.max_depth)
+    images: list[bytes] = []
+    for path in scan.fields:
+        for value in _values_at(document, path):
+            if value is None:
+                continue
+            images.append(_decode_image(value, path))
+            if len(images) > max_images:
+                raise BodyTooLarge(f"request has more than max_images={max_images} images")
+    return images
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise MalformedBody(f"malformed JSON body: duplicate key {key[:40]!r}")
+        result[key] = value
+    return result
+
+
+def _check_depth(document: Any, max_depth: int) -> None:
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > max_depth:
+                raise MalformedBody(
+                    f"malformed JSON body: nested deeper than max_json_depth={max_depth}"
+                )
+            items = value.values() if isinstance(value, dict) else value
+            stack += [(item, depth + 1) for item in items]
+
+
+def _values_at(document: Any, path: str) -> list[Any]:
+    """The values a field path names: "a.b" the key b of the object at a; "a[]" each item of a."""
+    values = [document]
+    for segment in path.split("."):
+        key, each = (segment[:-2], True) if segment.endswith("[]") else (segment, False)
+        found: list[Any] = []
+        for value in values:
+            if not isinstance(value, dict):
+                raise MalformedBody(f"malformed JSON body: {path} is not inside an object")
+            if value.get(key) is None:
+                continue
+            item = value[key]
+            if each and not isinstance(item, list):
+                raise MalformedBody(f"malformed JSON body: {path} must be an array")
+            found += item if each else [item]
+        values = found
+    return values
+
+
+def _decode_image(value: Any, path: str) -> bytes:
+    if not isinstance(value, str):
+        raise MalformedBody(f"malformed JSON body: {path} must be a base64 string")
+    prefix = _DATA_URL.match(value)
+    text = value[prefix.end() :] if prefix else value
+    if not prefix and value[:5].lower() == "data:":
+        raise MalformedBody(f"malformed JSON body: {path} is a data: URL without ;base64,")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedBody(
+            f"malformed JSON body: {path} is not standard base64 (padded, no whitespace)"
+        ) from None
+    if sniff_format(data) is None:
+        raise NotAnImage(f"not an image: the JSON field {path} holds no image")
+    return data
 
 
 def _multipart_images(body: bytes, boundary: bytes, max_parts: int) -> list[bytes]:

@@ -47,7 +47,9 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_load_reports_added_present_and_skipped_and_is_idempotent(
     folder: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = cli(capsys, "load", str(folder), "--json", "--redis-url", redis_url)
+    code, out, _ = cli(
+        capsys, "load", str(folder), "--json", "--skip-bad", "--redis-url", redis_url
+    )
     assert code == 0
     summary = json.loads(out)
     assert (summary["list"], summary["added"], summary["present"]) == ("spam", 5, 0)
@@ -58,7 +60,9 @@ def test_load_reports_added_present_and_skipped_and_is_idempotent(
         },
         {"file": "notes.txt", "reason": "not an image: the bytes match no known image format"},
     ]
-    code, out, _ = cli(capsys, "load", str(folder), "--json", "--redis-url", redis_url)
+    code, out, _ = cli(
+        capsys, "load", str(folder), "--json", "--skip-bad", "--redis-url", redis_url
+    )
     again = json.loads(out)
     assert (code, again["added"], again["present"]) == (0, 0, 5)
     code, out, _ = cli(capsys, "lists", "--json", "--redis-url", redis_url)
@@ -200,7 +204,7 @@ def test_embedded_default_persists_between_processes(folder: Path, tmp_path: Pat
             check=False,
         )
 
-    loaded = guard("load", str(folder), "--json")
+    loaded = guard("load", str(folder), "--json", "--skip-bad")
     assert loaded.returncode == 0, loaded.stderr
     assert json.loads(loaded.stdout)["added"] == 5
     assert (work / ".guard" / "redis.db").is_file()
@@ -221,7 +225,7 @@ def test_config_file_and_environment_select_policy_and_server(
 ) -> None:
     """GUARD_REDIS_URL picks the server; --config's per-list policy decides (here: no dihedral)."""
     monkeypatch.setenv("GUARD_REDIS_URL", redis_url)
-    assert cli(capsys, "load", str(folder))[0] == 0
+    assert cli(capsys, "load", str(folder), "--skip-bad")[0] == 0
     mirrored = tmp_path / "mirrored.jpg"
     mirrored.write_bytes(
         encode(photo(LISTED[4]).transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG", quality=80)

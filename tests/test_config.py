@@ -34,15 +34,15 @@ SHIPPED = Path(__file__).resolve().parents[1] / "config" / "guard.yaml"
 TOP_KEYS = "defaults, http, limits, lists, redis, routes"
 POLICY_KEYS = "bands, confirm_radius, dihedral, fail_open, flag_radius, reject_radius"
 REDIS_KEYS = "connect_timeout, embedded_path, socket_timeout, url"
-LIMIT_KEYS = "allowed_formats, max_animation_pixels, max_frames, max_image_pixels"
+LIMIT_KEYS = "allowed_formats, max_animation_pixels, max_file_bytes, max_frames, max_image_pixels"
 URLS = "a URL starting redis://, rediss:// or unix://"
 FORMATS = "a non-empty subset of ['BMP', 'GIF', 'JPEG', 'PNG', 'TIFF', 'WEBP']"
 HTTP_KEYS = (
     "body_timeout, decision_timeout, flag_header, hash_workers, max_body_bytes, max_images, "
-    "max_parts, retry_after, spool_memory_bytes, statuses"
+    "max_json_bytes, max_json_depth, max_parts, retry_after, spool_memory_bytes, statuses"
 )
 STATUS_KEYS = "malformed, reject, timeout, too_large, unavailable, undecodable, unsupported"
-ROUTE_KEYS = "lists, methods, path"
+ROUTE_KEYS = "json_fields, lists, methods, path"
 PATHS = 'a path starting with "/", without "?", "#" or whitespace'
 TOKENS = "use 1 or more characters from A-Z a-z 0-9 ! # $ % & ' * + - . ^ _ ` | ~"
 LIST_NAMES = "use 1 to 64 characters from A-Z a-z 0-9 _ . -"
@@ -186,12 +186,12 @@ GOOD = [
         lambda c: c.defaults,
         ListPolicy(dihedral=False, bands=8),
     ),
-    ("defaults: {bands: 1}", lambda c: c.defaults.bands, 1),
+    ("defaults: {bands: 1, reject_radius: 2, flag_radius: 2}", lambda c: c.defaults.bands, 1),
     # A list overrides the file's defaults, not only the built-in ones.
     (
-        "defaults: {confirm_radius: 14}\nlists: {spam: {reject_radius: 6, bands: 2}}",
+        "defaults: {confirm_radius: 14}\nlists: {spam: {reject_radius: 6, flag_radius: 6, bands: 2}}",
         lambda c: c.policy("spam"),
-        ListPolicy(reject_radius=6, confirm_radius=14, bands=2),
+        ListPolicy(reject_radius=6, flag_radius=6, confirm_radius=14, bands=2),
     ),
     (
         "defaults: {confirm_radius: 14}\nlists: {spam: {reject_radius: 6}}",
