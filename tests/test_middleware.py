@@ -28,6 +28,7 @@ BLOCKED = LOCAL_PHOTOS[0]
 ALSO_BLOCKED = LOCAL_PHOTOS[1]
 UNRELATED = LOCAL_PHOTOS[5]
 
+
 def make_config(**http: Any) -> Config:
     policies = {"spam": ListPolicy(), "soft": ListPolicy(reject_radius=2, flag_radius=8)}
     routes = (
