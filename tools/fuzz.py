@@ -392,7 +392,7 @@ MULTIPART_CONFIG = Config(
         max_images=4,
         max_parts=12,
         spool_memory_bytes=16 * 1024,  # larger bodies go through the temporary file
-        body_timeout=0.1,
+        body_timeout=0.25,  # stalled bodies cost this twice; short, not flaky under load
         decision_timeout=30.0,
     ),
 )
