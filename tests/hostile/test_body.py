@@ -230,7 +230,7 @@ def test_H04_slow_drip_gets_408_at_the_total_deadline(no_temp_files: SpoolDir) -
     assert_clean(result)
     assert app.calls == 0
     assert 0.3 <= elapsed < 0.9
-    assert 5 <= len(dripped) <= 16  # it was reading all along, not stuck on one receive
+    assert 3 <= len(dripped) <= 16  # it was reading all along, not stuck on one receive
     assert guard.limiter.borrowed_tokens == 0
 
 
