@@ -224,8 +224,8 @@ def find_images(
 
     Multipart: every file part (one with a filename) must be an image, and any other part whose
     bytes sniff as an image is one too; plain text fields are ignored. Raw bodies declared
-    ``image/*`` must be images; any other raw body is an image when its bytes say so, whatever it
-    is declared as (a JPEG sent as text/plain is still a JPEG). With ``json_scan``, a JSON body's
+    ``image/*`` or ``application/octet-stream`` must be images; any other raw body is an image
+    when its bytes say so, whatever it is declared as (a JPEG sent as text/plain is still a JPEG). With ``json_scan``, a JSON body's
     configured fields are base64 images (see :func:`_json_images`); other JSON is not scanned.
     Raises MalformedBody, BodyTooLarge (parts or images over their caps) and NotAnImage (a file
     part, image body or JSON field that is no image).
@@ -237,7 +237,9 @@ def find_images(
         if not boundary:
             raise MalformedBody("malformed multipart body: missing boundary")
         images = _multipart_images(body, boundary, max_parts)
-    elif media.startswith("image/"):
+    elif media.startswith("image/") or media == "application/octet-stream":
+        # Declared as a file: it must be one guard can identify. A format without magic bytes
+        # (TGA) would otherwise reach an app whose decoder guesses (reliability.md H26).
         if sniff_format(body) is None:
             raise NotAnImage(
                 f"not an image: the body is declared {media} but its bytes are no image"
