@@ -225,8 +225,9 @@ def find_images(
     Multipart: every file part (one with a filename) must be an image, and any other part whose
     bytes sniff as an image is one too; plain text fields are ignored. Raw bodies declared
     ``image/*`` or ``application/octet-stream`` must be images; any other raw body is an image
-    when its bytes say so, whatever it is declared as (a JPEG sent as text/plain is still a JPEG). With ``json_scan``, a JSON body's
-    configured fields are base64 images (see :func:`_json_images`); other JSON is not scanned.
+    when its bytes say so, whatever it is declared as (a JPEG sent as text/plain is still a JPEG).
+    With ``json_scan``, a JSON body's configured fields are base64 images (see
+    :func:`_json_images`); other JSON is not scanned.
     Raises MalformedBody, BodyTooLarge (parts or images over their caps) and NotAnImage (a file
     part, image body or JSON field that is no image).
     """
