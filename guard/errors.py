@@ -101,3 +101,11 @@ class MalformedBody(RequestError):
 
 class UnsupportedEncoding(RequestError):
     """A Content-Encoding guard cannot look through (a compressed body would reach the app unscanned)."""
+
+
+class EvictionUnsafe(StoreError):
+    """Redis may evict guard's keys (maxmemory-policy allkeys-*): lists would shrink silently."""
+
+
+class StoreInconsistent(StoreError):
+    """A list's keys disagree (lost band members, a vanished list): matches may be missed."""

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import time
+from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -42,7 +46,13 @@ from guard.bands import (
     list_key,
     validate_list_name,
 )
-from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
+from guard.errors import (
+    EvictionUnsafe,
+    LowInformationEntry,
+    StoreError,
+    StoreUnavailable,
+    UnknownList,
+)
 from guard.hashing import (
     HASH_VERSION,
     TRANSFORMS,
@@ -55,6 +65,9 @@ from guard.hashing import (
     to_hex,
     to_signed,
 )
+from guard.mirror import Mirror
+
+logger = logging.getLogger("guard")
 
 DEFAULT_EMBEDDED_PATH = ".guard/redis.db"
 # Entries per Lua call: big enough to amortise round trips, small enough not to block Redis long.
@@ -114,17 +127,17 @@ class ListInfo:
     version: int
 
 
-# KEYS: entries, ver, meta, then `bands` band keys per entry. ARGV: bands, then per entry:
-# field (signed aHash), pHash hex, entry JSON. Returns {added, present}.
+# KEYS: entries, ver, meta, snap, then `bands` band keys per entry. ARGV: bands, then per entry:
+# field (signed aHash), pHash hex, entry JSON, the aHash as 8 big-endian bytes. Returns {added, present}.
 _ADD_SCRIPT = """
 local bands = tonumber(ARGV[1])
 if redis.call('HGET', KEYS[3], 'bands') ~= ARGV[1] then
   return redis.error_reply('guard: list metadata missing or band count changed')
 end
 local added, present = 0, 0
-local count = (#ARGV - 1) / 3
+local count = (#ARGV - 1) / 4
 for i = 0, count - 1 do
-  local field, phash, entry = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
+  local field, phash, entry, packed = ARGV[2 + 4 * i], ARGV[3 + 4 * i], ARGV[4 + 4 * i], ARGV[5 + 4 * i]
   local stored = redis.call('HGET', KEYS[1], field)
   local entries = {}
   if stored then entries = cjson.decode(stored) end
@@ -135,9 +148,10 @@ for i = 0, count - 1 do
   if found then
     present = present + 1
   else
+    if not stored then redis.call('APPEND', KEYS[4], packed) end
     table.insert(entries, cjson.decode(entry))
     redis.call('HSET', KEYS[1], field, cjson.encode(entries))
-    for b = 1, bands do redis.call('SADD', KEYS[3 + i * bands + b], field) end
+    for b = 1, bands do redis.call('SADD', KEYS[4 + i * bands + b], field) end
     added = added + 1
   end
 end
@@ -148,7 +162,8 @@ end
 return {added, present}
 """
 
-# KEYS: entries, ver, meta, band keys of the aHash. ARGV: field, pHash hex or '' for every entry.
+# KEYS: entries, ver, meta, snap, band keys of the aHash. ARGV: field, pHash hex or '' for every
+# entry, the aHash as 8 big-endian bytes.
 _REMOVE_SCRIPT = """
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
 if not stored then return 0 end
@@ -163,7 +178,14 @@ end
 if removed == 0 then return 0 end
 if #kept == 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
-  for k = 4, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
+  for k = 5, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
+  -- Splice the aHash out of the snapshot: the match must sit on an 8-byte boundary.
+  local snap = redis.call('GET', KEYS[4])
+  if snap then
+    local at = string.find(snap, ARGV[3], 1, true)
+    while at and (at - 1) % 8 ~= 0 do at = string.find(snap, ARGV[3], at + 1, true) end
+    if at then redis.call('SET', KEYS[4], string.sub(snap, 1, at - 1) .. string.sub(snap, at + 8)) end
+  end
 else
   redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(kept))
 end
@@ -183,6 +205,11 @@ return redis.call('HGETALL', KEYS[1])
 
 def _phash_text(phash: int | None) -> str:
     return "" if phash is None else to_hex(phash)
+
+
+def _packed(ahash: int) -> bytes:
+    """An aHash as stored in the snapshot: 8 big-endian bytes."""
+    return ahash.to_bytes(8, "big")
 
 
 def _text(value: bytes | str) -> str:
@@ -219,6 +246,23 @@ def _entries_from_json(ahash: int, text: bytes | str) -> list[Entry]:
 
 
 @dataclass(frozen=True)
+class MirrorSettings:
+    """The worker-local mirror of each list a store looks up (see guard.mirror).
+
+    A worker holds about 32 bytes per distinct aHash at 4 bands (32 MB per million).
+    Lists with more than ``max_entries`` aHashes stay on the Redis index. After a change, a
+    mirror is reloaded in the background at most once per ``retry_seconds``; lookups use the
+    Redis index until it is ready.
+    """
+
+    max_entries: int = 5_000_000
+    retry_seconds: float = 1.0
+
+
+DEFAULT_MIRROR = MirrorSettings()
+
+
+@dataclass(frozen=True)
 class _ListMeta:
     layout: BandLayout
     hash_version: str
@@ -235,18 +279,31 @@ class Store:
     """
 
     def __init__(
-        self, client: aioredis.Redis, *, on_close: Callable[[], Awaitable[None]] | None = None
+        self,
+        client: aioredis.Redis,
+        *,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+        mirror: MirrorSettings | None = DEFAULT_MIRROR,
     ) -> None:
         self._client = client
         self._on_close = on_close
         self._meta: dict[str, _ListMeta] = {}
+        self._mirror = mirror
+        self._mirrors: dict[str, Mirror] = {}
+        self._mirror_tried: dict[str, float] = {}  # list -> monotonic time of the last refresh
+        self._refreshes: dict[str, asyncio.Task[Mirror | None]] = {}
         self._add = client.register_script(_ADD_SCRIPT)
         self._remove = client.register_script(_REMOVE_SCRIPT)
         self._create = client.register_script(_CREATE_SCRIPT)
 
     @classmethod
     def from_url(
-        cls, url: str, *, socket_timeout: float = 0.5, connect_timeout: float = 0.5
+        cls,
+        url: str,
+        *,
+        socket_timeout: float = 0.5,
+        connect_timeout: float = 0.5,
+        mirror: MirrorSettings | None = DEFAULT_MIRROR,
     ) -> Store:
         """A store on a Redis server (``redis://``, ``rediss://`` or ``unix://`` URL).
 
@@ -262,7 +319,7 @@ class Store:
             )
         except ValueError as error:
             raise StoreUnavailable(f"invalid Redis URL {url!r}: {error}") from error
-        return cls(client)
+        return cls(client, mirror=mirror)
 
     @classmethod
     def embedded(
@@ -291,6 +348,10 @@ class Store:
         return cls(client, on_close=stop)
 
     async def close(self) -> None:
+        for task in self._refreshes.values():
+            task.cancel()
+        await asyncio.gather(*self._refreshes.values(), return_exceptions=True)
+        self._refreshes.clear()
         await self._client.aclose()
         if self._on_close is not None:
             await self._on_close()
@@ -389,15 +450,20 @@ class Store:
         added = present = 0
         now = time.time()
         for start in range(0, len(batch), WRITE_BATCH):
-            keys = [entries_key, ver_key, meta_key]
-            args: list[str | int] = [len(meta.layout.bands)]
+            keys = [entries_key, ver_key, meta_key, list_key(list_name, "snap")]
+            args: list[str | int | bytes] = [len(meta.layout.bands)]
             for entry in batch[start : start + WRITE_BATCH]:
                 if entry.added_at is None:
                     entry = Entry(entry.ahash, entry.phash, entry.source, entry.label, now)
                 keys += [
                     band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(entry.ahash))
                 ]
-                args += [to_signed(entry.ahash), _phash_text(entry.phash), _entry_json(entry)]
+                args += [
+                    to_signed(entry.ahash),
+                    _phash_text(entry.phash),
+                    _entry_json(entry),
+                    _packed(entry.ahash),
+                ]
             async with _translated():
                 done, already = await self._add(keys=keys, args=args)
             added += int(done)
@@ -414,8 +480,8 @@ class Store:
         bands = [band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(ahash))]
         async with _translated():
             removed = await self._remove(
-                keys=[entries_key, ver_key, meta_key, *bands],
-                args=[to_signed(ahash), "" if phash is None else to_hex(phash)],
+                keys=[entries_key, ver_key, meta_key, list_key(list_name, "snap"), *bands],
+                args=[to_signed(ahash), "" if phash is None else to_hex(phash), _packed(ahash)],
             )
         return int(removed)
 
@@ -489,6 +555,11 @@ class Store:
         queries: list[_Query] = [
             (*frame.variant(t), t, frame.frame) for frame in frames for t in transforms
         ]
+        mirror = self._mirror_for(list_name, meta)
+        if mirror is not None:
+            mirrored = await self._lookup_mirrored(list_name, mirror, queries, radius)
+            if mirrored is not None:
+                return _matches(list_name, mirrored, queries, radius, confirm_radius)
         probe_keys = {
             band_key(list_name, band, value)
             for ahash, *_ in queries
@@ -496,27 +567,251 @@ class Store:
         }
         async with _translated():
             members = await self._client.sunion(list(probe_keys)) if probe_keys else set()
-        near = {}
-        for member in members:
-            candidate = from_signed(int(member))
-            if any(hamming(candidate, q[0]) <= radius for q in queries):
-                near[candidate] = member
+        near = [
+            candidate
+            for candidate in map(from_signed, map(int, members))
+            if any(hamming(candidate, q[0]) <= radius for q in queries)
+        ]
         if not near:
             return []
         entries_key, _, _ = _keys(list_name)
         async with _translated():
-            records = await self._client.hmget(entries_key, list(near.values()))
-        matches = []
-        for candidate, record in zip(near, records):
-            if record is None:
-                continue  # removed between the two round trips
-            for entry in _entries_from_json(candidate, record):
-                matches.append(_best_match(list_name, entry, queries, radius, confirm_radius))
-        matches.sort(key=lambda m: (not m.confirmed, m.distance, m.phash_distance or 0))
-        return matches
+            records = await self._client.hmget(entries_key, [to_signed(h) for h in near])
+        return _matches(list_name, zip(near, records), queries, radius, confirm_radius)
+
+    # --- the worker-local mirror ---------------------------------------------------------------
+
+    async def refresh_mirror(self, list_name: str) -> Mirror | None:
+        """Load the list's mirror now (lookups otherwise load it in the background on first use).
+
+        None when the mirror is off, the list has more than ``max_entries`` aHashes, or its
+        snapshot does not agree with its entries (a list written by an older guard: lookups then
+        stay on the Redis index, which is always exact).
+        """
+        if self._mirror is None:
+            return None
+        meta = await self._list_meta(list_name)
+        task = self._refreshes.get(list_name)
+        if task is None:
+            task = self._start_refresh(list_name, meta)
+        return await asyncio.shield(task)
+
+    def _mirror_for(self, list_name: str, meta: _ListMeta) -> Mirror | None:
+        """The list's mirror if one is loaded; else start loading one (at most once per
+        ``retry_seconds``) and answer from the Redis index meanwhile."""
+        if self._mirror is None:
+            return None
+        mirror = self._mirrors.get(list_name)
+        if mirror is not None:
+            return mirror
+        last = self._mirror_tried.get(list_name)
+        if list_name not in self._refreshes and (
+            last is None or time.monotonic() - last >= self._mirror.retry_seconds
+        ):
+            self._start_refresh(list_name, meta)
+        return None
+
+    def _start_refresh(self, list_name: str, meta: _ListMeta) -> asyncio.Task[Mirror | None]:
+        self._mirror_tried[list_name] = time.monotonic()
+        task = asyncio.ensure_future(self._load_mirror(list_name, meta))
+        self._refreshes[list_name] = task
+        task.add_done_callback(lambda _: self._refreshes.pop(list_name, None))
+        return task
+
+    async def _load_mirror(self, list_name: str, meta: _ListMeta) -> Mirror | None:
+        entries_key, ver_key, _ = _keys(list_name)
+        assert self._mirror is not None
+        try:
+            async with _translated():
+                size = int(await self._client.hlen(entries_key))
+                if size > self._mirror.max_entries:
+                    return None
+                pipe = self._client.pipeline(transaction=True)  # one consistent version
+                pipe.get(ver_key)
+                pipe.get(list_key(list_name, "snap"))
+                pipe.hlen(entries_key)
+                version, snapshot, size = await pipe.execute()
+        except StoreError:
+            return None  # the lookup that needs Redis reports the failure
+        snapshot = snapshot or b""
+        if len(snapshot) != 8 * int(size):
+            logger.warning(
+                "guard: list %r has %d entries but its snapshot holds %d: lookups use the Redis "
+                "index only (guard lists --verify %s)",
+                list_name,
+                int(size),
+                len(snapshot) // 8,
+                list_name,
+            )
+            return None
+        mirror = await asyncio.to_thread(
+            Mirror.from_snapshot, snapshot, meta.layout, int(version or 0)
+        )
+        self._mirrors[list_name] = mirror
+        return mirror
+
+    async def _lookup_mirrored(
+        self, list_name: str, mirror: Mirror, queries: Sequence[_Query], radius: int
+    ) -> list[tuple[int, bytes | None]] | None:
+        """Near aHashes from the mirror with their entries, or None if the mirror is stale.
+
+        The version check and the entries come in one MULTI, so the answer is exact for the
+        version the mirror holds, or not used at all.
+        """
+        near = mirror.near([q[0] for q in queries], radius)
+        entries_key, ver_key, _ = _keys(list_name)
+        async with _translated():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.get(ver_key)
+            if near:
+                pipe.hmget(entries_key, [to_signed(h) for h in near])
+            replies = await pipe.execute()
+        if int(replies[0] or 0) != mirror.version:
+            if self._mirrors.get(list_name) is mirror:
+                del self._mirrors[list_name]
+            return None
+        return list(zip(near, replies[1])) if near else []
+
+    # --- health (reliability H37, H38) -----------------------------------------------------------
+
+    async def check_eviction(self, *, allow_eviction: bool = False) -> str | None:
+        """Refuse a Redis that may evict guard's keys; return a warning to show, if any.
+
+        ``allkeys-*`` policies evict band sets when memory runs short, and a blocklist that
+        silently loses entries fails open unnoticed. ``noeviction`` (Redis's default) and
+        ``volatile-*`` are safe: guard never sets a TTL. A managed Redis that refuses CONFIG
+        gets a warning, not a refusal. Raises :class:`EvictionUnsafe` unless ``allow_eviction``.
+        """
+        try:
+            async with _translated():
+                reply = await self._client.config_get("maxmemory-policy")
+        except StoreUnavailable:
+            raise
+        except StoreError as error:
+            return f"cannot read Redis's maxmemory-policy ({error}): make sure it is noeviction"
+        # Keys come back as bytes (decode_responses is off); the typing says str.
+        values: dict[Any, Any] = dict(reply)
+        policy = _text(values.get(b"maxmemory-policy") or values.get("maxmemory-policy") or "")
+        if not policy.startswith("allkeys-"):
+            return None
+        message = (
+            f"Redis's maxmemory-policy is {policy}: it may evict guard's lists when memory runs "
+            "short, and uploads would then pass unchecked. Set maxmemory-policy to noeviction "
+            "(or a volatile-* policy: guard sets no TTLs)"
+        )
+        if not allow_eviction:
+            raise EvictionUnsafe(message + ", or set redis.allow_eviction: true to run anyway")
+        return message
+
+    async def check_meta(self, list_name: str) -> None:
+        """Raise unless the list's metadata is readable and made for this guard's hashes
+        (:class:`UnknownList` if it does not exist, :class:`StoreError` if it is damaged)."""
+        self._meta.pop(list_name, None)
+        try:
+            meta = await self._list_meta(list_name)
+        except (KeyError, ValueError, TypeError) as error:
+            raise StoreError(
+                f"list {list_name!r} has unreadable metadata ({type(error).__name__}: {error}): "
+                "re-load it"
+            ) from error
+        if len(meta.layout.bands) not in BAND_COUNTS:
+            raise StoreError(f"list {list_name!r} has {len(meta.layout.bands)} bands")
+
+    async def verify(self, list_name: str) -> VerifyReport:
+        """Prove a list whole: every aHash of ``entries`` is in exactly its band sets, the band
+        sets hold nothing else, the meta count equals the entries, and the snapshot (if any)
+        holds exactly the distinct aHashes. Reads in batches (SCAN, HSCAN, SSCAN); holds
+        8 bytes per distinct aHash. A list being written meanwhile may show transient mismatches.
+        """
+        meta = await self._list_meta(list_name)
+        entries_key, _, meta_key = _keys(list_name)
+        counted = 0
+        fields = array("q")
+        async with _translated():
+            meta_entries = int(await self._client.hget(meta_key, "entries") or 0)
+            async for field, value in self._client.hscan_iter(entries_key, count=1000):
+                fields.append(int(field))
+                counted += len(json.loads(value))
+        hashes = np.sort(np.frombuffer(fields.tobytes(), dtype=np.int64).view(np.uint64))
+        bands = len(meta.layout.bands)
+        expected = _band_values(meta.layout, hashes)
+        found = np.zeros((bands, len(hashes)), dtype=bool)
+        stray = 0
+        examples: list[str] = []
+        band_pattern = re.compile(rb"b(\d+):(\d+)")
+        prefix = list_key(list_name, "").encode()
+        async with _translated():
+            async for key in self._client.scan_iter(match=list_key(list_name, "b*"), count=1000):
+                parsed = band_pattern.fullmatch(key[len(prefix) :])
+                if parsed is None:
+                    continue
+                band, value = int(parsed[1]), int(parsed[2])
+                async for member in self._client.sscan_iter(key, count=1000):
+                    ahash = from_signed(int(member))
+                    at = int(np.searchsorted(hashes, np.uint64(ahash)))
+                    known = at < len(hashes) and int(hashes[at]) == ahash
+                    if known and band < bands and int(expected[band, at]) == value:
+                        found[band, at] = True
+                        continue
+                    stray += 1
+                    if len(examples) < 10:
+                        examples.append(f"stray {to_hex(ahash)} in {_text(key)}")
+        missing = int(found.size - found.sum())
+        for band, at in zip(*np.nonzero(~found)):
+            if len(examples) >= 10:
+                break
+            examples.append(f"missing {to_hex(int(hashes[at]))} from band {int(band)}")
+        snapshot, snap_missing, snap_stray = await self._verify_snapshot(list_name, hashes)
+        return VerifyReport(
+            list=list_name,
+            entries=counted,
+            meta_entries=meta_entries,
+            hashes=len(hashes),
+            bands=bands,
+            missing=missing,
+            stray=stray,
+            snapshot=snapshot,
+            snapshot_missing=snap_missing,
+            snapshot_stray=snap_stray,
+            examples=tuple(examples),
+        )
+
+    async def _verify_snapshot(
+        self, list_name: str, hashes: np.ndarray[Any, np.dtype[np.uint64]]
+    ) -> tuple[int | None, int, int]:
+        """(distinct aHashes in the packed snapshot or None if there is none, missing, stray)."""
+        async with _translated():
+            packed = await self._client.get(list_key(list_name, "snap"))
+        if not isinstance(packed, bytes):
+            return None, 0, 0
+        whole = len(packed) - len(packed) % 8
+        snap = np.frombuffer(packed[:whole], dtype=">u8").astype(np.uint64)
+        distinct = np.unique(snap)
+        # Duplicates and a torn tail are stray bytes too: the snapshot must be exactly the set.
+        stray = int(np.setdiff1d(distinct, hashes).size) + len(snap) - len(distinct)
+        stray += 1 if whole != len(packed) else 0
+        return len(snap), int(np.setdiff1d(hashes, distinct).size), stray
 
 
 _Query = tuple[int, int, Transform, int]  # (aHash, pHash, transform, frame) of one query variant
+
+
+def _matches(
+    list_name: str,
+    found: Iterable[tuple[int, bytes | str | None]],
+    queries: Sequence[_Query],
+    radius: int,
+    confirm_radius: int,
+) -> list[Match]:
+    """Matches for the near aHashes and their entry records, best first."""
+    matches = []
+    for ahash, record in found:
+        if record is None:
+            continue  # removed between the two round trips of a Redis-index lookup
+        for entry in _entries_from_json(ahash, record):
+            matches.append(_best_match(list_name, entry, queries, radius, confirm_radius))
+    matches.sort(key=lambda m: (not m.confirmed, m.distance, m.phash_distance or 0))
+    return matches
 
 
 def _best_match(
@@ -582,3 +877,60 @@ def _stop_embedded(server: Any) -> None:
             return
         time.sleep(0.02)
     server._cleanup()
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`Store.verify` found in one list (``ok`` when everything agrees)."""
+
+    list: str
+    entries: int  # entries in `entries` (an aHash may hold several)
+    meta_entries: int  # the count kept in `meta`
+    hashes: int  # distinct aHashes in `entries`
+    bands: int
+    missing: int  # (aHash, band) pairs whose band set lacks the aHash
+    stray: int  # band-set members not in `entries`, or in a set their band value does not name
+    snapshot: int | None  # aHashes in the packed `snap` key; None: the list has no snapshot
+    snapshot_missing: int  # distinct aHashes of `entries` absent from the snapshot
+    snapshot_stray: int  # snapshot values not in `entries` (and duplicates, a torn tail)
+    examples: tuple[str, ...] = ()  # up to 10 mismatches, for the operator
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.entries == self.meta_entries
+            and self.missing == 0
+            and self.stray == 0
+            and self.snapshot_missing == 0
+            and self.snapshot_stray == 0
+        )
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        """Each mismatch in words ("no snapshot" is a finding, not an error)."""
+        found = []
+        if self.entries != self.meta_entries:
+            found.append(f"meta counts {self.meta_entries} entries, `entries` holds {self.entries}")
+        if self.missing:
+            found.append(f"{self.missing} band memberships missing")
+        if self.stray:
+            found.append(f"{self.stray} stray band members")
+        if self.snapshot is None:
+            found.append("no snapshot")
+        elif self.snapshot_missing or self.snapshot_stray:
+            found.append(
+                f"snapshot: {self.snapshot_missing} aHashes missing, {self.snapshot_stray} stray"
+            )
+        return tuple(found)
+
+
+def _band_values(
+    layout: BandLayout, hashes: np.ndarray[Any, np.dtype[np.uint64]]
+) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """``layout.values`` of many hashes at once: row ``b`` holds band ``b`` of every hash."""
+    out = np.zeros((len(layout.bands), len(hashes)), dtype=np.uint64)
+    for index, band in enumerate(layout.bands):
+        for k, bit in enumerate(band):
+            one = (hashes >> np.uint64(63 - bit)) & np.uint64(1)
+            out[index] |= one << np.uint64(len(band) - 1 - k)
+    return out

@@ -276,3 +276,86 @@ def test_drop_deletes_every_key_of_one_list_only(make_store: StoreFactory) -> No
             assert len(await store.lookup("keep", [frame_of(HASHES[0])], radius=0)) == 1
 
     run(body())
+
+
+# --- the worker-local mirror -----------------------------------------------------------------
+
+
+def _snapshot(client: redis.Redis) -> list[int]:
+    packed = client.get("guard:{spam}:snap") or b""
+    return [int.from_bytes(packed[i : i + 8], "big") for i in range(0, len(packed), 8)]
+
+
+def test_the_snapshot_holds_each_distinct_ahash_once(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+
+    async def body() -> None:
+        async with Store.from_url(redis_url) as store:
+            await store.add("spam", [Entry(h, 1) for h in HASHES[:20]])
+            await store.add("spam", [Entry(HASHES[0], 2), Entry(HASHES[0], 1)])  # same aHashes
+            assert sorted(_snapshot(client)) == sorted(HASHES[:20])
+            await store.remove("spam", HASHES[0], 1)  # an entry with this aHash remains
+            assert sorted(_snapshot(client)) == sorted(HASHES[:20])
+            for h in HASHES[5:12]:
+                await store.remove("spam", h)
+            assert sorted(_snapshot(client)) == sorted(HASHES[:5] + HASHES[12:20])
+            # A hash whose bytes also occur across an 8-byte boundary is spliced at its own place.
+            first, second = 0x00112233_44556677, 0x8899AABB_00112233
+            straddler = 0x44556677_8899AABB
+            await store.add("spam", [Entry(first, 1), Entry(second, 1), Entry(straddler, 1)])
+            await store.remove("spam", straddler)
+            assert _snapshot(client)[-2:] == [first, second]
+
+    run(body())
+    client.close()
+
+
+def test_a_mirrored_lookup_sees_another_workers_writes_at_once(redis_url: str) -> None:
+    async def body() -> None:
+        async with Store.from_url(redis_url) as worker, Store.from_url(redis_url) as loader:
+            await loader.add("spam", [Entry(h, 1) for h in HASHES[:10]])
+            mirror = await worker.refresh_mirror("spam")
+            assert mirror is not None and len(mirror) == 10
+            new = HASHES[30]
+            assert await worker.lookup("spam", [frame_of(new)], radius=0) == []
+            await loader.add("spam", [Entry(new, 1)])
+            # The mirror is stale now: the answer comes from the Redis index, exact.
+            [match] = await worker.lookup("spam", [frame_of(new)], radius=0)
+            assert match.entry.ahash == new
+            await loader.remove("spam", HASHES[0])
+            assert await worker.lookup("spam", [frame_of(HASHES[0])], radius=0) == []
+            fresh = await worker.refresh_mirror("spam")
+            assert fresh is not None and len(fresh) == 10
+            assert fresh.version == await worker.version("spam")
+            [match] = await worker.lookup("spam", [frame_of(new)], radius=0)
+            assert match.entry.ahash == new
+
+    run(body())
+
+
+def test_a_list_without_a_whole_snapshot_stays_on_the_redis_index(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body() -> None:
+        async with Store.from_url(redis_url) as store:
+            await store.add("spam", [Entry(h, 1) for h in HASHES[:10]])
+            client = redis.Redis.from_url(redis_url)
+            client.delete("guard:{spam}:snap")  # as a list written before snapshots existed
+            client.close()
+            assert await store.refresh_mirror("spam") is None
+            [match] = await store.lookup("spam", [frame_of(HASHES[3])], radius=0)
+            assert match.entry.ahash == HASHES[3]
+
+    run(body())
+    assert "has 10 entries but its snapshot holds 0" in caplog.text
+
+
+def test_without_the_mirror_nothing_is_copied(redis_url: str) -> None:
+    async def body() -> None:
+        async with Store.from_url(redis_url, mirror=None) as store:
+            await store.add("spam", [Entry(h, 1) for h in HASHES[:10]])
+            assert await store.refresh_mirror("spam") is None
+            [match] = await store.lookup("spam", [frame_of(HASHES[3])], radius=0)
+            assert match.entry.ahash == HASHES[3]
+
+    run(body())
