@@ -22,7 +22,7 @@ from typing import Any
 from guard import __version__
 from guard.bands import validate_list_name
 from guard.config import Config, load_config, resolve_redis_url
-from guard.errors import GuardError, ImageError, InvalidHash
+from guard.errors import GuardError, ImageError, InvalidHash, UnknownList
 from guard.hashing import ImageHashes, from_hex, hash_file, is_low_information, to_hex
 from guard.images import ImageLimits
 from guard.listfile import format_line, parse_line
@@ -132,7 +132,13 @@ def _parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=5, help="nearest entries shown per file (default 5)"
     )
 
-    command("lists", _cmd_lists, "show the lists and their sizes")
+    sub = command("lists", _cmd_lists, "show the lists and their sizes")
+    sub.add_argument(
+        "--verify",
+        nargs="*",
+        metavar="NAME",
+        help="check that each list (default: every list) is whole; exit 1 if one is not",
+    )
 
     sub = command("remove", _cmd_remove, "remove entries from a list")
     sub.add_argument("targets", nargs="+", metavar="HASH|FILE")
@@ -182,9 +188,17 @@ def _with_store(args: argparse.Namespace, work: Callable[[Store], Coroutine[Any,
 
     async def body() -> int:
         async with store:
+            await _check_server(store, args.config_object)
             return await work(store)
 
     return asyncio.run(body())
+
+
+async def _check_server(store: Store, config: Config) -> None:
+    """Refuse a Redis that may evict guard's keys (reliability H37); warn if it cannot be told."""
+    warning = await store.check_eviction(allow_eviction=config.redis.allow_eviction)
+    if warning:
+        print(f"guard: warning: {warning}", file=sys.stderr)
 
 
 def _print_json(value: object) -> None:
@@ -483,7 +497,14 @@ def _print_check(report: dict[str, Any]) -> None:
 
 
 def _cmd_lists(args: argparse.Namespace) -> int:
-    """Show every list: entries, band count, version counter, hash version."""
+    """Show every list: entries, band count, version counter, hash version.
+
+    With --verify, check each list (or the named ones) instead: the entry count in its metadata,
+    every aHash in exactly its band sets and nothing else in them, and its snapshot. Exit status
+    1 if a list is inconsistent or missing (re-run the load: it is idempotent).
+    """
+    if args.verify is not None:
+        return _verify_lists(args)
 
     async def work(store: Store) -> int:
         infos = await store.lists()
@@ -511,6 +532,60 @@ def _cmd_lists(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _with_store(args, work)
+
+
+def _verify_lists(args: argparse.Namespace) -> int:
+    for name in args.verify:
+        validate_list_name(name)
+
+    async def work(store: Store) -> int:
+        names = args.verify or [info.name for info in await store.lists()]
+        results: list[dict[str, Any]] = []
+        for name in names:
+            try:
+                report = await store.verify(name)
+            except UnknownList:
+                results.append({"list": name, "ok": False, "findings": ["no such list"]})
+                continue
+            results.append(
+                {
+                    "list": name,
+                    "ok": report.ok,
+                    "entries": report.entries,
+                    "meta_entries": report.meta_entries,
+                    "hashes": report.hashes,
+                    "bands": report.bands,
+                    "missing": report.missing,
+                    "stray": report.stray,
+                    "snapshot": report.snapshot,
+                    "snapshot_missing": report.snapshot_missing,
+                    "snapshot_stray": report.snapshot_stray,
+                    "findings": list(report.findings),
+                    "examples": list(report.examples),
+                }
+            )
+        if args.json:
+            _print_json(results)
+        else:
+            _print_verified(results)
+        return EXIT_OK if all(r["ok"] for r in results) else EXIT_FOUND
+
+    return _with_store(args, work)
+
+
+def _print_verified(results: list[dict[str, Any]]) -> None:
+    if not results:
+        print("no lists")
+    for result in results:
+        if "entries" not in result:
+            print(f"{result['list']}: MISSING ({result['findings'][0]})")
+            continue
+        state = "ok" if result["ok"] else "INCONSISTENT"
+        notes = "; ".join(result["findings"])
+        print(
+            f"{result['list']}: {state}: {result['entries']} entries, {result['hashes']} aHashes, "
+            f"{result['bands']} bands" + (f"; {notes}" if notes else "")
+        )
 
 
 def _cmd_remove(args: argparse.Namespace) -> int:

@@ -76,6 +76,9 @@ _ALLOWED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "embedded_path": ("a non-empty path", bool),
     "socket_timeout": (_SECONDS, lambda v: 0 < v <= 60),
     "connect_timeout": (_SECONDS, lambda v: 0 < v <= 60),
+    "breaker_failures": _ints(1, 1000),
+    "breaker_cooldown": _seconds(600),
+    "breaker_max_cooldown": _seconds(3600),
     "reject_radius": (f"an integer from 0 to {MAX_RADIUS}", lambda v: 0 <= v <= MAX_RADIUS),
     "flag_radius": (f"an integer from 0 to {MAX_RADIUS}", lambda v: 0 <= v <= MAX_RADIUS),
     "confirm_radius": ("an integer from 0 to 64", lambda v: 0 <= v <= 64),
@@ -144,9 +147,24 @@ class RedisSettings:
     embedded_path: str = ".guard/redis.db"
     socket_timeout: float = 0.5
     connect_timeout: float = 0.5
+    #: Consecutive store failures (refused, timed out) that open the circuit breaker: while it is
+    #: open, lookups fail at once (each list's fail_open applies) without touching Redis.
+    breaker_failures: int = 5
+    #: Seconds the breaker stays open before one probe may reach Redis; doubled after every failed
+    #: probe, up to breaker_max_cooldown.
+    breaker_cooldown: float = 1.0
+    breaker_max_cooldown: float = 30.0
+    #: False: refuse to use a Redis whose maxmemory-policy may evict guard's keys (allkeys-*);
+    #: True: only warn. Eviction silently empties band sets: uploads would pass unchecked.
+    allow_eviction: bool = False
 
     def __post_init__(self) -> None:
         _check(self)
+        if self.breaker_max_cooldown < self.breaker_cooldown:
+            raise ValueError(
+                f"breaker_max_cooldown must be at least breaker_cooldown ({self.breaker_cooldown:g}), "
+                f"got {self.breaker_max_cooldown:g}"
+            )
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio
 
-from guard.config import Config, Route, load_config, resolve_redis_url
+from guard.breaker import CircuitBreaker
+from guard.config import Config, ListPolicy, Route, load_config, resolve_redis_url
 from guard.errors import (
     BodyTimeout,
     BodyTooLarge,
+    EvictionUnsafe,
     GuardError,
     MalformedBody,
     StoreError,
+    StoreInconsistent,
     StoreUnavailable,
     UnknownList,
     UnsupportedEncoding,
@@ -47,6 +51,25 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger("guard")
+T = TypeVar("T")
+#: Seconds between two log lines about the same store trouble (reliability H32).
+REPORT_INTERVAL = 10.0
+
+
+@dataclass
+class StoreCounters:
+    """How often the store let guard down, for metrics: read ``GuardMiddleware.counters``.
+
+    Counted since the middleware was made; never reset by guard.
+    """
+
+    #: Requests passed to the app with a fail-open list unchecked (verdict "unchecked", or "flag"
+    #: with ``unchecked_lists``): the uploads nobody looked at.
+    unchecked: int = 0
+    #: Store calls that failed: refused, timed out, or abandoned at the decision deadline.
+    store_failures: int = 0
+    #: Store calls the open circuit breaker refused at once, without touching Redis.
+    short_circuits: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,21 @@ class GuardMiddleware:
         self._store_lock: anyio.Lock | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._missing_lists_warned: set[str] = set()
+        redis = self.config.redis
+        #: Shared by every request: a dead Redis is skipped for a cool-down, then probed once.
+        self.breaker = CircuitBreaker(
+            failures=redis.breaker_failures,
+            cooldown=redis.breaker_cooldown,
+            max_cooldown=redis.breaker_max_cooldown,
+        )
+        self.counters = StoreCounters()
+        #: Store trouble is logged at most once per this many seconds, with the count in between.
+        self.report_interval = REPORT_INTERVAL
+        self._reported_at: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._store_checked = False
+        #: Lists found in Redis at a check: if one vanishes later, that is data loss (H37).
+        self._lists_seen: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -144,6 +182,99 @@ class GuardMiddleware:
                     )
         return self._store
 
+    async def call_store(self, operation: Callable[[Store], Awaitable[T]]) -> T:
+        """Run one store operation through the circuit breaker (reliability H32, H33).
+
+        An open breaker raises :class:`StoreUnavailable` at once, so each list's policy applies
+        without a connection attempt. The first call also checks the server (eviction policy,
+        list metadata); a failed check is re-run on the next call.
+        """
+        if not self.breaker.allow():
+            self.counters.short_circuits += 1
+            error = StoreUnavailable(
+                f"Redis is unavailable (circuit breaker open after "
+                f"{self.breaker.failures} failures; next probe in {self.breaker.retry_in():.1f}s)"
+            )
+            self.report("unavailable", error)
+            raise error
+        try:
+            store = await self.store()
+            if not self._store_checked:
+                await self._check_store(store)
+            result = await operation(store)
+        except StoreUnavailable as error:
+            self._store_failed(error)
+            raise
+        except StoreError:
+            self.breaker.success()  # Redis answered (a missing list, a refused command)
+            raise
+        except BaseException:
+            # Cancelled at the decision deadline (a silent Redis), or a bug: count it as a
+            # failure, so a half-open probe never stays out forever.
+            self._store_failed(StoreUnavailable("Redis did not answer before the deadline"))
+            raise
+        self.breaker.success()
+        return result
+
+    def _store_failed(self, error: StoreUnavailable) -> None:
+        self.counters.store_failures += 1
+        self.breaker.failure()
+        self.report("unavailable", error)
+        # Redis may come back restarted, empty or reconfigured: check it again first.
+        self._store_checked = False
+
+    async def _check_store(self, store: Store) -> None:
+        """Start-up checks (reliability H37): an evicting Redis is refused (every lookup fails
+        with :class:`EvictionUnsafe` until it is fixed), damaged list metadata is logged."""
+        try:
+            warning = await store.check_eviction(allow_eviction=self.config.redis.allow_eviction)
+        except EvictionUnsafe as error:
+            self.report("eviction", error, level=logging.ERROR)
+            raise
+        if warning:
+            logger.warning("guard: %s", warning)
+        names = dict.fromkeys(name for route in self.config.routes for name in route.lists)
+        for name in names:
+            try:
+                await store.check_meta(name)
+            except UnknownList:
+                if name in self._lists_seen:
+                    # It was there before Redis failed: restarted without persistence, or
+                    # flushed. An empty list is not "no match" (reliability H37).
+                    vanished = StoreInconsistent(
+                        f"list {name!r} has vanished from Redis (restarted without persistence, "
+                        f"flushed or evicted?): re-load it (guard load ... --list {name})"
+                    )
+                    self.report("inconsistent", vanished, level=logging.ERROR)
+                    raise vanished from None
+                continue  # never seen: not loaded yet (warned when a route looks it up)
+            except StoreUnavailable:
+                raise
+            except StoreError as error:
+                logger.error("guard: %s", error)
+            self._lists_seen.add(name)
+        self._store_checked = True
+
+    def report(self, kind: str, error: Exception, *, level: int = logging.WARNING) -> None:
+        """Log store trouble once per ``report_interval``, not once per request (H32)."""
+        now = time.monotonic()
+        last = self._reported_at.get(kind)
+        if last is not None and now - last < self.report_interval:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        more = self._suppressed.pop(kind, 0)
+        self._reported_at[kind] = now
+        logger.log(
+            level,
+            "guard: store %s: %s (%d more since the last report; breaker %s; counters %s)",
+            kind,
+            error,
+            more,
+            self.breaker.state,
+            self.counters,
+            extra={"guard": {"action": f"store {kind}", "suppressed": more}},
+        )
+
     def warn_missing_list(self, list_name: str, route: str) -> None:
         """A route names a list the store does not have (not loaded yet, or a typo): say so once."""
         if list_name not in self._missing_lists_warned:
@@ -161,6 +292,7 @@ class GuardMiddleware:
         if self._store is not None:
             await self._store.close()
             self._store = None
+            self._store_checked = False
 
 
 class _Responder:
@@ -267,6 +399,8 @@ class _Responder:
             return rejection(verdict.match.list, http.statuses)
         if verdict.action == "flag" and verdict.match is not None:
             self._log("flag", verdict.match)
+            if unchecked:
+                self._log_unchecked(unchecked)
             match = verdict.match
             return Decision(
                 "flag",
@@ -282,18 +416,14 @@ class _Responder:
         return Decision("allow", images=len(images))
 
     def _log_unchecked(self, lists: list[str]) -> None:
-        logger.warning(
-            "guard could not check an upload on %s: store unavailable for %s (fail-open)",
-            self.route.path,
-            ", ".join(lists),
-            extra={
-                "guard": {
-                    "action": "unchecked",
-                    "lists": lists,
-                    "route": self.route.path,
-                    "client": self._client(),
-                }
-            },
+        """Count a fail-open pass; log it once per interval with the count (H32)."""
+        self.guard.counters.unchecked += 1
+        self.guard.report(
+            "unchecked",
+            StoreUnavailable(
+                f"uploads on {self.route.path} passed unchecked for {', '.join(lists)} "
+                f"(fail-open; {self.guard.counters.unchecked} in all)"
+            ),
         )
 
     def _check_headers(self) -> int | None:
@@ -344,11 +474,10 @@ class _Responder:
         """
         matches: list[Match] = []
         unchecked: list[str] = []
-        store = await self.guard.store()
         for name in self.route.lists:
             policy = self.config.policy(name)
             try:
-                matches += await store.lookup_under(name, frames, policy)
+                matches += await self.guard.call_store(_lookup(name, frames, policy))
             except UnknownList:
                 self.guard.warn_missing_list(name, self.route.path)
             except StoreError:
@@ -409,3 +538,10 @@ class _Responder:
             match.distance,
             extra={"guard": record},
         )
+
+
+def _lookup(
+    name: str, frames: list[FrameHash], policy: ListPolicy
+) -> Callable[[Store], Awaitable[list[Match]]]:
+    """One list's lookup, to run through :meth:`GuardMiddleware.call_store`."""
+    return lambda store: store.lookup_under(name, frames, policy)

@@ -15,11 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 from conftest import LOCAL_PHOTOS, data_file, encode, photo
 from PIL import Image
 
 from guard import hash_file, to_hex
+from guard.bands import default_layout, list_key
 from guard.cli import main
+from guard.hashing import from_signed, to_signed
 
 LISTED = LOCAL_PHOTOS[:5]
 UNLISTED = LOCAL_PHOTOS[5:]
@@ -239,3 +242,124 @@ def test_config_file_and_environment_select_policy_and_server(
     config.write_text("lists:\n  spam: {dihedral: maybe}\n")
     code, _, err = cli(capsys, "check", str(mirrored), "--config", str(config))
     assert code == 3 and "lists.spam.dihedral" in err
+
+
+# --- lists --verify and the eviction check (reliability H37, H38) -------------------------------
+
+
+def _tamper(redis_url: str, how: str) -> str:
+    """Damage the loaded list `spam` one way; return the finding `lists --verify` must print."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ahash = from_signed(int(next(iter(client.hkeys(list_key("spam", "entries"))))))
+        band, value = 2, default_layout(4).values(ahash)[2]
+        key = list_key("spam", f"b{band}:{value}")
+        if how == "srem":
+            assert client.srem(key, to_signed(ahash)) == 1
+            return "1 band memberships missing"
+        if how == "stray":
+            assert client.sadd(list_key("spam", "b0:12345"), to_signed(0x0123456789ABCDEF)) == 1
+            return "1 stray band members"
+        if how == "wrong set":
+            # A real aHash in a band set its band value does not name: stray (and still present).
+            assert client.sadd(list_key("spam", f"b1:{(value + 1) % 65536}"), to_signed(ahash))
+            return "1 stray band members"
+        if how == "meta":
+            client.hincrby(list_key("spam", "meta"), "entries", 3)
+            return "meta counts 8 entries, `entries` holds 5"
+        if how == "snapshot":
+            others = [h for h in client.hkeys(list_key("spam", "entries"))]
+            packed = b"".join(from_signed(int(h)).to_bytes(8, "big") for h in others[1:])
+            client.set(list_key("spam", "snap"), packed + (0x0123).to_bytes(8, "big"))
+            return "snapshot: 1 aHashes missing, 1 stray"
+        raise AssertionError(how)
+    finally:
+        client.close()
+
+
+def test_verify_says_ok_for_a_whole_list(
+    folder: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(capsys, "load", str(folder), "--redis-url", redis_url)
+    code, out, _ = cli(capsys, "lists", "--verify", "spam", "--json", "--redis-url", redis_url)
+    [report] = json.loads(out)
+    assert code == 0 and report["ok"] is True
+    assert (report["missing"], report["stray"]) == (0, 0)
+    assert report["snapshot"] in (None, 5)  # the store keeps a snapshot, or not (yet)
+    client = redis.Redis.from_url(redis_url)
+    client.delete(list_key("spam", "snap"))
+    client.close()
+    code, out, err = cli(capsys, "lists", "--verify", "--redis-url", redis_url)
+    assert (code, out, err) == (0, "spam: ok: 5 entries, 5 aHashes, 4 bands; no snapshot\n", "")
+
+
+def test_verify_checks_a_correct_snapshot(
+    folder: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(capsys, "load", str(folder), "--redis-url", redis_url)
+    client = redis.Redis.from_url(redis_url)
+    hashes = sorted(from_signed(int(h)) for h in client.hkeys(list_key("spam", "entries")))
+    client.set(list_key("spam", "snap"), b"".join(h.to_bytes(8, "big") for h in hashes))
+    client.close()
+    code, out, _ = cli(capsys, "lists", "--verify", "--redis-url", redis_url)
+    assert (code, out) == (0, "spam: ok: 5 entries, 5 aHashes, 4 bands\n")
+
+
+@pytest.mark.parametrize("how", ["srem", "stray", "wrong set", "meta", "snapshot"])
+def test_verify_finds_each_kind_of_damage(
+    how: str, folder: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(capsys, "load", str(folder), "--redis-url", redis_url)
+    finding = _tamper(redis_url, how)
+    code, out, _ = cli(capsys, "lists", "--verify", "spam", "--redis-url", redis_url)
+    assert code == 1
+    assert out.startswith("spam: INCONSISTENT: 5 entries, 5 aHashes, 4 bands; ")
+    assert finding in out
+    code, out, _ = cli(capsys, "lists", "--verify", "--json", "--redis-url", redis_url)
+    [report] = json.loads(out)
+    assert code == 1 and report["ok"] is False and finding in report["findings"]
+    if how in ("srem", "stray", "wrong set"):
+        assert report["examples"][0].startswith("missing " if how == "srem" else "stray ")
+
+
+def test_verify_a_missing_list_and_a_store_that_is_down(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(capsys, "lists", "--verify", "nothere", "--redis-url", redis_url)
+    assert (code, out) == (1, "nothere: MISSING (no such list)\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, out, err = cli(capsys, "lists", "--verify", "--redis-url", f"redis://127.0.0.1:{port}")
+    assert (code, out) == (3, "")
+    assert err.startswith("guard: Redis is unavailable") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "allow", "code"),
+    [("allkeys-lru", False, 3), ("allkeys-lru", True, 0), ("volatile-lru", False, 0)],
+)
+def test_commands_refuse_a_redis_that_may_evict_the_lists(
+    policy: str,
+    allow: bool,
+    code: int,
+    redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "guard.yaml"
+    config.write_text(f"redis:\n  allow_eviction: {str(allow).lower()}\n")
+    client = redis.Redis.from_url(redis_url)
+    client.config_set("maxmemory-policy", policy)
+    try:
+        got, out, err = cli(capsys, "lists", "--config", str(config), "--redis-url", redis_url)
+    finally:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.close()
+    assert got == code
+    if policy.startswith("allkeys"):
+        assert f"maxmemory-policy is {policy}" in err and "noeviction" in err
+        assert err.startswith("guard: warning: " if allow else "guard: Redis's maxmemory-policy")
+        assert err.count("\n") == 1
+    else:
+        assert (out, err) == ("no lists\n", "")

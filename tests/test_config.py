@@ -33,7 +33,10 @@ from guard.config import (
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "guard.yaml"
 TOP_KEYS = "defaults, http, limits, lists, redis, routes"
 POLICY_KEYS = "bands, confirm_radius, dihedral, fail_open, flag_radius, reject_radius"
-REDIS_KEYS = "connect_timeout, embedded_path, socket_timeout, url"
+REDIS_KEYS = (
+    "allow_eviction, breaker_cooldown, breaker_failures, breaker_max_cooldown, "
+    "connect_timeout, embedded_path, socket_timeout, url"
+)
 LIMIT_KEYS = "allowed_formats, max_animation_pixels, max_file_bytes, max_frames, max_image_pixels"
 URLS = "a URL starting redis://, rediss:// or unix://"
 FORMATS = "a non-empty subset of ['BMP', 'GIF', 'JPEG', 'PNG', 'TIFF', 'WEBP']"
@@ -326,10 +329,7 @@ def test_good_documents(
 BAD = [
     # unknown keys, at each level
     ("colour: red", f"colour: unknown key (allowed: {TOP_KEYS})"),
-    (
-        "redis: {timeout: 1}",
-        "redis.timeout: unknown key (allowed: connect_timeout, embedded_path, socket_timeout, url)",
-    ),
+    ("redis: {timeout: 1}", f"redis.timeout: unknown key (allowed: {REDIS_KEYS})"),
     ("defaults: {radius: 8}", f"defaults.radius: unknown key (allowed: {POLICY_KEYS})"),
     ("lists: {spam: {reject: 8}}", f"lists.spam.reject: unknown key (allowed: {POLICY_KEYS})"),
     (

