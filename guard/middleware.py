@@ -543,5 +543,6 @@ class _Responder:
 def _lookup(
     name: str, frames: list[FrameHash], policy: ListPolicy
 ) -> Callable[[Store], Awaitable[list[Match]]]:
-    """One list's lookup, to run through :meth:`GuardMiddleware.call_store`."""
-    return lambda store: store.lookup_under(name, frames, policy)
+    """One list's lookup, to run through :meth:`GuardMiddleware.call_store`. The best match
+    decides a list's verdict, so only it is fetched."""
+    return lambda store: store.lookup_under(name, frames, policy, limit=1)

@@ -1,9 +1,12 @@
-"""A worker-local copy of one list's aHashes, band-indexed in numpy: pure, no Redis.
+"""A worker-local copy of one list's entries, band-indexed in numpy: pure, no Redis.
 
 Redis stays the source of truth. The store fills a :class:`Mirror` from the list's packed snapshot
-(``guard:{<list>}:snap``, 8 big-endian bytes per distinct aHash) together with the version counter
-it belongs to, and trusts it only while ``ver`` still has that value. A query then costs one round
-trip (the version check, with the matched entries) instead of a SUNION over hundreds of buckets.
+(``guard:{<list>}:snap``: per entry, its aHash and pHash as 8 big-endian bytes each and a byte
+saying whether it has a pHash) together with the version counter it belongs to, and trusts it only
+while ``ver`` still has that value. A query then costs one round trip (the version check, with the
+records of the best matches) instead of a SUNION over hundreds of buckets, and the pHash
+confirmation of every candidate happens here, vectorised, however many near-duplicates a list
+holds.
 
 The index is the same multi-index hashing as in Redis (DESIGN.md section 3): per band, the
 positions of the hashes sorted by band value, so a probe is a binary search instead of a set key.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -23,6 +27,35 @@ import numpy.typing as npt
 from guard.bands import HASH_BITS, BandLayout
 
 Hashes = npt.NDArray[np.uint64]
+
+#: One entry in the snapshot: aHash, pHash (zeros if none), 1 if it has a pHash else 0.
+RECORD = np.dtype([("ahash", ">u8"), ("phash", ">u8"), ("has_phash", "u1")])
+RECORD_SIZE = RECORD.itemsize  # 17
+
+
+def snapshot_record(ahash: int, phash: int | None) -> bytes:
+    """An entry as the snapshot stores it (the add script appends these)."""
+    return (
+        ahash.to_bytes(8, "big")
+        + (phash or 0).to_bytes(8, "big")
+        + (b"\x00" if phash is None else b"\x01")
+    )
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Entries within the radius of a query, best first: confirmed, then nearest in aHash, then
+    in pHash (the order of :meth:`guard.store.Store.lookup`). Parallel arrays."""
+
+    positions: npt.NDArray[np.intp]  # entries of the mirror
+    query: npt.NDArray[np.intp]  # the query (variant) that matches each best
+    distance: npt.NDArray[np.uint8]
+    phash_distance: npt.NDArray[np.uint8]  # 0 for entries without a pHash
+    confirmed: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
 
 # Above this many probes per stored hash a linear scan is cheaper than the band index.
 _SCAN_RATIO = 0.25
@@ -40,56 +73,115 @@ _BYTE_POPCOUNT = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
 
 
 class Mirror:
-    """The distinct aHashes of one list at one version, with a sorted index per band."""
+    """The entries of one list at one version, with a sorted aHash index per band."""
 
-    def __init__(self, hashes: Hashes, layout: BandLayout, version: int) -> None:
-        self.hashes = np.unique(hashes.astype(np.uint64, copy=False))
+    def __init__(
+        self,
+        ahashes: Hashes,
+        phashes: Hashes,
+        has_phash: npt.NDArray[np.bool_],
+        layout: BandLayout,
+        version: int,
+    ) -> None:
+        self.ahashes = ahashes.astype(np.uint64, copy=False)
+        self.phashes = phashes.astype(np.uint64, copy=False)
+        self.has_phash = has_phash.astype(bool, copy=False)
         self.layout = layout
         self.version = version
         # Per band: positions sorted by band value, and the sorted values, in the narrowest
-        # types (m = 4: 4 + 2 bytes per hash and band).
+        # types (m = 4: 4 + 2 bytes per entry and band).
         self._value_type = np.dtype(np.uint16 if layout.width <= 16 else np.uint64)
-        position_type = np.int32 if len(self.hashes) < 2**31 else np.int64
+        position_type = np.int32 if len(self.ahashes) < 2**31 else np.int64
         self._order: list[npt.NDArray[Any]] = []
         self._sorted: list[npt.NDArray[Any]] = []
-        for band_values in band_values_of(self.hashes, layout):
+        for band_values in band_values_of(self.ahashes, layout):
             narrow = band_values.astype(self._value_type)
             order = np.argsort(narrow, kind="stable").astype(position_type)
             self._order.append(order)
             self._sorted.append(narrow[order])
 
     @classmethod
+    def of_hashes(cls, ahashes: Hashes, layout: BandLayout, version: int = 0) -> Mirror:
+        """A mirror of bare aHashes (entries without pHashes)."""
+        ahashes = np.asarray(ahashes, dtype=np.uint64)
+        return cls(ahashes, np.zeros_like(ahashes), np.zeros(len(ahashes), bool), layout, version)
+
+    @classmethod
     def from_snapshot(cls, snapshot: bytes, layout: BandLayout, version: int) -> Mirror:
-        """A mirror of a packed snapshot (8 big-endian bytes per aHash)."""
-        if len(snapshot) % 8:
-            raise ValueError(f"a snapshot holds whole 8-byte hashes, got {len(snapshot)} bytes")
-        return cls(np.frombuffer(snapshot, dtype=">u8").astype(np.uint64), layout, version)
+        """A mirror of a packed snapshot (:data:`RECORD` after :data:`RECORD` )."""
+        if len(snapshot) % RECORD_SIZE:
+            raise ValueError(
+                f"a snapshot holds whole {RECORD_SIZE}-byte records, got {len(snapshot)} bytes"
+            )
+        records = np.frombuffer(snapshot, dtype=RECORD)
+        return cls(
+            records["ahash"].astype(np.uint64),
+            records["phash"].astype(np.uint64),
+            records["has_phash"] == 1,
+            layout,
+            version,
+        )
 
     def __len__(self) -> int:
-        return len(self.hashes)
+        return len(self.ahashes)
 
     def near(self, queries: list[int], radius: int) -> list[int]:
-        """Every stored aHash within ``radius`` bits of at least one query (exact)."""
-        if not len(self.hashes) or not queries:
-            return []
+        """Every distinct stored aHash within ``radius`` bits of at least one query (exact)."""
+        return [int(h) for h in np.unique(self.ahashes[self._near_positions(queries, radius)])]
+
+    def rank(self, queries: list[tuple[int, int]], radius: int, confirm_radius: int) -> Ranked:
+        """Every entry within ``radius`` aHash bits of a query's aHash, with its best query.
+
+        ``queries`` are (aHash, pHash) pairs (the variants of the uploaded frames). An entry's
+        best query confirms it if possible (pHash within ``confirm_radius``; entries without a
+        pHash are confirmed), then is nearest in aHash, then in pHash.
+        """
+        positions = self._near_positions([a for a, _ in queries], radius)
+        wanted = np.array([a for a, _ in queries], dtype=np.uint64)
+        wanted_p = np.array([p for _, p in queries], dtype=np.uint64)
+        distance = popcount(self.ahashes[positions][:, None] ^ wanted[None, :])
+        phash_distance = popcount(self.phashes[positions][:, None] ^ wanted_p[None, :])
+        phash_distance[~self.has_phash[positions]] = 0
+        unconfirmed = phash_distance > confirm_radius
+        score = (
+            unconfirmed.astype(np.int32) << 16
+            | distance.astype(np.int32) << 8
+            | phash_distance.astype(np.int32)
+        )
+        score[distance > radius] = np.iinfo(np.int32).max
+        best = np.argmin(score, axis=1)
+        rows = np.arange(len(positions))
+        order = np.argsort(score[rows, best], kind="stable")
+        rows, best = rows[order], best[order]
+        return Ranked(
+            positions=positions[order],
+            query=best,
+            distance=distance[rows, best],
+            phash_distance=phash_distance[rows, best],
+            confirmed=~unconfirmed[rows, best],
+        )
+
+    def _near_positions(self, queries: list[int], radius: int) -> npt.NDArray[np.intp]:
+        """Positions of the entries within ``radius`` of at least one query, each once."""
+        if not len(self.ahashes) or not queries:
+            return np.empty(0, dtype=np.intp)
         wanted = np.array(queries, dtype=np.uint64)
         probe_count = len(queries) * sum(
             _ball_size(self.layout.width, rho) for rho in self.layout.radii(radius)
         )
-        if probe_count > _SCAN_RATIO * len(self.hashes):
-            keep = np.zeros(len(self.hashes), dtype=bool)
+        if probe_count > _SCAN_RATIO * len(self.ahashes):
+            keep = np.zeros(len(self.ahashes), dtype=bool)
             for query in wanted:
-                keep |= popcount(self.hashes ^ query) <= radius
-            return [int(h) for h in self.hashes[keep]]
+                keep |= popcount(self.ahashes ^ query) <= radius
+            return np.flatnonzero(keep)
         positions, asked_by = self._candidates(queries, radius)
-        candidates = self.hashes[positions]
-        close = popcount(candidates ^ wanted[asked_by]) <= radius
-        return [int(h) for h in np.unique(candidates[close])]
+        close = popcount(self.ahashes[positions] ^ wanted[asked_by]) <= radius
+        return np.unique(positions[close]).astype(np.intp)
 
     def _candidates(
         self, queries: list[int], radius: int
     ) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
-        """Positions of the hashes in every probed bucket, and which query probed each.
+        """Positions of the entries in every probed bucket, and which query probed each.
 
         A superset of the answer, with repeats: deduplicating the few matches afterwards is
         cheaper than deduplicating every candidate.

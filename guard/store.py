@@ -65,7 +65,7 @@ from guard.hashing import (
     to_hex,
     to_signed,
 )
-from guard.mirror import Mirror
+from guard.mirror import RECORD_SIZE, Mirror, Ranked, snapshot_record
 
 logger = logging.getLogger("guard")
 
@@ -128,7 +128,7 @@ class ListInfo:
 
 
 # KEYS: entries, ver, meta, snap, then `bands` band keys per entry. ARGV: bands, then per entry:
-# field (signed aHash), pHash hex, entry JSON, the aHash as 8 big-endian bytes. Returns {added, present}.
+# field (signed aHash), pHash hex, entry JSON, its snapshot record. Returns {added, present}.
 _ADD_SCRIPT = """
 local bands = tonumber(ARGV[1])
 if redis.call('HGET', KEYS[3], 'bands') ~= ARGV[1] then
@@ -137,7 +137,7 @@ end
 local added, present = 0, 0
 local count = (#ARGV - 1) / 4
 for i = 0, count - 1 do
-  local field, phash, entry, packed = ARGV[2 + 4 * i], ARGV[3 + 4 * i], ARGV[4 + 4 * i], ARGV[5 + 4 * i]
+  local field, phash, entry, record = ARGV[2 + 4 * i], ARGV[3 + 4 * i], ARGV[4 + 4 * i], ARGV[5 + 4 * i]
   local stored = redis.call('HGET', KEYS[1], field)
   local entries = {}
   if stored then entries = cjson.decode(stored) end
@@ -148,9 +148,9 @@ for i = 0, count - 1 do
   if found then
     present = present + 1
   else
-    if not stored then redis.call('APPEND', KEYS[4], packed) end
     table.insert(entries, cjson.decode(entry))
     redis.call('HSET', KEYS[1], field, cjson.encode(entries))
+    redis.call('APPEND', KEYS[4], record)
     for b = 1, bands do redis.call('SADD', KEYS[4 + i * bands + b], field) end
     added = added + 1
   end
@@ -167,32 +167,43 @@ return {added, present}
 _REMOVE_SCRIPT = """
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
 if not stored then return 0 end
-local kept, removed = {}, 0
+local kept, removed = {}, {}
 for _, existing in ipairs(cjson.decode(stored)) do
   if ARGV[2] == '' or existing['phash'] == ARGV[2] then
-    removed = removed + 1
+    table.insert(removed, existing)
   else
     table.insert(kept, existing)
   end
 end
-if removed == 0 then return 0 end
+if #removed == 0 then return 0 end
 if #kept == 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
   for k = 5, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
-  -- Splice the aHash out of the snapshot: the match must sit on an 8-byte boundary.
-  local snap = redis.call('GET', KEYS[4])
-  if snap then
-    local at = string.find(snap, ARGV[3], 1, true)
-    while at and (at - 1) % 8 ~= 0 do at = string.find(snap, ARGV[3], at + 1, true) end
-    if at then redis.call('SET', KEYS[4], string.sub(snap, 1, at - 1) .. string.sub(snap, at + 8)) end
-  end
 else
   redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(kept))
 end
+-- Splice each removed entry's record out of the snapshot (records are RECORD_SIZE bytes long:
+-- a match only counts on a record boundary).
+local snap = redis.call('GET', KEYS[4])
+if snap then
+  for _, entry in ipairs(removed) do
+    local record = ARGV[3] .. string.rep(string.char(0), 8) .. string.char(0)
+    if entry['phash'] ~= '' then
+      local phash = string.gsub(entry['phash'], '..', function(pair)
+        return string.char(tonumber(pair, 16))
+      end)
+      record = ARGV[3] .. phash .. string.char(1)
+    end
+    local at = string.find(snap, record, 1, true)
+    while at and (at - 1) % RECORD_SIZE ~= 0 do at = string.find(snap, record, at + 1, true) end
+    if at then snap = string.sub(snap, 1, at - 1) .. string.sub(snap, at + RECORD_SIZE) end
+  end
+  redis.call('SET', KEYS[4], snap)
+end
 redis.call('INCR', KEYS[2])
-redis.call('HINCRBY', KEYS[3], 'entries', -removed)
-return removed
-"""
+redis.call('HINCRBY', KEYS[3], 'entries', -#removed)
+return #removed
+""".replace("RECORD_SIZE", str(RECORD_SIZE))
 
 # KEYS: meta. ARGV: field/value pairs. Creates the metadata unless it exists; returns it.
 _CREATE_SCRIPT = """
@@ -208,7 +219,6 @@ def _phash_text(phash: int | None) -> str:
 
 
 def _packed(ahash: int) -> bytes:
-    """An aHash as stored in the snapshot: 8 big-endian bytes."""
     return ahash.to_bytes(8, "big")
 
 
@@ -462,7 +472,7 @@ class Store:
                     to_signed(entry.ahash),
                     _phash_text(entry.phash),
                     _entry_json(entry),
-                    _packed(entry.ahash),
+                    snapshot_record(entry.ahash, entry.phash),
                 ]
             async with _translated():
                 done, already = await self._add(keys=keys, args=args)
@@ -524,7 +534,12 @@ class Store:
                     yield entry
 
     async def lookup_under(
-        self, list_name: str, frames: Sequence[FrameHash], policy: LookupPolicy
+        self,
+        list_name: str,
+        frames: Sequence[FrameHash],
+        policy: LookupPolicy,
+        *,
+        limit: int | None = None,
     ) -> list[Match]:
         """:meth:`lookup` as a list's policy asks: every candidate up to its flag radius."""
         return await self.lookup(
@@ -533,6 +548,7 @@ class Store:
             radius=policy.flag_radius,
             confirm_radius=policy.confirm_radius,
             dihedral=policy.dihedral,
+            limit=limit,
         )
 
     async def lookup(
@@ -543,12 +559,14 @@ class Store:
         radius: int,
         confirm_radius: int = 64,
         dihedral: bool = False,
+        limit: int | None = None,
     ) -> list[Match]:
         """Every entry within ``radius`` aHash bits of a query frame (or its flips/rotations).
 
         Exact: the band probes cannot miss a stored hash within ``radius`` (no false negatives).
         Each match says whether its pHash confirms it; the best match per entry comes first,
-        confirmed before unconfirmed, then by distance.
+        confirmed before unconfirmed, then by distance. ``limit`` keeps only the best ones (the
+        first decides a list's verdict): with the mirror, the others are never fetched.
         """
         meta = await self._list_meta(list_name)
         transforms: Sequence[Transform] = list(TRANSFORMS) if dihedral else ["identity"]
@@ -557,9 +575,10 @@ class Store:
         ]
         mirror = self._mirror_for(list_name, meta)
         if mirror is not None:
-            mirrored = await self._lookup_mirrored(list_name, mirror, queries, radius)
+            ranked = mirror.rank([(q[0], q[1]) for q in queries], radius, confirm_radius)
+            mirrored = await self._fetch_ranked(list_name, mirror, ranked, queries, limit)
             if mirrored is not None:
-                return _matches(list_name, mirrored, queries, radius, confirm_radius)
+                return mirrored
         probe_keys = {
             band_key(list_name, band, value)
             for ahash, *_ in queries
@@ -577,7 +596,7 @@ class Store:
         entries_key, _, _ = _keys(list_name)
         async with _translated():
             records = await self._client.hmget(entries_key, [to_signed(h) for h in near])
-        return _matches(list_name, zip(near, records), queries, radius, confirm_radius)
+        return _matches(list_name, zip(near, records), queries, radius, confirm_radius)[:limit]
 
     # --- the worker-local mirror ---------------------------------------------------------------
 
@@ -619,28 +638,28 @@ class Store:
         return task
 
     async def _load_mirror(self, list_name: str, meta: _ListMeta) -> Mirror | None:
-        entries_key, ver_key, _ = _keys(list_name)
+        _, ver_key, meta_key = _keys(list_name)
         assert self._mirror is not None
         try:
             async with _translated():
-                size = int(await self._client.hlen(entries_key))
+                size = int(await self._client.hget(meta_key, "entries") or 0)
                 if size > self._mirror.max_entries:
                     return None
                 pipe = self._client.pipeline(transaction=True)  # one consistent version
                 pipe.get(ver_key)
                 pipe.get(list_key(list_name, "snap"))
-                pipe.hlen(entries_key)
+                pipe.hget(meta_key, "entries")
                 version, snapshot, size = await pipe.execute()
         except StoreError:
             return None  # the lookup that needs Redis reports the failure
         snapshot = snapshot or b""
-        if len(snapshot) != 8 * int(size):
+        if len(snapshot) != RECORD_SIZE * int(size or 0):
             logger.warning(
                 "guard: list %r has %d entries but its snapshot holds %d: lookups use the Redis "
                 "index only (guard lists --verify %s)",
                 list_name,
-                int(size),
-                len(snapshot) // 8,
+                int(size or 0),
+                len(snapshot) // RECORD_SIZE,
                 list_name,
             )
             return None
@@ -650,29 +669,58 @@ class Store:
         self._mirrors[list_name] = mirror
         return mirror
 
-    async def _lookup_mirrored(
-        self, list_name: str, mirror: Mirror, queries: Sequence[_Query], radius: int
-    ) -> list[tuple[int, bytes | None]] | None:
-        """Near aHashes from the mirror with their entries, or None if the mirror is stale.
+    async def _fetch_ranked(
+        self,
+        list_name: str,
+        mirror: Mirror,
+        ranked: Ranked,
+        queries: Sequence[_Query],
+        limit: int | None,
+    ) -> list[Match] | None:
+        """Matches for the mirror's best entries, or None if the mirror is stale.
 
-        The version check and the entries come in one MULTI, so the answer is exact for the
-        version the mirror holds, or not used at all.
+        The version check and the entries' records come in one MULTI, so the answer is exact
+        for the version the mirror holds, or not used at all.
         """
-        near = mirror.near([q[0] for q in queries], radius)
+        chosen = range(len(ranked) if limit is None else min(limit, len(ranked)))
+        fields = list(dict.fromkeys(int(mirror.ahashes[ranked.positions[i]]) for i in chosen))
         entries_key, ver_key, _ = _keys(list_name)
         async with _translated():
             pipe = self._client.pipeline(transaction=True)
             pipe.get(ver_key)
-            if near:
-                pipe.hmget(entries_key, [to_signed(h) for h in near])
+            if fields:
+                pipe.hmget(entries_key, [to_signed(h) for h in fields])
             replies = await pipe.execute()
         if int(replies[0] or 0) != mirror.version:
             if self._mirrors.get(list_name) is mirror:
                 del self._mirrors[list_name]
             return None
-        return list(zip(near, replies[1])) if near else []
-
-    # --- health (reliability H37, H38) -----------------------------------------------------------
+        records = {
+            ahash: _entries_from_json(ahash, record)
+            for ahash, record in zip(fields, replies[1] if fields else [])
+            if record is not None
+        }
+        matches = []
+        for i in chosen:
+            position = ranked.positions[i]
+            ahash = int(mirror.ahashes[position])
+            phash = int(mirror.phashes[position]) if mirror.has_phash[position] else None
+            entry = next((e for e in records.get(ahash, []) if e.phash == phash), None)
+            if entry is None:
+                continue  # cannot happen at a matching version; never invent an entry
+            query = queries[int(ranked.query[i])]
+            matches.append(
+                Match(
+                    list=list_name,
+                    entry=entry,
+                    distance=int(ranked.distance[i]),
+                    phash_distance=None if phash is None else int(ranked.phash_distance[i]),
+                    confirmed=bool(ranked.confirmed[i]),
+                    transform=query[2],
+                    frame=query[3],
+                )
+            )
+        return matches
 
     async def check_eviction(self, *, allow_eviction: bool = False) -> str | None:
         """Refuse a Redis that may evict guard's keys; return a warning to show, if any.
@@ -720,18 +768,22 @@ class Store:
     async def verify(self, list_name: str) -> VerifyReport:
         """Prove a list whole: every aHash of ``entries`` is in exactly its band sets, the band
         sets hold nothing else, the meta count equals the entries, and the snapshot (if any)
-        holds exactly the distinct aHashes. Reads in batches (SCAN, HSCAN, SSCAN); holds
-        8 bytes per distinct aHash. A list being written meanwhile may show transient mismatches.
+        holds exactly one record per entry. Reads in batches (SCAN, HSCAN, SSCAN); holds
+        8 bytes per distinct aHash and one snapshot record per entry. A list being written
+        meanwhile may show transient mismatches.
         """
         meta = await self._list_meta(list_name)
         entries_key, _, meta_key = _keys(list_name)
         counted = 0
         fields = array("q")
+        records = bytearray()  # what the snapshot must hold: one record per entry
         async with _translated():
             meta_entries = int(await self._client.hget(meta_key, "entries") or 0)
             async for field, value in self._client.hscan_iter(entries_key, count=1000):
                 fields.append(int(field))
-                counted += len(json.loads(value))
+                for entry in _entries_from_json(from_signed(int(field)), value):
+                    records += snapshot_record(entry.ahash, entry.phash)
+                    counted += 1
         hashes = np.sort(np.frombuffer(fields.tobytes(), dtype=np.int64).view(np.uint64))
         bands = len(meta.layout.bands)
         expected = _band_values(meta.layout, hashes)
@@ -761,7 +813,7 @@ class Store:
             if len(examples) >= 10:
                 break
             examples.append(f"missing {to_hex(int(hashes[at]))} from band {int(band)}")
-        snapshot, snap_missing, snap_stray = await self._verify_snapshot(list_name, hashes)
+        snapshot, snap_missing, snap_stray = await self._verify_snapshot(list_name, bytes(records))
         return VerifyReport(
             list=list_name,
             entries=counted,
@@ -777,20 +829,22 @@ class Store:
         )
 
     async def _verify_snapshot(
-        self, list_name: str, hashes: np.ndarray[Any, np.dtype[np.uint64]]
+        self, list_name: str, expected: bytes
     ) -> tuple[int | None, int, int]:
-        """(distinct aHashes in the packed snapshot or None if there is none, missing, stray)."""
+        """(records in the snapshot or None if there is none, missing records, stray records)."""
         async with _translated():
             packed = await self._client.get(list_key(list_name, "snap"))
         if not isinstance(packed, bytes):
             return None, 0, 0
-        whole = len(packed) - len(packed) % 8
-        snap = np.frombuffer(packed[:whole], dtype=">u8").astype(np.uint64)
+        whole = len(packed) - len(packed) % RECORD_SIZE
+        record = np.dtype(f"V{RECORD_SIZE}")
+        snap = np.frombuffer(packed[:whole], dtype=record)
+        want = np.unique(np.frombuffer(expected, dtype=record))
         distinct = np.unique(snap)
-        # Duplicates and a torn tail are stray bytes too: the snapshot must be exactly the set.
-        stray = int(np.setdiff1d(distinct, hashes).size) + len(snap) - len(distinct)
+        # Duplicates and a torn tail are stray too: the snapshot must be exactly the entries.
+        stray = int(np.setdiff1d(distinct, want).size) + len(snap) - len(distinct)
         stray += 1 if whole != len(packed) else 0
-        return len(snap), int(np.setdiff1d(hashes, distinct).size), stray
+        return len(snap), int(np.setdiff1d(want, distinct).size), stray
 
 
 _Query = tuple[int, int, Transform, int]  # (aHash, pHash, transform, frame) of one query variant
@@ -890,9 +944,9 @@ class VerifyReport:
     bands: int
     missing: int  # (aHash, band) pairs whose band set lacks the aHash
     stray: int  # band-set members not in `entries`, or in a set their band value does not name
-    snapshot: int | None  # aHashes in the packed `snap` key; None: the list has no snapshot
-    snapshot_missing: int  # distinct aHashes of `entries` absent from the snapshot
-    snapshot_stray: int  # snapshot values not in `entries` (and duplicates, a torn tail)
+    snapshot: int | None  # records in the packed `snap` key; None: the list has no snapshot
+    snapshot_missing: int  # entries of `entries` without their snapshot record
+    snapshot_stray: int  # snapshot records that are no entry (and duplicates, a torn tail)
     examples: tuple[str, ...] = ()  # up to 10 mismatches, for the operator
 
     @property
@@ -918,9 +972,7 @@ class VerifyReport:
         if self.snapshot is None:
             found.append("no snapshot")
         elif self.snapshot_missing or self.snapshot_stray:
-            found.append(
-                f"snapshot: {self.snapshot_missing} aHashes missing, {self.snapshot_stray} stray"
-            )
+            found.append(f"snapshot: {self.snapshot_missing} missing, {self.snapshot_stray} stray")
         return tuple(found)
 
 

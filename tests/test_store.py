@@ -17,7 +17,7 @@ from PIL import Image
 from guard import hash_bytes
 from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash, phash_of_coefficients, to_signed
-from guard.store import Entry, Store
+from guard.store import Entry, Match, Store
 
 StoreFactory = Callable[[], Store]
 
@@ -281,30 +281,51 @@ def test_drop_deletes_every_key_of_one_list_only(make_store: StoreFactory) -> No
 # --- the worker-local mirror -----------------------------------------------------------------
 
 
-def _snapshot(client: redis.Redis) -> list[int]:
+def _snapshot(client: redis.Redis) -> list[tuple[int, int | None]]:
+    """The snapshot's records as (aHash, pHash or None)."""
     packed = client.get("guard:{spam}:snap") or b""
-    return [int.from_bytes(packed[i : i + 8], "big") for i in range(0, len(packed), 8)]
+    assert len(packed) % 17 == 0
+    return [
+        (
+            int.from_bytes(packed[i : i + 8], "big"),
+            int.from_bytes(packed[i + 8 : i + 16], "big") if packed[i + 16] else None,
+        )
+        for i in range(0, len(packed), 17)
+    ]
 
 
-def test_the_snapshot_holds_each_distinct_ahash_once(redis_url: str) -> None:
+def test_the_snapshot_holds_each_entry_once(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
 
     async def body() -> None:
         async with Store.from_url(redis_url) as store:
             await store.add("spam", [Entry(h, 1) for h in HASHES[:20]])
-            await store.add("spam", [Entry(HASHES[0], 2), Entry(HASHES[0], 1)])  # same aHashes
-            assert sorted(_snapshot(client)) == sorted(HASHES[:20])
-            await store.remove("spam", HASHES[0], 1)  # an entry with this aHash remains
-            assert sorted(_snapshot(client)) == sorted(HASHES[:20])
-            for h in HASHES[5:12]:
-                await store.remove("spam", h)
-            assert sorted(_snapshot(client)) == sorted(HASHES[:5] + HASHES[12:20])
-            # A hash whose bytes also occur across an 8-byte boundary is spliced at its own place.
-            first, second = 0x00112233_44556677, 0x8899AABB_00112233
-            straddler = 0x44556677_8899AABB
-            await store.add("spam", [Entry(first, 1), Entry(second, 1), Entry(straddler, 1)])
-            await store.remove("spam", straddler)
-            assert _snapshot(client)[-2:] == [first, second]
+            await store.add(
+                "spam", [Entry(HASHES[0], 2), Entry(HASHES[0], 1), Entry(HASHES[1], None)]
+            )
+            expected = {(h, 1) for h in HASHES[:20]} | {(HASHES[0], 2), (HASHES[1], None)}
+            assert sorted(_snapshot(client), key=str) == sorted(expected, key=str)
+            await store.remove("spam", HASHES[0], 1)  # one of the two entries of this aHash
+            expected.discard((HASHES[0], 1))
+            assert sorted(_snapshot(client), key=str) == sorted(expected, key=str)
+            for h in HASHES[1:12]:
+                await store.remove("spam", h)  # every entry of the aHash
+            expected = {(a, p) for a, p in expected if a not in HASHES[1:12]}
+            assert sorted(_snapshot(client), key=str) == sorted(expected, key=str)
+            # The straddler's record also occurs across the boundary of the two records before
+            # it (first's pHash and flag, then second's aHash): only the aligned one is removed.
+            a, p = 0x0123456789ABCDEF, 0x015A5A5A5A5A5A5A
+            first, second, straddler = (
+                Entry(0x7E57AB1E0FF1CE11, a),
+                Entry(0x5A5A5A5A5A5A5A01, 3),
+                Entry(a, p),
+            )
+            await store.add("spam", [first, second, straddler])
+            packed = client.get("guard:{spam}:snap") or b""
+            record = a.to_bytes(8, "big") + p.to_bytes(8, "big") + b"\x01"
+            assert (packed.find(record) - 8) % 17 == 0  # the first occurrence is misaligned
+            assert await store.remove("spam", a) == 1
+            assert _snapshot(client)[-2:] == [(first.ahash, a), (second.ahash, 3)]
 
     run(body())
     client.close()
@@ -357,5 +378,49 @@ def test_without_the_mirror_nothing_is_copied(redis_url: str) -> None:
             assert await store.refresh_mirror("spam") is None
             [match] = await store.lookup("spam", [frame_of(HASHES[3])], radius=0)
             assert match.entry.ahash == HASHES[3]
+
+    run(body())
+
+
+def test_mirror_and_redis_index_give_the_same_matches(redis_url: str) -> None:
+    """Same entries, distances, pHash confirmations and order; ``limit`` keeps the best."""
+    rng = random.Random(7)
+    base = [rng.getrandbits(64) for _ in range(40)]
+    stored = [h ^ (1 << rng.randrange(64)) for h in base for _ in range(6)] + base
+    entries = [Entry(h, rng.choice([None, rng.getrandbits(64)])) for h in stored]
+
+    seen: set[bool] = set()
+
+    def key(match: Match) -> tuple[object, ...]:
+        return (match.entry, match.distance, match.phash_distance, match.confirmed)
+
+    async def body() -> None:
+        async with (
+            Store.from_url(redis_url) as mirrored,
+            Store.from_url(redis_url, mirror=None) as indexed,
+        ):
+            await mirrored.add("spam", entries)
+            assert await mirrored.refresh_mirror("spam") is not None
+            for i in range(60):
+                target = rng.choice(stored)
+                frames = [
+                    frame_of(target ^ (1 << rng.randrange(64)), seed=i),
+                    frame_of(base[i % 40]),
+                ]
+                options = {
+                    "radius": rng.randint(0, 10),
+                    "confirm_radius": 30,
+                    "dihedral": i % 3 == 0,
+                }
+                via_mirror = await mirrored.lookup("spam", frames, **options)
+                via_index = await indexed.lookup("spam", frames, **options)
+                assert sorted(map(key, via_mirror), key=str) == sorted(map(key, via_index), key=str)
+                seen.update(m.confirmed for m in via_index)
+                order = [(not m.confirmed, m.distance, m.phash_distance or 0) for m in via_mirror]
+                assert order == sorted(order)
+                best = await mirrored.lookup("spam", frames, limit=1, **options)
+                assert [key(m)[1:] for m in best] == [key(m)[1:] for m in via_index[:1]]
+            assert "spam" in mirrored._mirrors  # the answers above came from the mirror
+            assert seen == {True, False}  # confirmed and unconfirmed matches both occurred
 
     run(body())
