@@ -8,11 +8,13 @@ so every round trip goes through loopback. For each size N and population, a lis
 aHashes (4 bands, guard's default) is written with ``Store.add``; then, for r = 0, 4, 8, 10, the
 same queries go to:
 
-- **guard (mirror)**: ``Store.lookup`` as the middleware calls it, with the worker-local mirror
-  loaded (the default): a numpy band index in process plus one MULTI to Redis (GET ver and the
-  matched entries). Time per call includes building the ``Match`` objects.
-- **guard (Redis index)**: ``Store.lookup`` with the mirror off: one SUNION over every probed
-  bucket, then one HMGET for the matches (a cold worker's path).
+- **guard (mirror)**: ``Store.lookup(..., limit=1)`` as the middleware calls it (the best match
+  decides a list's verdict), with the worker-local mirror loaded (the default): a numpy band
+  index in process that also confirms and ranks every candidate by pHash, plus one MULTI to Redis
+  (GET ver and the best entry's record). Also timed without ``limit`` ("all matches": every
+  matching entry's record fetched and turned into a ``Match``, as ``guard check`` asks).
+- **guard (Redis index)**: ``Store.lookup(..., limit=1)`` with the mirror off: one SUNION over
+  every probed bucket, then one HMGET for the matches (a cold worker's path).
 - **numpy scan**: every hash of the list held in process, XOR + popcount (the oracle too).
 - **fetch all + scan**: HKEYS of the list's entries from Redis, then the numpy scan, per query.
 - **pybktree**: a BK-tree of the N hashes in process (``pybktree.BKTree(hamming)``), ``find``.
@@ -26,8 +28,9 @@ held-out photos) and **listed** (a stored hash with 0..r random bits flipped). R
 less clustered than thousands of crops per photo, so the realistic match counts are pessimistic.
 Low-information hashes (which guard refuses to list) are redrawn.
 
-Recall is checked against the numpy scan for every guard query: the sets of aHashes must be
-equal (recall 1.0 and nothing extra). "candidates" is the median number of hashes examined per
+Recall is checked against the numpy scan for every query on both guard paths, with the
+unlimited lookups: the sets of aHashes must be equal (recall 1.0 and nothing extra), and the
+best match of the limited lookup must be the first of the unlimited one. "candidates" is the median number of hashes examined per
 query: positions gathered from the probed buckets (mirror), or the SUNION size (Redis index).
 Memory: ``MEMORY USAGE`` summed over the band-set keys, per stored hash (the target counts only
 the band sets), and the same for the snapshot and the entries hash. Timings: medians and p99 of
@@ -65,7 +68,7 @@ from PIL import Image
 from guard.bands import default_layout, list_key
 from guard.hashing import FrameHash, is_low_information
 from guard.mirror import Mirror, popcount
-from guard.store import Entry, Store
+from guard.store import Entry, Match, Store
 
 DEFAULT_PHOTOS = "../shared/data/photos"
 RADII = (0, 4, 8, 10)
@@ -246,6 +249,7 @@ class Row:
     queries: int
     mirror_p50: float
     mirror_p99: float
+    mirror_all_p50: float
     index_p50: float
     index_p99: float
     scan_p50: float
@@ -268,9 +272,13 @@ def scan(hashes: np.ndarray, query: int, radius: int) -> set[int]:
     return {int(h) for h in hashes[popcount(hashes ^ np.uint64(query)) <= radius]}
 
 
+def _rank(match: Match) -> tuple[bool, int, int]:
+    return (not match.confirmed, match.distance, match.phash_distance or 0)
+
+
 async def timed_lookups(
-    lookup: Callable[[int], Awaitable[set[int]]], queries: list[int]
-) -> tuple[Timing, list[set[int]]]:
+    lookup: Callable[[int], Awaitable[list[Match]]], queries: list[int]
+) -> tuple[Timing, list[list[Match]]]:
     timing, results = Timing(), []
     for query in queries:
         start = time.perf_counter()
@@ -302,13 +310,24 @@ async def measure(
             queries = queries_for(population, stored, radius, query_count, held_out, rng)
             truth = [scan(stored, q, radius) for q in queries]
 
-            async def via(store: Store, query: int, radius: int = radius) -> set[int]:
-                matches = await store.lookup(list_name, [_frame(query)], radius=radius)
-                return {m.entry.ahash for m in matches}
+            async def via(
+                store: Store, query: int, limit: int | None, radius: int = radius
+            ) -> list[Match]:
+                return await store.lookup(list_name, [_frame(query)], radius=radius, limit=limit)
 
-            mirror_timing, mirror_found = await timed_lookups(lambda q: via(mirrored, q), queries)
+            mirror_timing, mirror_best = await timed_lookups(lambda q: via(mirrored, q, 1), queries)
+            mirror_all_timing, mirror_all = await timed_lookups(
+                lambda q: via(mirrored, q, None), queries
+            )
             assert list_name in mirrored._mirrors, "the mirror went stale during the run"
-            index_timing, index_found = await timed_lookups(lambda q: via(indexed, q), queries)
+            index_timing, index_best = await timed_lookups(lambda q: via(indexed, q, 1), queries)
+            _, index_all = await timed_lookups(lambda q: via(indexed, q, None), queries)
+            firsts_agree = all(
+                [_rank(m) for m in best] == [_rank(m) for m in every[:1]]
+                for best, every in zip(mirror_best + index_best, mirror_all + index_all)
+            )
+            mirror_found = [{m.entry.ahash for m in ms} for ms in mirror_all]
+            index_found = [{m.entry.ahash for m in ms} for ms in index_all]
             scan_timing = Timing()
             for query in queries:
                 start = time.perf_counter()
@@ -334,11 +353,10 @@ async def measure(
                     break
             found_total = sum(len(t & f) for t, f in zip(truth + truth, mirror_found + index_found))
             true_total = 2 * sum(len(t) for t in truth)
-            exact = all(t == f for t, f in zip(truth + truth, mirror_found + index_found))
-            mirror_candidates = [
-                len(mirror._candidates([q], radius)[0]) if radius < 12 else len(stored)
-                for q in queries
-            ]
+            exact = firsts_agree and all(
+                t == f for t, f in zip(truth + truth, mirror_found + index_found)
+            )
+            mirror_candidates = [len(mirror._candidates([q], radius)[0]) for q in queries]
             index_candidates = []
             for query in queries[: min(len(queries), 50)]:
                 keys = {
@@ -355,6 +373,7 @@ async def measure(
                     queries=len(queries),
                     mirror_p50=mirror_timing.p50,
                     mirror_p99=mirror_timing.p99,
+                    mirror_all_p50=mirror_all_timing.p50,
                     index_p50=index_timing.p50,
                     index_p99=index_timing.p99,
                     scan_p50=scan_timing.p50,
@@ -396,19 +415,20 @@ def _ms(value: float) -> str:
 
 def table(rows: list[Row]) -> str:
     header = (
-        "| N | population | r | guard mirror p50 / p99 ms | guard Redis index p50 / p99 ms "
+        "| N | population | r | guard mirror p50 / p99 ms | all matches p50 ms "
+        "| guard Redis index p50 / p99 ms "
         "| numpy scan p50 ms | fetch all + scan p50 ms | pybktree p50 ms | pybktree / guard "
         "| recall | candidates mirror / index | matches (median) |"
     )
     lines = [
         header,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         ratio = row.bktree_p50 / row.mirror_p50 if row.mirror_p50 else float("nan")
         lines.append(
             f"| {row.size:,} | {row.population} | {row.radius} "
-            f"| {_ms(row.mirror_p50)} / {_ms(row.mirror_p99)} "
+            f"| {_ms(row.mirror_p50)} / {_ms(row.mirror_p99)} | {_ms(row.mirror_all_p50)} "
             f"| {_ms(row.index_p50)} / {_ms(row.index_p99)} | {_ms(row.scan_p50)} "
             f"| {_ms(row.fetch_all_p50)} ({row.fetch_all_queries} q) "
             f"| {_ms(row.bktree_p50)} ({row.bktree_queries} q) | {ratio:,.0f}x "
@@ -500,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                     tree = pybktree.BKTree(lambda a, b: (a ^ b).bit_count(), map(int, stored))
                     bktree_build = time.perf_counter() - start
                     start = time.perf_counter()
-                    Mirror(stored, default_layout(4), 0)
+                    Mirror.of_hashes(stored, default_layout(4))
                     mirror_build = time.perf_counter() - start
                     builds[f"{population} {size}"] = {
                         "store_add_per_s": rate,
