@@ -6,12 +6,17 @@ Data model (DESIGN.md section 3); every key of a list shares the hash tag ``{<li
     guard:{<list>}:b<i>:<value>  SET     aHashes as signed int64 decimals (Redis intsets)
     guard:{<list>}:entries       HASH    aHash (signed decimal) -> JSON list of its entries
     guard:{<list>}:ver           STRING  INCR on every change
+    guard:{<list>}:snap          STRING  17 bytes per entry: aHash, pHash, has-pHash (guard.mirror)
     guard:lists                  SET     list names
 
 Writes go through Lua scripts, so an entry is added or removed with its band members, its
-``entries`` record and the version counter at once: no reader sees half an entry, and an interrupted
-load leaves whole entries only. A lookup is one SUNION over every probed bucket (one round trip per
-list), then one HMGET for the candidates within the radius, if there are any.
+``entries`` record, its snapshot record and the version counter at once: no reader sees half an
+entry, and an interrupted load leaves whole entries only.
+
+A lookup goes through the worker-local mirror of the list when one is loaded (a numpy band index
+of the snapshot at a known version: one MULTI round trip checks the version and fetches the
+records to return), else through the Redis index: one SUNION over every probed bucket (one round
+trip per list), then one HMGET for the candidates within the radius, if there are any.
 """
 
 from __future__ import annotations
@@ -259,7 +264,7 @@ def _entries_from_json(ahash: int, text: bytes | str) -> list[Entry]:
 class MirrorSettings:
     """The worker-local mirror of each list a store looks up (see guard.mirror).
 
-    A worker holds about 32 bytes per distinct aHash at 4 bands (32 MB per million).
+    A worker holds about 41 bytes per entry at 4 bands (41 MB per million).
     Lists with more than ``max_entries`` aHashes stay on the Redis index. After a change, a
     mirror is reloaded in the background at most once per ``retry_seconds``; lookups use the
     Redis index until it is ready.
