@@ -55,6 +55,7 @@ from guard.errors import (
     EvictionUnsafe,
     LowInformationEntry,
     StoreError,
+    StoreInconsistent,
     StoreUnavailable,
     UnknownList,
 )
@@ -589,8 +590,16 @@ class Store:
             for ahash, *_ in queries
             for band, value in meta.layout.probes(ahash, radius)
         }
+        _, _, meta_key = _keys(list_name)
         async with _translated():
-            members = await self._client.sunion(list(probe_keys)) if probe_keys else set()
+            pipe = self._client.pipeline(transaction=False)
+            pipe.exists(meta_key)
+            if probe_keys:
+                pipe.sunion(list(probe_keys))
+            exists, *union = await pipe.execute()
+        if not exists:
+            raise self._vanished(list_name)
+        members = union[0] if union else set()
         near = [
             candidate
             for candidate in map(from_signed, map(int, members))
@@ -619,6 +628,16 @@ class Store:
         if task is None:
             task = self._start_refresh(list_name, meta)
         return await asyncio.shield(task)
+
+    def _vanished(self, list_name: str) -> StoreInconsistent:
+        """A list this store had read is gone (a restart without persistence, FLUSHDB, an
+        eviction): an error, never "no match" (reliability H37)."""
+        self._meta.pop(list_name, None)
+        self._mirrors.pop(list_name, None)
+        return StoreInconsistent(
+            f"list {list_name!r} has vanished from Redis (restarted without persistence, "
+            f"flushed or evicted?): re-load it (guard load ... --list {list_name})"
+        )
 
     def _mirror_for(self, list_name: str, meta: _ListMeta) -> Mirror | None:
         """The list's mirror if one is loaded; else start loading one (at most once per
@@ -689,13 +708,16 @@ class Store:
         """
         chosen = range(len(ranked) if limit is None else min(limit, len(ranked)))
         fields = list(dict.fromkeys(int(mirror.ahashes[ranked.positions[i]]) for i in chosen))
-        entries_key, ver_key, _ = _keys(list_name)
+        entries_key, ver_key, meta_key = _keys(list_name)
         async with _translated():
             pipe = self._client.pipeline(transaction=True)
+            pipe.exists(meta_key)
             pipe.get(ver_key)
             if fields:
                 pipe.hmget(entries_key, [to_signed(h) for h in fields])
-            replies = await pipe.execute()
+            exists, *replies = await pipe.execute()
+        if not exists:
+            raise self._vanished(list_name)
         if int(replies[0] or 0) != mirror.version:
             if self._mirrors.get(list_name) is mirror:
                 del self._mirrors[list_name]

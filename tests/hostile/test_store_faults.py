@@ -411,6 +411,35 @@ def test_server_stopped_and_restarted_without_persistence(redis_tcp: RedisProces
     assert times["stopped fail-closed"] < 1.0 and times["stopped fail-open"] < 1.0
 
 
+@pytest.mark.parametrize("mirror", ["mirror", "redis index"])
+def test_H37_a_list_flushed_while_connected_is_an_error_not_no_match(
+    redis_tcp: RedisProcess, mirror: str
+) -> None:
+    """FLUSHDB (or a lost list) with no connection failure: the very next lookup notices."""
+    guard = make_guard(redis_tcp.url)
+    settings = MirrorSettings(retry_seconds=0) if mirror == "mirror" else None
+    guard._store = Store.from_url(redis_tcp.url, socket_timeout=0.3, mirror=settings)
+    client = redis_tcp.client()
+
+    async def scenario() -> list[bool]:
+        assert (await timed(guard, BLOCKED))[0].status == 403
+        assert (await timed(guard, BLOCKED, "/open"))[0].status == 403
+        store = await guard.store()
+        if mirror == "mirror":
+            assert await store.refresh_mirror("spam") is not None
+        client.flushdb()
+        closed = unavailable((await timed(guard, BLOCKED))[0])
+        opened = unchecked(guard, (await timed(guard, BLOCKED, "/open"))[0])
+        await load_lists(redis_tcp.url)  # the operator re-loads: no restart needed
+        back = (await timed(guard, BLOCKED))[0].status == 403
+        return [closed, opened, back]
+
+    try:
+        assert run(scenario()) == [True, True, True]
+    finally:
+        client.close()
+
+
 def test_H37_a_redis_that_evicts_is_refused_until_fixed(redis_tcp: RedisProcess) -> None:
     guard = make_guard(redis_tcp.url)
     client = redis_tcp.client()
