@@ -349,7 +349,7 @@ class _Responder:
             ) from None
         try:
             with anyio.fail_after(http.decision_timeout):
-                return await self._judge(spool)
+                return await self._judge_while_connected(spool)
         except TimeoutError:
             # Too slow to decide (a slow store, or decoding queued behind other uploads): each
             # list of the route follows its own policy, as when the store is down.
@@ -359,6 +359,40 @@ class _Responder:
             raise StoreUnavailable(
                 f"no decision within decision_timeout={http.decision_timeout:g}s"
             ) from None
+
+    async def _judge_while_connected(self, spool: Spool) -> Decision | Refusal:
+        """:meth:`_judge`, given up as soon as the client disconnects (reliability H05).
+
+        Once the body is complete the server's ``receive`` only ever says ``http.disconnect``,
+        so a watcher can wait on it meanwhile, as Starlette's streaming responses do: a client
+        that left gets neither an answer nor an app call, whatever the lists' policies.
+        """
+        outcome: list[Decision | Refusal] = []
+        failure: list[Exception] = []
+        gone = False
+
+        async def judge() -> None:
+            try:
+                outcome.append(await self._judge(spool))
+            except Exception as error:  # noqa: BLE001 - re-raised below, unwrapped from the group
+                failure.append(error)
+            tasks.cancel_scope.cancel()
+
+        async def watch() -> None:
+            nonlocal gone
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+                tasks.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(judge)
+            tasks.start_soon(watch)
+        if gone:
+            raise ClientDisconnected
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
     async def _judge(self, spool: Spool) -> Decision | Refusal:
         """Find the images, hash them in worker threads and look them up in every list."""

@@ -96,8 +96,11 @@ async def call(
     headers: list[tuple[str, str]] | None = None,
     content_length: bool = True,
     receive: Any = None,
+    linger: float = 10.0,
 ) -> Result:
-    """Drive the middleware with a scripted receive (the body in chunks, then a disconnect)."""
+    """Drive the middleware with a scripted receive: the body in chunks, then, like a real
+    client, nothing until the response is complete (at most ``linger`` seconds), then a
+    disconnect."""
     raw_headers = [(b"content-type", content_type.encode())] if content_type else []
     if content_length:
         raw_headers.append((b"content-length", str(len(body)).encode()))
@@ -115,16 +118,21 @@ async def call(
         for i, p in enumerate(pieces)
     ]
 
+    answered = anyio.Event()
+
     async def scripted() -> dict[str, Any]:
         if script:
             return script.pop(0)
-        await anyio.sleep(0.05)
+        with anyio.move_on_after(linger):
+            await answered.wait()
         return {"type": "http.disconnect"}
 
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            answered.set()
 
     await guard(scope, receive or scripted, send)
     start = next((m for m in sent if m["type"] == "http.response.start"), None)

@@ -259,44 +259,34 @@ class _SlowStore(Store):
 
 
 @pytest.mark.parametrize(
-    ("path", "app_calls"),
+    "path",
     [
-        pytest.param("/upload", 0, id="H05-disconnect-during-decision-fail-closed"),
-        pytest.param("/open", 1, id="H05-disconnect-during-decision-fail-open"),
+        pytest.param("/upload", id="H05-disconnect-during-decision-fail-closed"),
+        pytest.param("/open", id="H05-disconnect-during-decision-fail-open"),
     ],
 )
 def test_H05_disconnect_while_awaiting_the_store(
-    path: str, app_calls: int, loaded: str, no_temp_files: SpoolDir
+    path: str, loaded: str, no_temp_files: SpoolDir
 ) -> None:
-    """The client leaves while guard awaits a store slower than decision_timeout=0.3s.
+    """The client leaves while guard awaits a store slower than decision_timeout=2s.
 
-    guard does not listen for a disconnect while it decides, so the decision deadline bounds the
-    wait. Fail-closed: the 503 goes to a gone client; the server's OSError (uvicorn's
-    ClientDisconnect) is swallowed, nothing escapes. Fail-open: the app is called once with the
-    exact body, its next receive() says http.disconnect, and its own send raises the server's
-    OSError, which guard passes on untouched, as it would reach the app without guard.
+    guard watches the server's receive while it decides: the disconnect ends the decision at
+    once, on fail-closed and fail-open routes alike. Nothing is sent, the app is not called.
     """
     app = Recorder(poll_after_body=True)
     store = _SlowStore.from_url(loaded)
     guard = GuardMiddleware(
-        app, config=make_config(decision_timeout=0.3, spool_memory_bytes=0), store=store
+        app, config=make_config(decision_timeout=2.0, spool_memory_bytes=0), store=store
     )
     body = multipart(("a.jpg", jpeg(UNRELATED)))
     server = Server(script=messages(body), disconnect_after_body=True)
     scope = scope_for([("content-length", str(len(body)))], path=path)
     started = time.monotonic()
-    if app_calls:
-        with pytest.raises(OSError, match="client disconnected"):
-            run(serve(guard, server, scope))
-    else:
-        run(serve(guard, server, scope))
+    run(serve(guard, server, scope))
     elapsed = time.monotonic() - started
     assert server.sent == []  # nothing reached the gone client
-    assert elapsed < 0.9
-    assert app.calls == app_calls
-    if app_calls:
-        assert app.bodies == [body]
-        assert app.after_body == [{"type": "http.disconnect"}]
+    assert elapsed < 1.0  # the disconnect, not the 2 s deadline, ended it
+    assert app.calls == 0
 
 
 # --- H06: a legitimate large upload -------------------------------------------------------------
@@ -410,7 +400,8 @@ def test_H07_receive_after_the_replay_is_the_servers(loaded: str) -> None:
     assert b"".join(m["body"] for m in polls[:replayed]) == body  # the body, once
     assert [m["more_body"] for m in polls[:replayed]] == [True] * (replayed - 1) + [False]
     assert polls[replayed:] == [{"type": "http.disconnect"}]  # then one blocking poll
-    assert server.receives == len(chunks) + 1  # guard's reads, then the app's one poll
+    # guard's reads, its disconnect watcher while it decides (cancelled), the app's one poll
+    assert server.receives == len(chunks) + 2
 
 
 # --- H08: what guard does not check -------------------------------------------------------------
