@@ -23,14 +23,15 @@ from asgi_driver import Recorder, call
 from conftest import run
 from PIL import Image
 
-from guard.config import DEFAULT_HTTP, Config, ListPolicy, Route
+from guard.config import DEFAULT_HTTP, Config, HttpSettings, ListPolicy, Route
 from guard.errors import GuardError, UndecodableImage
 from guard.hashing import HASH_BITS, hash_bytes
 from guard.images import DEFAULT_LIMITS, SUPPORTED_FORMATS, ImageLimits
 from guard.middleware import GuardMiddleware
 from guard.store import Store
+from guard.uploads import PartCounter
 from guard.verdict import refusal_for
-from hostile.conftest import assert_clean
+from hostile.conftest import Server, assert_clean, messages, scope_for, serve
 
 # Decoders warn about the broken inputs (TIFF tags); noise here, never part of a response.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")
@@ -216,3 +217,51 @@ def test_fuzz_finding_gets_422_not_500_from_the_middleware(
     assert result.json() == {"error": "image could not be decoded"}
     assert_clean(result)
     assert recorder.calls == 0
+
+
+# --- multipart: the same body, any chunking, the same answer --------------------------------------
+
+# tools/fuzz.py (multipart target, seed 12): 13 parts under a 257-byte boundary and max_parts=12
+# gave 413 sent whole but 400 ("Boundary length 257 exceeds maximum of 256") split at byte 131.
+# PartCounter lost the head of any window shorter than its delimiter, so with chunks under half a
+# delimiter long it never saw one: the early max_parts refusal (H12) was bypassed by small chunks.
+LONG_BOUNDARY = "a" * 257
+
+
+def many_parts(boundary: str, count: int) -> bytes:
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="f"\r\n\r\nv\r\n'.encode()
+    return b"\r\n" + part * count + f"--{boundary}--\r\n".encode()
+
+
+@pytest.mark.parametrize("boundary", ["guardtestboundary", LONG_BOUNDARY], ids=["short", "257"])
+def test_part_counter_counts_the_same_in_chunks_of_any_size(boundary: str) -> None:
+    body = many_parts(boundary, 20)
+    delimiter = len(boundary) + 4
+    for size in [len(body), *range(1, delimiter + 3)]:
+        counter = PartCounter(boundary.encode(), max_parts=1_000)
+        for start in range(0, len(body), size):
+            counter.feed(body[start : start + size])
+        assert counter.count == 21, f"chunks of {size} bytes"
+
+
+@pytest.mark.parametrize("chunk", [None, 131, 8, 1], ids=["whole", "split-131", "8-byte", "1-byte"])
+def test_too_many_parts_get_413_however_the_body_is_chunked(chunk: int | None) -> None:
+    body = many_parts(LONG_BOUNDARY, 13)  # 14 delimiters with the closing one: over 12 + 1
+    store = Store.from_url("redis://127.0.0.1:9")  # never reached: refused while reading
+    guard = GuardMiddleware(
+        Recorder(),
+        config=Config(
+            routes=(Route(path="/upload", lists=("spam",), methods=frozenset({"POST"})),),
+            http=HttpSettings(max_parts=12),
+        ),
+        store=store,
+    )
+    server = Server(script=messages(body, chunk or len(body)))
+    content_type = f"multipart/form-data; boundary={LONG_BOUNDARY}"
+    result = run(serve(guard, server, scope_for(content_type=content_type)))
+    assert (result.status, result.json()) == (
+        413,
+        {"error": "multipart body has more than max_parts=12 parts"},
+    )
+    assert_clean(result)
+    assert isinstance(guard.app, Recorder) and guard.app.calls == 0
