@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -88,17 +89,20 @@ class Mirror:
         self.has_phash = has_phash.astype(bool, copy=False)
         self.layout = layout
         self.version = version
-        # Per band: positions sorted by band value, and the sorted values, in the narrowest
-        # types (m = 4: 4 + 2 bytes per entry and band).
+        # Per band: the entries' positions sorted by band value, the sorted band values (in the
+        # narrowest type) and the aHashes in that order, so that a probed bucket is a contiguous
+        # run to filter (m = 4: 4 + 2 + 8 bytes per entry and band).
         self._value_type = np.dtype(np.uint16 if layout.width <= 16 else np.uint64)
         position_type = np.int32 if len(self.ahashes) < 2**31 else np.int64
         self._order: list[npt.NDArray[Any]] = []
         self._sorted: list[npt.NDArray[Any]] = []
+        self._sorted_hashes: list[Hashes] = []
         for band_values in band_values_of(self.ahashes, layout):
             narrow = band_values.astype(self._value_type)
             order = np.argsort(narrow, kind="stable").astype(position_type)
             self._order.append(order)
             self._sorted.append(narrow[order])
+            self._sorted_hashes.append(self.ahashes[order])
 
     @classmethod
     def of_hashes(cls, ahashes: Hashes, layout: BandLayout, version: int = 0) -> Mirror:
@@ -129,8 +133,15 @@ class Mirror:
         """Every distinct stored aHash within ``radius`` bits of at least one query (exact)."""
         return [int(h) for h in np.unique(self.ahashes[self._near_positions(queries, radius)])]
 
-    def rank(self, queries: list[tuple[int, int]], radius: int, confirm_radius: int) -> Ranked:
-        """Every entry within ``radius`` aHash bits of a query's aHash, with its best query.
+    def rank(
+        self,
+        queries: list[tuple[int, int]],
+        radius: int,
+        confirm_radius: int,
+        limit: int | None = None,
+    ) -> Ranked:
+        """Every entry within ``radius`` aHash bits of a query's aHash, with its best query,
+        best first (only the first ``limit`` if given).
 
         ``queries`` are (aHash, pHash) pairs (the variants of the uploaded frames). An entry's
         best query confirms it if possible (pHash within ``confirm_radius``; entries without a
@@ -151,14 +162,22 @@ class Mirror:
         score[distance > radius] = np.iinfo(np.int32).max
         best = np.argmin(score, axis=1)
         rows = np.arange(len(positions))
-        order = np.argsort(score[rows, best], kind="stable")
-        rows, best = rows[order], best[order]
+        best_score = score[rows, best]
+        if limit is not None and limit < len(rows):
+            # The best few without sorting them all; ties go to the lowest position, as the
+            # stable sort below would break them.
+            cut = np.partition(best_score, limit - 1)[limit - 1]
+            better = np.flatnonzero(best_score < cut)
+            tied = np.flatnonzero(best_score == cut)[: limit - len(better)]
+            rows = np.concatenate([better, tied])
+        order = rows[np.argsort(best_score[rows], kind="stable")]
+        best = best[order]
         return Ranked(
             positions=positions[order],
             query=best,
-            distance=distance[rows, best],
-            phash_distance=phash_distance[rows, best],
-            confirmed=~unconfirmed[rows, best],
+            distance=distance[order, best],
+            phash_distance=phash_distance[order, best],
+            confirmed=~unconfirmed[order, best],
         )
 
     def _near_positions(self, queries: list[int], radius: int) -> npt.NDArray[np.intp]:
@@ -174,21 +193,25 @@ class Mirror:
             for query in wanted:
                 keep |= popcount(self.ahashes ^ query) <= radius
             return np.flatnonzero(keep)
-        positions, asked_by = self._candidates(queries, radius)
-        close = popcount(self.ahashes[positions] ^ wanted[asked_by]) <= radius
-        return np.unique(positions[close]).astype(np.intp)
+        found = [
+            self._order[band][runs[popcount(self._sorted_hashes[band][runs] ^ asked) <= radius]]
+            for band, runs, asked in self._probed(queries, radius, wanted)
+        ]
+        if not found:
+            return np.empty(0, dtype=np.intp)
+        # A match is found through up to every band: sort and drop repeats (cheaper here than
+        # np.unique's hashing).
+        positions = np.sort(np.concatenate(found))
+        first = np.ones(len(positions), dtype=bool)
+        first[1:] = positions[1:] != positions[:-1]
+        return positions[first].astype(np.intp)
 
-    def _candidates(
-        self, queries: list[int], radius: int
-    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
-        """Positions of the entries in every probed bucket, and which query probed each.
-
-        A superset of the answer, with repeats: deduplicating the few matches afterwards is
-        cheaper than deduplicating every candidate.
-        """
+    def _probed(
+        self, queries: list[int], radius: int, wanted: Hashes
+    ) -> Iterator[tuple[int, npt.NDArray[np.intp], Hashes]]:
+        """Per band: the indices of every probed bucket's entries in that band's sorted order
+        (contiguous runs), and the query (variant) that probed each."""
         own = np.array([self.layout.values(q) for q in queries], dtype=np.uint64)
-        positions: list[npt.NDArray[Any]] = []
-        asked_by: list[npt.NDArray[np.intp]] = []
         for band, rho in enumerate(self.layout.radii(radius)):
             if rho < 0:
                 continue
@@ -201,13 +224,17 @@ class Mirror:
                 continue
             low, sizes = low[hit], sizes[hit]
             # Every index in [low, low + size) of every hit bucket, without a Python loop.
-            starts = np.repeat(low - np.cumsum(sizes) + sizes, sizes)
-            positions.append(self._order[band][starts + np.arange(int(sizes.sum()))])
-            query_of_probe = np.repeat(np.arange(len(queries)), len(masks))
-            asked_by.append(np.repeat(query_of_probe[hit], sizes))
-        if not positions:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.intp)
-        return np.concatenate(positions), np.concatenate(asked_by)
+            runs = np.repeat(low - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
+            if len(queries) == 1:
+                yield band, runs, wanted[0]
+            else:
+                query_of_probe = np.repeat(np.arange(len(queries)), len(masks))
+                yield band, runs, wanted[np.repeat(query_of_probe[hit], sizes)]
+
+    def candidates(self, queries: list[int], radius: int) -> int:
+        """How many entries a lookup examines (probed bucket members, with repeats)."""
+        wanted = np.array(queries, dtype=np.uint64)
+        return sum(len(runs) for _, runs, _ in self._probed(queries, radius, wanted))
 
 
 def band_values_of(hashes: Hashes, layout: BandLayout) -> list[Hashes]:

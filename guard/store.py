@@ -581,7 +581,7 @@ class Store:
         ]
         mirror = self._mirror_for(list_name, meta)
         if mirror is not None:
-            ranked = mirror.rank([(q[0], q[1]) for q in queries], radius, confirm_radius)
+            ranked = mirror.rank([(q[0], q[1]) for q in queries], radius, confirm_radius, limit)
             mirrored = await self._fetch_ranked(list_name, mirror, ranked, queries, limit)
             if mirrored is not None:
                 return mirrored
