@@ -209,12 +209,24 @@ class FrameHash:
 
     def variant(self, transform: Transform) -> tuple[int, int]:
         """(aHash, pHash) of the image after ``transform``, without decoding it again."""
-        coefficients = transform_coefficients(self._coefficients, transform)
-        return permute(self.ahash, transform), phash_of_coefficients(coefficients)
+        if transform == "identity":
+            return self.ahash, self.phash
+        return self.variants()[transform]
 
     def variants(self) -> dict[Transform, tuple[int, int]]:
-        """All 8 dihedral variants, ``"identity"`` first."""
-        return {name: self.variant(name) for name in TRANSFORMS}
+        """All 8 dihedral variants, ``"identity"`` first. Computed once (about 0.3 ms) and
+        kept, so the middleware can compute them in its hashing thread, off the event loop."""
+        cached: dict[Transform, tuple[int, int]] | None = self.__dict__.get("_variants")
+        if cached is None:
+            cached = {
+                name: (
+                    permute(self.ahash, name),
+                    phash_of_coefficients(transform_coefficients(self._coefficients, name)),
+                )
+                for name in TRANSFORMS
+            }
+            object.__setattr__(self, "_variants", cached)  # a cache, not a field: still frozen
+        return cached
 
 
 @dataclass(frozen=True)

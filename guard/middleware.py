@@ -31,7 +31,8 @@ from guard.errors import (
     UnknownList,
     UnsupportedEncoding,
 )
-from guard.hashing import FrameHash, hash_bytes
+from guard.hashing import FrameHash, ImageHashes, hash_bytes
+from guard.images import ImageLimits
 from guard.store import Match, Store
 from guard.uploads import (
     ClientDisconnected,
@@ -414,12 +415,14 @@ class _Responder:
             limiter=self.guard.limiter,
             abandon_on_cancel=True,
         )
+        dihedral = any(self.config.policy(name).dihedral for name in self.route.lists)
         frames: list[FrameHash] = []
         for image in images:
             hashes = await anyio.to_thread.run_sync(
-                hash_bytes,
+                _hash_for_lookup,
                 image,
                 self.config.limits,
+                dihedral,
                 limiter=self.guard.limiter,
                 abandon_on_cancel=True,
             )
@@ -572,6 +575,16 @@ class _Responder:
             match.distance,
             extra={"guard": record},
         )
+
+
+def _hash_for_lookup(data: bytes, limits: ImageLimits, dihedral: bool) -> ImageHashes:
+    """Hash an upload, and its flips and rotations when a list will ask for them: in the
+    worker thread that decoded it, not on the event loop."""
+    hashes = hash_bytes(data, limits)
+    if dihedral:
+        for frame in hashes.frames:
+            frame.variants()
+    return hashes
 
 
 def _lookup(
