@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -404,31 +405,35 @@ class _Responder:
             if self.route.json_fields
             else None
         )
-        images = await anyio.to_thread.run_sync(
-            lambda: find_images(
+        dihedral = any(self.config.policy(name).dihedral for name in self.route.lists)
+        abandoned = threading.Event()
+
+        def find_and_hash() -> tuple[int, list[FrameHash]]:
+            # One worker thread for the whole body (one hop, one limiter slot); a request given
+            # up on (deadline, disconnect) stops before its next image.
+            images = find_images(
                 spool.read_all(),
                 content_type,
                 max_parts=http.max_parts,
                 max_images=http.max_images,
                 json_scan=json_scan,
-            ),
-            limiter=self.guard.limiter,
-            abandon_on_cancel=True,
-        )
-        dihedral = any(self.config.policy(name).dihedral for name in self.route.lists)
-        frames: list[FrameHash] = []
-        for image in images:
-            hashes = await anyio.to_thread.run_sync(
-                _hash_for_lookup,
-                image,
-                self.config.limits,
-                dihedral,
-                limiter=self.guard.limiter,
-                abandon_on_cancel=True,
             )
-            frames += [frame for frame in hashes.frames if not frame.low_information]
+            frames: list[FrameHash] = []
+            for image in images:
+                if abandoned.is_set():
+                    break
+                hashes = _hash_for_lookup(image, self.config.limits, dihedral)
+                frames += [frame for frame in hashes.frames if not frame.low_information]
+            return len(images), frames
+
+        try:
+            image_count, frames = await anyio.to_thread.run_sync(
+                find_and_hash, limiter=self.guard.limiter, abandon_on_cancel=True
+            )
+        finally:
+            abandoned.set()
         if not frames:
-            return Decision("allow", images=len(images))
+            return Decision("allow", images=image_count)
         matches, unchecked = await self._look_up(frames)
         verdict = decide(matches, self.config.policy)
         if verdict.action == "reject" and verdict.match is not None:
@@ -441,7 +446,7 @@ class _Responder:
             match = verdict.match
             return Decision(
                 "flag",
-                len(images),
+                image_count,
                 match.list,
                 match.distance,
                 match.entry.source,
@@ -449,8 +454,8 @@ class _Responder:
             )
         if unchecked:
             self._log_unchecked(unchecked)
-            return Decision("unchecked", len(images), unchecked_lists=tuple(unchecked))
-        return Decision("allow", images=len(images))
+            return Decision("unchecked", image_count, unchecked_lists=tuple(unchecked))
+        return Decision("allow", images=image_count)
 
     def _log_unchecked(self, lists: list[str]) -> None:
         """Count a fail-open pass; log it once per interval with the count (H32)."""
