@@ -356,7 +356,7 @@ async def measure(
             exact = firsts_agree and all(
                 t == f for t, f in zip(truth + truth, mirror_found + index_found)
             )
-            mirror_candidates = [len(mirror._candidates([q], radius)[0]) for q in queries]
+            mirror_candidates = [mirror.candidates([q], radius) for q in queries]
             index_candidates = []
             for query in queries[: min(len(queries), 50)]:
                 keys = {

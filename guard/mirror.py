@@ -9,7 +9,8 @@ confirmation of every candidate happens here, vectorised, however many near-dupl
 holds.
 
 The index is the same multi-index hashing as in Redis (DESIGN.md section 3): per band, the
-positions of the hashes sorted by band value, so a probe is a binary search instead of a set key.
+entries sorted by band value, so a probe is a binary search instead of a set key and a probed
+bucket is a contiguous run of aHashes to filter.
 Exactness is the same pigeonhole argument; the exact popcount filter removes false positives.
 """
 
@@ -128,10 +129,6 @@ class Mirror:
 
     def __len__(self) -> int:
         return len(self.ahashes)
-
-    def near(self, queries: list[int], radius: int) -> list[int]:
-        """Every distinct stored aHash within ``radius`` bits of at least one query (exact)."""
-        return [int(h) for h in np.unique(self.ahashes[self._near_positions(queries, radius)])]
 
     def rank(
         self,

@@ -265,13 +265,13 @@ def _entries_from_json(ahash: int, text: bytes | str) -> list[Entry]:
 class MirrorSettings:
     """The worker-local mirror of each list a store looks up (see guard.mirror).
 
-    A worker holds about 41 bytes per entry at 4 bands (41 MB per million).
+    A worker holds about 73 bytes per entry at 4 bands (73 MB per million).
     Lists with more than ``max_entries`` aHashes stay on the Redis index. After a change, a
     mirror is reloaded in the background at most once per ``retry_seconds``; lookups use the
     Redis index until it is ready.
     """
 
-    max_entries: int = 5_000_000
+    max_entries: int = 2_000_000
     retry_seconds: float = 1.0
 
 
