@@ -495,19 +495,24 @@ async def send_request(
     ]
     if request.ending != "complete":
         script[-1]["more_body"] = True
-    blocked = asyncio.Event()
+    never, answered = asyncio.Event(), asyncio.Event()
 
     async def receive() -> dict[str, Any]:
+        """As a server does: the body, then (complete) nothing until the response is sent."""
         if script:
             return script.pop(0)
         if request.ending == "stall":
-            await blocked.wait()  # never set: guard's body_timeout must end it
+            await never.wait()  # guard's body_timeout must end it
+        elif request.ending == "complete":
+            await answered.wait()  # guard watches receive() for a disconnect while it decides
         return {"type": "http.disconnect"}
 
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            answered.set()
 
     scope = {
         "type": "http",
