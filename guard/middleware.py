@@ -199,10 +199,12 @@ class GuardMiddleware:
             )
             self.report("unavailable", error)
             raise error
+        started = time.monotonic()
         try:
             store = await self.store()
             if not self._store_checked:
                 await self._check_store(store)
+            started = time.monotonic()
             result = await operation(store)
         except StoreUnavailable as error:
             self._store_failed(error)
@@ -211,12 +213,21 @@ class GuardMiddleware:
             self.breaker.success()  # Redis answered (a missing list, a refused command)
             raise
         except BaseException:
-            # Cancelled at the decision deadline (a silent Redis), or a bug: count it as a
-            # failure, so a half-open probe never stays out forever.
-            self._store_failed(StoreUnavailable("Redis did not answer before the deadline"))
+            # Cancelled (the decision deadline, or the client left) or a bug. A Redis that kept
+            # us waiting long counts as a failure, so a half-open probe never stays out forever;
+            # a short wait does not, or clients that disconnect on purpose could open the
+            # breaker for everyone.
+            if time.monotonic() - started >= self._slow_store_seconds:
+                self._store_failed(StoreUnavailable("Redis did not answer before the deadline"))
             raise
         self.breaker.success()
         return result
+
+    @property
+    def _slow_store_seconds(self) -> float:
+        """A cancelled store call that waited this long counts as a failure of the store:
+        half the socket timeout or half the decision timeout, whichever is shorter."""
+        return min(self.config.redis.socket_timeout, self.config.http.decision_timeout) / 2
 
     def _store_failed(self, error: StoreUnavailable) -> None:
         self.counters.store_failures += 1

@@ -547,3 +547,28 @@ def test_H38_guard_load_cut_midway_leaves_whole_entries_and_a_rerun_completes(
 
     run(every_image_found())
     report("guard load cut midway", {"load until cut": t_cut})
+
+
+def test_clients_that_disconnect_during_lookups_do_not_open_the_breaker(
+    redis_tcp: RedisProcess,
+) -> None:
+    """A store call cancelled after a short wait (a client that left) is not a store failure,
+    however many there are (else anyone could open the breaker for everyone); one cancelled
+    after a long wait (a silent Redis at the decision deadline) is."""
+    guard = make_guard(redis_tcp.url, decision_timeout=1.0)  # long wait: >= 0.25 s
+
+    async def lookup_then_wait(store: Store) -> None:
+        await store.version("spam")  # a real round trip
+        await anyio.sleep(10)
+
+    async def scenario() -> tuple[int, int]:
+        for _ in range(3 * FAILURES):
+            with anyio.move_on_after(0.02):
+                await guard.call_store(lookup_then_wait)
+        short = guard.counters.store_failures
+        assert guard.breaker.allow()
+        with anyio.move_on_after(0.3):
+            await guard.call_store(lookup_then_wait)
+        return short, guard.counters.store_failures
+
+    assert run(scenario()) == (0, 1)
