@@ -74,7 +74,7 @@ from guard.hashing import (
     to_hex,
     to_signed,
 )
-from guard.mirror import RECORD_SIZE, Mirror, Ranked, snapshot_record
+from guard.mirror import RECORD_SIZE, Mirror, Ranked, band_values_of, snapshot_record
 
 logger = logging.getLogger("guard")
 
@@ -820,7 +820,7 @@ class Store:
                     counted += 1
         hashes = np.sort(np.frombuffer(fields.tobytes(), dtype=np.int64).view(np.uint64))
         bands = len(meta.layout.bands)
-        expected = _band_values(meta.layout, hashes)
+        expected = np.array(band_values_of(hashes, meta.layout))
         found = np.zeros((bands, len(hashes)), dtype=bool)
         stray = 0
         examples: list[str] = []
@@ -1042,15 +1042,3 @@ class VerifyReport:
         elif self.snapshot_missing or self.snapshot_stray:
             found.append(f"snapshot: {self.snapshot_missing} missing, {self.snapshot_stray} stray")
         return tuple(found)
-
-
-def _band_values(
-    layout: BandLayout, hashes: np.ndarray[Any, np.dtype[np.uint64]]
-) -> np.ndarray[Any, np.dtype[np.uint64]]:
-    """``layout.values`` of many hashes at once: row ``b`` holds band ``b`` of every hash."""
-    out = np.zeros((len(layout.bands), len(hashes)), dtype=np.uint64)
-    for index, band in enumerate(layout.bands):
-        for k, bit in enumerate(band):
-            one = (hashes >> np.uint64(63 - bit)) & np.uint64(1)
-            out[index] |= one << np.uint64(len(band) - 1 - k)
-    return out
