@@ -105,9 +105,13 @@ def test_lookup_equals_brute_force(backend: str, path: str, request: pytest.Fixt
                         counts["queries"] += 1
                         counts["with_matches"] += bool(expected)
                         counts["mirrored"] += name in store._mirrors
+                        if mirror and i == 4:
+                            # A few lookups ran on the stale mirror / while it reloads in the
+                            # background; from here on the rest of this radius uses a fresh one.
+                            assert await store.refresh_mirror(name) is not None
 
     run(body())
     if mirror:  # most lookups really went through the mirror
-        assert counts["mirrored"] > counts["queries"] * 0.8, counts
+        assert counts["mirrored"] > counts["queries"] * 0.9, counts
     assert counts["queries"] == QUERIES_PER_RADIUS * (7 + 13 + 13)
     assert counts["with_matches"] > counts["queries"] // 2  # the oracle is not comparing empty sets
