@@ -63,7 +63,7 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """True if this call may reach the store. In HALF_OPEN only one caller gets True: the
-        probe, which must report back with :meth:`success` or :meth:`failure`."""
+        probe, which must report back with :meth:`success`, :meth:`failure` or :meth:`release`."""
         if self._state == "closed":
             return True
         if self._state == "open" and self._clock() >= self._probe_at:
@@ -86,6 +86,13 @@ class CircuitBreaker:
         elif self._state == "half_open":
             self._open(min(self._current_cooldown * 2, self.max_cooldown))
         # OPEN: a call admitted before the breaker opened failed late; it changes nothing.
+
+    def release(self) -> None:
+        """The call ended without an answer either way (cancelled early: the client left). A
+        half-open probe gives its turn back, so the next call probes; otherwise nothing changes."""
+        if self._state == "half_open":
+            self._state = "open"
+            self._probe_at = self._clock()
 
     def _open(self, cooldown: float) -> None:
         self._state = "open"

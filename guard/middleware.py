@@ -219,6 +219,8 @@ class GuardMiddleware:
             # breaker for everyone.
             if time.monotonic() - started >= self._slow_store_seconds:
                 self._store_failed(StoreUnavailable("Redis did not answer before the deadline"))
+            else:
+                self.breaker.release()
             raise
         self.breaker.success()
         return result

@@ -53,6 +53,23 @@ def test_half_open_lets_exactly_one_probe_through_after_the_cooldown() -> None:
     assert b.state == "closed" and all(b.allow() for _ in range(5))
 
 
+def test_a_released_probe_gives_its_turn_to_the_next_call() -> None:
+    """A probe cancelled early (its client left) proves nothing: the next call probes instead,
+    and the breaker never stays half-open with nobody probing."""
+    clock = Clock()
+    b = breaker(clock)
+    trip(b)
+    clock.now += 1.0
+    assert b.allow() and not b.allow()  # the probe is out
+    b.release()
+    assert b.state == "open" and b.retry_in() == 0.0
+    assert b.allow() and not b.allow()  # the next call is the probe
+    b.success()
+    assert b.state == "closed"
+    b.release()  # in CLOSED: nothing changes
+    assert b.state == "closed" and b.allow()
+
+
 def test_failed_probes_double_the_cooldown_up_to_the_cap() -> None:
     clock = Clock()
     b = breaker(clock)

@@ -572,3 +572,26 @@ def test_clients_that_disconnect_during_lookups_do_not_open_the_breaker(
         return short, guard.counters.store_failures
 
     assert run(scenario()) == (0, 1)
+
+
+def test_a_half_open_probe_whose_client_leaves_does_not_wedge_the_breaker(
+    redis_tcp: RedisProcess,
+) -> None:
+    guard = make_guard(redis_tcp.url, decision_timeout=1.0)
+    load(redis_tcp.url)
+    for _ in range(FAILURES):
+        guard.breaker.failure()
+    assert guard.breaker.state == "open"
+
+    async def slow(store: Store) -> None:
+        await store.version("spam")
+        await anyio.sleep(10)
+
+    async def scenario() -> int | None:
+        await wait_for_probe(guard)
+        with anyio.move_on_after(0.02):  # the probe's client leaves at once
+            await guard.call_store(slow)
+        return (await timed(guard, BLOCKED))[0].status  # the next request probes, and closes it
+
+    assert run(scenario()) == 403
+    assert guard.breaker.state == "closed"
