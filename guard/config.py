@@ -79,6 +79,7 @@ _ALLOWED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "breaker_failures": _ints(1, 1000),
     "breaker_cooldown": _seconds(600),
     "breaker_max_cooldown": _seconds(3600),
+    "mirror_max_entries": _ints(0, 10**9),
     "reject_radius": (f"an integer from 0 to {MAX_RADIUS}", lambda v: 0 <= v <= MAX_RADIUS),
     "flag_radius": (f"an integer from 0 to {MAX_RADIUS}", lambda v: 0 <= v <= MAX_RADIUS),
     "confirm_radius": ("an integer from 0 to 64", lambda v: 0 <= v <= 64),
@@ -157,6 +158,10 @@ class RedisSettings:
     #: False: refuse to use a Redis whose maxmemory-policy may evict guard's keys (allkeys-*);
     #: True: only warn. Eviction silently empties band sets: uploads would pass unchecked.
     allow_eviction: bool = False
+    #: Lists with up to this many entries are copied into each worker process (about 73 bytes an
+    #: entry) and looked up there, with one round trip to check the copy is current; bigger lists,
+    #: and every list when 0, are looked up in Redis's band index (slower on large lists).
+    mirror_max_entries: int = 2_000_000
 
     def __post_init__(self) -> None:
         _check(self)

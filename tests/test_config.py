@@ -35,7 +35,7 @@ TOP_KEYS = "defaults, http, limits, lists, redis, routes"
 POLICY_KEYS = "bands, confirm_radius, dihedral, fail_open, flag_radius, reject_radius"
 REDIS_KEYS = (
     "allow_eviction, breaker_cooldown, breaker_failures, breaker_max_cooldown, "
-    "connect_timeout, embedded_path, socket_timeout, url"
+    "connect_timeout, embedded_path, mirror_max_entries, socket_timeout, url"
 )
 LIMIT_KEYS = "allowed_formats, max_animation_pixels, max_file_bytes, max_frames, max_image_pixels"
 URLS = "a URL starting redis://, rediss:// or unix://"
@@ -173,6 +173,7 @@ GOOD = [
         (2.0, float),
     ),
     ("redis: {connect_timeout: 60}", lambda c: c.redis.connect_timeout, 60.0),
+    ("redis: {mirror_max_entries: 0}", lambda c: c.redis.mirror_max_entries, 0),
     ("redis: {connect_timeout: 0.001}", lambda c: c.redis.connect_timeout, 0.001),
     (
         "defaults: {reject_radius: 0, flag_radius: 0}",
@@ -401,6 +402,10 @@ BAD = [
     (
         "redis: {socket_timeout: 0}",
         "redis.socket_timeout: must be a number of seconds > 0 and <= 60, got 0.0",
+    ),
+    (
+        "redis: {mirror_max_entries: -1}",
+        "redis.mirror_max_entries: must be an integer from 0 to 1000000000, got -1",
     ),
     (
         "redis: {connect_timeout: 60.5}",

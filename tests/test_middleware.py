@@ -5,6 +5,7 @@ The ASGI app is driven directly (scripted ``receive``, recorded ``send``) and th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -502,3 +503,25 @@ def test_lifespan_passes_through_and_shutdown_closes_the_store(loaded: str) -> N
     assert events == ["lifespan.startup", "lifespan.shutdown"]
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert closed == [True]
+
+
+@pytest.mark.parametrize(("setting", "mirrored"), [(2_000_000, True), (0, False)])
+def test_the_mirror_follows_redis_mirror_max_entries(
+    setting: int, mirrored: bool, loaded: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GUARD_REDIS_URL", loaded)
+    config = make_config()
+    config = dataclasses.replace(
+        config, redis=dataclasses.replace(config.redis, mirror_max_entries=setting)
+    )
+    guard = GuardMiddleware(Recorder(), config=config)
+
+    async def body() -> bool:
+        result = await call(guard, multipart(("a.jpg", jpeg(BLOCKED))))
+        assert result.status == 403
+        store = await guard.store()
+        mirror = await store.refresh_mirror("spam")
+        await guard.aclose()
+        return mirror is not None
+
+    assert run(body()) is mirrored
