@@ -256,7 +256,9 @@ def _children(pid: int) -> list[int]:
 
 @pytest.fixture
 def load_process(tmp_path: Path, redis_url: str) -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    folder = _noise_folder(tmp_path, 400, size=(640, 480))
+    # Big enough that two workers need about two seconds (4.3 s on one thread here): at 640x480
+    # an idle CI machine finished the load before the interrupt arrived.
+    folder = _noise_folder(tmp_path, 400, size=(1280, 960))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     process = subprocess.Popen(
         [
@@ -297,7 +299,7 @@ def test_H39_ctrl_c_halfway_exits_130_without_traceback_and_a_rerun_completes(
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.02)
     workers = _children(process.pid)
-    time.sleep(0.3)
+    time.sleep(0.2)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, (out, err)
