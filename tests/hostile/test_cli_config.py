@@ -260,6 +260,10 @@ def load_process(tmp_path: Path, redis_url: str) -> Iterator[tuple[subprocess.Po
     # an idle CI machine finished the load before the interrupt arrived.
     folder = _noise_folder(tmp_path, 400, size=(1280, 960))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    # A test run started in the background (`cmd &`) ignores SIGINT, and a child inherits that:
+    # Python then never installs its Ctrl-C handler. A handler (not "ignore") is reset to the
+    # default at exec, so the load starts with Ctrl-C working.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -278,6 +282,7 @@ def load_process(tmp_path: Path, redis_url: str) -> Iterator[tuple[subprocess.Po
         env=env,
         start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
     )
+    signal.signal(signal.SIGINT, previous)
     try:
         yield process, folder
     finally:
