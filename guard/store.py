@@ -315,6 +315,7 @@ class Store:
         self._mirrors: dict[str, Mirror] = {}
         self._mirror_tried: dict[str, float] = {}  # list -> monotonic time of the last refresh
         self._refreshes: dict[str, asyncio.Task[Mirror | None]] = {}
+        self._snapshot_warned: set[str] = set()  # lists whose snapshot disagrees: said once
         self._add = client.register_script(_ADD_SCRIPT)
         self._remove = client.register_script(_REMOVE_SCRIPT)
         self._create = client.register_script(_CREATE_SCRIPT)
@@ -625,7 +626,7 @@ class Store:
     async def refresh_mirror(self, list_name: str) -> Mirror | None:
         """Load the list's mirror now (lookups otherwise load it in the background on first use).
 
-        None when the mirror is off, the list has more than ``max_entries`` aHashes, or its
+        None when the mirror is off, the list has more than ``max_entries`` entries, or its
         snapshot does not agree with its entries (a list written by an older guard: lookups then
         stay on the Redis index, which is always exact).
         """
@@ -686,6 +687,9 @@ class Store:
             return None  # the lookup that needs Redis reports the failure
         snapshot = snapshot or b""
         if len(snapshot) != RECORD_SIZE * int(size or 0):
+            if list_name in self._snapshot_warned:
+                return None
+            self._snapshot_warned.add(list_name)
             logger.warning(
                 "guard: list %r has %d entries but its snapshot holds %d: lookups use the Redis "
                 "index only (guard lists --verify %s)",

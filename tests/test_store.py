@@ -18,7 +18,7 @@ from PIL import Image
 from guard import hash_bytes
 from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash, phash_of_coefficients, to_signed
-from guard.store import INTSET_ENTRIES, Entry, Match, Store
+from guard.store import INTSET_ENTRIES, Entry, Match, MirrorSettings, Store
 
 StoreFactory = Callable[[], Store]
 
@@ -436,3 +436,19 @@ def test_the_embedded_redis_keeps_big_band_sets_compact(tmp_path: Path) -> None:
             return int(next(iter(reply.values())))
 
     assert run(body()) == INTSET_ENTRIES == 4096
+
+
+def test_a_list_without_a_whole_snapshot_is_reported_once(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body() -> None:
+        async with Store.from_url(redis_url, mirror=MirrorSettings(retry_seconds=0)) as store:
+            await store.add("spam", [Entry(h, 1) for h in HASHES[:10]])
+            client = redis.Redis.from_url(redis_url)
+            client.delete("guard:{spam}:snap")
+            client.close()
+            for _ in range(3):
+                assert await store.refresh_mirror("spam") is None
+
+    run(body())
+    assert caplog.text.count("but its snapshot holds 0") == 1
