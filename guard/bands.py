@@ -10,6 +10,7 @@ pigeonhole principle; the exact distance filter removes the false positives.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,14 @@ class BandLayout:
             raise ValueError(f"radius must be >= 0, got {radius}")
         base, extra = divmod(radius + 1, len(self.bands))
         return tuple(base if i < extra else base - 1 for i in range(len(self.bands)))
+
+    def probe_count(self, radius: int) -> int:
+        """How many (band, value) pairs :meth:`probes` yields for one query, without them."""
+        return sum(
+            math.comb(self.width, k)
+            for rho in self.radii(radius)
+            for k in range(min(rho, self.width) + 1)
+        )
 
     def probes(self, value: int, radius: int) -> Iterator[tuple[int, int]]:
         """Every (band index, band value) to look in so that no hash within ``radius`` is missed."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import re
 import typing
@@ -210,11 +209,7 @@ class ListPolicy:
 @functools.cache
 def probe_count(bands: int, radius: int) -> int:
     """Band keys one lookup probes for one query variant at ``radius`` (DESIGN.md section 3)."""
-    width = 64 // bands
-    return sum(
-        sum(math.comb(width, k) for k in range(min(rho, width) + 1))
-        for rho in default_layout(bands).radii(radius)
-    )
+    return default_layout(bands).probe_count(radius)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ Exactness is the same pigeonhole argument; the exact popcount filter removes fal
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -182,10 +181,7 @@ class Mirror:
         if not len(self.ahashes) or not queries:
             return np.empty(0, dtype=np.intp)
         wanted = np.array(queries, dtype=np.uint64)
-        probe_count = len(queries) * sum(
-            _ball_size(self.layout.width, rho) for rho in self.layout.radii(radius)
-        )
-        if probe_count > _SCAN_RATIO * len(self.ahashes):
+        if len(queries) * self.layout.probe_count(radius) > _SCAN_RATIO * len(self.ahashes):
             keep = np.zeros(len(self.ahashes), dtype=bool)
             for query in wanted:
                 keep |= popcount(self.ahashes ^ query) <= radius
@@ -265,11 +261,6 @@ def _byte_tables(layout: BandLayout) -> list[list[Hashes]]:
             per_byte.append(table)
         tables.append(per_byte)
     return tables
-
-
-def _ball_size(width: int, rho: int) -> int:
-    """How many band values lie within ``rho`` bits of one (the probes of one band)."""
-    return sum(math.comb(width, k) for k in range(min(rho, width) + 1))
 
 
 @lru_cache(maxsize=64)

@@ -88,6 +88,13 @@ def test_probe_counts() -> None:
     assert len(list(layout.probes(0, 4))) == 17 + 3  # one band at radius 1 (1 + 16), three exact
 
 
+@pytest.mark.parametrize("band_count", [2, 4, 8])
+def test_probe_count_counts_what_probes_yields(band_count: int) -> None:
+    layout = default_layout(band_count)
+    for radius in range(7 if band_count == 2 else 13):
+        assert layout.probe_count(radius) == len(list(layout.probes(0x0123456789ABCDEF, radius)))
+
+
 @pytest.mark.parametrize(
     "bands", [((0, 1),), tuple(tuple(range(i, i + 16)) for i in range(0, 64, 16))[:3]]
 )
