@@ -130,8 +130,6 @@ class GuardMiddleware:
         self._reported_at: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._store_checked = False
-        #: Lists found in Redis at a check: if one vanishes later, that is data loss (H37).
-        self._lists_seen: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -260,21 +258,16 @@ class GuardMiddleware:
             try:
                 await store.check_meta(name)
             except UnknownList:
-                if name in self._lists_seen:
-                    # It was there before Redis failed: restarted without persistence, or
-                    # flushed. An empty list is not "no match" (reliability H37).
-                    vanished = StoreInconsistent(
-                        f"list {name!r} has vanished from Redis (restarted without persistence, "
-                        f"flushed or evicted?): re-load it (guard load ... --list {name})"
-                    )
-                    self.report("inconsistent", vanished, level=logging.ERROR)
-                    raise vanished from None
                 continue  # never seen: not loaded yet (warned when a route looks it up)
+            except StoreInconsistent as error:
+                # It was there before Redis failed: restarted without persistence, or flushed.
+                # An empty list is not "no match" (reliability H37).
+                self.report("inconsistent", error, level=logging.ERROR)
+                raise
             except StoreUnavailable:
                 raise
             except StoreError as error:
                 logger.error("guard: %s", error)
-            self._lists_seen.add(name)
         self._store_checked = True
 
     def report(self, kind: str, error: Exception, *, level: int = logging.WARNING) -> None:

@@ -311,6 +311,8 @@ class Store:
         self._client = client
         self._on_close = on_close
         self._meta: dict[str, _ListMeta] = {}
+        #: Lists this store has read: one that disappears is data loss, not "no such list" (H37).
+        self._seen: set[str] = set()
         self._mirror = mirror
         self._mirrors: dict[str, Mirror] = {}
         self._mirror_tried: dict[str, float] = {}  # list -> monotonic time of the last refresh
@@ -425,6 +427,8 @@ class Store:
         async with _translated():
             if create_bands is None:
                 raw = await self._client.hgetall(meta_key)
+                if not raw and list_name in self._seen:
+                    raise self._vanished(list_name)
                 if not raw:
                     raise UnknownList(f"no list named {list_name!r}")
             else:
@@ -453,6 +457,7 @@ class Store:
                 f"{HASH_VERSION}: re-load the list from its images"
             )
         self._meta[list_name] = meta
+        self._seen.add(list_name)
         return meta
 
     # --- writes ------------------------------------------------------------------------------
@@ -529,6 +534,8 @@ class Store:
             if batch:
                 deleted += await self._client.delete(*batch)
         self._meta.pop(list_name, None)
+        self._mirrors.pop(list_name, None)
+        self._seen.discard(list_name)  # gone on purpose
         return deleted
 
     # --- reads -------------------------------------------------------------------------------
@@ -792,7 +799,8 @@ class Store:
 
     async def check_meta(self, list_name: str) -> None:
         """Raise unless the list's metadata is readable and made for this guard's hashes
-        (:class:`UnknownList` if it does not exist, :class:`StoreError` if it is damaged)."""
+        (:class:`UnknownList` if it does not exist, :class:`StoreInconsistent` if it existed
+        when this store last read it, :class:`StoreError` if it is damaged)."""
         self._meta.pop(list_name, None)
         try:
             meta = await self._list_meta(list_name)
