@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import tracemalloc
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,14 @@ from typing import Any
 
 import anyio
 import pytest
-from asgi_driver import MULTIPART, Result
-from test_middleware import loaded  # noqa: F401  (a fixture: the real Redis with lists loaded)
+from asgi_driver import MULTIPART, Recorder, Result
+from test_middleware import (
+    loaded,  # noqa: F401  (a fixture: the real Redis with lists loaded)
+    make_config,
+)
+
+from guard.middleware import GuardMiddleware
+from guard.store import Store
 
 #: A refusal body is a one-line JSON object; anything longer is probably leaking something.
 MAX_REFUSAL_BYTES = 300
@@ -190,3 +197,21 @@ async def serve(guard: Any, server: Server, scope: dict[str, Any]) -> Result:
     """Run one request through ``guard`` against ``server``; the response as a Result."""
     await guard(scope, server.receive, server.send)
     return server.result()
+
+
+async def serve_traced(guard: Any, server: Server, scope: dict[str, Any]) -> tuple[Result, int]:
+    """:func:`serve`, with the peak memory traced while it ran (bytes)."""
+    tracemalloc.start()
+    try:
+        result = await serve(guard, server, scope)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+def unreachable(**http: Any) -> tuple[GuardMiddleware, Recorder]:
+    """A guard whose store is a closed port: for requests decided before any lookup."""
+    app = Recorder()
+    store = Store.from_url("redis://127.0.0.1:9", connect_timeout=0.2)
+    return GuardMiddleware(app, config=make_config(**http), store=store), app

@@ -13,7 +13,6 @@ import gzip
 import tempfile
 import threading
 import time
-import tracemalloc
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -27,17 +26,20 @@ from test_middleware import BLOCKED, UNRELATED, guarded, jpeg, make_config
 
 from guard.middleware import Decision, GuardMiddleware
 from guard.store import Store
-from hostile.conftest import Message, Server, SpoolDir, assert_clean, messages, scope_for, serve
+from hostile.conftest import (
+    Message,
+    Server,
+    SpoolDir,
+    assert_clean,
+    messages,
+    scope_for,
+    serve,
+    serve_traced,
+    unreachable,
+)
 from hostile.conftest import stream as stream_of
 
 MiB = 1024 * 1024
-
-
-def unreachable(**http: Any) -> tuple[GuardMiddleware, Recorder]:
-    """A guard whose store is a closed port: for requests refused before any lookup."""
-    app = Recorder()
-    store = Store.from_url("redis://127.0.0.1:9", connect_timeout=0.2)
-    return GuardMiddleware(app, config=make_config(**http), store=store), app
 
 
 def refuses_reads() -> Server:
@@ -110,12 +112,8 @@ def test_H02_chunked_body_over_limit_stops_reading(no_temp_files: SpoolDir) -> N
     limit, offered, chunk = 2 * MiB, 64 * MiB, 64 * 1024
     guard, app = unreachable(max_body_bytes=limit)
     server = Server(script=stream_of(offered, chunk))
-    tracemalloc.start()
-    try:
-        result = run(serve(guard, server, scope_for(content_type="application/octet-stream")))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    scope = scope_for(content_type="application/octet-stream")
+    result, peak = run(serve_traced(guard, server, scope))
     assert (result.status, result.json()) == (
         413,
         {"error": f"request body is over max_body_bytes={limit}"},

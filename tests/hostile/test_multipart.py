@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import base64
 import time
-import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from asgi_driver import BOUNDARY, MULTIPART, Recorder
+from asgi_driver import BOUNDARY, MULTIPART
 from conftest import LOCAL_PHOTOS, encode, photo, run
-from test_middleware import BLOCKED, UNRELATED, guarded, jpeg, make_config
+from test_middleware import BLOCKED, UNRELATED, guarded, jpeg
 
 import guard.middleware
 from guard.middleware import Decision, GuardMiddleware
-from guard.store import Store
-from hostile.conftest import Message, Server, SpoolDir, assert_clean, messages, scope_for, serve
+from hostile.conftest import (
+    Message,
+    Server,
+    SpoolDir,
+    assert_clean,
+    messages,
+    scope_for,
+    serve,
+    serve_traced,
+    unreachable,
+)
 
 MiB = 1024 * 1024
 B = BOUNDARY.encode()
@@ -44,13 +52,6 @@ def file(name: str, filename: str, data: bytes, content_type: str = "image/jpeg"
         f"Content-Type: {content_type}\r\n".encode(),
         data,
     )
-
-
-def unreachable(**http: Any) -> tuple[GuardMiddleware, Recorder]:
-    """A guard whose store is a closed port: for requests decided before any lookup."""
-    app = Recorder()
-    store = Store.from_url("redis://127.0.0.1:9", connect_timeout=0.2)
-    return GuardMiddleware(app, config=make_config(**http), store=store), app
 
 
 def send(
@@ -217,12 +218,7 @@ def test_H13_enormous_field_refused_at_the_body_limit(no_temp_files: SpoolDir) -
 
     guard, app = unreachable(max_body_bytes=limit)
     server = Server(script=body())
-    tracemalloc.start()
-    try:
-        result = run(serve(guard, server, scope_for()))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    result, peak = run(serve_traced(guard, server, scope_for()))
     assert (result.status, result.json()) == (
         413,
         {"error": f"request body is over max_body_bytes={limit}"},
