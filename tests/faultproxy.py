@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import redis
+from conftest import start_redis
 
 Mode = Literal["pass", "blackhole", "slow", "reset"]
 
@@ -202,34 +203,12 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}"
 
     def start(self) -> RedisProcess:
-        self.process = subprocess.Popen(
-            [
-                self.executable,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.process = start_redis(
+            self.executable,
+            self.folder,
+            ["--port", str(self.port), "--bind", "127.0.0.1"],
+            redis.Redis(port=self.port, socket_timeout=1),
         )
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("the test Redis server did not start") from None
-                time.sleep(0.05)
-        client.close()
         return self
 
     def stop(self, *, kill: bool = False) -> None:
