@@ -1,0 +1,1 @@
+"""Differential tests: guard against the frameworks' own request parsers."""
