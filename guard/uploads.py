@@ -13,13 +13,14 @@ import binascii
 import json
 import re
 import tempfile
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import anyio
-from python_multipart.multipart import MultipartParser, parse_options_header
 
+from guard import multipart
 from guard.errors import BodyTooLarge, MalformedBody, NotAnImage
 from guard.images import sniff_format
 
@@ -28,8 +29,6 @@ Receive = Callable[[], Awaitable[Message]]
 
 #: Size of the chunks replayed to the app and read from the spool (as Starlette and uvicorn use).
 CHUNK_SIZE = 64 * 1024
-# Bytes needed to sniff every format guard knows (a BMP's info header size ends at byte 18).
-_SNIFF_BYTES = 18
 # The part of a data: URL before its base64 payload; the media type in it is not trusted.
 _DATA_URL = re.compile(r"data:[^,]*;base64,", re.IGNORECASE)
 
@@ -133,12 +132,18 @@ class PartCounter:
 
 
 def part_counter(content_type: str, max_parts: int) -> PartCounter | None:
-    """A PartCounter for a multipart body with a boundary; None for anything else."""
-    media_type, options = parse_options_header(content_type)
-    boundary = options.get(b"boundary")
-    if media_type.lower() != b"multipart/form-data" or not boundary:
+    """A PartCounter for a multipart body with a canonical boundary; None for anything else
+    (a body that is not canonical multipart is refused once it is in)."""
+    if _media_type(content_type) != "multipart/form-data":
         return None
-    return PartCounter(boundary, max_parts)
+    try:
+        return PartCounter(multipart.boundary_of(content_type), max_parts)
+    except MalformedBody:
+        return None
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
 
 
 async def read_body(
@@ -198,14 +203,6 @@ class Replay:
         return {"type": "http.request", "body": chunk, "more_body": more}
 
 
-@dataclass
-class _Part:
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    data: bytearray = field(default_factory=bytearray)
-    is_file: bool = False
-    kept: bool = True  # False once the first bytes show a plain field that is not an image
-
-
 @dataclass(frozen=True)
 class JsonScan:
     """Where a route's JSON bodies hold images (``Route.json_fields``) and how much JSON to parse."""
@@ -225,22 +222,25 @@ def find_images(
 ) -> list[bytes]:
     """The images in a request body, judged by their bytes (a CPU job: run it in a worker thread).
 
-    Multipart: every file part (one with a filename) must be an image, and any other part whose
-    bytes sniff as an image is one too; plain text fields are ignored. Raw bodies declared
+    Multipart bodies must be canonical (:mod:`guard.multipart`); every part whose bytes are an
+    image is one, file or field, and a file part must be an image. Raw bodies declared
     ``image/*`` or ``application/octet-stream`` must be images; any other raw body is an image
     when its bytes say so, whatever it is declared as (a JPEG sent as text/plain is still a JPEG).
-    With ``json_scan``, a JSON body's configured fields are base64 images (see
+    A urlencoded form's values are images when their bytes say so (ASCII PPM and XBM survive URL
+    encoding). With ``json_scan``, a JSON body's configured fields are base64 images (see
     :func:`_json_images`); other JSON is not scanned.
     Raises MalformedBody, BodyTooLarge (parts or images over their caps) and NotAnImage (a file
     part, image body or JSON field that is no image).
     """
-    media_type, options = parse_options_header(content_type)
-    media = media_type.decode("latin-1").lower()
+    media = _media_type(content_type)
     if media == "multipart/form-data":
-        boundary = options.get(b"boundary")
-        if not boundary:
-            raise MalformedBody("malformed multipart body: missing boundary")
-        images = _multipart_images(body, boundary, max_parts)
+        images = _multipart_images(body, content_type, max_parts)
+    elif "multipart" in media or "form-data" in media:
+        # multipart/mixed, "multipart/form-data, text/plain"...: parsers disagree on whether
+        # these are forms at all, so none is accepted on a guarded route.
+        raise MalformedBody(
+            f"malformed multipart body: the content type {media[:40]!r} is not multipart/form-data"
+        )
     elif media.startswith("image/") or media == "application/octet-stream":
         # Declared as a file: it must be one guard can identify. A format without magic bytes
         # (TGA) would otherwise reach an app whose decoder guesses (reliability.md H26).
@@ -251,6 +251,8 @@ def find_images(
         images = [body]
     elif sniff_format(body) is not None:
         images = [body]
+    elif media == "application/x-www-form-urlencoded":
+        images = _urlencoded_images(body, max_parts)
     elif json_scan is not None and _is_json(media, body):
         images = _json_images(body, json_scan, max_images)
     else:
@@ -260,12 +262,30 @@ def find_images(
     return images
 
 
+def _urlencoded_images(body: bytes, max_parts: int) -> list[bytes]:
+    """Values of a urlencoded form whose bytes are an image. Split at "&" and at ";" (parsers
+    differ on ";"), so every value any parser reads is looked at."""
+    images = []
+    for count, pair in enumerate(re.split(rb"[&;]", body)):
+        if count >= max_parts:
+            raise BodyTooLarge(f"form body has more than max_parts={max_parts} fields")
+        value = urllib.parse.unquote_to_bytes(pair.partition(b"=")[2].replace(b"+", b" "))
+        if sniff_format(value) is not None:
+            images.append(value)
+    return images
+
+
 def _is_json(media: str, body: bytes) -> bool:
     # Apps often parse JSON whatever it is declared as (Starlette's request.json() does not look
-    # at the type), so a body that starts like JSON is scanned as JSON too.
-    return (
-        media == "application/json" or media.endswith("+json") or body.lstrip()[:1] in (b"{", b"[")
-    )
+    # at the type), so a body that starts like JSON is scanned as JSON too. json.loads reads
+    # UTF-8 with or without a BOM, UTF-16 and UTF-32 alike, and so must this test.
+    if media == "application/json" or media.endswith("+json"):
+        return True
+    try:
+        text = body[:64].decode(json.detect_encoding(body), "ignore")
+    except LookupError:
+        return False
+    return text.lstrip("\ufeff \t\r\n")[:1] in ("{", "[")
 
 
 def _json_images(body: bytes, scan: JsonScan, max_images: int) -> list[bytes]:
@@ -358,87 +378,17 @@ def _decode_image(value: Any, path: str) -> bytes:
     return data
 
 
-def _multipart_images(body: bytes, boundary: bytes, max_parts: int) -> list[bytes]:
-    parts: list[_Part] = []
-    header_name = bytearray()
-    header_value = bytearray()
+def _multipart_images(body: bytes, content_type: str, max_parts: int) -> list[bytes]:
+    """The images among a form's parts: every part whose bytes are an image, file or field.
 
-    def on_part_begin() -> None:
-        if len(parts) >= max_parts:
-            raise BodyTooLarge(f"multipart body has more than max_parts={max_parts} parts")
-        parts.append(_Part())
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        part = parts[-1]
-        if not part.kept:
-            return
-        part.data += data[start:end]
-        if (
-            not part.is_file
-            and len(part.data) >= _SNIFF_BYTES
-            and sniff_format(bytes(part.data)) is None
-        ):
-            part.kept, part.data = False, bytearray()  # a text field: not ours to keep
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        header_name.extend(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        header_value.extend(data[start:end])
-
-    def on_header_end() -> None:
-        parts[-1].headers.append((bytes(header_name).lower(), bytes(header_value)))
-        header_name.clear()
-        header_value.clear()
-
-    def on_headers_finished() -> None:
-        part = parts[-1]
-        for name, value in part.headers:
-            if name == b"content-transfer-encoding":
-                # RFC 7578 deprecates it, and parsers disagree on decoding it (reliability.md H16).
-                raise MalformedBody(
-                    "malformed multipart body: Content-Transfer-Encoding is not accepted"
-                )
-            if name == b"content-disposition":
-                _, options = parse_options_header(value)
-                part.is_file = b"filename" in options or b"filename*" in options
-            if name == b"content-type" and value.strip().lower().startswith(b"image/"):
-                part.is_file = True
-
-    ended: list[bool] = []
-
-    def on_end() -> None:
-        ended.append(True)
-
-    callbacks = {
-        "on_end": on_end,
-        "on_part_begin": on_part_begin,
-        "on_part_data": on_part_data,
-        "on_header_field": on_header_field,
-        "on_header_value": on_header_value,
-        "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished,
-    }
-    try:
-        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
-        for start in range(0, len(body), CHUNK_SIZE):
-            parser.write(body[start : start + CHUNK_SIZE])
-        parser.finalize()
-        if not ended:
-            raise MalformedBody("malformed multipart body: it ends before its closing boundary")
-    except (BodyTooLarge, MalformedBody):
-        raise
-    except Exception as error:  # python-multipart raises several types for broken framing
-        raise MalformedBody(f"malformed multipart body: {error}") from error
+    A file part (one with a filename, or declared image/*) must be an image or empty (a form's
+    file input with no file chosen); a plain field that is no image is ignored.
+    """
     images = []
-    for part in parts:
-        data = bytes(part.data)
-        if part.is_file:
-            if sniff_format(data) is None:
-                raise NotAnImage(
-                    "not an image: a file part's bytes are no image format guard accepts"
-                )
-            images.append(data)
-        elif part.kept and sniff_format(data) is not None:
-            images.append(data)
+    for part in multipart.parse(body, multipart.boundary_of(content_type), max_parts=max_parts):
+        declared_image = (part.content_type or "").strip().lower().startswith("image/")
+        if sniff_format(part.data) is not None:
+            images.append(part.data)
+        elif (part.filename is not None or declared_image) and part.data:
+            raise NotAnImage("not an image: a file part's bytes are no image format guard accepts")
     return images

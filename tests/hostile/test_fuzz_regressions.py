@@ -244,9 +244,28 @@ def test_part_counter_counts_the_same_in_chunks_of_any_size(boundary: str) -> No
         assert counter.count == 21, f"chunks of {size} bytes"
 
 
+# The longest boundary guard accepts (guard.multipart: 1 to 70 characters).
+LONGEST_BOUNDARY = "a" * 70
+
+
 @pytest.mark.parametrize("chunk", [None, 131, 8, 1], ids=["whole", "split-131", "8-byte", "1-byte"])
-def test_too_many_parts_get_413_however_the_body_is_chunked(chunk: int | None) -> None:
-    body = many_parts(LONG_BOUNDARY, 13)  # 14 delimiters with the closing one: over 12 + 1
+@pytest.mark.parametrize(
+    ("boundary", "status", "error"),
+    [
+        (LONGEST_BOUNDARY, 413, "multipart body has more than max_parts=12 parts"),
+        (
+            LONG_BOUNDARY,
+            400,
+            "malformed multipart body: the boundary must be 1 to 70 characters from "
+            "A-Z a-z 0-9 ' ( ) + _ , - . / : = ?",
+        ),
+    ],
+    ids=["70", "257"],
+)
+def test_too_many_parts_get_the_same_answer_however_the_body_is_chunked(
+    chunk: int | None, boundary: str, status: int, error: str
+) -> None:
+    body = many_parts(boundary, 13)  # 14 delimiters with the closing one: over 12 + 1
     store = Store.from_url("redis://127.0.0.1:9")  # never reached: refused while reading
     guard = GuardMiddleware(
         Recorder(),
@@ -257,12 +276,9 @@ def test_too_many_parts_get_413_however_the_body_is_chunked(chunk: int | None) -
         store=store,
     )
     server = Server(script=messages(body, chunk or len(body)))
-    content_type = f"multipart/form-data; boundary={LONG_BOUNDARY}"
+    content_type = f"multipart/form-data; boundary={boundary}"
     result = run(serve(guard, server, scope_for(content_type=content_type)))
-    assert (result.status, result.json()) == (
-        413,
-        {"error": "multipart body has more than max_parts=12 parts"},
-    )
+    assert (result.status, result.json()) == (status, {"error": error})
     assert_clean(result)
     assert isinstance(guard.app, Recorder) and guard.app.calls == 0
 
