@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -224,6 +225,62 @@ def test_H20_json_declared_as_text_is_still_scanned(loaded: str, no_temp_files: 
     body = json.dumps({"avatar": b64(small(BLOCKED))}).encode()
     result, recorder = send_json(loaded, body, "text/plain")
     expect(result, recorder, body, 403, REJECTED)
+
+
+@pytest.mark.parametrize(
+    "encode_text",
+    [
+        pytest.param(lambda t: b"\xef\xbb\xbf" + t.encode(), id="utf-8-BOM"),
+        pytest.param(lambda t: t.encode("utf-16"), id="utf-16-BOM"),
+        pytest.param(lambda t: t.encode("utf-16-le"), id="utf-16-le"),
+        pytest.param(lambda t: t.encode("utf-16-be"), id="utf-16-be"),
+        pytest.param(lambda t: t.encode("utf-32"), id="utf-32-BOM"),
+        pytest.param(lambda t: t.encode("utf-32-le"), id="utf-32-le"),
+        pytest.param(lambda t: ("\n  " + t).encode(), id="utf-8-leading-space"),
+    ],
+)
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", ""])
+def test_json_in_any_encoding_json_loads_reads_is_scanned(
+    encode_text: Any, content_type: str, loaded: str, no_temp_files: object
+) -> None:
+    """Starlette's request.json() and Django's json.loads(request.body) read UTF-8 with a BOM,
+    UTF-16 and UTF-32 (json.loads detects them): guard reads the same JSON, so the blocked
+    image inside is found whatever the declared type."""
+    text = json.dumps({"avatar": b64(small(BLOCKED))})
+    body = encode_text(text)
+    assert json.loads(body) == json.loads(text)  # what the app would read
+    result, recorder = send_json(loaded, body, content_type)
+    expect(result, recorder, body, 403, REJECTED)
+
+
+def test_blocked_image_in_a_urlencoded_value_is_rejected(
+    loaded: str, no_temp_files: object
+) -> None:
+    """A urlencoded form's value whose bytes are an image is one, however it is split."""
+    image = urllib.parse.quote_from_bytes(small(BLOCKED, "PNG")).encode()
+    for body in (b"a=1&avatar=" + image, b"a=1;avatar=" + image, b"avatar=" + image + b"&b=2"):
+        result, recorder = send(
+            loaded, body, "application/x-www-form-urlencoded", JSON_ROUTE, path="/profile"
+        )
+        expect(result, recorder, body, 403, REJECTED)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/mixed; boundary=abc",
+        "multipart/form-data, text/plain; boundary=abc",
+        "multipart/related; boundary=abc",
+    ],
+)
+def test_other_multipart_types_are_refused(
+    content_type: str, loaded: str, no_temp_files: object
+) -> None:
+    """Parsers disagree on whether these are forms: none is accepted on a guarded route."""
+    body = b'--abc\r\nContent-Disposition: form-data; name="a"\r\n\r\nx\r\n--abc--\r\n'
+    result, recorder = send_json(loaded, body, content_type)
+    assert result.status == 400 and "is not multipart/form-data" in result.json()["error"]
+    assert recorder.calls == 0
 
 
 @pytest.mark.parametrize(
