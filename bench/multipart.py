@@ -56,7 +56,7 @@ def form_body(image: bytes) -> bytes:
         return b"--" + b + b"\r\n" + head.encode() + b"\r\n" + data + b"\r\n"
 
     return (
-        part('name="title"', "A photo of my cat".encode())
+        part('name="title"', b"A photo of my cat")
         + part('name="tags"', b"cat,sofa,afternoon")
         + part('name="file"; filename="IMG_0001.jpg"', image, "image/jpeg")
         + b"--"
@@ -106,7 +106,7 @@ METHODS: dict[str, Callable[[bytes], list[bytes]]] = {
 
 
 def photo_bytes(photos: Path, size: tuple[int, int]) -> bytes:
-    source = sorted(photos.glob("*.jpg"))[0] if photos.exists() else None
+    source = min(photos.glob("*.jpg"), default=None) if photos.exists() else None
     if source is None:
         # No photo set: a synthetic gradient photo of the same size (compresses better).
         image = Image.linear_gradient("L").convert("RGB").resize(size)
