@@ -14,10 +14,11 @@ import json
 import os
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, unquote_to_bytes
 
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
@@ -44,8 +45,9 @@ _SECONDS = "a number of seconds > 0 and <= 60"
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _TOKEN_RULE = "use 1 or more characters from A-Z a-z 0-9 ! # $ % & ' * + - . ^ _ ` | ~"
 #: "?" and "#" are never in an ASGI path; a "?" is likelier a glob meant than a literal.
-_ROUTE_PATH = re.compile(r"/[^?#\s]*")
-_PATH_RULE = 'a path starting with "/", without "?", "#" or whitespace'
+#: Control characters are refused too: the shadowing check (Config.route_problems) uses two.
+_ROUTE_PATH = re.compile(r"/[^?#\s\x00-\x1f\x7f]*")
+_PATH_RULE = 'a path starting with "/", without "?", "#", whitespace or control characters'
 _LIST_NAMES = "a non-empty list of list names"
 #: A JSON field path: dotted keys, "[]" after a key for every item of the array it holds.
 _JSON_FIELD = re.compile(r"[A-Za-z0-9_$-]+(\[\])?(\.[A-Za-z0-9_$-]+(\[\])?)*")
@@ -188,6 +190,10 @@ class ListPolicy:
     #: When the store cannot answer: False, the request gets the ``unavailable`` status; True, the
     #: app is called and the verdict is "unchecked".
     fail_open: bool = False
+    #: True: a route's list that is missing from the store or empty stops start-up with an error,
+    #: and a lookup that finds it missing later follows ``fail_open`` as if the store were down.
+    #: False: start-up only warns, and a missing list matches nothing (warned once).
+    required: bool = True
 
     def __post_init__(self) -> None:
         _check(self)
@@ -273,22 +279,175 @@ class HttpSettings:
 DEFAULT_HTTP = HttpSettings()
 
 
+# --- route matching ------------------------------------------------------------------------------
+#
+# A route names the path the app routes, and guard must check every request the app would route
+# there. Frameworks disagree (measured with uvicorn 0.55 in front of each): Litestar collapses
+# "//", ignores a trailing slash and decodes "%2F" again; Quart (Werkzeug) merges "//", routes an
+# absolute-form target "http://host/upload" and reads "%2F" from raw_path; Starlette redirects
+# "/upload/" and "/upload%2F" to "/upload"; Django upper-cases the method and Quart takes "post"
+# as it comes. None of them folds case or reads "\" as "/". So a request is matched under every
+# plausible reading of its path (request_paths) and its method is compared upper-cased: checking
+# a request the app would not route to the view costs a lookup; missing one it would is a hole.
+
+#: Methods whose requests carry no body in practice: a route of only these checks no upload.
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
+#: An absolute-form target ("http://host/upload") or a network-path one ("//host/upload").
+_AUTHORITY = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/]*")
+
+
+def _segments(path: str, *, pattern: bool = False) -> list[str]:
+    """The path's segments with empty and "." ones dropped and ".." applied (RFC 3986 5.2.4,
+    after collapsing "//"); never above the root. In a pattern, ".." may not undo a glob."""
+    kept: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment != "..":
+            kept.append(segment)
+        elif kept:
+            if pattern and "*" in kept[-1]:
+                raise ValueError(f'path may not use ".." after a segment with * or **, got {path}')
+            kept.pop()
+    return kept
+
+
+def normalize_path(path: str) -> str:
+    """``path`` with repeated slashes collapsed, dot segments resolved and no trailing slash
+    ("/" stays "/"): "//a/./b/../c/" is "/a/c". Linear in the length of the path."""
+    return "/" + "/".join(_segments(path))
+
+
+def request_paths(path: str, raw_path: bytes | None = None, root_path: str = "") -> tuple[str, ...]:
+    """Every path an app may route this request by (a route matches if it matches any).
+
+    From the ASGI ``path`` (decoded once by the server) and ``raw_path`` (as sent): each of
+    ``path``, ``path`` decoded again, ``raw_path`` undecoded, decoded once and twice (UTF-8;
+    "%2F" becomes "/"); each as given and, for an absolute-form target, its path alone; each
+    as is and normalised (:func:`normalize_path`), the normalised one also with a trailing "/".
+    When ``root_path`` (the mount point: uvicorn's --root-path, a Starlette Mount) starts one
+    of these at a segment boundary, the rest is a reading too: routes are relative to the app.
+    At most a few dozen readings, each linear in the length of the path.
+    """
+    sources = [path, unquote(path)]
+    if raw_path is not None:
+        once = unquote_to_bytes(raw_path.split(b"?", 1)[0]).decode("utf-8", "replace")
+        sources += [raw_path.decode("latin-1"), once, unquote(once)]
+    readings: dict[str, None] = {}
+    for source in dict.fromkeys(sources):
+        authority = _AUTHORITY.match(source)
+        forms = [source] if authority is None else [source, source[authority.end() :] or "/"]
+        for form in forms:
+            normal = normalize_path(form)
+            readings.update(
+                dict.fromkeys((form, normal, normal + "/" if normal != "/" else normal))
+            )
+    roots = {root_path.rstrip("/"), normalize_path(root_path)} - {"", "/"} if root_path else set()
+    for root in roots:
+        for reading in list(readings):
+            if reading.startswith(root) and reading[len(root) : len(root) + 1] in ("", "/"):
+                readings[reading[len(root) :] or "/"] = None
+    return tuple(readings)
+
+
+@dataclass(frozen=True)
+class _Glob:
+    """A route path split for matching: "*" any run without "/", "**" any run (both may be
+    empty). Matched segment by segment with leftmost searches, so the time is linear in the
+    request path whatever the pattern (a regex backtracks on "/*a*a*a*" against "/aaaa...")."""
+
+    #: Without "**": every segment. With it: the segments before the one holding "**", that
+    #: segment's text before "**" (``left``) and after it (``right``), and the segments after.
+    head: tuple[str, ...]
+    double: bool = False
+    left: str = ""
+    right: str = ""
+    tail: tuple[str, ...] = ()
+
+    def match(self, path: str) -> bool:
+        segments = path.split("/")
+        if not self.double:
+            return len(segments) == len(self.head) and all(
+                _segment_match(glob, text) for glob, text in zip(self.head, segments)
+            )
+        first, last = len(self.head), len(segments) - len(self.tail) - 1
+        if last < first:
+            return False
+        if not all(_segment_match(glob, text) for glob, text in zip(self.head, segments)):
+            return False
+        if not all(_segment_match(g, t) for g, t in zip(self.tail, segments[last + 1 :])):
+            return False
+        end = _prefix_end(self.left, segments[first])
+        from_end = _prefix_end(self.right[::-1], segments[last][::-1])
+        if end is None or from_end is None:
+            return False
+        return last > first or end <= len(segments[last]) - from_end
+
+
 @functools.cache
-def _glob(pattern: str) -> re.Pattern[str]:
-    """A route path as a regex: "**" any run of characters, "*" any run without "/" (both may be
-    empty). DOTALL: a decoded path can hold a newline (%0A), and "**" must match across it."""
-    parts = re.split(r"(\*\*|\*)", pattern)
-    regex = "".join(".*" if p == "**" else "[^/]*" if p == "*" else re.escape(p) for p in parts)
-    return re.compile(regex, re.DOTALL)
+def _compile(pattern: str) -> _Glob:
+    if "**" not in pattern:
+        return _Glob(tuple(pattern.split("/")))
+    before, after = pattern.split("**", 1)
+    *head, left = before.split("/")
+    right, *tail = after.split("/")
+    return _Glob(tuple(head), True, left, right, tuple(tail))
+
+
+def _segment_match(glob: str, text: str) -> bool:
+    """``glob`` ("*" any run) matches all of ``text``; neither holds a "/"."""
+    if "*" not in glob:
+        return glob == text
+    first, *middle, last = glob.split("*")
+    if len(text) < len(first) + len(last) or not text.startswith(first):
+        return False
+    if not text.endswith(last):
+        return False
+    at, end = len(first), len(text) - len(last)
+    for chunk in middle:
+        found = text.find(chunk, at, end)
+        if found < 0:
+            return False
+        at = found + len(chunk)
+    return True
+
+
+def _prefix_end(glob: str, text: str) -> int | None:
+    """Where the shortest start of ``text`` that ``glob`` matches ends (None: none does)."""
+    first, *rest = glob.split("*")
+    if not text.startswith(first):
+        return None
+    at = len(first)
+    for chunk in rest:
+        found = text.find(chunk, at)
+        if found < 0:
+            return None
+        at = found + len(chunk)
+    return at
+
+
+def _covers(earlier: str, later: str) -> bool:
+    """True if every path the glob ``later`` matches, ``earlier`` matches too (a sufficient
+    test: it may miss an odd case, never claims a false one). ``later``'s wildcards become
+    marker characters no route path holds; ``earlier``'s "*" may absorb a "*" marker, only its
+    "**" a "**" one."""
+    parts = re.split(r"(\*\*|\*)", earlier)
+    regex = "".join(".*" if p == "**" else "[^/\x01]*" if p == "*" else re.escape(p) for p in parts)
+    marked = "".join(
+        "\x01" if p == "**" else "\x00" if p == "*" else p for p in re.split(r"(\*\*|\*)", later)
+    )
+    return re.fullmatch(regex, marked, re.DOTALL) is not None
 
 
 @dataclass(frozen=True)
 class Route:
     """Requests to check: a method and a path, and the lists their images are looked up in.
 
-    ``path`` is exact ("/upload" does not match "/upload/") or a glob where "*" matches any run
-    of characters except "/" and "**" any run including "/". Methods are compared upper-case,
-    as ASGI servers give them; they may be given in any case and are upper-cased.
+    ``path`` is relative to where the app is mounted, and is normalised as requests are
+    (:func:`normalize_path`: "/upload/" and "//upload" mean "/upload"). It is exact, or a glob
+    where "*" matches any run of characters except "/" and "**" (at most one) any run including
+    "/". Case counts. A request matches if its method, upper-cased, is one of ``methods`` (given
+    in any case, kept upper-case) and any of its :func:`request_paths` matches ``path``.
     """
 
     path: str
@@ -332,11 +491,21 @@ class Route:
         object.__setattr__(self, "json_fields", tuple(self.json_fields))
         object.__setattr__(self, "lists", lists)
         object.__setattr__(self, "methods", frozenset(m.upper() for m in self.methods))
-        _glob(self.path)
+        object.__setattr__(self, "path", "/" + "/".join(_segments(self.path, pattern=True)))
 
-    def matches(self, method: str, path: str) -> bool:
-        """True if a request with this (upper-case) method and ASGI path is checked here."""
-        return method in self.methods and _glob(self.path).fullmatch(path) is not None
+    def matches(
+        self, method: str, path: str, *, raw_path: bytes | None = None, root_path: str = ""
+    ) -> bool:
+        """True if a request with this method and ASGI ``path`` (``raw_path``, ``root_path``:
+        the scope's) is checked here."""
+        return method.upper() in self.methods and self.matches_path(
+            request_paths(path, raw_path, root_path)
+        )
+
+    def matches_path(self, readings: Iterable[str]) -> bool:
+        """True if ``path`` matches any of ``readings`` (from :func:`request_paths`)."""
+        glob = _compile(self.path)
+        return any(glob.match(reading) for reading in readings)
 
 
 DEFAULT_REDIS = RedisSettings()
@@ -373,9 +542,46 @@ class Config:
         """The policy of ``list_name``: its own if the config names it, else ``defaults``."""
         return self.lists.get(list_name, self.defaults)
 
-    def route_for(self, method: str, path: str) -> Route | None:
-        """The first route, in file order, that checks this request; None if none does."""
-        return next((route for route in self.routes if route.matches(method, path)), None)
+    def route_for(
+        self, method: str, path: str, *, raw_path: bytes | None = None, root_path: str = ""
+    ) -> Route | None:
+        """The first route, in file order, that checks this request; None if none does.
+
+        ``path``, ``raw_path`` and ``root_path`` are the ASGI scope's (see :class:`Route`). The
+        method is checked first: a request no route's methods name costs no path work.
+        """
+        method = method.upper()
+        candidates = [route for route in self.routes if method in route.methods]
+        if not candidates:
+            return None
+        readings = request_paths(path, raw_path, root_path)
+        return next((route for route in candidates if route.matches_path(readings)), None)
+
+    def route_problems(self) -> tuple[str, ...]:
+        """Routes that check nothing, as warnings to log at start-up: a route whose methods
+        carry no body, and a route every request of which an earlier route takes (first match
+        wins; the test is sufficient, not complete: an odd shadowing may go unreported)."""
+        problems = []
+        for index, route in enumerate(self.routes):
+            name = f"routes[{index}] ({route.path})"
+            if route.methods <= BODYLESS_METHODS:
+                problems.append(
+                    f"{name} has only methods that carry no body "
+                    f"({', '.join(sorted(route.methods))}): it checks no upload"
+                )
+            shadows = [
+                (earlier, other)
+                for earlier, other in enumerate(self.routes[:index])
+                if other.methods & route.methods and _covers(other.path, route.path)
+            ]
+            covered = frozenset().union(*(other.methods for _, other in shadows))
+            if shadows and route.methods <= covered:
+                earlier = ", ".join(f"routes[{i}] ({other.path})" for i, other in shadows)
+                problems.append(
+                    f"{name} is never used: {earlier} come{'s' if len(shadows) == 1 else ''} "
+                    "first and take every request it matches (the first matching route wins)"
+                )
+        return tuple(problems)
 
 
 DEFAULT_CONFIG = Config()
