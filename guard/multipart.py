@@ -169,7 +169,7 @@ def _part(body: bytes, start: int, stop: int) -> Part:
             raise _malformed(f"a part has two {header} headers")
         headers[header] = value
     if "content-transfer-encoding" in headers:
-        # RFC 7578 deprecates it, and parsers disagree on decoding it (reliability.md H16).
+        # RFC 7578 deprecates it, and parsers disagree on decoding it (hostile case H16).
         raise _malformed("Content-Transfer-Encoding is not accepted")
     disposition = headers.get("content-disposition")
     if disposition is None:
