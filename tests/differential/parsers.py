@@ -495,7 +495,60 @@ def check(adapter: Adapter, body: bytes, content_type: str | None, view: GuardVi
 def describe(data: bytes) -> str:
     """A short label for a value: its Pillow format and size, else its first bytes."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data))
+        with image:
             return f"{image.format} {image.size[0]}x{image.size[1]} ({len(data)} bytes)"
     except Exception:  # noqa: BLE001
         return repr(data[:24])
+
+
+# --- the summary -------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """Bodies x parsers: how many guard refused or accepted, and which bodies broke the invariant."""
+
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    violations: dict[str, list[str]] = field(default_factory=dict)
+    crashes: list[str] = field(default_factory=list)
+
+    def add(self, case_id: str, outcome: Outcome) -> None:
+        row = self.rows.setdefault(
+            outcome.parser,
+            {"bodies": 0, "refused": 0, "accepted": 0, "framework refused": 0, "violations": 0},
+        )
+        row["bodies"] += 1
+        if outcome.guard.refused is not None:
+            row["refused"] += 1
+            if outcome.guard.refused.startswith("CRASH") and case_id not in self.crashes:
+                self.crashes.append(case_id)
+        else:
+            row["accepted"] += 1
+            if outcome.parsed.refused is not None:
+                row["framework refused"] += 1
+        if outcome.violated:
+            row["violations"] += 1
+            self.violations.setdefault(outcome.parser, []).append(case_id)
+
+    @property
+    def total_violations(self) -> int:
+        return sum(row["violations"] for row in self.rows.values())
+
+    def table(self, *, ids: bool = True) -> str:
+        columns = ["parser   ", "bodies", "refused by guard", "accepted by guard"]
+        columns += ["of which framework refused form", "violations"]
+        lines = [" | ".join(columns), " | ".join("-" * len(c) for c in columns)]
+        for parser, row in self.rows.items():
+            cells = [row["bodies"], row["refused"], row["accepted"]]
+            cells += [row["framework refused"], row["violations"]]
+            numbers = [str(c).rjust(len(h)) for c, h in zip(cells, columns[1:])]
+            lines.append(" | ".join([parser.ljust(len(columns[0])), *numbers]))
+        if self.crashes:
+            lines.append(f"guard crashed (500) on {len(self.crashes)}: {', '.join(self.crashes)}")
+        if ids:
+            for parser, case_ids in self.violations.items():
+                lines.append(f"{parser} violations ({len(case_ids)}): {', '.join(case_ids)}")
+        return "\n".join(lines)
