@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -73,6 +74,9 @@ class StoreCounters:
     store_failures: int = 0
     #: Store calls the open circuit breaker refused at once, without touching Redis.
     short_circuits: int = 0
+    #: Lookups that found a required list missing from the store (each then followed the list's
+    #: fail_open, as when the store is down).
+    missing_lists: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,29 +134,117 @@ class GuardMiddleware:
         self._reported_at: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._store_checked = False
+        self._started = False  # the start-up checks have run (or are running)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._closing_on_shutdown(send))
+            await self.app(scope, receive, self._lifespan_send(send))
             return
+        if not self._started:
+            await self.startup()  # a server or an app without lifespan: on the first request
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = self.config.route_for(scope["method"], scope["path"])
+        route = self.config.route_for(
+            scope["method"],
+            scope["path"],
+            raw_path=scope.get("raw_path"),
+            root_path=scope.get("root_path", ""),
+        )
         if route is None:
             await self.app(scope, receive, send)
             return
         await _Responder(self, route, scope, receive, send).run()
 
-    def _closing_on_shutdown(self, send: Send) -> Send:
-        """Close the store when the server shuts down (the embedded Redis saves and stops then)."""
+    def _lifespan_send(self, send: Send) -> Send:
+        """Check the lists once the app has started (it may load them in its own start-up), and
+        close the store when the server shuts down (the embedded Redis saves and stops then)."""
 
-        async def closing_send(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                failure = await self.startup()
+                if failure is not None:
+                    await self.aclose()  # no shutdown follows a failed start-up
+                    message = {"type": "lifespan.startup.failed", "message": failure}
+            elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await self.aclose()
             await send(message)
 
-        return closing_send
+        return lifespan_send
+
+    async def startup(self) -> str | None:
+        """Start-up checks; the message start-up fails with, or None when it may go on.
+
+        Run at lifespan start-up, or on the first request for a server or app without lifespan
+        (Django's ASGI handler), within ``http.decision_timeout``. Routes that check nothing
+        are warned about. Each list a route names must be in the store and hold entries: if a
+        ``required`` list (the default) is not, the error names it, its routes and the store;
+        if an optional one is not, a warning. A store that cannot answer is logged and does
+        not stop start-up: requests then follow each list's ``fail_open``.
+        """
+        self._started = True
+        for problem in self.config.route_problems():
+            logger.warning("guard: %s", problem)
+        routes: dict[str, list[Route]] = {}
+        for route in self.config.routes:
+            for name in route.lists:
+                routes.setdefault(name, []).append(route)
+        if not routes:
+            return None
+        try:
+            with anyio.fail_after(self.config.http.decision_timeout):
+                problems = await self._list_problems(await self.store(), list(routes))
+        except (StoreError, TimeoutError) as error:
+            reason = str(error) or "no answer within http.decision_timeout"
+            logger.error(
+                "guard: start-up: cannot check the lists in %s (%s): until it answers, each "
+                "request follows its lists' fail_open",
+                self.store_location,
+                reason,
+            )
+            return None
+        failures = []
+        for name, problem in problems.items():
+            used = ", ".join(f"{'|'.join(sorted(r.methods))} {r.path}" for r in routes[name])
+            text = f"list {name!r} (route {used}) {problem}"
+            if self.config.policy(name).required:
+                failures.append(
+                    f"{text}: load it (guard load <images> --list {name}) before serving, or "
+                    f"set lists.{name}.required: false to serve without it"
+                )
+                logger.error("guard: start-up: %s", failures[-1])
+            else:
+                logger.warning("guard: start-up: %s (not required: it matches nothing)", text)
+        return "guard: " + "; ".join(failures) if failures else None
+
+    async def _list_problems(self, store: Store, names: list[str]) -> dict[str, str]:
+        """What is wrong with each list that is missing, empty or unusable."""
+        sizes = {info.name: info.entries for info in await store.lists()}
+        problems = {}
+        for name in names:
+            try:
+                await store.check_meta(name)
+            except UnknownList:
+                problems[name] = f"is not in the store ({store.location})"
+                continue
+            except StoreUnavailable:
+                raise
+            except StoreError as error:
+                problems[name] = f"cannot be used ({error}; store {store.location})"
+                continue
+            if sizes.get(name) == 0:
+                problems[name] = f"is empty in the store ({store.location})"
+        return problems
+
+    @property
+    def store_location(self) -> str:
+        """Where the store is, for messages (a URL without its password, or a file)."""
+        if self._store is not None:
+            return self._store.location
+        url = resolve_redis_url(self.config)
+        if url:
+            return re.sub(r"//[^/@]*@", "//", url)
+        return f"the embedded Redis at {os.path.abspath(self.config.redis.embedded_path)}"
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -289,6 +381,17 @@ class GuardMiddleware:
             self.counters,
             extra={"guard": {"action": f"store {kind}", "suppressed": more}},
         )
+
+    def missing_list(self, list_name: str, route: str, policy: ListPolicy) -> None:
+        """A lookup found a required list missing: count it and report it as an error."""
+        self.counters.missing_lists += 1
+        follows = "unchecked (fail_open)" if policy.fail_open else "refused as unavailable"
+        error = UnknownList(
+            f"route {route} checks list {list_name!r}, which is not in the store "
+            f"({self.store_location}): its uploads are {follows} until it is loaded "
+            f"(guard load <images> --list {list_name})"
+        )
+        self.report(f"missing list {list_name}", error, level=logging.ERROR)
 
     def warn_missing_list(self, list_name: str, route: str) -> None:
         """A route names a list the store does not have (not loaded yet, or a typo): say so once."""
@@ -524,8 +627,9 @@ class _Responder:
     async def _look_up(self, frames: list[FrameHash]) -> tuple[list[Match], list[str]]:
         """Matches from every list of the route (within the caller's decision deadline).
 
-        A list whose store is unavailable is "unchecked" if its policy fails open; otherwise the
-        whole request is refused as unavailable (fail-closed, the default).
+        A list whose store is unavailable, or a required list missing from it, is "unchecked"
+        if its policy fails open; otherwise the whole request is refused as unavailable
+        (fail-closed, the default). A missing list that is not required matches nothing.
         """
         matches: list[Match] = []
         unchecked: list[str] = []
@@ -534,7 +638,13 @@ class _Responder:
             try:
                 matches += await self.guard.call_store(_lookup(name, frames, policy))
             except UnknownList:
-                self.guard.warn_missing_list(name, self.route.path)
+                if not policy.required:
+                    self.guard.warn_missing_list(name, self.route.path)
+                    continue
+                self.guard.missing_list(name, self.route.path, policy)
+                if not policy.fail_open:
+                    raise
+                unchecked.append(name)
             except StoreError:
                 if not policy.fail_open:
                     raise

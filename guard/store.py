@@ -310,6 +310,7 @@ class Store:
     ) -> None:
         self._client = client
         self._on_close = on_close
+        self._location: str | None = None  # set by embedded(): the file, not its private socket
         self._meta: dict[str, _ListMeta] = {}
         #: Lists this store has read: one that disappears is data loss, not "no such list" (H37).
         self._seen: set[str] = set()
@@ -372,7 +373,23 @@ class Store:
         async def stop() -> None:
             await asyncio.to_thread(_stop_embedded, server)
 
-        return cls(client, on_close=stop, mirror=mirror)
+        store = cls(client, on_close=stop, mirror=mirror)
+        store._location = f"the embedded Redis at {Path(path).resolve()}"
+        return store
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages: the server's address (never a password), or the
+        embedded Redis's file."""
+        if self._location is not None:
+            return self._location
+        pool = self._client.connection_pool
+        settings = pool.connection_kwargs
+        if "path" in settings:
+            return f"unix://{settings['path']}?db={settings.get('db', 0)}"
+        scheme = "rediss" if "SSL" in pool.connection_class.__name__ else "redis"
+        host, port = settings.get("host", "localhost"), settings.get("port", 6379)
+        return f"{scheme}://{host}:{port}/{settings.get('db', 0)}"
 
     async def close(self) -> None:
         for task in self._refreshes.values():

@@ -448,10 +448,32 @@ def test_a_silent_store_gets_a_decision_within_the_deadline(
         )
 
 
-def test_a_route_naming_a_missing_list_allows_and_warns_once(
+def test_a_route_naming_a_missing_required_list_is_refused_as_unavailable(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A list never loaded (or a typo) must not pass every upload: 503, counted, an error."""
     guard, app = guarded(redis_url)  # an empty server: the list `spam` does not exist yet
+
+    async def twice() -> list[Result]:
+        return [await call(guard, multipart(("a.jpg", jpeg(UNRELATED)))) for _ in range(2)]
+
+    with caplog.at_level(logging.WARNING, logger="guard"):
+        results = run(twice())
+    assert [(r.status, r.json(), r.headers["retry-after"]) for r in results] == 2 * [
+        (503, {"error": "blocklist store unavailable"}, "5")
+    ]
+    assert app.calls == 0 and guard.counters.missing_lists == 2
+    errors = [r for r in caplog.records if "store missing list spam" in r.getMessage()]
+    assert len(errors) == 1 and errors[0].levelno == logging.ERROR  # the second is throttled
+
+
+def test_a_route_naming_a_missing_optional_list_allows_and_warns_once(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config()
+    config = dataclasses.replace(config, lists={**config.lists, "spam": ListPolicy(required=False)})
+    app = Recorder()
+    guard = GuardMiddleware(app, config=config, store=Store.from_url(redis_url))
 
     async def twice() -> list[int | None]:
         return [(await call(guard, multipart(("a.jpg", jpeg(UNRELATED))))).status for _ in range(2)]
@@ -460,7 +482,7 @@ def test_a_route_naming_a_missing_list_allows_and_warns_once(
         assert run(twice()) == [200, 200]
     warnings = [r for r in caplog.records if "does not exist" in r.getMessage()]
     assert len(warnings) == 1 and "'spam'" in warnings[0].getMessage()
-    assert app.calls == 2
+    assert app.calls == 2 and guard.counters.missing_lists == 0
 
 
 def test_lifespan_passes_through_and_shutdown_closes_the_store(loaded: str) -> None:
@@ -489,7 +511,11 @@ def test_lifespan_passes_through_and_shutdown_closes_the_store(loaded: str) -> N
         await original_close()
 
     store.close = close  # type: ignore[method-assign]
-    guard = GuardMiddleware(app, config=make_config(), store=store)
+    config = make_config()  # `loaded` has no list `open`: not required here
+    config = dataclasses.replace(
+        config, lists={**config.lists, "open": ListPolicy(fail_open=True, required=False)}
+    )
+    guard = GuardMiddleware(app, config=config, store=store)
     messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
     sent: list[dict[str, Any]] = []
 
