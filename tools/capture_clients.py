@@ -681,7 +681,7 @@ def verdict(stem: str) -> str:
 
     record = json.loads((CORPUS / f"{stem}.json").read_text(encoding="utf-8"))
     if not record["expressible"]:
-        return "not expressible"
+        return f"not expressible ({record['note']})"
     body = (CORPUS / f"{stem}.body").read_bytes()
     try:
         images = find_images(body, record["content_type"], max_parts=64, max_images=16)
@@ -707,7 +707,7 @@ def table() -> str:
                 cells.append("not captured")
                 continue
             result = verdict(stem)
-            if result.startswith(("REFUSED", "WRONG")):
+            if result.startswith(("REFUSED", "WRONG", "not expressible")):
                 refusals.append(f"- {stem}: {result}")
                 result = result.split(" (")[0]
             cells.append(result)
