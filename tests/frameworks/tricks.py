@@ -1,0 +1,460 @@
+"""The requests of the end-to-end suite: a blocked image hidden by one trick each (issue 11).
+
+Every trick is sent as exact bytes over a socket (http.client would normalise the request line,
+headers and framing). ``payloads`` are the image bytes the app must never receive.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCKED_FILE = ROOT / "blocklists" / "spam" / "win-cash.jpg"
+CLEAN_FILE = ROOT / "examples" / "images" / "unrelated.jpg"
+CRLF = b"\r\n"
+
+#: The trick classes of issue 11, in table order.
+CLASSES = {
+    "canon": "canonical blocked upload (multipart, raw, JSON)",
+    "a": "framing: delimiters without CRLF, parts after the close, body opening with the close",
+    "b": "two boundaries: boundary*=, repeated, spaces around =, backslash escapes",
+    "c": "a file guard might call a field: filename*=, escaped quote, two C-D, bad UTF-8",
+    "d": "formats guard did not recognise: file part, text field, raw text/plain or untyped",
+    "e": "animation with the blocked picture on a late, long frame",
+    "f": "routes: trailing slash, //, %2F, absolute-form, lower-case method, Mount, root_path",
+    "g": "JSON with a BOM, UTF-16, UTF-32 on a json_fields route",
+}
+
+
+@dataclass(frozen=True)
+class Trick:
+    cls: str
+    name: str
+    path: str
+    body: bytes
+    content_type: bytes | None = None
+    method: bytes = b"POST"
+    #: The request target; "{port}" is replaced (absolute-form). Default: ``path``.
+    target: str | None = None
+    #: Which server gets it: the framework's own (None) or another one ("starlette-root").
+    server: str | None = None
+    payloads: tuple[bytes, ...] = field(default=(), repr=False)
+
+    def request(self, port: int) -> bytes:
+        target = (self.target or self.path).replace("{port}", str(port)).encode()
+        lines = [self.method + b" " + target + b" HTTP/1.1", f"Host: 127.0.0.1:{port}".encode()]
+        if self.content_type is not None:
+            lines.append(b"Content-Type: " + self.content_type)
+        lines += [f"Content-Length: {len(self.body)}".encode(), b"Connection: close"]
+        return CRLF.join(lines) + CRLF + CRLF + self.body
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+def blocked() -> bytes:
+    return BLOCKED_FILE.read_bytes()
+
+
+def clean() -> bytes:
+    return CLEAN_FILE.read_bytes()
+
+
+def _small() -> Image.Image:
+    # Small enough that a text field holding it stays under every framework's field-size limit
+    # (Quart 500 kB, Starlette 1 MiB): a refusal by the framework would prove nothing.
+    with Image.open(BLOCKED_FILE) as image:
+        return image.convert("RGB").resize((160, 100), Image.Resampling.LANCZOS)
+
+
+def _save(image: Image.Image, image_format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def _ppm_ascii(image: Image.Image) -> bytes:
+    width, height = image.size
+    samples = image.tobytes()
+    rows = [" ".join(map(str, samples[y * width * 3 : (y + 1) * width * 3])) for y in range(height)]
+    return f"P3\n{width} {height}\n255\n".encode() + "\n".join(rows).encode() + b"\n"
+
+
+@cache
+def other_formats() -> dict[str, bytes]:
+    """The blocked picture in formats Pillow reads that the first release did not sniff."""
+    image = _small()
+    formats = {
+        "PPM": _save(image, "PPM"),
+        "PPM-ascii": _ppm_ascii(image),
+        "PGM": _save(image.convert("L"), "PPM"),
+        "PCX": _save(image, "PCX"),
+        "TGA": _save(image, "TGA"),
+        "TIFF": _save(image, "TIFF"),
+        "SGI": _save(image, "SGI"),
+        "ICO": _save(image, "ICO", sizes=[(160, 100)]),
+        "QOI": _save(image, "QOI"),
+        "JPEG2000": _save(image, "JPEG2000"),
+        "DDS": _save(image, "DDS"),
+    }
+    for name, data in formats.items():
+        with Image.open(io.BytesIO(data)) as opened:  # each is an image Pillow opens
+            assert opened.size[0] > 0, name
+    return formats
+
+
+def _frames(count: int, late: int) -> tuple[list[Image.Image], list[int]]:
+    """``count`` distinct frames of an unrelated photo, the blocked picture at ``late``, which
+    is shown for a minute while the others flash by."""
+    with Image.open(CLEAN_FILE) as photo:
+        base = photo.convert("RGB").resize((160, 100))
+    frames = [base.point(lambda v, i=i: min(255, v + 3 * i)) for i in range(count)]
+    frames[late] = _small()
+    durations = [20] * count
+    durations[late] = 60_000
+    return frames, durations
+
+
+def _unsampled_late_frame(count: int, sampled: int = 8) -> int:
+    """A late frame that the first release's evenly spread sample of ``sampled`` frames skips."""
+    picks = {round(i * (count - 1) / (sampled - 1)) for i in range(sampled)}
+    return max(i for i in range(count) if i not in picks)
+
+
+@cache
+def animations() -> dict[str, bytes]:
+    count = 30
+    late = _unsampled_late_frame(count)
+    frames, durations = _frames(count, late)
+    options = {"save_all": True, "append_images": frames[1:], "duration": durations, "loop": 0}
+    return {
+        "GIF": _save(frames[0], "GIF", **options),
+        "APNG": _save(frames[0], "PNG", **options),
+        "WEBP": _save(frames[0], "WEBP", lossless=True, **options),
+    }
+
+
+# --- multipart ---------------------------------------------------------------------------------
+
+
+def part(
+    disposition: bytes, data: bytes, content_type: bytes | None = None, *extra: bytes
+) -> bytes:
+    headers = [b"Content-Disposition: " + disposition]
+    if content_type is not None:
+        headers.append(b"Content-Type: " + content_type)
+    return CRLF.join([*headers, *extra]) + CRLF + CRLF + data
+
+
+def file_part(data: bytes, name: bytes = b"file", filename: bytes = b"x.jpg") -> bytes:
+    return part(
+        b'form-data; name="' + name + b'"; filename="' + filename + b'"', data, b"image/jpeg"
+    )
+
+
+def field_part(data: bytes, name: bytes = b"comment") -> bytes:
+    return part(b'form-data; name="' + name + b'"', data)
+
+
+def form(boundary: bytes, *parts: bytes) -> bytes:
+    body = b"".join(b"--" + boundary + CRLF + p + CRLF for p in parts)
+    return body + b"--" + boundary + b"--" + CRLF
+
+
+def multipart_type(boundary_params: bytes) -> bytes:
+    return b"multipart/form-data; " + boundary_params
+
+
+B = b"----guardE2Eaaaa1111"
+A2 = b"----guardE2Ebbbb2222"
+
+
+def _multipart(cls: str, name: str, body: bytes, params: bytes, image: bytes, path: str) -> Trick:
+    return Trick(cls, name, path, body, multipart_type(params), payloads=(image,))
+
+
+def framing(image: bytes, path: str) -> list[Trick]:
+    tricks = []
+    for label, before in (("none", b""), ("LF", b"\n"), ("CR", b"\r")):
+        smuggled = b"hello" + before + b"--" + B + CRLF + file_part(image)
+        body = b"--" + B + CRLF + field_part(smuggled) + CRLF + b"--" + B + b"--" + CRLF
+        tricks.append(
+            _multipart(
+                "a", f"delimiter after {label} in a field", body, b"boundary=" + B, image, path
+            )
+        )
+    after = form(B, field_part(b"hello")) + b"--" + B + CRLF + file_part(image) + CRLF
+    after += b"--" + B + b"--" + CRLF
+    tricks.append(_multipart("a", "part after the close", after, b"boundary=" + B, image, path))
+    opening = b"--" + B + b"--" + CRLF + form(B, file_part(image))
+    tricks.append(
+        _multipart("a", "body opens with the close", opening, b"boundary=" + B, image, path)
+    )
+    return tricks
+
+
+def _polyglot(first: bytes, second: bytes, image: bytes, image_under_second: bool) -> bytes:
+    """A body valid under either boundary: one sees a harmless field (the other part is its
+    preamble or epilogue), the other the image."""
+    harmless, loaded = field_part(b"harmless"), file_part(image)
+    if image_under_second:
+        return form(first, harmless) + form(second, loaded)
+    return form(second, harmless) + form(first, loaded)
+
+
+def two_boundaries(image: bytes, path: str) -> list[Trick]:
+    escaped_raw, escaped_unquoted = b"----guard\\E2E", b"----guardE2E"
+    quote_raw, quote_unquoted = b'----guard\\"E2E', b'----guard"E2E'
+    cases = [
+        ("boundary= then boundary*=", b"boundary=" + B + b"; boundary*=" + A2, B, A2),
+        ("boundary*= then boundary=", b"boundary*=" + A2 + b"; boundary=" + B, B, A2),
+        ("repeated boundary", b"boundary=" + B + b"; boundary=" + A2, B, A2),
+        ("spaces around =", b"boundary =" + B + b"; boundary=" + A2, B, A2),
+        ("backslash in quotes", b'boundary="' + escaped_raw + b'"', escaped_raw, escaped_unquoted),
+        ('escaped " in quotes', b'boundary="' + quote_raw + b'"', quote_raw, quote_unquoted),
+    ]
+    tricks = [
+        _multipart(
+            "b", "space before = only", form(B, file_part(image)), b"boundary = " + B, image, path
+        )
+    ]
+    for name, params, first, second in cases:
+        for under_second in (False, True):
+            which = "second" if under_second else "first"
+            body = _polyglot(first, second, image, under_second)
+            tricks.append(
+                _multipart("b", f"{name}, image under the {which}", body, params, image, path)
+            )
+    return tricks
+
+
+def field_or_file(image: bytes, label: str, path: str) -> list[Trick]:
+    cases = [
+        (
+            "filename*= only",
+            [b"Content-Disposition: form-data; name=\"file\"; filename*=UTF-8''x.jpg"],
+        ),
+        (
+            "escaped quote in name",
+            [b'Content-Disposition: form-data; name="a\\"; filename=\\"x.jpg"'],
+        ),
+        (
+            "escaped quote in filename",
+            [b'Content-Disposition: form-data; name="file"; filename="x\\".jpg"'],
+        ),
+        (
+            "two C-D, field first",
+            [
+                b'Content-Disposition: form-data; name="comment"',
+                b'Content-Disposition: form-data; name="file"; filename="x.jpg"',
+            ],
+        ),
+        (
+            "two C-D, file first",
+            [
+                b'Content-Disposition: form-data; name="file"; filename="x.jpg"',
+                b'Content-Disposition: form-data; name="comment"',
+            ],
+        ),
+        (
+            "bad UTF-8 in filename",
+            [b'Content-Disposition: form-data; name="file"; filename="\xff\xfe.jpg"'],
+        ),
+        (
+            "bad UTF-8 in name",
+            [b'Content-Disposition: form-data; name="\xff\xfe"; filename="x.jpg"'],
+        ),
+    ]
+    tricks = []
+    for name, headers in cases:
+        body = form(B, CRLF.join(headers) + CRLF + CRLF + image)
+        tricks.append(_multipart("c", f"{name} ({label})", body, b"boundary=" + B, image, path))
+    return tricks
+
+
+def formats(multipart_paths: list[str], field_name: bytes) -> list[Trick]:
+    tricks = []
+    for label, data in other_formats().items():
+        for path in multipart_paths:
+            suffix = "" if path == "/upload" else f" {path}"
+            body = form(B, file_part(data, filename=b"x.bin"))
+            tricks.append(
+                _multipart("d", f"{label} file part{suffix}", body, b"boundary=" + B, data, path)
+            )
+            body = form(B, field_part(data, name=field_name))
+            tricks.append(
+                _multipart("d", f"{label} text field{suffix}", body, b"boundary=" + B, data, path)
+            )
+        for content_type in (b"text/plain", None):
+            kind = "untyped" if content_type is None else "text/plain"
+            tricks.append(
+                Trick("d", f"{label} raw {kind}", "/raw", data, content_type, payloads=(data,))
+            )
+    return tricks
+
+
+def animated(multipart_paths: list[str]) -> list[Trick]:
+    tricks = []
+    for label, data in animations().items():
+        for path in multipart_paths:
+            body = form(B, file_part(data, filename=b"x.gif"))
+            suffix = "" if path == "/upload" else f" {path}"
+            tricks.append(
+                _multipart("e", f"{label} file part{suffix}", body, b"boundary=" + B, data, path)
+            )
+        tricks.append(
+            Trick("e", f"{label} raw image/*", "/raw", data, b"image/gif", payloads=(data,))
+        )
+        tricks.append(Trick("e", f"{label} raw untyped", "/raw", data, None, payloads=(data,)))
+    return tricks
+
+
+def routes(image: bytes, path: str = "/upload") -> list[Trick]:
+    body = form(B, file_part(image))
+    content_type = multipart_type(b"boundary=" + B)
+    targets = [
+        ("trailing slash", f"{path}/"),
+        ("double slash", f"/{path}"),
+        ("encoded slash", f"{path}%2F"),
+        ("encoded slash, upper", f"{path}%2f"),
+        ("dot segment", f"/.{path}"),
+        ("query string", f"{path}?x=1"),
+        ("absolute-form", f"http://127.0.0.1:{{port}}{path}"),
+    ]
+    tricks = [
+        Trick("f", name, path, body, content_type, target=target, payloads=(image,))
+        for name, target in targets
+    ]
+    tricks.append(
+        Trick("f", "lower-case method", path, body, content_type, method=b"post", payloads=(image,))
+    )
+    return tricks
+
+
+def canonical(image: bytes) -> list[Trick]:
+    return [
+        Trick(
+            "canon",
+            "file part",
+            "/upload",
+            form(B, file_part(image)),
+            multipart_type(b"boundary=" + B),
+            payloads=(image,),
+        ),
+        Trick("canon", "raw image/jpeg", "/raw", image, b"image/jpeg", payloads=(image,)),
+        Trick("canon", "JSON", "/json", json_body(image), b"application/json", payloads=(image,)),
+    ]
+
+
+def json_body(image: bytes) -> bytes:
+    return json.dumps({"image": base64.b64encode(image).decode()}).encode()
+
+
+def json_encodings(image: bytes) -> list[Trick]:
+    text = json_body(image).decode()
+    bodies = {
+        "UTF-8 BOM": b"\xef\xbb\xbf" + text.encode(),
+        "UTF-16-LE BOM": text.encode("utf-16"),  # Python writes the BOM, little-endian
+        "UTF-16-BE BOM": b"\xfe\xff" + text.encode("utf-16-be"),
+        "UTF-16-LE no BOM": text.encode("utf-16-le"),
+        "UTF-16-BE no BOM": text.encode("utf-16-be"),
+        "UTF-32-LE no BOM": text.encode("utf-32-le"),
+    }
+    tricks = []
+    for name, body in bodies.items():
+        tricks.append(
+            Trick(
+                "g",
+                f"{name} application/json",
+                "/json",
+                body,
+                b"application/json",
+                payloads=(image,),
+            )
+        )
+    tricks.append(
+        Trick("g", "UTF-8 BOM untyped", "/json", bodies["UTF-8 BOM"], None, payloads=(image,))
+    )
+    tricks.append(
+        Trick(
+            "g",
+            "UTF-16-LE BOM text/plain",
+            "/json",
+            bodies["UTF-16-LE BOM"],
+            b"text/plain",
+            payloads=(image,),
+        )
+    )
+    return tricks
+
+
+def for_framework(framework: str) -> list[Trick]:
+    """Every trick, aimed at this framework's example (its multipart routes and field name)."""
+    image = blocked()
+    # FastAPI's `file: UploadFile` refuses a plain field (422); `bytes = File()` takes either.
+    paths = ["/upload", "/upload-bytes"] if framework == "fastapi" else ["/upload"]
+    tricks = canonical(image)
+    for path in paths:
+        ppm = other_formats()["PPM"]
+        these = framing(image, path) + two_boundaries(image, path)
+        these += field_or_file(image, "JPEG", path) + field_or_file(ppm, "PPM", path)
+        these += routes(image, path)
+        if path != "/upload":
+            these = [replace(trick, name=f"{trick.name} {path}") for trick in these]
+        tricks += these
+    tricks += formats(paths, b"file")
+    tricks += animated(paths)
+    tricks += json_encodings(image)
+    if framework == "starlette":
+        tricks += mounted(image)
+    names = [(trick.cls, trick.name) for trick in tricks]
+    assert len(names) == len(set(names)), "trick names must be unique"
+    return tricks
+
+
+def mounted(image: bytes) -> list[Trick]:
+    """Starlette: guard inside ``Mount("/api", ...)`` with a config naming /upload, and the app
+    served with ``--root-path /prefix``."""
+    body = form(B, file_part(image))
+    content_type = multipart_type(b"boundary=" + B)
+    tricks = [Trick("f", "Mount /api/upload", "/api/upload", body, content_type, payloads=(image,))]
+    tricks += [
+        Trick("f", "Mount /api/raw", "/api/raw", image, b"image/jpeg", payloads=(image,)),
+        Trick(
+            "f",
+            "Mount /api/json",
+            "/api/json",
+            json_body(image),
+            b"application/json",
+            payloads=(image,),
+        ),
+        Trick(
+            "f",
+            "Mount //api/upload",
+            "/api/upload",
+            body,
+            content_type,
+            target="//api/upload",
+            payloads=(image,),
+        ),
+    ]
+    for path in ("/upload", "/api/upload"):
+        tricks.append(
+            Trick(
+                "f",
+                f"--root-path /prefix, {path}",
+                path,
+                body,
+                content_type,
+                server="starlette-root",
+                payloads=(image,),
+            )
+        )
+    return tricks
