@@ -17,6 +17,7 @@ import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
@@ -36,6 +37,16 @@ class Case:
     image: bytes
     #: A control: guard must accept it and every parser must hand the app ``image``.
     control: bool = False
+
+    def __repr__(self) -> str:
+        # Short enough for a failure message: the image bytes are named, not printed.
+        body = self.body.replace(self.image, b"<IMAGE %d bytes>" % len(self.image))
+        if len(body) > 1500:
+            body = body[:1500] + b"...(%d bytes)" % len(self.body)
+        return f"Case({self.id!r}, content_type={self.content_type!r}, body={body!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # hypothesis prints falsifying examples with this
 
 
 # --- the blocked picture, in every format Pillow opens -----------------------------------------
@@ -718,7 +729,7 @@ _CT_PARAMS = [
 def mutants(draw: st.DrawFn) -> Case:
     """A canonical body with 1-4 random structural edits; the image bytes themselves are kept
     intact (an image the edits break is no image to any parser)."""
-    tag = draw(st.sampled_from(["png", "tga", "ppm-p6"]))
+    tag = draw(st.sampled_from(["png", "bmp", "tga"]))
     image = images()[tag]
     base = draw(st.sampled_from(["canonical", "field", "two-files"]))
     if base == "canonical":

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterable
@@ -205,10 +206,11 @@ def _environ(body: bytes, content_type: str | None) -> dict[str, Any]:
 
 
 def _configure_django() -> None:
-    """Minimal settings, once, and only if nobody configured Django before (other tests may)."""
+    """Minimal settings, once, and only if nobody configured Django before and no settings module
+    is named (then Django loads that one, as a test of a real Django app in this process would)."""
     from django.conf import settings
 
-    if not settings.configured:
+    if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
         settings.configure(
             DEBUG=False,
             SECRET_KEY="guard-differential-tests",

@@ -18,7 +18,7 @@ from .parsers import ADAPTERS, GuardView, Tally, check, describe, guard_view, na
 
 #: Bodies x parsers of this run, judged against the real guard (printed at the end with -s).
 SUMMARY = Tally()
-MUTANTS = 300
+MUTANTS = 400
 
 
 @pytest.fixture(scope="module", autouse=True)
