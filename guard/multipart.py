@@ -14,8 +14,14 @@ bodies whose meaning no parser can dispute and refuses (400, naming the rule) ev
   and then only whitespace to the end of the body (no preamble, no padding, no epilogue);
 - each part has a header section of CRLF-ended lines (no bare CR or LF, no folded lines) in
   UTF-8, each header at most once, a ``Content-Disposition: form-data`` with a ``name``, an
-  optional ``filename``, no parameter named twice, no ``*`` parameter and no backslash escape
-  (``\\"``, ``\\\\``) in a quoted value; no ``Content-Transfer-Encoding``.
+  optional ``filename``, no parameter named twice, no ``*`` parameter, and no quoted value that
+  ends in a backslash; no ``Content-Transfer-Encoding``.
+
+Quoted values are read as RFC 9110 quoted strings (``\\"`` is a quote inside the value), as
+Django, Werkzeug, python-multipart and multipart all read them: Go and httpx escape quotes and
+backslashes in filenames that way, and curl and browsers send a bare backslash. The one reading
+they do not share is a value ending in an escaped backslash (``"a\\\\"``): Django's parameter
+splitter counts that closing quote as escaped, so it is refused.
 
 Every client measured (browsers' forms and FormData, curl, requests, httpx, aiohttp, Go's
 mime/multipart, Node's fetch) sends bodies inside this subset. This module is pure: bytes in,
@@ -39,10 +45,13 @@ MAX_PART_HEADERS = 8
 _BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=?]{1,70}")
 # RFC 9110: a token, and an optional-whitespace run.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# One "; name=value" parameter: a token value or a quoted string without '"' and CR/LF inside.
+# One "; name=value" parameter: a token value, or a quoted string (backslash escapes any byte
+# but CR and LF).
 _PARAMETER = re.compile(
-    rb'[ \t]*;[ \t]*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)=("[^"\r\n]*"|[!#$%&\'*+\-.^_`|~0-9A-Za-z]+)'
+    rb"[ \t]*;[ \t]*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)="
+    rb'("(?:[^"\\\r\n]|\\[^\r\n])*"|[!#$%&\'*+\-.^_`|~0-9A-Za-z]+)'
 )
+_ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
 _TRAILING_SPACE = re.compile(rb"[ \t]*")
 _EPILOGUE = re.compile(rb"[ \t\r\n]*")
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -63,12 +72,13 @@ class Part:
     data: bytes
 
 
-def parameters(text: bytes, what: str) -> dict[str, bytes]:
+def parameters(text: bytes, what: str, *, escapes: bool = True) -> dict[str, bytes]:
     """The ``; name=value`` parameters that follow a media type or disposition type, strictly.
 
-    Names are lower-cased and must be unique; values are unquoted. Refused: ``*`` parameters
-    (RFC 2231 encodings that some parsers decode and others ignore), whitespace around ``=``,
-    backslashes in quoted values, and anything that is not a parameter.
+    Names are lower-cased and must be unique; quoted values are unquoted and unescaped. Refused:
+    ``*`` parameters (RFC 2231 encodings that some parsers decode and others ignore), whitespace
+    around ``=``, a quoted value ending in a backslash (or holding any backslash, without
+    ``escapes``), and anything that is not a parameter.
     """
     result: dict[str, bytes] = {}
     position = 0
@@ -86,8 +96,9 @@ def parameters(text: bytes, what: str) -> dict[str, bytes]:
             raise _malformed(f"{what} names the parameter {name} twice")
         if value.startswith(b'"'):
             value = value[1:-1]
-            if b"\\" in value:
+            if b"\\" in value and (not escapes or value.endswith(b"\\")):
                 raise _malformed(f"{what} has a backslash in the quoted {name}: not accepted")
+            value = _ESCAPE.sub(rb"\1", value)
         result[name] = value
         position = found.end()
     return result
@@ -99,7 +110,7 @@ def boundary_of(content_type: str) -> bytes:
     media = raw.partition(b";")[0]
     if media.strip().lower() != b"multipart/form-data":
         raise _malformed("the content type is not multipart/form-data")
-    options = parameters(raw[len(media) :], "the content type")
+    options = parameters(raw[len(media) :], "the content type", escapes=False)
     boundary = options.get("boundary")
     if boundary is None:
         raise _malformed("missing boundary")

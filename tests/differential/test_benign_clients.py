@@ -54,27 +54,6 @@ CASES = (
 )
 
 
-#: Benign uploads guard is known to refuse: case -> (error type, words in its message, why). Each
-#: is an xfail only with exactly that error; any other refusal of a benign body fails, and a case
-#: guard accepts simply passes. Remove an entry once guard accepts the case for every client
-#: (``tools/capture_clients.py --table`` prints the verdicts).
-_BACKSLASH = (
-    "MalformedBody",
-    "backslash",
-    (
-        "guard refuses a backslash in a quoted filename, raw (curl, requests, node, Chromium) or"
-        ' escaped (httpx \\\\, Go and aiohttp(quote_fields=False) \\\\ and \\"); the frameworks'
-        " read such names differently (Werkzeug takes a raw backslash for an escape, Django cuts"
-        " at the last backslash as in a Windows path)"
-    ),
-)
-KNOWN_REFUSALS: dict[str, tuple[str, str, str]] = {
-    "backslash-filename": _BACKSLASH,
-    "quote-filename": _BACKSLASH,
-    "dquote-filename": _BACKSLASH,
-}
-
-
 def _record(stem: str) -> dict[str, Any]:
     return json.loads(RECORDS[stem].read_text(encoding="utf-8"))
 
@@ -104,9 +83,6 @@ def test_guard_accepts_and_finds_exactly_the_images_sent(stem: str) -> None:
     try:
         images = find_images(body, record["content_type"], max_parts=64, max_images=16)
     except GuardError as error:
-        known = KNOWN_REFUSALS.get(record["case"])
-        if known and type(error).__name__ == known[0] and known[1] in str(error):
-            pytest.xfail(f"known refusal: {known[2]}")
         pytest.fail(f"guard refused the benign upload {stem}: {type(error).__name__}: {error}")
     assert [len(image) for image in images] == [len(image) for image in expected]
     assert images == expected
