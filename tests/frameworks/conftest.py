@@ -28,11 +28,21 @@ def guide_config() -> str:
     return found.group(1)
 
 
+#: A photo the `spam` list holds a near miss of: uploads of it are flagged, not rejected.
+FLAGGED = ROOT / "tests" / "data" / "kitten.jpg"
+#: 10 bits: over the default reject_radius (8), within flag_radius (12).
+NEAR_MISS_BITS = 0b1111111111 << 20
+
+
 def load_spam(url: str) -> None:
+    """Empty the server, then list `blocklists/spam/` and a near miss of :data:`FLAGGED`."""
+
     async def load() -> None:
         async with Store.from_url(url) as store:
             spam = sorted((ROOT / "blocklists" / "spam").glob("*.jpg"))
             entries = [Entry(h.ahash, h.phash, p.name) for p in spam for h in [hash_file(p)]]
+            near = hash_file(FLAGGED)
+            entries.append(Entry(near.ahash ^ NEAR_MISS_BITS, near.phash, "near-kitten.jpg"))
             await store.add("spam", entries)
 
     client = redis.Redis.from_url(url)

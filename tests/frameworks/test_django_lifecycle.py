@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import psutil
 import pytest
 from conftest import run
 
@@ -22,10 +22,12 @@ from frameworks.tricks import B, Trick, blocked, clean, file_part, form, multipa
 from guard import hash_file
 from guard.store import Entry, Store
 
+psutil = pytest.importorskip("psutil", reason="psutil comes with the 'embedded' extra")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def embedded_servers(folder: Path) -> list[psutil.Process]:
+def embedded_servers(folder: Path) -> list[Any]:
     """The redis-server processes serving the embedded database in ``folder``."""
     found = []
     for process in psutil.process_iter(["name"]):

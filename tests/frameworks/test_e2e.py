@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from frameworks import tricks
+from frameworks.conftest import FLAGGED
 from frameworks.servers import APPS, Response, Server, exchange, start, stop, wait_listening
 from frameworks.tricks import B, Trick, field_part, file_part, form, multipart_type
 
@@ -98,6 +99,22 @@ def test_a_clean_photo_reaches_the_app_byte_for_byte(
             trick.name
         )
         assert answer["guard"] == "allow", trick.name
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_near_miss_is_flagged_and_the_app_sees_the_decision(
+    servers: dict[str, Server], framework: str
+) -> None:
+    photo = FLAGGED.read_bytes()
+    upload = Trick(
+        "ok", "flagged", "/upload", form(B, file_part(photo)), multipart_type(b"boundary=" + B)
+    )
+    response = exchange(servers[framework].port, upload.request(servers[framework].port))
+    assert response.status == 200, response
+    assert response.headers.get("x-guard-verdict") == "flag"
+    answer = response.json()
+    assert answer["guard"] == "flag"
+    assert [item["sha256"] for item in answer["items"]] == [sha(photo)]
 
 
 def run_tricks(servers: dict[str, Server], framework: str) -> list[tuple[Trick, Response]]:

@@ -130,15 +130,18 @@ def _unsampled_late_frame(count: int, sampled: int = 8) -> int:
 
 @cache
 def animations() -> dict[str, bytes]:
-    count = 30
-    late = _unsampled_late_frame(count)
-    frames, durations = _frames(count, late)
-    options = {"save_all": True, "append_images": frames[1:], "duration": durations, "loop": 0}
-    return {
-        "GIF": _save(frames[0], "GIF", **options),
-        "APNG": _save(frames[0], "PNG", **options),
-        "WEBP": _save(frames[0], "WEBP", lossless=True, **options),
-    }
+    """30 frames (the blocked one where the first release's sample of 8 did not look), and a
+    GIF of 8 with the blocked picture last."""
+    out = {}
+    for count, suffix in ((30, ""), (8, " 8 frames")):
+        late = _unsampled_late_frame(count) if count > 8 else count - 1
+        frames, durations = _frames(count, late)
+        options = {"save_all": True, "append_images": frames[1:], "duration": durations, "loop": 0}
+        out["GIF" + suffix] = _save(frames[0], "GIF", **options)
+        if not suffix:
+            out["APNG"] = _save(frames[0], "PNG", **options)
+            out["WEBP"] = _save(frames[0], "WEBP", lossless=True, **options)
+    return out
 
 
 # --- multipart ---------------------------------------------------------------------------------
