@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     @settings(
         derandomize=True,
-        max_examples=options.mutants,
+        max_examples=max(1, options.mutants),
         deadline=None,
         database=None,
         phases=[Phase.generate],

@@ -133,6 +133,34 @@ def _cur() -> bytes:
     return bytes(ico)
 
 
+def _imt() -> bytes:
+    # IM Tools: a text header and raw pixels; Pillow tries it on any bytes (it has no accept test).
+    return b"width 64\nheight 64\npixel n8\n\x0c" + picture().convert("L").tobytes()
+
+
+def _xvthumb() -> bytes:
+    return b"P7 332\n#XVVERSION:Version 2.28\n64 64 255\n" + picture().convert("L").tobytes()
+
+
+def _pixar() -> bytes:
+    header = bytearray(1024)
+    header[0:4] = b"\x80\xe8\x00\x00"
+    struct.pack_into("<HH", header, 416, 64, 64)  # height, width
+    struct.pack_into("<HH", header, 424, 14, 2)  # RGB
+    return bytes(header) + picture().tobytes()
+
+
+def _mcidas() -> bytes:
+    words = [0] * 64
+    words[1], words[8], words[9], words[10], words[13], words[33] = 4, 64, 64, 1, 1, 256
+    return struct.pack("!64i", *words) + picture().convert("L").tobytes()
+
+
+def _psd() -> bytes:
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, 64, 64, 8, 3) + bytes(12) + bytes(2)
+    return header + b"".join(band.tobytes() for band in picture().split())
+
+
 # Every way of writing the picture: the formats Pillow saves, and the ones it only opens (made by
 # hand here). The names are the case ids' format part.
 _WRITERS: dict[str, Callable[[], bytes]] = {
@@ -170,6 +198,11 @@ _WRITERS: dict[str, Callable[[], bytes]] = {
     "sun": _sun,
     "fits": _fits,
     "gbr": _gbr,
+    "imt": _imt,
+    "xvthumb": _xvthumb,
+    "pixar": _pixar,
+    "mcidas": _mcidas,
+    "psd": _psd,
 }
 
 
@@ -568,6 +601,7 @@ def _formats() -> Iterator[Case]:
             ("raw-octet-stream", image, "application/octet-stream"),
             ("raw-declared-png", image, "image/png"),
             ("raw-form-urlencoded", image, "application/x-www-form-urlencoded"),
+            ("urlencoded-field", urlencoded_body(image), "application/x-www-form-urlencoded"),
         ]
         for where, body, content_type in places:
             yield Case(f"format-{name}-{where}", "formats", body, content_type, image)
@@ -617,8 +651,12 @@ def _json(image: bytes, tag: str) -> Iterator[Case]:
     yield case("vnd-json", document.encode(), "application/vnd.api+json")
 
 
+def urlencoded_body(image: bytes) -> bytes:
+    return b"title=a+cat&image=" + urllib.parse.quote_from_bytes(image).encode()
+
+
 def _urlencoded(image: bytes, tag: str) -> Iterator[Case]:
-    body = b"title=a+cat&image=" + urllib.parse.quote_from_bytes(image).encode()
+    body = urlencoded_body(image)
     for name, content_type in {
         "plain": "application/x-www-form-urlencoded",
         "latin1": "application/x-www-form-urlencoded; charset=latin-1",
