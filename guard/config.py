@@ -578,8 +578,10 @@ class Config:
             if shadows and route.methods <= covered:
                 earlier = ", ".join(f"routes[{i}] ({other.path})" for i, other in shadows)
                 problems.append(
-                    f"{name} is never used: {earlier} come{'s' if len(shadows) == 1 else ''} "
-                    "first and take every request it matches (the first matching route wins)"
+                    f"{name} is never used: {earlier} "
+                    f"{'comes' if len(shadows) == 1 else 'come'} first and "
+                    f"{'takes' if len(shadows) == 1 else 'take'} every request it matches "
+                    "(the first matching route wins)"
                 )
         return tuple(problems)
 

@@ -382,16 +382,23 @@ class GuardMiddleware:
             extra={"guard": {"action": f"store {kind}", "suppressed": more}},
         )
 
-    def missing_list(self, list_name: str, route: str, policy: ListPolicy) -> None:
-        """A lookup found a required list missing: count it and report it as an error."""
+    def missing_list(
+        self, list_name: str, route: str, policy: ListPolicy, error: StoreError
+    ) -> None:
+        """A lookup found a required list missing (or vanished): count it, report an error."""
         self.counters.missing_lists += 1
         follows = "unchecked (fail_open)" if policy.fail_open else "refused as unavailable"
-        error = UnknownList(
-            f"route {route} checks list {list_name!r}, which is not in the store "
-            f"({self.store_location}): its uploads are {follows} until it is loaded "
+        reason = (
+            f"it is not in the store ({self.store_location}): load it "
             f"(guard load <images> --list {list_name})"
+            if isinstance(error, UnknownList)
+            else str(error)
         )
-        self.report(f"missing list {list_name}", error, level=logging.ERROR)
+        report = StoreError(
+            f"route {route} checks list {list_name!r}, but {reason}; until then its uploads "
+            f"are {follows}"
+        )
+        self.report(f"missing list {list_name}", report, level=logging.ERROR)
 
     def warn_missing_list(self, list_name: str, route: str) -> None:
         """A route names a list the store does not have (not loaded yet, or a typo): say so once."""
@@ -637,11 +644,13 @@ class _Responder:
             policy = self.config.policy(name)
             try:
                 matches += await self.guard.call_store(_lookup(name, frames, policy))
-            except UnknownList:
-                if not policy.required:
+            except (UnknownList, StoreInconsistent) as error:
+                # Never loaded (UnknownList), or gone since this store read it (StoreInconsistent:
+                # data loss, whatever `required` says; reliability H37).
+                if isinstance(error, UnknownList) and not policy.required:
                     self.guard.warn_missing_list(name, self.route.path)
                     continue
-                self.guard.missing_list(name, self.route.path, policy)
+                self.guard.missing_list(name, self.route.path, policy, error)
                 if not policy.fail_open:
                     raise
                 unchecked.append(name)

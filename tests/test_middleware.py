@@ -41,19 +41,20 @@ def make_config(**http: Any) -> Config:
     return Config(lists=policies, routes=routes, http=HttpSettings(**http))
 
 
+async def load_lists(redis_url: str) -> None:
+    """The list `spam` (two photos) and `soft` (a hash 3 bits away from UNRELATED)."""
+    async with Store.from_url(redis_url) as store:
+        for name in (BLOCKED, ALSO_BLOCKED):
+            hashes = hash_bytes(data_file(name).read_bytes())
+            await store.add("spam", [Entry(hashes.ahash, hashes.phash, name)])
+        target = hash_bytes(data_file(UNRELATED).read_bytes())
+        await store.add("soft", [Entry(target.ahash ^ 0b10101, target.phash, "near.jpg")])
+
+
 @pytest.fixture
 def loaded(redis_url: str) -> str:
-    """The real Redis server with the list `spam` (two photos) and `soft` (a hash 3 bits away)."""
-
-    async def load() -> None:
-        async with Store.from_url(redis_url) as store:
-            for name in (BLOCKED, ALSO_BLOCKED):
-                hashes = hash_bytes(data_file(name).read_bytes())
-                await store.add("spam", [Entry(hashes.ahash, hashes.phash, name)])
-            target = hash_bytes(data_file(UNRELATED).read_bytes())
-            await store.add("soft", [Entry(target.ahash ^ 0b10101, target.phash, "near.jpg")])
-
-    run(load())
+    """The real Redis server with the lists of :func:`load_lists`."""
+    run(load_lists(redis_url))
     return redis_url
 
 
