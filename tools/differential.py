@@ -49,17 +49,25 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(case: Case) -> None:
         view = guard_view(case.body, case.content_type)
+        seen: dict[str, list[str]] = {}
         for adapter in ADAPTERS:
             outcome = check(adapter, case.body, case.content_type, view)
             tally.add(case.id, outcome)
-            if outcome.violated and options.details:
-                form = outcome.parsed.refused or "parsed"
-                seen = ", ".join(describe(value) for value in outcome.unhashed)
-                hashed = ", ".join(describe(image) for image in view.images) or "nothing"
-                details.append(
-                    f"  {case.id} / {adapter.name}: app gets {seen} (form: {form}); "
-                    f"guard hashed {hashed}"
+            if outcome.violated:
+                labels = [
+                    describe(value) + ("" if value in case.body else " decoded")
+                    for value in outcome.unhashed
+                ]
+                form = (
+                    f" (form refused: {outcome.parsed.refused})" if outcome.parsed.refused else ""
                 )
+                seen.setdefault(", ".join(labels) + form, []).append(adapter.name)
+        if seen and options.details:
+            hashed = ", ".join(describe(image) for image in view.images) or "nothing"
+            details.append(f"  {case.id}: guard accepted it and hashed {hashed}")
+            details.extend(
+                f"    {', '.join(names)} hand the app {what}" for what, names in seen.items()
+            )
 
     cases = corpus()
     for case in cases:
@@ -90,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(tally.table())
     if details:
-        print("details:")
+        print('details ("decoded": the value is not in the body as such; the framework or the')
+        print("app decoded it: a text field's charset, url-encoding, JSON base64):")
         print("\n".join(details))
     return 1 if tally.total_violations else 0
 
