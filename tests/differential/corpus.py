@@ -602,6 +602,8 @@ def _formats() -> Iterator[Case]:
             ("raw-declared-png", image, "image/png"),
             ("raw-form-urlencoded", image, "application/x-www-form-urlencoded"),
             ("urlencoded-field", urlencoded_body(image), "application/x-www-form-urlencoded"),
+            # Quart (and Flask's werkzeug before 2.3) parse this older name as a form too.
+            ("x-url-encoded-field", urlencoded_body(image), "application/x-url-encoded"),
         ]
         for where, body, content_type in places:
             yield Case(f"format-{name}-{where}", "formats", body, content_type, image)
@@ -661,6 +663,8 @@ def _urlencoded(image: bytes, tag: str) -> Iterator[Case]:
         "plain": "application/x-www-form-urlencoded",
         "latin1": "application/x-www-form-urlencoded; charset=latin-1",
         "iso-8859-1": "application/x-www-form-urlencoded; charset=ISO-8859-1",
+        "upper-case": "Application/X-WWW-Form-URLEncoded",
+        "x-url-encoded": "application/x-url-encoded",
     }.items():
         yield Case(f"urlencoded-{name}-{tag}", "urlencoded", body, content_type, image)
 
