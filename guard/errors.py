@@ -45,6 +45,19 @@ class TooManyPixels(ImageError):
         )
 
 
+class TooManyFrames(ImageError):
+    """An animation has more frames, or more pixels over all its frames, than guard decodes.
+
+    Refused whole: checking only some frames would let a listed picture through on the others.
+    ``limit`` names the setting (``max_frames`` or ``max_animation_pixels``), ``maximum`` its value.
+    """
+
+    def __init__(self, message: str, *, limit: str, maximum: int) -> None:
+        self.limit = limit
+        self.maximum = maximum
+        super().__init__(f"{message}, over the limit {limit}={maximum}")
+
+
 class UndecodableImage(ImageError):
     """The header looked like an image but the pixel data could not be decoded."""
 

@@ -22,6 +22,7 @@ from guard.errors import (
     MalformedBody,
     NotAnImage,
     StoreError,
+    TooManyFrames,
     TooManyPixels,
     UnsupportedEncoding,
 )
@@ -89,7 +90,7 @@ def refusal_for(error: GuardError, settings: HttpSettings) -> Refusal:
             {"error": "blocklist store unavailable"},
             (("retry-after", str(settings.retry_after)),),
         )
-    if isinstance(error, (BodyTooLarge, TooManyPixels)):
+    if isinstance(error, (BodyTooLarge, TooManyPixels, TooManyFrames)):
         return Refusal(statuses.too_large, {"error": str(error)})
     if isinstance(error, (FormatNotAllowed, NotAnImage, UnsupportedEncoding)):
         return Refusal(statuses.unsupported, {"error": str(error)})
