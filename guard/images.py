@@ -1,10 +1,10 @@
 """Bytes in, small normalised grey images out, under limits.
 
 This is the only module that touches Pillow. It decides what an image *looks like* before any hash
-is taken (guard-ahash v1, DESIGN.md section 2): the format is sniffed from the bytes, the pixel count
+is taken (guard-ahash v1): the format is sniffed from the bytes, the pixel count
 is checked against a cap before any pixel is decoded, EXIF orientation is applied, alpha is composited
-onto black, 16-bit samples are scaled, uniform borders are trimmed and animated images give several
-frames. Every Pillow failure becomes a :mod:`guard.errors` exception with a clear message.
+onto black, 16-bit samples are scaled, uniform borders are trimmed and animated images give every
+frame, within a budget. Every Pillow failure becomes a :mod:`guard.errors` exception with a clear message.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import ExifTags, Image
 
-from guard.errors import FormatNotAllowed, NotAnImage, TooManyPixels, UndecodableImage
+from guard.errors import (
+    FormatNotAllowed,
+    NotAnImage,
+    TooManyFrames,
+    TooManyPixels,
+    UndecodableImage,
+)
 
 #: Formats guard hashes unless told otherwise. EPS and friends run interpreters: never allowed.
 DEFAULT_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP"})
@@ -66,10 +72,14 @@ class ImageLimits:
     """What guard agrees to decode. Every value appears in the error that enforces it."""
 
     max_image_pixels: int = 50_000_000
-    #: Frames hashed per animated image, spread evenly over the part that is scanned.
-    max_frames: int = 8
-    #: Decode budget for one animated file (frames x width x height): bounds how far in guard looks.
-    max_animation_pixels: int = 200_000_000
+    #: Frames of one animated image. Every frame is hashed (about 2.5 ms a 480x270 GIF frame);
+    #: an animation with more is refused whole (TooManyFrames, 413), never sampled. 300 holds a
+    #: 12 s clip at 25 fps; each distinct frame is also a lookup (8 with dihedral matching).
+    max_frames: int = 300
+    #: Pixels decoded for one animated file (frames x width x height, every frame); more is
+    #: refused whole (TooManyFrames, 413) before any frame is decoded. 100 million holds 300
+    #: frames of 640x360 or a 48-frame 1080p loop, and bounds one file to a few CPU seconds.
+    max_animation_pixels: int = 100_000_000
     allowed_formats: frozenset[str] = field(default=DEFAULT_FORMATS)
     #: Bytes of one image file read by ``guard load``/``hash``/``check`` (uploads are capped by
     #: http.max_body_bytes): a 3 GB file in a blocklist folder is refused before it is read.
@@ -112,8 +122,10 @@ class SmallImage:
 # or body starting "BMW ..." would be taken for a broken bitmap and refused as undecodable.
 _BMP_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 
-# Leading bytes of formats guard recognises. Formats it can name but never opens are listed so
-# that the error says "PDF is not allowed" rather than "not an image".
+# Leading bytes guard names a format by without running any Pillow plugin: the common formats (a
+# photo upload costs a few byte comparisons) and formats guard knows but never opens (Pillow
+# cannot open PDF or HEIF at all; EPS, PSD and the others are refused before their plugins parse
+# anything). Bytes matching none of these are asked of Pillow's own registry (sniff_format).
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "JPEG"),
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -130,10 +142,23 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\xff\x4f\xff\x51", "JPEG2000"),
     (b"qoif", "QOI"),
 )
+# Bytes of the prefix Image.open hands to each plugin's accept() test.
+_PREFIX_BYTES = 16
 
 
 def sniff_format(data: bytes) -> str | None:
-    """Name the image format of ``data`` from its leading bytes, or None if it is not one we know."""
+    """Name the image format of ``data``, or None when no Pillow plugin would open it.
+
+    An image is whatever Pillow can open, whatever it is called: after the signatures above,
+    every format in Pillow's registry is tried in Image.open's order, each plugin's accept()
+    test on the leading bytes, then its header parser (a lazy open: no pixel is decoded). The
+    name is the registry's, so ``Image.open(..., formats=[name])`` opens it again; multi-picture
+    JPEGs (phone photos, which Pillow reports as MPO) are "JPEG". A plugin that warns or raises
+    DecompressionBombError while parsing a header has recognised its format: that is an image
+    (the pixel cap refuses it later), never a crash. Formats without an accept() test (TGA, IM,
+    IMT, IPTC, PCD, SPIDER) are identified by their parsers alone: see docs on what text they
+    could take (none that starts with a printable character, for TGA).
+    """
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
     if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
@@ -145,13 +170,40 @@ def sniff_format(data: bytes) -> str | None:
     for signature, name in _SIGNATURES:
         if data.startswith(signature):
             return name
+    return _pillow_format(data)
+
+
+def _pillow_format(data: bytes) -> str | None:
+    """The first format in Pillow's registry whose plugin accepts and parses ``data``'s header.
+
+    As Image.open does, minus its quirks: a plugin that fails with an unexpected exception type
+    (Image.open would stop there) is just not the format, and later plugins are still tried, so
+    any order an app might pass in ``formats=`` is covered.
+    """
+    Image.init()  # returns at once once done; plugins registered later (pillow-heif) are seen
+    prefix = data[:_PREFIX_BYTES]
+    for name in list(Image.ID):
+        factory, accept = Image.OPEN[name]
+        try:
+            if accept is not None and not accept(prefix):
+                continue
+            image = factory(io.BytesIO(data), "")
+        except (Warning, Image.DecompressionBombError):
+            # Raised only once a header is recognised (a DeprecationWarning for IM, a bomb
+            # check on the declared size): an image of this format.
+            return name
+        except Exception:  # noqa: BLE001, S112 - any failure means "not this format"
+            continue
+        image.close()
+        return name
     return None
 
 
 def normalise(
     data: bytes, limits: ImageLimits = DEFAULT_LIMITS, *, draft: bool = True, trim: bool = True
 ) -> list[SmallImage]:
-    """Decode ``data`` and return one :class:`SmallImage` per hashed frame (at least one).
+    """Decode ``data`` and return one :class:`SmallImage` per frame (at least one), in order; a
+    frame whose grey pixels repeat the frame before it is left out (it would hash the same).
 
     ``draft=False`` decodes JPEGs at full size and ``trim=False`` keeps uniform borders: both exist
     to measure what those steps do (bench/, ``guard eval``); stored lists always use the defaults.
@@ -160,6 +212,7 @@ def normalise(
     try:
         orientation = _orientation(image)
         frames = []
+        previous: bytes | None = None
         for index, frame in _frames(image, limits):
             if draft and image.format == "JPEG":
                 frame.draft("L", (WORKING_SIZE, WORKING_SIZE))
@@ -167,7 +220,15 @@ def normalise(
             transpose = _ORIENTATION.get(orientation)
             if transpose is not None:
                 flat = flat.transpose(transpose)
-            frames.append(dataclasses.replace(_shrink(flat, trim), frame=index))
+            grey = flat.convert("L")
+            if getattr(image, "n_frames", 1) > 1:
+                # The hashes depend on the grey pixels alone: a frame that repeats the one before
+                # (a still picture stored as many frames) is skipped before the costly shrink.
+                pixels = grey.tobytes()
+                if pixels == previous:
+                    continue
+                previous = pixels
+            frames.append(dataclasses.replace(_shrink_grey(grey, trim), frame=index))
         return frames
     finally:
         image.close()
@@ -216,7 +277,12 @@ def _orientation(image: Image.Image) -> int:
 
 
 def _frames(image: Image.Image, limits: ImageLimits) -> Iterator[tuple[int, Image.Image]]:
-    """Seek to each frame to hash, spread over the part of the animation the budget lets us scan."""
+    """Seek to every frame in turn; refuse the animation before decoding any frame when it is
+    over the frame or pixel budget, and as soon as frames of differing sizes (TIFF pages, MPO
+    pictures) add up to more than the pixel budget.
+
+    Every frame, never a sample: a listed picture shown for one frame of many is still found.
+    """
     try:
         # Counting frames parses every frame header (TIFF IFDs, GIF blocks): a broken later frame
         # raises here, with any type (TypeError "Missing dimensions" from a TIFF; tools/fuzz.py).
@@ -224,16 +290,34 @@ def _frames(image: Image.Image, limits: ImageLimits) -> Iterator[tuple[int, Imag
     except Exception as error:
         raise UndecodableImage(f"cannot count frames: {_reason(error)}") from error
     width, height = image.size
-    scanned = min(count, max(1, limits.max_animation_pixels // (width * height)))
-    chosen = sorted(
-        {round(i) for i in np.linspace(0, scanned - 1, min(scanned, limits.max_frames))}
-    )
-    for index in chosen:
+    if count > limits.max_frames:
+        raise TooManyFrames(
+            f"animation has {count} frames", limit="max_frames", maximum=limits.max_frames
+        )
+    budget = limits.max_animation_pixels
+    if count * width * height > budget:
+        raise TooManyFrames(
+            f"animation has {count} frames of {width}x{height} ({count * width * height} pixels)",
+            limit="max_animation_pixels",
+            maximum=budget,
+        )
+    spent = 0
+    for index in range(count):
         if index:
             try:
                 image.seek(index)
             except Exception as error:
                 raise UndecodableImage(f"cannot decode frame {index}: {_reason(error)}") from error
+            width, height = image.size
+            if width * height > limits.max_image_pixels:
+                raise TooManyPixels(width * height, limits.max_image_pixels, (width, height))
+        spent += width * height
+        if spent > budget:
+            raise TooManyFrames(
+                f"animation frames 0-{index} have {spent} pixels",
+                limit="max_animation_pixels",
+                maximum=budget,
+            )
         yield index, image
 
 
@@ -282,7 +366,11 @@ def _shrink(flat: Image.Image, trim: bool = True) -> SmallImage:
     first reduced in 8 bits (an integer box average), which bounds the float copy's memory; for
     those, a flipped copy may hash a bit away from the permuted hash.
     """
-    grey = flat.convert("L")
+    return _shrink_grey(flat.convert("L"), trim)
+
+
+def _shrink_grey(grey: Image.Image, trim: bool = True) -> SmallImage:
+    """:func:`_shrink` from the frame's grey ("L") pixels."""
     factor = min(grey.size) // PRESHRINK_ABOVE
     if factor >= 2:
         grey = grey.reduce(factor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 import tracemalloc
 
@@ -20,9 +21,13 @@ from guard import (
     hamming,
     hash_bytes,
     hash_file,
+    images,
     sniff_format,
 )
+from guard.config import HttpSettings
+from guard.errors import TooManyFrames
 from guard.images import MAX_TRIM, trim_box
+from guard.verdict import refusal_for
 
 
 def _read(name: str) -> bytes:
@@ -83,7 +88,7 @@ def test_other_alpha_encodings_of_the_logo_hash_alike(name: str) -> None:
     logo = hash_file(data_file("hard/logo-rgba.png"))
     other = hash_file(data_file(name))
     assert other.ahash == logo.ahash
-    assert hamming(other.phash, logo.phash) <= 16  # within the confirmation radius (DESIGN.md §2)
+    assert hamming(other.phash, logo.phash) <= 16  # within the confirmation radius
 
 
 def test_alpha_is_composited_onto_black() -> None:
@@ -181,23 +186,130 @@ def test_a_blank_first_frame_does_not_hide_the_animation() -> None:
     assert len(hashes.frames) == 3
 
 
-def test_frames_are_bounded_and_spread_over_the_animation() -> None:
+def test_every_frame_is_hashed_never_a_sample() -> None:
     picture = photo().resize((64, 48))
     frames = [picture.rotate(angle) for angle in range(0, 360, 12)]  # 30 distinct frames
-    limits = ImageLimits(max_frames=4)
-    hashes = hash_bytes(_gif(frames), limits)
-    assert 2 <= len(hashes.frames) <= 4
-    last = hash_bytes(_gif([frames[-1]])).ahash
-    assert hashes.frames[-1].ahash == last  # the last frame is among those hashed
+    hashes = hash_bytes(_gif(frames), ImageLimits(max_frames=30))
+    assert [f.frame for f in hashes.frames] == list(range(30))
+    assert [f.ahash for f in hashes.frames] == [hash_bytes(_gif([f])).ahash for f in frames]
 
 
-def test_animation_pixel_budget_limits_how_far_guard_looks() -> None:
+def test_a_picture_on_a_late_frame_is_found() -> None:
+    """The listed picture on frame 37 of 40, shown for 5 s: the old sampling (8 frames spread
+    over the animation: 0, 6, 11, 17, 22, 28, 33, 39) never looked at it."""
+    picture = photo().resize((96, 72))
+    others = [photo(LOCAL_PHOTOS[i % 3]).resize((96, 72)).rotate(i * 9) for i in range(40)]
+    frames = [*others[:37], picture, *others[38:]]
+    durations = [40] * 40
+    durations[37] = 5000
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=durations)
+    wanted = hash_bytes(_gif([picture])).ahash
+    found = [f for f in hash_bytes(data).frames if f.ahash == wanted]
+    assert [f.frame for f in found] == [37]
+
+
+def test_one_frame_over_max_frames_is_refused_whole() -> None:
+    frames = [photo().resize((32, 24)).rotate(angle) for angle in range(0, 50, 5)]  # 10 frames
+    data = _gif(frames)
+    assert len(hash_bytes(data, ImageLimits(max_frames=10)).frames) == 10
+    with pytest.raises(TooManyFrames, match=r"has 10 frames, over the limit max_frames=9$") as info:
+        hash_bytes(data, ImageLimits(max_frames=9))
+    assert (info.value.limit, info.value.maximum) == ("max_frames", 9)
+    assert refusal_for(info.value, HttpSettings()).status == 413
+
+
+def test_one_pixel_over_the_animation_budget_is_refused_whole() -> None:
     picture = photo().resize((100, 100))
     blanks = [Image.new("RGB", picture.size, (level,) * 3) for level in (0, 3, 6, 9)]  # distinct
-    data = _gif([*blanks, picture])
-    limits = ImageLimits(max_image_pixels=10_000, max_animation_pixels=30_000)  # 3 frames' worth
-    assert hash_bytes(data, limits).low_information
-    assert not hash_bytes(data).low_information
+    data = _gif([*blanks, picture])  # 5 frames of 100x100: 50,000 pixels
+    limits = ImageLimits(max_image_pixels=10_000, max_animation_pixels=49_999)
+    with pytest.raises(
+        TooManyFrames,
+        match=r"5 frames of 100x100 \(50000 pixels\), over the limit max_animation_pixels=49999$",
+    ) as info:
+        hash_bytes(data, limits)
+    assert refusal_for(info.value, HttpSettings()).status == 413
+    exact = ImageLimits(max_image_pixels=10_000, max_animation_pixels=50_000)
+    assert not hash_bytes(data, exact).low_information  # the picture on the last frame is seen
+
+
+def test_pages_of_differing_sizes_count_against_both_caps() -> None:
+    """TIFF pages each have their own size: a later page over max_image_pixels is refused before
+    it is decoded, and pages adding up to over the budget are refused as they add up."""
+    small = photo().resize((40, 30))
+    large = photo().transpose(Image.Transpose.FLIP_TOP_BOTTOM).resize((200, 150))
+    tiff = encode(small, "TIFF", save_all=True, append_images=[small, large])
+    tiffs = frozenset({"TIFF"})
+    with pytest.raises(TooManyPixels, match="30000 pixels"):
+        hash_bytes(tiff, ImageLimits(max_image_pixels=20_000, allowed_formats=tiffs))
+    with pytest.raises(TooManyFrames, match="frames 0-2 have 32400 pixels") as info:
+        hash_bytes(
+            tiff,
+            ImageLimits(
+                max_image_pixels=30_000, max_animation_pixels=32_399, allowed_formats=tiffs
+            ),
+        )
+    assert info.value.limit == "max_animation_pixels"
+    limits = ImageLimits(
+        max_image_pixels=30_000, max_animation_pixels=32_400, allowed_formats=tiffs
+    )
+    assert [f.frame for f in hash_bytes(tiff, limits).frames] == [0, 2]  # page 1 repeats page 0
+
+
+def test_identical_frames_are_looked_up_once() -> None:
+    """A still picture stored as 300 frames (a corner pixel flickers, so the writer keeps them
+    all) gives one (aHash, pHash) frame to look up, with the first index; distinct frames keep
+    their own."""
+    picture = photo().resize((120, 90))
+    frames = []
+    for i in range(300):
+        frame = picture.copy()
+        frame.putpixel((0, 0), (255, 255, 255) if i % 2 else (0, 0, 0))
+        frames.append(frame)
+    data = _gif(frames)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.n_frames == 300
+    hashes = hash_bytes(data, ImageLimits(max_frames=300))
+    assert [f.frame for f in hashes.frames] == [0]
+    flipped = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    mixed = hash_bytes(_gif([picture, flipped, picture, flipped, picture]))
+    assert [f.frame for f in mixed.frames] == [0, 1]
+
+
+def _repeated(picture: Image.Image, count: int) -> bytes:
+    """A GIF showing ``picture`` in ``count`` identical frames (Pillow's writer would merge
+    them: the frame's blocks are repeated by hand, as some encoders write stills)."""
+    single = encode(picture, "GIF", duration=100)
+    start = single.index(b"\x21\xf9")  # the frame's graphic control extension
+    assert single.endswith(b"\x3b")
+    return single[:start] + single[start:-1] * count + b"\x3b"
+
+
+def test_a_frame_repeating_the_one_before_is_not_shrunk_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    picture = photo().resize((120, 90))
+    data = _repeated(picture, 300)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.n_frames == 300
+    shrunk: list[int] = []
+    original = images._shrink_grey
+    monkeypatch.setattr(
+        images, "_shrink_grey", lambda grey, trim=True: shrunk.append(1) or original(grey, trim)
+    )
+    hashes = hash_bytes(data, ImageLimits(max_frames=300))
+    assert len(shrunk) == 1
+    assert [f.frame for f in hashes.frames] == [0]
+    assert hashes.ahash == hash_bytes(encode(picture, "GIF")).ahash
+
+
+def test_the_default_budget_lets_ordinary_animations_through() -> None:
+    """A typical GIF (480x270, 12.5 fps for 20 s: 250 frames) and a short 1080p loop hash under
+    the default limits; bench/frames.py measures what they cost."""
+    limits = ImageLimits()
+    assert 250 <= limits.max_frames
+    assert 250 * 480 * 270 <= limits.max_animation_pixels
+    assert 30 * 1920 * 1080 <= limits.max_animation_pixels
 
 
 @pytest.mark.parametrize(
