@@ -98,6 +98,11 @@ class Decision:
 class GuardMiddleware:
     """Checks image uploads on the configured routes against the blocklists in Redis.
 
+    A request is matched as the app would route it: every plausible reading of its path,
+    relative to the mount point (``root_path``) or not, and its method upper-cased (see
+    :func:`guard.config.request_paths`). :meth:`startup` checks the routes and their lists at
+    lifespan start-up, or on the first request for a server or an app without lifespan.
+
     ``config`` is a :class:`guard.Config`, a path to a YAML file, or None (``$GUARD_CONFIG``, else
     the built-in defaults, which guard no route). ``store`` replaces the one the config names
     (tests inject one).
@@ -214,7 +219,7 @@ class GuardMiddleware:
                 )
                 logger.error("guard: start-up: %s", failures[-1])
             else:
-                logger.warning("guard: start-up: %s (not required: it matches nothing)", text)
+                logger.warning("guard: start-up: %s (required: false: serving without it)", text)
         return "guard: " + "; ".join(failures) if failures else None
 
     async def _list_problems(self, store: Store, names: list[str]) -> dict[str, str]:
