@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import urllib.parse
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -46,14 +47,26 @@ class Trick:
     #: Which server gets it: the framework's own (None) or another one ("starlette-root").
     server: str | None = None
     payloads: tuple[bytes, ...] = field(default=(), repr=False)
+    #: More request header lines, as sent.
+    headers: tuple[bytes, ...] = ()
+    #: Send the body with Transfer-Encoding: chunked (in 1000-byte chunks) instead of a length.
+    chunked: bool = False
+    version: bytes = b"HTTP/1.1"
 
     def request(self, port: int) -> bytes:
         target = (self.target or self.path).replace("{port}", str(port)).encode()
-        lines = [self.method + b" " + target + b" HTTP/1.1", f"Host: 127.0.0.1:{port}".encode()]
+        lines = [self.method + b" " + target + b" " + self.version]
+        lines.append(f"Host: 127.0.0.1:{port}".encode())
         if self.content_type is not None:
             lines.append(b"Content-Type: " + self.content_type)
-        lines += [f"Content-Length: {len(self.body)}".encode(), b"Connection: close"]
-        return CRLF.join(lines) + CRLF + CRLF + self.body
+        lines += self.headers
+        if not self.chunked:
+            lines.append(f"Content-Length: {len(self.body)}".encode())
+            return CRLF.join([*lines, b"Connection: close"]) + CRLF + CRLF + self.body
+        lines += [b"Transfer-Encoding: chunked", b"Connection: close"]
+        chunks = [self.body[i : i + 1000] for i in range(0, len(self.body), 1000)]
+        body = b"".join(b"%x" % len(c) + CRLF + c + CRLF for c in chunks) + b"0" + CRLF + CRLF
+        return CRLF.join(lines) + CRLF + CRLF + body
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -200,6 +213,67 @@ def framing(image: bytes, path: str) -> list[Trick]:
     tricks.append(
         _multipart("a", "body opens with the close", opening, b"boundary=" + B, image, path)
     )
+    return tricks + more_framing(image, path)
+
+
+def more_framing(image: bytes, path: str) -> list[Trick]:
+    """What lenient parsers accept: bare LF, a preamble, padding, folded or encoded parts, other
+    request framing, and a urlencoded form holding an ASCII image."""
+    params = b"boundary=" + B
+    canonical = form(B, file_part(image))
+    disposition = b'form-data; name="file"; filename="x.jpg"'
+    variants = {
+        "LF line endings": canonical.replace(CRLF, b"\n"),
+        "preamble": b"preamble text" + CRLF + canonical,
+        "padding after the delimiter": canonical.replace(
+            b"--" + B + CRLF, b"--" + B + b"  \t" + CRLF, 1
+        ),
+        "LF between part headers": form(B, file_part(image).replace(CRLF, b"\n", 2)),
+        "folded Content-Disposition": form(
+            B, part(b'form-data; name="file";' + CRLF + b' filename="x.jpg"', image, b"image/jpeg")
+        ),
+        "Content-Transfer-Encoding: base64": form(
+            B,
+            part(
+                disposition,
+                base64.b64encode(image),
+                b"image/jpeg",
+                b"Content-Transfer-Encoding: base64",
+            ),
+        ),
+        "upper-case BOUNDARY": canonical,
+    }
+    tricks = [
+        _multipart("a", name, body, b"BOUNDARY=" + B if "BOUNDARY" in name else params, image, path)
+        for name, body in variants.items()
+    ]
+    multipart = multipart_type(params)
+    tricks += [
+        Trick("a", "chunked request body", path, canonical, multipart, chunked=True),
+        Trick(
+            "a",
+            "two Content-Type headers",
+            path,
+            canonical,
+            b"text/plain",
+            headers=(b"Content-Type: " + multipart,),
+        ),
+        Trick(
+            "a",
+            "Content-Length and chunked",
+            path,
+            canonical,
+            multipart,
+            headers=(b"Transfer-Encoding: chunked",),
+        ),
+    ]
+    tricks = [replace(trick, payloads=(image,)) for trick in tricks]
+    ascii_image = other_formats()["PPM-ascii"]
+    urlencoded = b"file=" + urllib.parse.quote_from_bytes(ascii_image).encode()
+    form_type = b"application/x-www-form-urlencoded"
+    tricks.append(
+        Trick("a", "urlencoded ASCII PPM", path, urlencoded, form_type, payloads=(ascii_image,))
+    )
     return tricks
 
 
@@ -219,6 +293,7 @@ def two_boundaries(image: bytes, path: str) -> list[Trick]:
         ("boundary= then boundary*=", b"boundary=" + B + b"; boundary*=" + A2, B, A2),
         ("boundary*= then boundary=", b"boundary*=" + A2 + b"; boundary=" + B, B, A2),
         ("repeated boundary", b"boundary=" + B + b"; boundary=" + A2, B, A2),
+        ("repeated, other case", b"boundary=" + B + b"; BOUNDARY=" + A2, B, A2),
         ("spaces around =", b"boundary =" + B + b"; boundary=" + A2, B, A2),
         ("backslash in quotes", b'boundary="' + escaped_raw + b'"', escaped_raw, escaped_unquoted),
         ('escaped " in quotes', b'boundary="' + quote_raw + b'"', quote_raw, quote_unquoted),
@@ -330,13 +405,21 @@ def routes(image: bytes, path: str = "/upload") -> list[Trick]:
         ("dot segment", f"/.{path}"),
         ("query string", f"{path}?x=1"),
         ("absolute-form", f"http://127.0.0.1:{{port}}{path}"),
+        ("absolute-form, other host", f"http://example.com{path}"),
+        ("encoded letter", path.replace("u", "%75", 1)),
+        ("upper case", path.upper()),
+        ("dot-dot segment", f"/x/..{path}"),
+        ("trailing dot segment", f"{path}/."),
+        ("semicolon parameter", f"{path};x=1"),
     ]
     tricks = [
         Trick("f", name, path, body, content_type, target=target, payloads=(image,))
         for name, target in targets
     ]
+    for label, method in (("lower-case method", b"post"), ("mixed-case method", b"PoSt")):
+        tricks.append(Trick("f", label, path, body, content_type, method=method, payloads=(image,)))
     tricks.append(
-        Trick("f", "lower-case method", path, body, content_type, method=b"post", payloads=(image,))
+        Trick("f", "HTTP/1.0", path, body, content_type, version=b"HTTP/1.0", payloads=(image,))
     )
     return tricks
 
@@ -395,7 +478,33 @@ def json_encodings(image: bytes) -> list[Trick]:
             payloads=(image,),
         )
     )
-    return tricks
+    return tricks + json_escapes(image)
+
+
+def json_escapes(image: bytes) -> list[Trick]:
+    """JSON that every parser decodes alike but a naive scanner would not: escapes in the key
+    or the value, MIME line breaks (base64.b64decode skips them), duplicate keys."""
+    encoded = base64.b64encode(image).decode()
+    other = base64.b64encode(clean()).decode()
+    with_u = "".join(f"\\u{ord(c):04x}" if i % 7 == 0 else c for i, c in enumerate(encoded))
+    broken = "\\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+
+    def obj(*pairs: tuple[str, str]) -> str:
+        return "{" + ", ".join(f'"{key}": "{value}"' for key, value in pairs) + "}"
+
+    texts = {
+        "key with a \\u escape": obj(("\\u0069mage", encoded)),
+        "value with \\/ escapes": obj(("image", encoded.replace("/", "\\/"))),
+        "value with \\u escapes": obj(("image", with_u)),
+        "base64 with line breaks": obj(("image", broken)),
+        "duplicate key, image first": obj(("image", encoded), ("image", other)),
+        "duplicate key, image last": obj(("image", other), ("image", encoded)),
+        "data: URL": obj(("image", "data:image/jpeg;base64," + encoded)),
+    }
+    return [
+        Trick("g", name, "/json", text.encode(), b"application/json", payloads=(image,))
+        for name, text in texts.items()
+    ]
 
 
 def for_framework(framework: str) -> list[Trick]:
