@@ -653,6 +653,21 @@ def _json(image: bytes, tag: str) -> Iterator[Case]:
     yield case("vnd-json", document.encode(), "application/vnd.api+json")
 
 
+def _msgpack(image: bytes, tag: str) -> Iterator[Case]:
+    import msgspec
+
+    binary = msgspec.msgpack.encode({"title": "a cat", "image": image})
+    text = msgspec.msgpack.encode({"title": "a cat", "image": base64.b64encode(image).decode()})
+    for name, content_type in {
+        "x-msgpack": "application/x-msgpack",
+        "vnd-msgpack": "application/vnd.msgpack",
+        "octet-stream": "application/octet-stream",
+        "no-type": None,
+    }.items():
+        yield Case(f"msgpack-binary-{name}-{tag}", "msgpack", binary, content_type, image)
+        yield Case(f"msgpack-base64-{name}-{tag}", "msgpack", text, content_type, image)
+
+
 def urlencoded_body(image: bytes) -> bytes:
     return b"title=a+cat&image=" + urllib.parse.quote_from_bytes(image).encode()
 
@@ -723,6 +738,7 @@ def corpus() -> tuple[Case, ...]:
         cases += _part_headers(image, tag)
         cases += _json(image, tag)
         cases += _urlencoded(image, tag)
+        cases += _msgpack(image, tag)
     cases += _formats()
     return tuple(cases)
 

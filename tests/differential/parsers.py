@@ -8,8 +8,9 @@ every value the app can get as bytes:
 * every file part's content and every text field's value (a text field reaches the app as ``str``:
   it is turned back into bytes with each charset that could have decoded it, so a field decoded
   losslessly, e.g. as latin-1, gives back the exact bytes the client sent);
-* the base64 images at the route's JSON fields, as an app that parses the body as JSON gets them
-  (``json.loads`` for Django, Starlette, Flask/Werkzeug and Quart; msgspec for Litestar).
+* the images at the route's JSON fields, as an app that parses the body as JSON gets them
+  (``json.loads`` for Django, Starlette, Flask/Werkzeug and Quart; msgspec for Litestar, which
+  also reads MessagePack, where a field can hold the image's bytes as they are).
 
 A form parser that raises hands the app no form (the framework answers 400/413/500): that is
 recorded as refused by the framework, and only the raw body and JSON values remain.
@@ -115,24 +116,43 @@ def _base64_images(value: Any) -> list[bytes]:
     return found
 
 
-def _json_values(body: bytes, loads: Callable[[bytes], Any]) -> list[bytes]:
-    """The images at the route's JSON fields, for an app that parses the body as JSON whatever
-    its declared type (Starlette's ``request.json()``, ``json.loads(request.body)``, Flask's
-    ``get_json(force=True)``)."""
-    try:
-        document = loads(body)
-    except Exception:  # noqa: BLE001 - any parse error: the app gets no document
-        return []
-    if not isinstance(document, dict):
-        return []
+def _document_values(body: bytes, documents: Callable[[bytes], list[Any]]) -> list[bytes]:
+    """The images at the route's JSON fields, for an app that parses the body as JSON (or, in
+    Litestar, MessagePack) whatever its declared type (Starlette's ``request.json()``,
+    ``json.loads(request.body)``, Flask's ``get_json(force=True)``): base64 text, or bytes as
+    MessagePack carries them."""
     found: list[bytes] = []
-    for name in JSON_FIELDS:
-        found += _base64_images(document.get(name))
+    for document in documents(body):
+        if not isinstance(document, dict):
+            continue
+        for name in JSON_FIELDS:
+            value = document.get(name)
+            found += [value] if isinstance(value, bytes) else _base64_images(value)
     return found
 
 
-def _stdlib_json(body: bytes) -> Any:
-    return json.loads(body)
+def _stdlib_json(body: bytes) -> list[Any]:
+    try:
+        return [json.loads(body)]
+    except (ValueError, RecursionError):  # not JSON, or too deep: the app gets no document
+        return []
+
+
+def _litestar_documents(body: bytes) -> list[Any]:
+    """Litestar apps read JSON (``request.json()``, msgspec) or MessagePack (``request.msgpack()``,
+    a ``data`` parameter of a handler declared ``application/x-msgpack``)."""
+    from litestar.serialization import decode_json, decode_msgpack
+
+    documents = []
+    try:
+        documents.append(decode_json(body or b"null"))
+    except Exception:  # noqa: BLE001, S110 - not JSON
+        pass
+    try:
+        documents.append(decode_msgpack(body or b"\xc0"))
+    except Exception:  # noqa: BLE001, S110 - not MessagePack
+        pass
+    return documents
 
 
 # --- the adapters ------------------------------------------------------------------------------
@@ -360,17 +380,11 @@ def starlette_form(body: bytes, content_type: str | None, charsets: list[str]) -
     return [b for v in values for b in _text_bytes(v, charsets)] + uploads
 
 
-def _litestar_json(body: bytes) -> Any:
-    from litestar.serialization import decode_json
-
-    return decode_json(body or b"null")
-
-
 @dataclass(frozen=True)
 class Adapter:
     name: str
     form: Callable[[bytes, str | None, list[str]], list[bytes]]
-    json_loads: Callable[[bytes], Any] = _stdlib_json
+    documents: Callable[[bytes], list[Any]] = _stdlib_json
 
     def examine(self, body: bytes, content_type: str | None) -> Parsed:
         """Everything the app can get: raw body, form values (unless refused), JSON images."""
@@ -381,7 +395,7 @@ class Adapter:
             values += self.form(body, content_type, charsets)
         except FrameworkRefused as error:
             refused = str(error)[:200]
-        values += _json_values(body, self.json_loads)
+        values += _document_values(body, self.documents)
         return Parsed(values, refused)
 
     def parse(self, body: bytes, content_type: str | None) -> list[bytes]:
@@ -392,7 +406,7 @@ ADAPTERS: tuple[Adapter, ...] = (
     Adapter("django", django_form),
     Adapter("werkzeug", werkzeug_form),
     Adapter("quart", quart_form),
-    Adapter("litestar", litestar_form, _litestar_json),
+    Adapter("litestar", litestar_form, _litestar_documents),
     Adapter("starlette", starlette_form),
 )
 BY_NAME = {adapter.name: adapter for adapter in ADAPTERS}
