@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import io
 import struct
 import urllib.parse
@@ -837,7 +838,9 @@ def mutants(draw: st.DrawFn) -> Case:
             token = draw(st.sampled_from(_TOKENS)) if kind == "replace" else b""
             body = body[:position] + token + body[position + size :]
             edits.append(f"{kind[:3]}{size}@{position}")
-    return Case(f"mutant-{tag}-{base}-{'-'.join(edits)}", "mutant", body, content_type, image)
+    digest = hashlib.blake2s(content_type.encode() + body, digest_size=3).hexdigest()
+    case_id = f"mutant-{tag}-{base}-{'-'.join(edits)}-{digest}"
+    return Case(case_id, "mutant", body, content_type, image)
 
 
 def _image_spans(body: bytes, image: bytes) -> list[tuple[int, int]]:
