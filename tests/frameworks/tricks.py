@@ -24,13 +24,13 @@ CRLF = b"\r\n"
 #: The trick classes of issue 11, in table order.
 CLASSES = {
     "canon": "canonical blocked upload (multipart, raw, JSON)",
-    "a": "framing: delimiters without CRLF, parts after the close, body opening with the close",
+    "a": "framing: delimiter without CRLF, part after the close, body opening with the close, ...",
     "b": "two boundaries: boundary*=, repeated, spaces around =, backslash escapes",
     "c": "a file guard might call a field: filename*=, escaped quote, two C-D, bad UTF-8",
-    "d": "formats guard did not recognise: file part, text field, raw text/plain or untyped",
-    "e": "animation with the blocked picture on a late, long frame",
+    "d": "formats guard did not recognise (file part, text field, raw body); misdeclared raw JPEG",
+    "e": "animation with the blocked picture on a late, long frame; APNG default image; MPO",
     "f": "routes: trailing slash, //, %2F, absolute-form, lower-case method, Mount, root_path",
-    "g": "JSON with a BOM, UTF-16, UTF-32 on a json_fields route",
+    "g": "JSON with a BOM, UTF-16, UTF-32, escapes, line breaks, duplicate keys (json_fields)",
 }
 
 
@@ -143,9 +143,17 @@ def _unsampled_late_frame(count: int, sampled: int = 8) -> int:
 
 @cache
 def animations() -> dict[str, bytes]:
-    """30 frames (the blocked one where the first release's sample of 8 did not look), and a
-    GIF of 8 with the blocked picture last."""
-    out = {}
+    """30 frames (the blocked one where the first release's sample of 8 did not look), a GIF
+    of 8 with the blocked picture last, an APNG whose default image (shown by viewers without
+    APNG support) is harmless and whose only animation frame is blocked, and an MPO (a JPEG
+    with more pictures after the first) whose second picture is blocked."""
+    frames, _ = _frames(2, 1)
+    out = {
+        "APNG default image": _save(
+            frames[0], "PNG", save_all=True, append_images=frames[1:], default_image=True
+        ),
+        "MPO": _save(frames[0], "MPO", save_all=True, append_images=frames[1:]),
+    }
     for count, suffix in ((30, ""), (8, " 8 frames")):
         late = _unsampled_late_frame(count) if count > 8 else count - 1
         frames, durations = _frames(count, late)
@@ -271,9 +279,9 @@ def more_framing(image: bytes, path: str) -> list[Trick]:
     ascii_image = other_formats()["PPM-ascii"]
     urlencoded = b"file=" + urllib.parse.quote_from_bytes(ascii_image).encode()
     form_type = b"application/x-www-form-urlencoded"
-    tricks.append(
-        Trick("a", "urlencoded ASCII PPM", path, urlencoded, form_type, payloads=(ascii_image,))
-    )
+    plus = b"file=" + urllib.parse.quote_plus(ascii_image.decode()).encode()
+    for name, body in (("urlencoded ASCII PPM", urlencoded), ("urlencoded ASCII PPM, +", plus)):
+        tricks.append(Trick("a", name, path, body, form_type, payloads=(ascii_image,)))
     return tricks
 
 
@@ -375,7 +383,27 @@ def formats(multipart_paths: list[str], field_name: bytes) -> list[Trick]:
             tricks.append(
                 Trick("d", f"{label} raw {kind}", "/raw", data, content_type, payloads=(data,))
             )
-    return tricks
+    return tricks + misdeclared_raw()
+
+
+def misdeclared_raw() -> list[Trick]:
+    """The blocked JPEG as a raw body declared as anything but an image: the raw-body view
+    reads it whatever the type says."""
+    image = blocked()
+    types = [
+        b"application/json",
+        b"application/x-www-form-urlencoded",
+        b"multipart/form-data",
+        b"multipart/form-data; boundary=" + B,
+        b"text/html; charset=utf-8",
+        b"application/xml",
+        b"application/x-anything",
+        b"",
+    ]
+    return [
+        Trick("d", f"JPEG raw as {t.decode() or 'empty type'}", "/raw", image, t, payloads=(image,))
+        for t in types
+    ]
 
 
 def animated(multipart_paths: list[str]) -> list[Trick]:
