@@ -13,6 +13,7 @@ import dataclasses
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import ExifTags, Image
@@ -144,6 +145,12 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 )
 # Bytes of the prefix Image.open hands to each plugin's accept() test.
 _PREFIX_BYTES = 16
+# Bytes of an input that Pillow's header parsers are shown while sniffing. Two of them (IM, IMT)
+# read text line by line as long as lines look like their headers: on 20 MB of such lines they
+# took 10 s (0.5 us a byte); the window bounds that to about 0.5 s. A parser that reads to the end
+# of the window and fails names its format (fail closed): a text field takes that only when its
+# whole first MiB is such lines ("Key: value" or "word token", no blank line).
+SNIFF_WINDOW = 1 << 20
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -156,8 +163,9 @@ def sniff_format(data: bytes) -> str | None:
     JPEGs (phone photos, which Pillow reports as MPO) are "JPEG". A plugin that warns or raises
     DecompressionBombError while parsing a header has recognised its format: that is an image
     (the pixel cap refuses it later), never a crash. Formats without an accept() test (TGA, IM,
-    IMT, IPTC, PCD, SPIDER) are identified by their parsers alone: see docs on what text they
-    could take (none that starts with a printable character, for TGA).
+    IMT, IPTC, PCD, SPIDER) are identified by their parsers alone; none takes ordinary text (TGA
+    needs byte 1 to be 0 or 1, IM a Ctrl-Z after known keys, IMT a "pixel n8" line, IPTC 0x1c
+    first, PCD "PCD_" at byte 2048). Text starting with a PNM header ("P3 4 5 6") is a PPM.
     """
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
@@ -178,25 +186,68 @@ def _pillow_format(data: bytes) -> str | None:
 
     As Image.open does, minus its quirks: a plugin that fails with an unexpected exception type
     (Image.open would stop there) is just not the format, and later plugins are still tried, so
-    any order an app might pass in ``formats=`` is covered.
+    any order an app might pass in ``formats=`` is covered. Parsers see the first SNIFF_WINDOW
+    bytes only: a parser that fails having read to the end of a shorter window than the data
+    might have succeeded on more of it, so that format is named (fail closed).
     """
     Image.init()  # returns at once once done; plugins registered later (pillow-heif) are seen
     prefix = data[:_PREFIX_BYTES]
+    window = data[:SNIFF_WINDOW] if len(data) > SNIFF_WINDOW else None
     for name in list(Image.ID):
         factory, accept = Image.OPEN[name]
         try:
             if accept is not None and not accept(prefix):
                 continue
-            image = factory(io.BytesIO(data), "")
+        except Exception:  # noqa: BLE001, S112 - a test that fails is a test not passed
+            continue
+        stream = io.BytesIO(data) if window is None else _Window(window)
+        try:
+            image = factory(stream, "")
         except (Warning, Image.DecompressionBombError):
             # Raised only once a header is recognised (a DeprecationWarning for IM, a bomb
             # check on the declared size): an image of this format.
             return name
-        except Exception:  # noqa: BLE001, S112 - any failure means "not this format"
+        except Exception:  # noqa: BLE001 - any failure means "not this format"...
+            if isinstance(stream, _Window) and stream.ran_out:  # ...unless it wanted more
+                return name
             continue
         image.close()
         return name
     return None
+
+
+class _Window(io.BytesIO):
+    """The leading bytes of a longer input, noting whether a reader got to their end: there
+    the reader's verdict on the whole input is unknown."""
+
+    def __init__(self, window: bytes) -> None:
+        super().__init__(window)
+        self._end = len(window)
+        self.ran_out = False
+
+    def _note(self) -> None:
+        if self.tell() >= self._end:
+            self.ran_out = True
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        chunk = super().read(size)
+        self._note()
+        return chunk
+
+    def read1(self, size: int | None = -1, /) -> bytes:
+        chunk = super().read1(size)
+        self._note()
+        return chunk
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        line = super().readline(size)
+        self._note()
+        return line
+
+    def readinto(self, buffer: Any, /) -> int:
+        count = super().readinto(buffer)
+        self._note()
+        return count
 
 
 def normalise(
