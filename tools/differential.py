@@ -31,9 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     arguments.add_argument("--guard", type=Path, help="import guard from this directory")
     arguments.add_argument("--details", action="store_true", help="what each parser saw")
     options = arguments.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    import tests.differential  # noqa: F401 - the suite's package, from this checkout
+
     if options.guard is not None:
+        # Only guard comes from there: the tests package above is already imported.
         sys.path.insert(0, str(options.guard.resolve()))
-    sys.path.insert(1 if options.guard else 0, str(ROOT))
 
     # python-multipart logs every framing error it meets at WARNING: thousands of lines here.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
