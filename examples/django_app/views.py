@@ -9,7 +9,8 @@ import hashlib
 import json
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.http import JsonResponse
 from django.views.decorators.http import require_POST
 
 
@@ -22,14 +23,14 @@ def item(name: str | None, data: bytes, filename: str | None = None) -> dict[str
     }
 
 
-def answer(request: HttpRequest, items: list[dict[str, Any]]) -> JsonResponse:
+def answer(request: ASGIRequest, items: list[dict[str, Any]]) -> JsonResponse:
     # Django has no request.state: guard's Decision is in the ASGI scope's state.
-    decision = request.scope.get("state", {}).get("guard")  # type: ignore[attr-defined]
+    decision = request.scope.get("state", {}).get("guard")
     return JsonResponse({"items": items, "guard": decision.action if decision else None})
 
 
 @require_POST
-def upload(request: HttpRequest) -> JsonResponse:
+def upload(request: ASGIRequest) -> JsonResponse:
     items = [
         item(name, file.read(), file.name)
         for name, files in request.FILES.lists()
@@ -42,11 +43,11 @@ def upload(request: HttpRequest) -> JsonResponse:
 
 
 @require_POST
-def raw(request: HttpRequest) -> JsonResponse:
+def raw(request: ASGIRequest) -> JsonResponse:
     return answer(request, [item(None, request.body)])
 
 
 @require_POST
-def json_image(request: HttpRequest) -> JsonResponse:
+def json_image(request: ASGIRequest) -> JsonResponse:
     payload = json.loads(request.body)
     return answer(request, [item("image", base64.b64decode(payload["image"]))])

@@ -27,11 +27,10 @@ FRAMEWORKS = list(APPS)
 
 @pytest.fixture(scope="module")
 def servers(
-    e2e_config: Path, tmp_path_factory: pytest.TempPathFactory
+    e2e_config: Path, redis_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Server]]:
     logs = tmp_path_factory.mktemp("e2e-logs")
-    env = {"GUARD_CONFIG": str(e2e_config)}
-    env["GUARD_REDIS_URL"] = e2e_config.read_text().rsplit("url: ", 1)[1].strip()
+    env: dict[str, str | None] = {"GUARD_CONFIG": str(e2e_config), "GUARD_REDIS_URL": redis_server}
     started = {name: start(name, target, env, logs) for name, target in APPS.items()}
     started["starlette-root"] = start(
         "starlette-root", APPS["starlette"], env, logs, "--root-path", "/prefix"
