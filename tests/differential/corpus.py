@@ -634,6 +634,17 @@ def _json(image: bytes, tag: str) -> Iterator[Case]:
     yield case("utf8-no-type", document.encode(), None)
     yield case("utf8-form-urlencoded", document.encode(), "application/x-www-form-urlencoded")
     yield case("leading-whitespace", b" \r\n\t" + document.encode())
+    for count in (100, 5000):
+        # json.loads skips any amount of leading whitespace; a sniffer that looks at a prefix
+        # for "{" must look past it.
+        padded = " " * count + document
+        yield case(f"leading-spaces-{count}-text-plain", padded.encode(), "text/plain")
+        yield case(f"leading-spaces-{count}-no-type", padded.encode(), None)
+        yield case(
+            f"leading-newlines-{count}-utf16-no-type",
+            ("\n" * count + document).encode("utf-16"),
+            None,
+        )
     wrapped = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
     yield case("base64-newlines", ('{"image": "' + wrapped.replace("\n", "\\n") + '"}').encode())
     yield case("base64-unpadded", ('{"image": "' + encoded.rstrip("=") + '"}').encode())
