@@ -162,6 +162,15 @@ def _psd() -> bytes:
     return header + b"".join(band.tobytes() for band in picture().split())
 
 
+def _pcd() -> bytes:
+    # Kodak Photo CD: Pillow reads its header at byte 2048 whatever comes before (text here), and
+    # decodes 768x512 pixels from byte 196608. The pixels are a ramp, not the picture (no encoder).
+    prefix = (b"Just a note, nothing to see. " * 80)[:2048]
+    header = b"PCD_IPI".ljust(1539, b"\0")
+    ramp = bytes(i % 251 for i in range(768 * 512 * 3 // 2))
+    return (prefix + header).ljust(96 * 2048, b"\0") + ramp
+
+
 # Every way of writing the picture: the formats Pillow saves, and the ones it only opens (made by
 # hand here). The names are the case ids' format part.
 _WRITERS: dict[str, Callable[[], bytes]] = {
@@ -204,6 +213,7 @@ _WRITERS: dict[str, Callable[[], bytes]] = {
     "pixar": _pixar,
     "mcidas": _mcidas,
     "psd": _psd,
+    "pcd": _pcd,
 }
 
 
