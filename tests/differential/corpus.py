@@ -706,6 +706,17 @@ def _urlencoded(image: bytes, tag: str) -> Iterator[Case]:
         yield Case(f"urlencoded-{name}-{tag}", "urlencoded", body, content_type, image)
 
 
+def _polyglots() -> Iterator[Case]:
+    """Bodies that are canonical multipart and, read whole (``request.body``), an image too."""
+    pcd = images().get("pcd")
+    if pcd is None:
+        return
+    head = b"--" + BOUNDARY + CRLF + cd("note") + CRLF + CRLF
+    text = head + pcd[len(head) :]  # the note field's text fills the PCD's first 2048 bytes
+    body = text + CRLF + b"--" + BOUNDARY + b"--" + CRLF
+    yield Case("polyglot-multipart-pcd", "polyglot", body, form_ct(), body)
+
+
 def _controls() -> Iterator[Case]:
     image = png()
     jpeg = images()["jpeg"]
@@ -762,6 +773,7 @@ def corpus() -> tuple[Case, ...]:
         cases += _urlencoded(image, tag)
         cases += _msgpack(image, tag)
     cases += _formats()
+    cases += _polyglots()
     return tuple(cases)
 
 

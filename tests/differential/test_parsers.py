@@ -70,7 +70,7 @@ def test_mutated_bodies(case: Case) -> None:
 
 CONTROLS = [case for case in corpus() if case.control]
 CLASSES = {"control", "framing", "content-type", "part-headers", "formats", "json", "urlencoded"}
-CLASSES |= {"msgpack"}
+CLASSES |= {"msgpack", "polyglot"}
 
 
 @pytest.mark.parametrize("case", CONTROLS, ids=lambda case: case.id)
