@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import guard
     from tests.differential.corpus import Case, corpus, mutants
-    from tests.differential.parsers import ADAPTERS, Tally, check, describe, guard_view
+    from tests.differential.parsers import ADAPTERS, Tally, check, close, describe, guard_view
 
     started = time.perf_counter()
     tally = Tally()
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if options.mutants:
         collect()
+    close()
     elapsed = time.perf_counter() - started
     print(f"guard from {Path(guard.__file__).parent}")
     print(

@@ -161,10 +161,19 @@ _runner: asyncio.Runner | None = None
 
 
 def _run(coroutine: Any) -> Any:
+    # One event loop for every async adapter call (a new one per body costs more than parsing).
     global _runner
     if _runner is None:
         _runner = asyncio.Runner()
     return _runner.run(coroutine)
+
+
+def close() -> None:
+    """Close the adapters' event loop (it is also the thread's current loop until then)."""
+    global _runner
+    if _runner is not None:
+        _runner.close()
+        _runner = None
 
 
 def _receive_for(body: bytes) -> Callable[[], Any]:

@@ -14,7 +14,17 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
 from .corpus import Case, corpus, mutants
-from .parsers import ADAPTERS, GuardView, Tally, check, describe, guard_view, naive_guard, pixels
+from .parsers import (
+    ADAPTERS,
+    GuardView,
+    Tally,
+    check,
+    close,
+    describe,
+    guard_view,
+    naive_guard,
+    pixels,
+)
 
 #: Bodies x parsers of this run, judged against the real guard (printed at the end with -s).
 SUMMARY = Tally()
@@ -24,6 +34,7 @@ MUTANTS = 400
 @pytest.fixture(scope="module", autouse=True)
 def _print_summary() -> Iterator[None]:
     yield
+    close()
     print("\ndifferential parsers: bodies x parsers")
     print(SUMMARY.table())
 
