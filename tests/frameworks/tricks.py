@@ -529,10 +529,18 @@ def json_escapes(image: bytes) -> list[Trick]:
         "duplicate key, image last": obj(("image", other), ("image", encoded)),
         "data: URL": obj(("image", "data:image/jpeg;base64," + encoded)),
     }
-    return [
+    tricks = [
         Trick("g", name, "/json", text.encode(), b"application/json", payloads=(image,))
         for name, text in texts.items()
     ]
+    # json.loads skips any amount of leading whitespace, whatever the body is declared as.
+    for size in (100, 5000):
+        padded = (b" \r\n\t" * 1250)[:size] + json_body(image)
+        for content_type in (b"application/json", b"text/plain", None):
+            kind = "untyped" if content_type is None else content_type.decode()
+            name = f"{size} bytes of whitespace first, {kind}"
+            tricks.append(Trick("g", name, "/json", padded, content_type, payloads=(image,)))
+    return tricks
 
 
 def for_framework(framework: str) -> list[Trick]:
