@@ -533,6 +533,17 @@ def json_escapes(image: bytes) -> list[Trick]:
         Trick("g", name, "/json", text.encode(), b"application/json", payloads=(image,))
         for name, text in texts.items()
     ]
+    # Views that parse the body as JSON whatever its declared type (Starlette's request.json(),
+    # Django's json.loads(request.body)).
+    for declared in (
+        b"application/x-www-form-urlencoded",
+        b"multipart/form-data; boundary=" + B,
+        b"application/octet-stream",
+        b"text/html",
+        b"application/jsonx",
+    ):
+        name = f"JSON declared {declared.decode()}"
+        tricks.append(Trick("g", name, "/json", json_body(image), declared, payloads=(image,)))
     # json.loads skips any amount of leading whitespace, whatever the body is declared as.
     for size in (100, 5000):
         padded = (b" \r\n\t" * 1250)[:size] + json_body(image)
