@@ -1,10 +1,11 @@
 """Bytes in, small normalised grey images out, under limits.
 
 This is the only module that touches Pillow. It decides what an image *looks like* before any hash
-is taken (guard-ahash v1): the format is sniffed from the bytes, the pixel count
-is checked against a cap before any pixel is decoded, EXIF orientation is applied, alpha is composited
-onto black, 16-bit samples are scaled, uniform borders are trimmed and animated images give every
-frame, within a budget. Every Pillow failure becomes a :mod:`guard.errors` exception with a clear message.
+is taken (guard-ahash v1): the format is sniffed from the bytes (an image is whatever Pillow can
+open), the pixel count is checked against a cap before any pixel is decoded, EXIF orientation is
+applied, alpha is composited onto black, 16-bit samples are scaled, uniform borders are trimmed and
+animated images give every frame, within a budget. Every Pillow failure becomes a
+:mod:`guard.errors` exception with a clear message.
 """
 
 from __future__ import annotations
