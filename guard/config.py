@@ -511,6 +511,17 @@ class Route:
         return any(glob.match(reading) for reading in readings)
 
 
+@functools.lru_cache(maxsize=256)
+def _merged(routes: tuple[Route, ...]) -> Route:
+    """One route checking what each of ``routes`` checks (named after the first)."""
+    return Route(
+        routes[0].path,
+        tuple(dict.fromkeys(name for route in routes for name in route.lists)),
+        frozenset().union(*(route.methods for route in routes)),
+        tuple(dict.fromkeys(field for route in routes for field in route.json_fields)),
+    )
+
+
 DEFAULT_REDIS = RedisSettings()
 DEFAULT_POLICY = ListPolicy()
 
@@ -548,17 +559,30 @@ class Config:
     def route_for(
         self, method: str, path: str, *, raw_path: bytes | None = None, root_path: str = ""
     ) -> Route | None:
-        """The first route, in file order, that checks this request; None if none does.
+        """The route that checks this request; None if none does.
 
-        ``path``, ``raw_path`` and ``root_path`` are the ASGI scope's (see :class:`Route`). The
-        method is checked first: a request no route's methods name costs no path work.
+        ``path``, ``raw_path`` and ``root_path`` are the ASGI scope's (see :class:`Route`). Each
+        reading of the path (:func:`request_paths`) is taken by the first route, in file order,
+        that matches it. When readings are taken by different routes, the app may route the
+        request by either, so it is checked against all of them: one route with their lists and
+        JSON fields, in file order (else "/public/../upload" could pick a route with weaker
+        lists than "/upload"'s). The method is checked first: a request no route's methods
+        name costs no path work.
         """
         method = method.upper()
         candidates = [route for route in self.routes if method in route.methods]
         if not candidates:
             return None
-        readings = request_paths(path, raw_path, root_path)
-        return next((route for route in candidates if route.matches_path(readings)), None)
+        taken: set[int] = set()
+        for reading in request_paths(path, raw_path, root_path):
+            index = next(
+                (i for i, route in enumerate(candidates) if route.matches_path((reading,))), None
+            )
+            if index is not None:
+                taken.add(index)
+        if len(taken) <= 1:
+            return candidates[taken.pop()] if taken else None
+        return _merged(tuple(candidates[i] for i in sorted(taken)))
 
     def route_problems(self) -> tuple[str, ...]:
         """Routes that check nothing, as warnings to log at start-up: a route whose methods

@@ -104,8 +104,8 @@ def test_no_file_gives_the_documented_defaults() -> None:
     )
     assert config.limits == ImageLimits(
         max_image_pixels=50_000_000,
-        max_frames=8,
-        max_animation_pixels=200_000_000,
+        max_frames=300,
+        max_animation_pixels=100_000_000,
         allowed_formats=frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP"}),
     )
 

@@ -230,6 +230,40 @@ def test_matching_is_linear_in_the_path(pattern: str) -> None:
     assert len(request_paths(hostile, hostile.encode(), "/%2F")) <= 60
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "raw", "lists"),
+    [
+        ("POST", "/public/../upload", None, ("weak", "strong")),  # a dot-resolving framework
+        ("POST", "/public/x", b"/public/x%2F..%2F..%2Fupload", ("weak", "strong")),
+        ("POST", "/public/x", None, ("weak",)),
+        ("POST", "/upload", None, ("strong",)),
+        ("PUT", "/public/../upload", None, ("strong",)),  # the first route takes POST only
+        ("POST", "/images/special", None, ("a",)),  # first match wins for one reading
+        ("POST", "/images/special/", None, ("a",)),
+        ("POST", "/images/other/../special", None, ("a",)),
+        # Routed on raw_path, "x%2F..%2Fspecial" is one segment; decoded, it is /images/special.
+        ("POST", "/images/x/../special", b"/images/x%2F..%2Fspecial", ("a", "b")),
+    ],
+)
+def test_readings_taken_by_different_routes_are_checked_against_all(
+    method: str, path: str, raw: bytes | None, lists: tuple[str, ...]
+) -> None:
+    """Each reading takes its first route; a request the app may route to either gets both
+    routes' lists (in file order), never only the weaker ones."""
+    config = Config(
+        routes=(
+            Route("/public/**", ("weak",), POST),
+            Route("/upload", ("strong",), frozenset({"POST", "PUT"})),
+            Route("/images/special", ("a",)),
+            Route("/images/*", ("b",), json_fields=("photo",)),
+        )
+    )
+    route = config.route_for(method, path, raw_path=raw)
+    assert route is not None and route.lists == lists
+    if lists == ("a", "b"):
+        assert (route.path, route.json_fields) == ("/images/special", ("photo",))
+
+
 def test_methods_no_route_names_cost_no_path_work(monkeypatch: pytest.MonkeyPatch) -> None:
     import guard.config
 
