@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import anyio
 
-from guard import multipart
+from guard import msgpack, multipart
 from guard.errors import BodyTooLarge, MalformedBody, NotAnImage
 from guard.images import sniff_format
 
@@ -235,6 +235,10 @@ def find_images(
     media = _media_type(content_type)
     if media == "multipart/form-data":
         images = _multipart_images(body, content_type, max_parts)
+        # The app may read request.body() too: a form that is also an image (a Photo CD's
+        # header sits at byte 2048, after any text) is one.
+        if sniff_format(body) is not None:
+            images.append(body)
     elif "multipart" in media or "form-data" in media:
         # multipart/mixed, "multipart/form-data, text/plain"...: parsers disagree on whether
         # these are forms at all, so none is accepted on a guarded route.
@@ -251,15 +255,39 @@ def find_images(
         images = [body]
     elif sniff_format(body) is not None:
         images = [body]
-    elif media == "application/x-www-form-urlencoded":
-        images = _urlencoded_images(body, max_parts)
-    elif json_scan is not None and _is_json(media, body):
-        images = _json_images(body, json_scan, max_images)
     else:
         images = []
+        # Quart also reads "application/x-url-encoded"; any such type is read as a form.
+        if "urlencoded" in media or "url-encoded" in media:
+            images += _urlencoded_images(body, max_parts)
+        # Independent of the form reading: an app may call request.json() on any body ...
+        if json_scan is not None and _is_json(media, body):
+            images += _json_images(body, json_scan, max_images)
+        # ... and Litestar's request.msgpack() on any body too.
+        images += _msgpack_images(body, media, json_scan, max_parts, max_images)
     if len(images) > max_images:
         raise BodyTooLarge(f"request has {len(images)} images, over max_images={max_images}")
     return images
+
+
+def _as_text_field(data: bytes) -> list[bytes]:
+    """``[data]`` if a text field's bytes are an image, else ``[]``.
+
+    Frameworks hand text fields to the app as str, decoded from UTF-8 with replacement
+    characters (Django, Werkzeug, each its own way) or as latin-1 (Starlette): an app that
+    encodes the str back gets other bytes, and a format whose signature survives (BMP) still
+    opens, with other pixels. guard cannot know which reading the app makes, so an image in a
+    text field must be valid UTF-8 (ASCII PPM, XBM), where every reading gives the same bytes.
+    """
+    if sniff_format(data) is None:
+        return []
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedBody(
+            "an image in a text field must be sent as a file (a part with a filename)"
+        ) from None
+    return [data]
 
 
 def _urlencoded_images(body: bytes, max_parts: int) -> list[bytes]:
@@ -270,8 +298,7 @@ def _urlencoded_images(body: bytes, max_parts: int) -> list[bytes]:
         if count >= max_parts:
             raise BodyTooLarge(f"form body has more than max_parts={max_parts} fields")
         value = urllib.parse.unquote_to_bytes(pair.partition(b"=")[2].replace(b"+", b" "))
-        if sniff_format(value) is not None:
-            images.append(value)
+        images += _as_text_field(value)
     return images
 
 
@@ -279,12 +306,14 @@ def _is_json(media: str, body: bytes) -> bool:
     # Apps often parse JSON whatever it is declared as (Starlette's request.json() does not look
     # at the type), so a body that starts like JSON is scanned as JSON too. json.loads reads
     # UTF-8 with or without a BOM, UTF-16 and UTF-32 alike, and so must this test.
+    # json.loads skips any amount of leading whitespace, so this does too.
     if media == "application/json" or media.endswith("+json"):
         return True
-    try:
-        text = body[:64].decode(json.detect_encoding(body), "ignore")
-    except LookupError:
-        return False
+    encoding = json.detect_encoding(body)
+    if encoding.startswith("utf-8"):
+        start = body.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")[:1]
+        return start in (b"{", b"[")
+    text = body.decode(encoding, "ignore")  # UTF-16 or UTF-32: rare, decoded whole
     return text.lstrip("\ufeff \t\r\n")[:1] in ("{", "[")
 
 
@@ -317,6 +346,59 @@ def _json_images(body: bytes, scan: JsonScan, max_images: int) -> list[bytes]:
             if len(images) > max_images:
                 raise BodyTooLarge(f"request has more than max_images={max_images} images")
     return images
+
+
+#: The smallest file Pillow opens that holds 8x8 pixels (a binary PBM: "P4 8 8 " and 8 bytes).
+#: Shorter MessagePack values are not sniffed: they cannot carry a picture guard could match.
+MIN_IMAGE_BYTES = 15
+
+
+def _msgpack_images(
+    body: bytes, media: str, scan: JsonScan | None, max_parts: int, max_images: int
+) -> list[bytes]:
+    """The images an app gets from a body read as MessagePack: every ``bin`` value whose bytes
+    are an image (the decoder hands them over as they are) and, with ``scan``, the configured
+    fields (raw bytes, or base64 text as in JSON). A body declared MessagePack must be one."""
+    try:
+        document = msgpack.loads(body)
+    except msgpack.NotMessagePack as error:
+        if "msgpack" in media:
+            raise MalformedBody(f"malformed MessagePack body: {error}") from None
+        return []
+    images: list[bytes] = []
+    stack: list[Any] = [document]
+    values = 0
+    while stack:
+        value = stack.pop()
+        if isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif isinstance(value, bytes) and len(value) >= MIN_IMAGE_BYTES:
+            values += 1
+            if values > max_parts:
+                raise BodyTooLarge(f"MessagePack body has more than max_parts={max_parts} values")
+            if sniff_format(value) is not None:
+                images.append(value)
+    if scan is not None:
+        fields = _from_pairs(document)
+        for path in scan.fields:
+            for value in _values_at(fields, path):
+                if isinstance(value, str):
+                    images.append(_decode_image(value, path))
+        if len(images) > max_images:
+            raise BodyTooLarge(f"request has more than max_images={max_images} images")
+    return images
+
+
+def _from_pairs(document: Any) -> Any:
+    """A MessagePack document with its maps as dicts, refusing repeated keys as JSON does."""
+    if isinstance(document, msgpack.Pairs):
+        keys = [key for key, _ in document]
+        if len(set(map(repr, keys))) != len(keys):
+            raise MalformedBody("malformed MessagePack body: a map repeats a key")
+        return {key: _from_pairs(value) for key, value in document}
+    if isinstance(document, list):
+        return [_from_pairs(item) for item in document]
+    return document
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -387,8 +469,11 @@ def _multipart_images(body: bytes, content_type: str, max_parts: int) -> list[by
     images = []
     for part in multipart.parse(body, multipart.boundary_of(content_type), max_parts=max_parts):
         declared_image = (part.content_type or "").strip().lower().startswith("image/")
-        if sniff_format(part.data) is not None:
-            images.append(part.data)
-        elif (part.filename is not None or declared_image) and part.data:
+        if part.filename is None:
+            found = _as_text_field(part.data)  # the app gets a str
+        else:
+            found = [part.data] if sniff_format(part.data) is not None else []
+        if not found and (part.filename is not None or declared_image) and part.data:
             raise NotAnImage("not an image: a file part's bytes are no image format guard accepts")
+        images += found
     return images
