@@ -107,6 +107,5 @@ def test_an_image_in_a_messagepack_body_is_found_whatever_the_type(content_type:
 
 
 def test_a_body_declared_messagepack_must_be_one() -> None:
-    from guard.errors import MalformedBody
     with pytest.raises(MalformedBody, match="malformed MessagePack body"):
         find_images(b"not msgpack", "application/vnd.msgpack", max_parts=10, max_images=4)
