@@ -3,7 +3,8 @@
 Each exotic format Pillow opens (written by Pillow's own writers where it has one, hand-made
 otherwise) is sent three ways (a multipart file part, a multipart text field without filename or
 type, a raw body declared text/plain and one with no type) through ``find_images`` and
-``hash_bytes``: the outcome is always FormatNotAllowed (415) naming the format, never "allowed".
+``hash_bytes``: the outcome is always FormatNotAllowed (415) naming the format, never "allowed"
+(binary image bytes in a text field are refused before that, 400: see uploads).
 Ordinary text fields and random binary blobs are measured for how often they are taken for an
 image (the false-image rate), and the rules for formats Pillow opens without a magic-number test
 (TGA and friends) are pinned.
@@ -23,7 +24,13 @@ from conftest import encode, photo
 from PIL import Image, ImageFile
 
 from guard.config import HttpSettings
-from guard.errors import FormatNotAllowed, GuardError, NotAnImage, UndecodableImage
+from guard.errors import (
+    FormatNotAllowed,
+    GuardError,
+    MalformedBody,
+    NotAnImage,
+    UndecodableImage,
+)
 from guard.hashing import hash_bytes
 from guard.images import DEFAULT_LIMITS, SNIFF_WINDOW, sniff_format
 from guard.uploads import find_images
@@ -147,10 +154,35 @@ def test_every_format_is_refused_whatever_it_is_called(
         assert image.size[0] > 0
     assert sniff_format(data) == name
     error = _outcome(wrap(data), content_type)
+    if way == "text-field" and not _is_utf8(data):
+        # Frameworks decode text fields to str, each its own way: binary image bytes there are
+        # refused as such (400), before their format is looked at.
+        assert type(error) is MalformedBody, f"{case} as {way}: {error!r}"
+        assert str(error) == IMAGE_IN_TEXT_FIELD
+        assert refusal_for(error, HttpSettings()).status == 400
+        return
     assert type(error) is FormatNotAllowed, f"{case} as {way}: {error!r}"
     assert error.image_format == name
     assert f"image format {name} is not allowed" in str(error)
     assert refusal_for(error, HttpSettings()).status == 415
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+IMAGE_IN_TEXT_FIELD = "an image in a text field must be sent as a file (a part with a filename)"
+
+
+def test_text_images_in_text_fields_are_the_text_formats() -> None:
+    """Which of the formats above are valid UTF-8 (so reach the format check from a text field):
+    the plain PNM forms and XBM, text formats by design."""
+    text = {case for case, (_, make) in FORMATS.items() if _is_utf8(make())}
+    assert text == {"pbm-ascii-P1", "pgm-ascii-P2", "ppm-ascii-P3", "xbm-pillow", "xbm-by-hand"}
 
 
 @pytest.mark.parametrize("case", list(FORMATS))
