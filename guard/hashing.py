@@ -262,7 +262,10 @@ def hash_bytes(
 ) -> ImageHashes:
     """Hash an image held in memory. Raises a :class:`guard.errors.ImageError` on bad input.
 
-    ``trim=False`` skips border trimming, for measuring what it does; lists use the default.
+    Every frame of an animation is hashed (within ``limits``' frame budget, else TooManyFrames);
+    each distinct (aHash, pHash) is returned once, with the index of its first frame, so a still
+    picture stored as 300 frames costs one lookup. ``trim=False`` skips border trimming, for
+    measuring what it does; lists use the default.
     """
     frames: list[FrameHash] = []
     for small in normalise(data, limits, trim=trim):
