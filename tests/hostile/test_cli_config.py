@@ -348,7 +348,7 @@ PROBES = (
         pytest.param(
             "defaults: {radius: 8}",
             "defaults.radius: unknown key (allowed: bands, confirm_radius, dihedral, fail_open, "
-            "flag_radius, reject_radius)",
+            "flag_radius, reject_radius, required)",
             id="H40-unknown-key",
         ),
         pytest.param(
