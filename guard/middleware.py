@@ -52,7 +52,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Loose on purpose: Litestar, Quart and Django type their ASGI callables each their own way.
+ASGIApp = Callable[..., Awaitable[None]]
 
 logger = logging.getLogger("guard")
 T = TypeVar("T")

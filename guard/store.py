@@ -74,7 +74,14 @@ from guard.hashing import (
     to_hex,
     to_signed,
 )
-from guard.mirror import RECORD_SIZE, Mirror, Ranked, band_values_of, snapshot_record
+from guard.mirror import (
+    RECORD_SIZE,
+    Mirror,
+    Ranked,
+    band_values_of,
+    popcount,
+    snapshot_record,
+)
 
 logger = logging.getLogger("guard")
 
@@ -87,6 +94,7 @@ WRITE_BATCH = 500
 INTSET_ENTRIES = 4096
 
 StoreT = TypeVar("StoreT", bound="Store")
+T = TypeVar("T")
 
 
 class LookupPolicy(Protocol):
@@ -612,32 +620,27 @@ class Store:
         queries: list[_Query] = [
             (*frame.variant(t), t, frame.frame) for frame in frames for t in transforms
         ]
+        # An animation's hundreds of frames make a lookup seconds of CPU: never on the event loop.
+        many = len(queries) > INLINE_QUERIES
         mirror = self._mirror_for(list_name, meta)
         if mirror is not None:
-            ranked = mirror.rank([(q[0], q[1]) for q in queries], radius, confirm_radius, limit)
+            pairs = [(q[0], q[1]) for q in queries]
+            ranked = await _run(many, mirror.rank, pairs, radius, confirm_radius, limit)
             mirrored = await self._fetch_ranked(list_name, mirror, ranked, queries, limit)
             if mirrored is not None:
                 return mirrored
-        probe_keys = {
-            band_key(list_name, band, value)
-            for ahash, *_ in queries
-            for band, value in meta.layout.probes(ahash, radius)
-        }
+        probe_keys = await _run(many, _probe_keys, list_name, meta.layout, queries, radius)
         _, _, meta_key = _keys(list_name)
         async with _translated():
             pipe = self._client.pipeline(transaction=False)
             pipe.exists(meta_key)
-            if probe_keys:
-                pipe.sunion(list(probe_keys))
-            exists, *union = await pipe.execute()
+            for start in range(0, len(probe_keys), SUNION_KEYS):
+                pipe.sunion(probe_keys[start : start + SUNION_KEYS])
+            exists, *unions = await pipe.execute()
         if not exists:
             raise self._vanished(list_name)
-        members = union[0] if union else set()
-        near = [
-            candidate
-            for candidate in map(from_signed, map(int, members))
-            if any(hamming(candidate, q[0]) <= radius for q in queries)
-        ]
+        members: set[bytes] = set().union(*unions)
+        near = await _run(many, _near, members, queries, radius)
         if not near:
             return []
         entries_key, _, _ = _keys(list_name)
@@ -912,6 +915,48 @@ class Store:
 
 
 _Query = tuple[int, int, Transform, int]  # (aHash, pHash, transform, frame) of one query variant
+
+
+#: Query hashes (one frame's 8 flips and rotations) up to which a lookup's CPU work runs inline;
+#: more (the frames of an animation) run in a worker thread.
+INLINE_QUERIES = len(TRANSFORMS)
+#: Band keys per SUNION: an animation probes millions of keys, and one command that large would
+#: hold Redis (single-threaded) for everyone.
+SUNION_KEYS = 10_000
+
+
+async def _run(off_loop: bool, function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)``, in a worker thread when ``off_loop``."""
+    return await asyncio.to_thread(function, *args) if off_loop else function(*args)
+
+
+def _probe_keys(
+    list_name: str, layout: BandLayout, queries: Sequence[_Query], radius: int
+) -> list[str]:
+    """The band keys a lookup reads, each once."""
+    return list(
+        {
+            band_key(list_name, band, value)
+            for ahash in {query[0] for query in queries}
+            for band, value in layout.probes(ahash, radius)
+        }
+    )
+
+
+def _near(members: set[bytes], queries: Sequence[_Query], radius: int) -> list[int]:
+    """The candidates within ``radius`` of some query (numpy: thousands of queries x tens of
+    thousands of candidates is a matrix, not a Python loop)."""
+    if not members:
+        return []
+    candidates = np.fromiter(
+        (from_signed(int(member)) for member in members), dtype=np.uint64, count=len(members)
+    )
+    wanted = np.unique(np.array([query[0] for query in queries], dtype=np.uint64))
+    keep = np.zeros(len(candidates), dtype=bool)
+    for start in range(0, len(wanted), 16):
+        block = wanted[start : start + 16]
+        keep |= (popcount(candidates[:, None] ^ block[None, :]) <= radius).any(axis=1)
+    return [int(value) for value in candidates[keep]]
 
 
 def _matches(

@@ -8,12 +8,14 @@ writes in between that make it stale); against a real Redis server and against f
 from __future__ import annotations
 
 import random
+import threading
 
 import fakeredis
 import numpy as np
 import pytest
 from conftest import LOCAL_PHOTOS, encode, photo, run
 
+import guard.store
 from guard import hash_bytes
 from guard.hashing import TRANSFORMS, FrameHash, hamming, permute, phash_of_coefficients
 from guard.store import Entry, MirrorSettings, Store
@@ -115,3 +117,49 @@ def test_lookup_equals_brute_force(backend: str, path: str, request: pytest.Fixt
         assert counts["mirrored"] > counts["queries"] * 0.9, counts
     assert counts["queries"] == QUERIES_PER_RADIUS * (7 + 13 + 13)
     assert counts["with_matches"] > counts["queries"] // 2  # the oracle is not comparing empty sets
+
+
+@pytest.mark.parametrize("path", ["index", "mirror"])
+def test_many_frame_lookups_equal_brute_force_and_run_off_the_event_loop(
+    path: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An animation's frames are one lookup of hundreds of query hashes: still exact, its CPU
+    work (probes, candidate filter, mirror ranking) in a worker thread, and its band keys read
+    in SUNIONs of at most SUNION_KEYS keys."""
+    mirror = path == "mirror"
+    rng = random.Random(path)
+    real = _real_photo_hashes()
+    stored = {h for h in real + [_flip(h, rng, 3) for h in real] if 4 <= h.bit_count() <= 60}
+    frames = [_frame(_flip(rng.choice(real), rng, rng.randint(0, 10))) for _ in range(40)]
+    frames += [_frame(rng.getrandbits(64)) for _ in range(20)]
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    real_probe_keys, real_rank = guard.store._probe_keys, guard.store.Mirror.rank
+
+    def probe_keys(*args: object) -> list[str]:
+        threads.append(threading.get_ident())
+        return real_probe_keys(*args)  # type: ignore[arg-type]
+
+    def rank(self: object, *args: object) -> object:
+        threads.append(threading.get_ident())
+        return real_rank(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(guard.store, "_probe_keys", probe_keys)
+    monkeypatch.setattr(guard.store.Mirror, "rank", rank)
+    monkeypatch.setattr(guard.store, "SUNION_KEYS", 500)
+    settings = MirrorSettings(retry_seconds=0) if mirror else None
+
+    async def body() -> None:
+        async with Store.from_url(redis_url, socket_timeout=10, mirror=settings) as store:
+            await store.add("frames", [Entry(h, 0) for h in stored])
+            if mirror:
+                assert await store.refresh_mirror("frames") is not None
+            for radius in (4, 8, 12):
+                matches = await store.lookup("frames", frames, radius=radius, dihedral=True)
+                expected = set().union(*(_oracle(stored, f.ahash, radius, True) for f in frames))
+                assert {m.entry.ahash for m in matches} == expected, radius
+                assert expected
+            await store.drop("frames")
+
+    run(body())
+    assert threads and loop_thread not in threads

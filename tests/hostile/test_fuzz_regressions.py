@@ -256,8 +256,10 @@ LONGEST_BOUNDARY = "a" * 70
         (
             LONG_BOUNDARY,
             400,
-            "malformed multipart body: the boundary must be 1 to 70 characters from "
-            "A-Z a-z 0-9 ' ( ) + _ , - . / : = ?",
+            (
+                "malformed multipart body: the boundary must be 1 to 70 characters from "
+                "A-Z a-z 0-9 ' ( ) + _ , - . / : = ?"
+            ),
         ),
     ],
     ids=["70", "257"],
