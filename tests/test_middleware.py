@@ -25,6 +25,9 @@ from guard.config import Config, HttpSettings, ListPolicy, Route
 from guard.middleware import Decision, GuardMiddleware
 from guard.store import Entry, Store
 
+#: Run against the bundled Redis 6.2 and, where installed, a current Redis 7+/Valkey.
+pytestmark = pytest.mark.every_redis
+
 BLOCKED = LOCAL_PHOTOS[0]
 ALSO_BLOCKED = LOCAL_PHOTOS[1]
 UNRELATED = LOCAL_PHOTOS[5]

@@ -20,6 +20,9 @@ from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, Unkn
 from guard.hashing import FrameHash, phash_of_coefficients, to_signed
 from guard.store import INTSET_ENTRIES, Entry, Match, MirrorSettings, Store
 
+#: Run against the bundled Redis 6.2 and, where installed, a current Redis 7+/Valkey.
+pytestmark = pytest.mark.every_redis
+
 StoreFactory = Callable[[], Store]
 
 

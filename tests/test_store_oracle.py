@@ -13,12 +13,16 @@ import threading
 import fakeredis
 import numpy as np
 import pytest
+import redis
 from conftest import LOCAL_PHOTOS, encode, photo, run
 
 import guard.store
 from guard import hash_bytes
 from guard.hashing import TRANSFORMS, FrameHash, hamming, permute, phash_of_coefficients
 from guard.store import Entry, MirrorSettings, Store
+
+#: Run against the bundled Redis 6.2 and, where installed, a current Redis 7+/Valkey.
+pytestmark = pytest.mark.every_redis
 
 QUERIES_PER_RADIUS = 80
 
@@ -54,12 +58,13 @@ def _oracle(stored: set[int], query: int, radius: int, dihedral: bool) -> set[in
 
 
 @pytest.mark.parametrize("path", ["index", "mirror"])
-@pytest.mark.parametrize("backend", ["redis", "fakeredis"])
+@pytest.mark.parametrize("backend", ["redis", "current-redis", "fakeredis"])
 def test_lookup_equals_brute_force(backend: str, path: str, request: pytest.FixtureRequest) -> None:
     mirror = path == "mirror"
     settings = MirrorSettings(retry_seconds=0) if mirror else None
-    if backend == "redis":
-        url = request.getfixturevalue("redis_url")
+    if backend in ("redis", "current-redis"):
+        url = request.getfixturevalue("redis_url" if backend == "redis" else "current_redis_server")
+        redis.Redis.from_url(url).flushdb()
         make = lambda: Store.from_url(url, socket_timeout=10, mirror=settings)
     else:
         server = fakeredis.FakeServer()
