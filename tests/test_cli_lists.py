@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -191,15 +192,23 @@ def test_usage_errors_exit_2(
 
 
 def test_embedded_default_persists_between_processes(folder: Path, tmp_path: Path) -> None:
-    """No Redis URL anywhere: `guard load` in one process, `guard check` in the next."""
-    work = tmp_path / "work"
+    """No Redis URL anywhere: `guard load` in one process, `guard check` in the next, from
+    another working directory: the store is the per-user one, not one under the working dir."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("GUARD_REDIS_URL", "GUARD_CONFIG")}
+    elsewhere.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GUARD_REDIS_URL", "GUARD_CONFIG", "GUARD_HOME")
+    }
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    env["GUARD_EMBEDDED_IDLE"] = "0.5"
 
-    def guard(*argv: str) -> subprocess.CompletedProcess[str]:
+    def guard(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "guard", *argv],
-            cwd=work,
+            cwd=cwd,
             env=env,
             capture_output=True,
             text=True,
@@ -207,16 +216,22 @@ def test_embedded_default_persists_between_processes(folder: Path, tmp_path: Pat
             check=False,
         )
 
-    loaded = guard("load", str(folder), "--json", "--skip-bad")
+    loaded = guard(work, "load", str(folder), "--json", "--skip-bad")
     assert loaded.returncode == 0, loaded.stderr
     assert json.loads(loaded.stdout)["added"] == 5
-    assert (work / ".guard" / "redis.db").is_file()
+    assert not (work / ".guard").exists()
+    store = tmp_path / "data" / "guard"
+    assert (store / "server.lock").is_file()
     edited = tmp_path / "edited.jpg"
     edited.write_bytes(encode(photo(LISTED[3]), "JPEG", quality=50))
-    checked = guard("check", str(edited), str(data_file(UNLISTED[0])), "--json")
+    checked = guard(elsewhere, "check", str(edited), str(data_file(UNLISTED[0])), "--json")
     assert checked.returncode == 1, checked.stderr
     assert [r["verdict"] for r in json.loads(checked.stdout)] == ["reject", "allow"]
     assert "Traceback" not in loaded.stderr + checked.stderr
+    deadline = time.monotonic() + 20
+    while (store / "redis.sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server saves and stops once idle
+    assert (store / "redis.db").is_file() and not (store / "redis.sock").exists()
 
 
 def test_config_file_and_environment_select_policy_and_server(

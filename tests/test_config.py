@@ -74,7 +74,7 @@ def test_no_file_gives_the_documented_defaults() -> None:
     config = load_config(None)
     assert config == DEFAULT_CONFIG == Config()
     assert config.redis == RedisSettings(
-        url=None, embedded_path=".guard/redis.db", socket_timeout=0.5, connect_timeout=0.5
+        url=None, embedded_path=None, socket_timeout=0.5, connect_timeout=0.5
     )
     assert config.defaults == ListPolicy(
         reject_radius=8, flag_radius=12, confirm_radius=12, dihedral=True, bands=4, fail_open=False
@@ -161,6 +161,7 @@ GOOD = [
     ("redis: {url: 'redis://cache:6379/2'}", lambda c: c.redis.url, "redis://cache:6379/2"),
     ("redis: {url: 'unix:///run/redis.sock'}", lambda c: c.redis.url, "unix:///run/redis.sock"),
     ("redis: {url: null}", lambda c: c.redis.url, None),
+    ("redis: {embedded_path: null}", lambda c: c.redis.embedded_path, None),
     (
         "redis: {embedded_path: /var/lib/guard.db}",
         lambda c: c.redis.embedded_path,
@@ -366,7 +367,7 @@ BAD = [
         "redis: {url: 6379}",
         "redis.url: must be null or a URL starting redis://, rediss:// or unix://, got 6379",
     ),
-    ("redis: {embedded_path: null}", "redis.embedded_path: must be a non-empty path, got null"),
+    ("redis: {embedded_path: 5}", "redis.embedded_path: must be null or a non-empty path, got 5"),
     ("limits: {max_frames: yes}", "limits.max_frames: must be an integer, got true"),
     (
         "limits: {max_image_pixels: 5.0e7}",
@@ -419,7 +420,7 @@ BAD = [
         "redis: {url: 'localhost:6379'}",
         f'redis.url: must be null or {URLS}, got "localhost:6379"',
     ),
-    ("redis: {embedded_path: ''}", 'redis.embedded_path: must be a non-empty path, got ""'),
+    ("redis: {embedded_path: ''}", 'redis.embedded_path: must be null or a non-empty path, got ""'),
     # flag below reject, given or inherited from defaults
     (
         "defaults: {reject_radius: 8, flag_radius: 6}",
