@@ -2,13 +2,15 @@
 
 Redis stays the source of truth. The store fills a :class:`Mirror` from the list's packed snapshot
 (``guard:{<list>}:snap``: per entry, its aHash and pHash as 8 big-endian bytes each and a byte
-saying whether it has a pHash) together with the version counter it belongs to, and trusts it only
-while ``ver`` still has that value. A query then costs one round trip (the version check, with the
+saying whether it has a pHash) together with the list's incarnation (a random id written when the
+list is created) and the version counter it belongs to, and trusts it only while both still have
+those values: a list dropped or flushed and loaded again restarts its version at 1, but not its
+incarnation. A query then costs one round trip (the version check, with the
 records of the best matches) instead of a SUNION over hundreds of buckets, and the pHash
 confirmation of every candidate happens here, vectorised, however many near-duplicates a list
 holds.
 
-The index is the same multi-index hashing as in Redis (DESIGN.md section 3): per band, the
+The index is the same multi-index hashing as in Redis (guard.bands): per band, the
 entries sorted by band value, so a probe is a binary search instead of a set key and a probed
 bucket is a contiguous run of aHashes to filter.
 Exactness is the same pigeonhole argument; the exact popcount filter removes false positives.
@@ -74,7 +76,8 @@ _BYTE_POPCOUNT = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
 
 
 class Mirror:
-    """The entries of one list at one version, with a sorted aHash index per band."""
+    """The entries of one list at one (incarnation, version), with a sorted aHash index per
+    band."""
 
     def __init__(
         self,
@@ -83,12 +86,14 @@ class Mirror:
         has_phash: npt.NDArray[np.bool_],
         layout: BandLayout,
         version: int,
+        incarnation: str = "",
     ) -> None:
         self.ahashes = ahashes.astype(np.uint64, copy=False)
         self.phashes = phashes.astype(np.uint64, copy=False)
         self.has_phash = has_phash.astype(bool, copy=False)
         self.layout = layout
         self.version = version
+        self.incarnation = incarnation  # "" for a list created before incarnations existed
         # Per band: the entries' positions sorted by band value, the sorted band values (in the
         # narrowest type) and the aHashes in that order, so that a probed bucket is a contiguous
         # run to filter (m = 4: 4 + 2 + 8 bytes per entry and band).
@@ -111,7 +116,9 @@ class Mirror:
         return cls(ahashes, np.zeros_like(ahashes), np.zeros(len(ahashes), bool), layout, version)
 
     @classmethod
-    def from_snapshot(cls, snapshot: bytes, layout: BandLayout, version: int) -> Mirror:
+    def from_snapshot(
+        cls, snapshot: bytes, layout: BandLayout, version: int, incarnation: str = ""
+    ) -> Mirror:
         """A mirror of a packed snapshot (:data:`RECORD` after :data:`RECORD` )."""
         if len(snapshot) % RECORD_SIZE:
             raise ValueError(
@@ -124,6 +131,7 @@ class Mirror:
             records["has_phash"] == 1,
             layout,
             version,
+            incarnation,
         )
 
     def __len__(self) -> int:

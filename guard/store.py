@@ -1,8 +1,9 @@
 """The Redis band index: the only module that imports redis.
 
-Data model (DESIGN.md section 3); every key of a list shares the hash tag ``{<list>}``:
+Data model; every key of a list shares the hash tag ``{<list>}``:
 
-    guard:{<list>}:meta          HASH    hash_version, bands, layout (JSON), created, entries
+    guard:{<list>}:meta          HASH    hash_version, bands, layout (JSON), created, entries,
+                                         incarnation
     guard:{<list>}:b<i>:<value>  SET     aHashes as signed int64 decimals (Redis intsets)
     guard:{<list>}:entries       HASH    aHash (signed decimal) -> JSON list of its entries
     guard:{<list>}:ver           STRING  INCR on every change
@@ -11,21 +12,35 @@ Data model (DESIGN.md section 3); every key of a list shares the hash tag ``{<li
 
 Writes go through Lua scripts, so an entry is added or removed with its band members, its
 ``entries`` record, its snapshot record and the version counter at once: no reader sees half an
-entry, and an interrupted load leaves whole entries only.
+entry, and an interrupted load leaves whole entries only. The add script also creates the list:
+its metadata is written with its first entries, with a random ``incarnation`` (16 hex digits).
+
+A list's version restarts at 1 whenever the list is made again (``guard drop`` and a new load,
+FLUSHALL, a restart without persistence, a restore of a backup taken before the list was
+re-created): the incarnation tells those lists apart, so a worker's copy or cached layout of an
+earlier list is never taken for the current one. A list created before incarnations existed has
+none (read as ""): it works as before, and gets one at its next ``add`` (even one that adds
+nothing); each worker then sees a new incarnation and reloads. One case stays out of reach: a
+backup of the *same* incarnation restored and then written until its version is back at the
+value a worker holds, with no lookup by that worker in between.
 
 A lookup goes through the worker-local mirror of the list when one is loaded (a numpy band index
-of the snapshot at a known version: one MULTI round trip checks the version and fetches the
-records to return), else through the Redis index: one SUNION over every probed bucket (one round
-trip per list), then one HMGET for the candidates within the radius, if there are any.
+of the snapshot at a known incarnation and version: one MULTI round trip checks both and fetches
+the records to return), else through the Redis index: one SUNION over every probed bucket (one
+round trip per list, which also checks the incarnation the layout came from), then one HMGET for
+the candidates within the radius, if there are any. A lookup that finds another incarnation than
+the one it knew forgets the list's cached metadata and mirror and runs again on the new list.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import re
+import secrets
 import time
 from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -147,17 +162,28 @@ class ListInfo:
     version: int
 
 
-# KEYS: entries, ver, meta, snap, then `bands` band keys per entry. ARGV: bands, then per entry:
-# field (signed aHash), pHash hex, entry JSON, its snapshot record. Returns {added, present}.
+# KEYS: entries, ver, meta, snap, then `bands` band keys per entry. ARGV: bands, layout JSON,
+# hash version, created, a fresh incarnation, then per entry: field (signed aHash), pHash hex,
+# entry JSON, its snapshot record. Creates the list's metadata if it has none (so a list is born
+# with its first entries, never half made), and gives an incarnation to a list that has none
+# (made before incarnations existed). Returns {added, present, the list's incarnation}.
 _ADD_SCRIPT = """
 local bands = tonumber(ARGV[1])
-if redis.call('HGET', KEYS[3], 'bands') ~= ARGV[1] then
-  return redis.error_reply('guard: list metadata missing or band count changed')
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('HSET', KEYS[3], 'hash_version', ARGV[3], 'bands', ARGV[1], 'layout', ARGV[2],
+    'created', ARGV[4], 'entries', 0, 'incarnation', ARGV[5])
+elseif redis.call('HGET', KEYS[3], 'bands') ~= ARGV[1]
+    or redis.call('HGET', KEYS[3], 'layout') ~= ARGV[2]
+    or redis.call('HGET', KEYS[3], 'hash_version') ~= ARGV[3] then
+  return redis.error_reply('guard: list metadata changed (band count changed, or re-created)')
+else
+  redis.call('HSETNX', KEYS[3], 'incarnation', ARGV[5])
 end
 local added, present = 0, 0
-local count = (#ARGV - 1) / 4
+local count = (#ARGV - 5) / 4
 for i = 0, count - 1 do
-  local field, phash, entry, record = ARGV[2 + 4 * i], ARGV[3 + 4 * i], ARGV[4 + 4 * i], ARGV[5 + 4 * i]
+  local at = 6 + 4 * i
+  local field, phash, entry, record = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local stored = redis.call('HGET', KEYS[1], field)
   local entries = {}
   if stored then entries = cjson.decode(stored) end
@@ -179,7 +205,7 @@ if added > 0 then
   redis.call('INCR', KEYS[2])
   redis.call('HINCRBY', KEYS[3], 'entries', added)
 end
-return {added, present}
+return {added, present, redis.call('HGET', KEYS[3], 'incarnation')}
 """
 
 # KEYS: entries, ver, meta, snap, band keys of the aHash. ARGV: field, pHash hex or '' for every
@@ -224,14 +250,6 @@ redis.call('INCR', KEYS[2])
 redis.call('HINCRBY', KEYS[3], 'entries', -#removed)
 return #removed
 """.replace("RECORD_SIZE", str(RECORD_SIZE))
-
-# KEYS: meta. ARGV: field/value pairs. Creates the metadata unless it exists; returns it.
-_CREATE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV))
-end
-return redis.call('HGETALL', KEYS[1])
-"""
 
 
 def _phash_text(phash: int | None) -> str:
@@ -297,6 +315,14 @@ class _ListMeta:
     layout: BandLayout
     hash_version: str
     created: float
+    #: Which creation of the list this is (a random id written with its first entries; "" for a
+    #: list created before incarnations existed, until its next add gives it one).
+    incarnation: str
+    layout_text: str  # the layout as stored (the add script compares it)
+
+
+class _Recreated(Exception):
+    """The list was re-created since this store read its metadata."""
 
 
 class Store:
@@ -328,7 +354,6 @@ class Store:
         self._snapshot_warned: set[str] = set()  # lists whose snapshot disagrees: said once
         self._add = client.register_script(_ADD_SCRIPT)
         self._remove = client.register_script(_REMOVE_SCRIPT)
-        self._create = client.register_script(_CREATE_SCRIPT)
 
     @classmethod
     def from_url(
@@ -444,39 +469,36 @@ class Store:
             )
         return infos
 
-    async def _list_meta(self, list_name: str, *, create_bands: int | None = None) -> _ListMeta:
-        """The list's layout (cached: it never changes), creating the list if asked to."""
+    async def _list_meta(self, list_name: str) -> _ListMeta:
+        """The list's metadata (cached until the list is seen re-created or gone).
+
+        :class:`UnknownList` if there is none, :class:`StoreInconsistent` if this store had read
+        the list before (it vanished).
+        """
         cached = self._meta.get(list_name)
         if cached is not None:
             return cached
+        meta = await self._read_meta(list_name)
+        if meta is None and list_name in self._seen:
+            raise self._vanished(list_name)
+        if meta is None:
+            raise UnknownList(f"no list named {list_name!r}")
+        return meta
+
+    async def _read_meta(self, list_name: str) -> _ListMeta | None:
+        """Read the list's metadata from Redis (None if it has none) and cache it."""
         validate_list_name(list_name)
         _, _, meta_key = _keys(list_name)
         async with _translated():
-            if create_bands is None:
-                raw = await self._client.hgetall(meta_key)
-                if not raw and list_name in self._seen:
-                    raise self._vanished(list_name)
-                if not raw:
-                    raise UnknownList(f"no list named {list_name!r}")
-            else:
-                if create_bands not in BAND_COUNTS:
-                    raise ValueError(f"bands must be one of {BAND_COUNTS}, got {create_bands}")
-                layout = default_layout(create_bands)
-                fields = {
-                    "hash_version": HASH_VERSION,
-                    "bands": str(create_bands),
-                    "layout": json.dumps([list(band) for band in layout.bands]),
-                    "created": repr(time.time()),
-                    "entries": "0",
-                }
-                flat = [item for pair in fields.items() for item in pair]
-                reply = await self._create(keys=[meta_key], args=flat)
-                raw = dict(zip(reply[::2], reply[1::2]))
-                await self._client.sadd(LISTS_KEY, list_name)
+            raw = await self._client.hgetall(meta_key)
+        if not raw:
+            return None
         meta = _ListMeta(
             layout=BandLayout(tuple(tuple(band) for band in json.loads(raw[b"layout"]))),
             hash_version=_text(raw[b"hash_version"]),
             created=float(raw[b"created"]),
+            incarnation=_text(raw.get(b"incarnation", b"")),
+            layout_text=_text(raw[b"layout"]),
         )
         if meta.hash_version != HASH_VERSION:
             raise StoreError(
@@ -486,6 +508,11 @@ class Store:
         self._meta[list_name] = meta
         self._seen.add(list_name)
         return meta
+
+    def _forget(self, list_name: str) -> None:
+        """Drop what this store holds about a list that was re-created or has gone."""
+        self._meta.pop(list_name, None)
+        self._mirrors.pop(list_name, None)
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -502,30 +529,76 @@ class Store:
                     f"{entry.source or to_hex(entry.ahash)}: low-information hash "
                     f"{to_hex(entry.ahash)} (a flat or near-flat image) cannot be listed"
                 )
-        meta = await self._list_meta(list_name, create_bands=bands)
-        entries_key, ver_key, meta_key = _keys(list_name)
+        if bands not in BAND_COUNTS:
+            raise ValueError(f"bands must be one of {BAND_COUNTS}, got {bands}")
+        validate_list_name(list_name)
+        meta = self._meta.get(list_name) or await self._read_meta(list_name)
+        if meta is None:
+            layout = default_layout(bands)
+            meta = _ListMeta(
+                layout=layout,
+                hash_version=HASH_VERSION,
+                created=time.time(),
+                incarnation="",  # the add script makes one
+                layout_text=json.dumps([list(band) for band in layout.bands]),
+            )
         added = present = 0
         now = time.time()
-        for start in range(0, len(batch), WRITE_BATCH):
-            keys = [entries_key, ver_key, meta_key, list_key(list_name, "snap")]
-            args: list[str | int | bytes] = [len(meta.layout.bands)]
-            for entry in batch[start : start + WRITE_BATCH]:
-                if entry.added_at is None:
-                    entry = Entry(entry.ahash, entry.phash, entry.source, entry.label, now)
-                keys += [
-                    band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(entry.ahash))
-                ]
-                args += [
-                    to_signed(entry.ahash),
-                    _phash_text(entry.phash),
-                    _entry_json(entry),
-                    snapshot_record(entry.ahash, entry.phash),
-                ]
-            async with _translated():
-                done, already = await self._add(keys=keys, args=args)
-            added += int(done)
-            present += int(already)
+        batches = [batch[i : i + WRITE_BATCH] for i in range(0, len(batch), WRITE_BATCH)] or [[]]
+        for number, chunk in enumerate(batches):
+            try:
+                done, already, meta = await self._add_batch(list_name, meta, chunk, now)
+            except StoreError as error:
+                if number > 0 or "list metadata changed" not in str(error):
+                    raise
+                # Our cached metadata is stale (the list was dropped and re-created with other
+                # settings, or changed by hand): read it again, once.
+                self._forget(list_name)
+                fresh = await self._read_meta(list_name)
+                if fresh is None:
+                    raise
+                meta = fresh
+                done, already, meta = await self._add_batch(list_name, meta, chunk, now)
+            added += done
+            present += already
+        async with _translated():
+            await self._client.sadd(LISTS_KEY, list_name)
+        self._seen.add(list_name)
         return AddResult(added=added, present=present)
+
+    async def _add_batch(
+        self, list_name: str, meta: _ListMeta, batch: Sequence[Entry], now: float
+    ) -> tuple[int, int, _ListMeta]:
+        """One call of the add script: (added, present, the metadata with the list's
+        incarnation as the script found or made it)."""
+        entries_key, ver_key, meta_key = _keys(list_name)
+        keys = [entries_key, ver_key, meta_key, list_key(list_name, "snap")]
+        args: list[str | int | bytes] = [
+            len(meta.layout.bands),
+            meta.layout_text,
+            meta.hash_version,
+            repr(meta.created),
+            secrets.token_hex(8),
+        ]
+        for entry in batch:
+            if entry.added_at is None:
+                entry = Entry(entry.ahash, entry.phash, entry.source, entry.label, now)
+            keys += [
+                band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(entry.ahash))
+            ]
+            args += [
+                to_signed(entry.ahash),
+                _phash_text(entry.phash),
+                _entry_json(entry),
+                snapshot_record(entry.ahash, entry.phash),
+            ]
+        async with _translated():
+            done, already, incarnation = await self._add(keys=keys, args=args)
+        incarnation = _text(incarnation or b"")
+        if incarnation != meta.incarnation:
+            meta = dataclasses.replace(meta, incarnation=incarnation)
+        self._meta[list_name] = meta
+        return int(done), int(already), meta
 
     async def remove(self, list_name: str, ahash: int, phash: int | None = None) -> int:
         """Remove the entries with this aHash (only the one with this pHash, if given).
@@ -560,8 +633,7 @@ class Store:
                     batch = []
             if batch:
                 deleted += await self._client.delete(*batch)
-        self._meta.pop(list_name, None)
-        self._mirrors.pop(list_name, None)
+        self._forget(list_name)
         self._seen.discard(list_name)  # gone on purpose
         return deleted
 
@@ -617,35 +689,57 @@ class Store:
         confirmed before unconfirmed, then by distance. ``limit`` keeps only the best ones (the
         first decides a list's verdict): with the mirror, the others are never fetched.
         """
-        meta = await self._list_meta(list_name)
         transforms: Sequence[Transform] = list(TRANSFORMS) if dihedral else ["identity"]
         queries: list[_Query] = [
             (*frame.variant(t), t, frame.frame) for frame in frames for t in transforms
         ]
+        for attempt in range(2):
+            meta = await self._list_meta(list_name)
+            try:
+                return await self._lookup(list_name, meta, queries, radius, confirm_radius, limit)
+            except _Recreated:
+                # Dropped (or flushed, or lost in a restart) and loaded again since this store
+                # read it: its layout, hash version and entries may all differ. Read it again.
+                self._forget(list_name)
+        raise StoreError(f"list {list_name!r} was re-created twice during one lookup: try again")
+
+    async def _lookup(
+        self,
+        list_name: str,
+        meta: _ListMeta,
+        queries: Sequence[_Query],
+        radius: int,
+        confirm_radius: int,
+        limit: int | None,
+    ) -> list[Match]:
+        """One lookup against the list as ``meta`` describes it; raises :class:`_Recreated` if
+        Redis holds another incarnation of the list."""
         # An animation's hundreds of frames make a lookup seconds of CPU: never on the event loop.
         many = len(queries) > INLINE_QUERIES
         mirror = self._mirror_for(list_name, meta)
         if mirror is not None:
             pairs = [(q[0], q[1]) for q in queries]
             ranked = await _run(many, mirror.rank, pairs, radius, confirm_radius, limit)
-            mirrored = await self._fetch_ranked(list_name, mirror, ranked, queries, limit)
+            mirrored = await self._fetch_ranked(list_name, meta, mirror, ranked, queries, limit)
             if mirrored is not None:
                 return mirrored
         probe_keys = await _run(many, _probe_keys, list_name, meta.layout, queries, radius)
-        _, _, meta_key = _keys(list_name)
+        entries_key, _, meta_key = _keys(list_name)
         async with _translated():
             pipe = self._client.pipeline(transaction=False)
             pipe.exists(meta_key)
+            pipe.hget(meta_key, "incarnation")
             for start in range(0, len(probe_keys), SUNION_KEYS):
                 pipe.sunion(probe_keys[start : start + SUNION_KEYS])
-            exists, *unions = await pipe.execute()
+            exists, incarnation, *unions = await pipe.execute()
         if not exists:
             raise self._vanished(list_name)
+        if _text(incarnation or b"") != meta.incarnation:
+            raise _Recreated  # the probes followed the layout of a list that is gone
         members: set[bytes] = set().union(*unions)
         near = await _run(many, _near, members, queries, radius)
         if not near:
             return []
-        entries_key, _, _ = _keys(list_name)
         async with _translated():
             records = await self._client.hmget(entries_key, [to_signed(h) for h in near])
         return _matches(list_name, zip(near, records), queries, radius, confirm_radius)[:limit]
@@ -670,8 +764,7 @@ class Store:
     def _vanished(self, list_name: str) -> StoreInconsistent:
         """A list this store had read is gone (a restart without persistence, FLUSHDB, an
         eviction): an error, never "no match" (reliability H37)."""
-        self._meta.pop(list_name, None)
-        self._mirrors.pop(list_name, None)
+        self._forget(list_name)
         return StoreInconsistent(
             f"list {list_name!r} has vanished from Redis (restarted without persistence, "
             f"flushed or evicted?): re-load it (guard load ... --list {list_name})"
@@ -709,9 +802,10 @@ class Store:
                     return None
                 pipe = self._client.pipeline(transaction=True)  # one consistent version
                 pipe.get(ver_key)
+                pipe.hget(meta_key, "incarnation")
                 pipe.get(list_key(list_name, "snap"))
                 pipe.hget(meta_key, "entries")
-                version, snapshot, size = await pipe.execute()
+                version, incarnation, snapshot, size = await pipe.execute()
         except StoreError:
             return None  # the lookup that needs Redis reports the failure
         snapshot = snapshot or b""
@@ -729,7 +823,11 @@ class Store:
             )
             return None
         mirror = await asyncio.to_thread(
-            Mirror.from_snapshot, snapshot, meta.layout, int(version or 0)
+            Mirror.from_snapshot,
+            snapshot,
+            meta.layout,
+            int(version or 0),
+            _text(incarnation or b""),
         )
         self._mirrors[list_name] = mirror
         return mirror
@@ -737,15 +835,18 @@ class Store:
     async def _fetch_ranked(
         self,
         list_name: str,
+        meta: _ListMeta,
         mirror: Mirror,
         ranked: Ranked,
         queries: Sequence[_Query],
         limit: int | None,
     ) -> list[Match] | None:
-        """Matches for the mirror's best entries, or None if the mirror is stale.
+        """Matches for the mirror's best entries, or None if the mirror is stale (then a
+        reload starts, as often as ``retry_seconds`` allows).
 
-        The version check and the entries' records come in one MULTI, so the answer is exact
-        for the version the mirror holds, or not used at all.
+        The incarnation and version check and the entries' records come in one MULTI, so the
+        answer is exact for the (incarnation, version) the mirror holds, or not used at all.
+        Raises :class:`_Recreated` if the list is not the incarnation ``meta`` describes.
         """
         chosen = range(len(ranked) if limit is None else min(limit, len(ranked)))
         fields = list(dict.fromkeys(int(mirror.ahashes[ranked.positions[i]]) for i in chosen))
@@ -753,15 +854,20 @@ class Store:
         async with _translated():
             pipe = self._client.pipeline(transaction=True)
             pipe.exists(meta_key)
+            pipe.hget(meta_key, "incarnation")
             pipe.get(ver_key)
             if fields:
                 pipe.hmget(entries_key, [to_signed(h) for h in fields])
-            exists, *replies = await pipe.execute()
+            exists, incarnation, *replies = await pipe.execute()
         if not exists:
             raise self._vanished(list_name)
-        if int(replies[0] or 0) != mirror.version:
+        incarnation = _text(incarnation or b"")
+        if incarnation != meta.incarnation:
+            raise _Recreated
+        if (incarnation, int(replies[0] or 0)) != (mirror.incarnation, mirror.version):
             if self._mirrors.get(list_name) is mirror:
                 del self._mirrors[list_name]
+            self._mirror_for(list_name, meta)  # reload it (rate-limited)
             return None
         records = {
             ahash: _entries_from_json(ahash, record)
