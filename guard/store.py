@@ -42,6 +42,7 @@ import os
 import re
 import secrets
 import time
+import weakref
 from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -109,6 +110,7 @@ INTSET_ENTRIES = 4096
 
 StoreT = TypeVar("StoreT", bound="Store")
 T = TypeVar("T")
+ConnectionT = TypeVar("ConnectionT", bound=aioredis.connection.AbstractConnection)
 
 
 class LookupPolicy(Protocol):
@@ -310,6 +312,98 @@ class MirrorSettings:
 DEFAULT_MIRROR = MirrorSettings()
 
 
+#: Seconds a pooled connection may sit idle before its next command is preceded by a PING (a
+#: connection that a restart, a proxy or a firewall closed meanwhile is replaced, not used).
+HEALTH_CHECK_SECONDS = 30
+
+
+class _RetryIfDead(Retry):
+    """One immediate retry, on a freshly opened connection, of a command whose connection was
+    open and turned out dead (Redis restarted; a proxy or a firewall cut it).
+
+    Never a retry of a connection attempt (a server that refuses or resets is asked once per
+    command: the circuit breaker counts on it) nor of a timeout (a silent server already took
+    a socket timeout). No backoff: the retry costs at most one more socket timeout.
+    """
+
+    def __init__(self, connection: aioredis.connection.AbstractConnection) -> None:
+        super().__init__(NoBackoff(), 1, (RedisConnectionError,))
+        self._connection = weakref.ref(connection)
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Awaitable[Any]],
+        *args: Any,
+        **kwargs: Any,
+    ) -> T:
+        connection = self._connection()
+        was_open = connection is not None and connection.is_connected
+        counted = bool(kwargs.get("with_failure_count", args[1] if len(args) > 1 else False))
+        try:
+            return await do()
+        except RedisConnectionError as error:
+            await (fail(error, 1) if counted else fail(error))  # closes the dead connection
+            if not was_open:
+                raise
+        try:
+            return await do()
+        except RedisConnectionError as error:
+            await (fail(error, 2) if counted else fail(error))
+            raise
+
+
+def _guarded(base: type[ConnectionT]) -> type[ConnectionT]:
+    """``base`` with :class:`_RetryIfDead` as each connection's retry policy."""
+
+    class Guarded(base):  # type: ignore[valid-type,misc]
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.retry = _RetryIfDead(self)
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guard{base.__name__}"
+    return Guarded
+
+
+_CONNECTION_CLASSES = {
+    "unix": _guarded(aioredis.UnixDomainSocketConnection),
+    "rediss": _guarded(aioredis.SSLConnection),
+    "redis": _guarded(aioredis.Connection),
+}
+
+
+def client_options(url: str, socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
+    """The redis-py settings guard's clients use (redis-py 5.x to 8.x): keyword arguments of
+    ``redis.asyncio.Redis.from_url(url, ...)`` (a unix socket: ``unix:///path/to/socket``).
+
+    - Explicit socket and connect timeouts: redis-py's defaults wait ~a minute on a silent
+      server.
+    - RESP2 (``protocol=2``): redis-py 8 speaks RESP3 by default, with "maintenance
+      notifications" on, and then hands out a pooled connection whose server has gone without
+      noticing (its check of pending data takes them for notifications). RESP2 turns them off
+      on every redis-py version (``maint_notifications_config`` does not exist before 6.x).
+    - ``health_check_interval``: a connection idle for :data:`HEALTH_CHECK_SECONDS` is PINGed
+      before use (and replaced if the PING meets a closed connection).
+    - One immediate retry on a fresh connection when an open connection is found dead
+      (:class:`_RetryIfDead`). On redis-py 8.2 this is what keeps a restart from failing one
+      command per pooled connection, with RESP2 or not (tests/hostile/test_store_faults.py:
+      20 of 50 lookups failed without it). A command is re-sent at most once, so an ``add``
+      cut after Redis ran it runs again (idempotent: nothing is added twice, but it reports
+      the entries as present) and a ``remove`` may report 0.
+    """
+    scheme = url.split("://", 1)[0].lower() if "://" in url else "unix"
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "protocol": 2,
+        "health_check_interval": HEALTH_CHECK_SECONDS,
+        "connection_class": _CONNECTION_CLASSES.get(scheme, _CONNECTION_CLASSES["redis"]),
+        "retry": Retry(NoBackoff(), 1, (RedisConnectionError,)),
+        # redis-py 5.x retries only the errors listed here too.
+        "retry_on_error": [RedisConnectionError],
+    }
+
+
 @dataclass(frozen=True)
 class _ListMeta:
     layout: BandLayout
@@ -367,14 +461,11 @@ class Store:
         """A store on a Redis server (``redis://``, ``rediss://`` or ``unix://`` URL).
 
         Both timeouts are explicit: redis-py's defaults wait about a minute on a silent server.
-        Failed commands are not retried; callers decide (the middleware has a deadline).
+        The connections follow :func:`client_options`: they survive a restart of Redis.
         """
         try:
             client = aioredis.Redis.from_url(
-                url,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=connect_timeout,
-                retry=Retry(NoBackoff(), 0),
+                url, **client_options(url, socket_timeout, connect_timeout)
             )
         except ValueError as error:
             raise StoreUnavailable(f"invalid Redis URL {url!r}: {error}") from error

@@ -59,6 +59,7 @@ class FaultProxy:
     _stop: threading.Event = field(default_factory=threading.Event)
     _drop_at: int | None = None  # total upstream bytes (all connections) at which to cut
     _sent_closed: int = 0  # upstream bytes of connections already closed
+    _mode_after_cut: Mode | None = None
 
     def start(self) -> FaultProxy:
         self.listen()
@@ -96,10 +97,13 @@ class FaultProxy:
         for pair in pairs:
             self._close(pair)
 
-    def drop_after(self, more_bytes: int) -> None:
-        """Cut every connection once ``more_bytes`` more bytes have gone upstream (in total)."""
+    def drop_after(self, more_bytes: int, *, then: Mode | None = None) -> None:
+        """Cut every connection once ``more_bytes`` more bytes have gone upstream (in total);
+        then switch to mode ``then`` if given (``"reset"``: the server is gone, so a client's
+        retry on a new connection fails too)."""
         with self._lock:
             self._drop_at = self._sent_total() + more_bytes
+            self._mode_after_cut = then
 
     @property
     def sent_upstream(self) -> int:
@@ -169,6 +173,8 @@ class FaultProxy:
             cut = self._drop_at is not None and self._sent_total() >= self._drop_at
             if cut:
                 self._drop_at = None
+                if self._mode_after_cut is not None:
+                    self.mode, self._mode_after_cut = self._mode_after_cut, None
         if cut:
             self.drop()
         return cut

@@ -6,10 +6,17 @@ For each fault: the middleware answers within its deadline by each list's policy
 breaker stops it from hammering a dead server (connection attempts counted at the proxy).
 Each test prints its measured times to a decision (run with -s to see them).
 H36 (hot buckets: a per-probe candidate cap) belongs to the lookup path and is not tested here.
+
+Restarts and flushes under running workers: pooled connections survive a restart (every lookup
+from a pool full of connections to the old process gets Redis's answer), a list loaded again
+after a restart without persistence is seen by the next lookup of every worker though its
+version restarted, and a FLUSHALL is refused, logged and counted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import subprocess
 import sys
 import time
@@ -29,8 +36,8 @@ from PIL import Image
 from guard import hash_bytes
 from guard.bands import default_layout, list_key
 from guard.config import Config, HttpSettings, ListPolicy, RedisSettings, Route
-from guard.errors import StoreUnavailable
-from guard.hashing import from_signed, hash_file, to_signed
+from guard.errors import StoreInconsistent, StoreUnavailable, UnknownList
+from guard.hashing import FrameHash, from_signed, hash_file, to_signed
 from guard.middleware import GuardMiddleware
 from guard.store import Entry, MirrorSettings, Store
 
@@ -349,11 +356,16 @@ def test_H35_a_lookup_failing_between_its_round_trips_is_an_error_not_no_match(
             assert len(await store.lookup_under("spam", frames, policy)) == 1
             whole = proxy.sent_upstream - before
             # Cut at the last bytes: on the Redis index the SUNION went through and its HMGET
-            # does not; on the mirror, the version check and entries (one MULTI) do not.
-            proxy.drop_after(whole - 1)
+            # does not; on the mirror, the version check and entries (one MULTI) do not. The
+            # server is gone from then on, so the one retry on a new connection fails too.
+            proxy.drop_after(whole - 1, then="reset")
             with pytest.raises(StoreUnavailable):
                 await store.lookup_under("spam", frames, policy)
+            proxy.mode = "pass"
             assert len(await store.lookup_under("spam", frames, policy)) == 1  # reconnects
+            # A connection cut while Redis is still there: the one retry answers, exactly.
+            proxy.drop_after(whole - 1)
+            assert len(await store.lookup_under("spam", frames, policy)) == 1
 
     run(scenario())
     guard = make_guard(proxy.url)
@@ -367,8 +379,10 @@ def test_H35_a_lookup_failing_between_its_round_trips_is_an_error_not_no_match(
             before = proxy.sent_upstream
             await timed(guard, BLOCKED, path)
             whole = proxy.sent_upstream - before
-            proxy.drop_after(whole - 1)  # the last bytes of the lookup: the second round trip
+            # The last bytes of the lookup (the second round trip), then the server is gone.
+            proxy.drop_after(whole - 1, then="reset")
             results.append((await timed(guard, BLOCKED, path))[0])
+            proxy.mode = "pass"
         return results
 
     closed, opened = run(through_guard())
@@ -515,10 +529,11 @@ def test_H38_guard_load_cut_midway_leaves_whole_entries_and_a_rerun_completes(
     flush = redis_tcp.client()
     flush.flushdb()
     flush.close()
-    proxy.drop_after(int(full * 0.6))
+    proxy.drop_after(int(full * 0.6), then="reset")  # Redis gone: the one retry fails too
     started = time.perf_counter()
     cut = guard_load(proxy.url)
     t_cut = time.perf_counter() - started
+    proxy.mode = "pass"
     assert cut.returncode == 3, cut.stderr
     assert cut.stderr.startswith("guard: Redis is unavailable") and cut.stderr.count("\n") == 1
     assert "Traceback" not in cut.stderr
@@ -595,3 +610,154 @@ def test_a_half_open_probe_whose_client_leaves_does_not_wedge_the_breaker(
 
     assert run(scenario()) == 403
     assert guard.breaker.state == "closed"
+
+
+# --- restarts and flushes under running workers ---------------------------------------------
+
+LOOKUPS = 50
+
+
+@pytest.fixture
+def no_dump(redis_tcp: RedisProcess) -> Iterator[Path]:
+    """The server's RDB file, removed afterwards (a later restart must come back empty)."""
+    dump = redis_tcp.folder / "dump.rdb"
+    yield dump
+    dump.unlink(missing_ok=True)
+
+
+def blocked_frames() -> list[FrameHash]:
+    return list(hash_bytes(data_file(BLOCKED).read_bytes()).frames)
+
+
+async def outcome(store: Store, frames: list[FrameHash]) -> str:
+    """One lookup's outcome: "match", "no match", "missing" (the list is gone) or the name of
+    a connection failure."""
+    try:
+        found = await store.lookup("spam", frames, radius=4)
+    except (UnknownList, StoreInconsistent):
+        return "missing"
+    except StoreUnavailable as error:
+        return f"unavailable: {error}"
+    return "match" if found else "no match"
+
+
+@pytest.mark.parametrize("mirror", ["mirror", "redis index"])
+@pytest.mark.parametrize("persistence", ["saved", "lost"])
+def test_pooled_connections_survive_a_restart(
+    redis_tcp: RedisProcess, no_dump: Path, persistence: str, mirror: str
+) -> None:
+    """A pool that holds several connections to the old server process: after a restart on the
+    same port, LOOKUPS concurrent lookups all get an answer from Redis. Saved: every one
+    matches. Lost (no persistence): every one says the list is gone, none fails to connect."""
+    settings = MirrorSettings(retry_seconds=0) if mirror == "mirror" else None
+    frames = blocked_frames()
+
+    async def scenario() -> tuple[int, dict[str, int]]:
+        async with Store.from_url(redis_tcp.url, mirror=settings) as store:
+            if settings is not None:
+                assert await store.refresh_mirror("spam") is not None
+            before = await asyncio.gather(*(outcome(store, frames) for _ in range(20)))
+            assert set(before) == {"match"}
+            pooled = len(store._client.connection_pool._available_connections)
+            if persistence == "saved":
+                client = redis_tcp.client()
+                client.save()
+                client.close()
+            redis_tcp.stop()
+            redis_tcp.start()  # same port; returns once the new process answers
+            after = await asyncio.gather(*(outcome(store, frames) for _ in range(LOOKUPS)))
+            counts: dict[str, int] = {}
+            for result in after:
+                counts[result] = counts.get(result, 0) + 1
+            return pooled, counts
+
+    pooled, counts = run(scenario())
+    assert pooled >= 5  # the concurrent lookups opened several connections
+    expected = "match" if persistence == "saved" else "missing"
+    assert counts == {expected: LOOKUPS}
+
+
+def test_a_list_loaded_again_after_a_restart_without_persistence_is_seen_at_once(
+    redis_tcp: RedisProcess,
+) -> None:
+    """Two workers mirror `spam` (version 1); Redis restarts empty and `spam` is loaded again
+    with another image (version 1 again) before either worker looks anything up: each one's
+    next lookup matches the new image and not the old one."""
+    settings = MirrorSettings(retry_seconds=0)
+    old = hash_bytes(data_file(BLOCKED).read_bytes())
+    new = hash_bytes(data_file(UNRELATED).read_bytes())
+
+    async def scenario() -> list[tuple[bool, bool]]:
+        async with (
+            Store.from_url(redis_tcp.url, mirror=settings) as first,
+            Store.from_url(redis_tcp.url, mirror=settings) as second,
+        ):
+            for worker in (first, second):
+                assert await worker.refresh_mirror("spam") is not None
+                assert await worker.lookup("spam", old.frames, radius=4)
+                assert not await worker.lookup("spam", new.frames, radius=4)
+            redis_tcp.stop()
+            redis_tcp.start()
+            async with Store.from_url(redis_tcp.url) as loader:
+                await loader.add("spam", [Entry(new.ahash, new.phash, UNRELATED)])
+                assert await loader.version("spam") == first._mirrors["spam"].version == 1
+            seen = []
+            for worker in (first, second):
+                matched_new = bool(await worker.lookup("spam", new.frames, radius=4))
+                matched_old = bool(await worker.lookup("spam", old.frames, radius=4))
+                seen.append((matched_new, matched_old))
+            return seen
+
+    assert run(scenario()) == [(True, False), (True, False)]
+
+
+def test_a_flushall_under_running_workers_is_refused_logged_and_counted(
+    redis_tcp: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two middlewares (two workers, mirrors on) serve; Redis is flushed. Every upload to the
+    fail-closed list is a 503 (never a 200 "no match"), each worker logs one ERROR naming the
+    list (throttled: one line for many requests) and counts every lookup in missing_lists.
+    After a re-load of other images, the next upload of a newly listed one is a 403 in both."""
+    workers = [make_guard(redis_tcp.url) for _ in range(2)]
+    for guard in workers:
+        guard._store = Store.from_url(
+            redis_tcp.url, socket_timeout=0.3, mirror=MirrorSettings(retry_seconds=0)
+        )
+
+    async def scenario() -> dict[str, Any]:
+        for guard in workers:
+            assert (await timed(guard, BLOCKED))[0].status == 403
+            assert (await timed(guard, UNRELATED))[0].status == 200
+            store = await guard.store()
+            assert await store.refresh_mirror("spam") is not None
+        client = redis_tcp.client()
+        client.flushall()
+        statuses = []
+        for _ in range(5):
+            for guard in workers:
+                for name in (BLOCKED, UNRELATED):
+                    result = (await timed(guard, name))[0]
+                    statuses.append(unavailable(result))
+        # The operator re-loads the list, with another image: version 1 again.
+        async with Store.from_url(redis_tcp.url) as loader:
+            new = hash_bytes(data_file(UNRELATED).read_bytes())
+            await loader.add("spam", [Entry(new.ahash, new.phash, UNRELATED)])
+        client.close()
+        after = [
+            [(await timed(guard, name))[0].status for name in (UNRELATED, BLOCKED)]
+            for guard in workers
+        ]
+        return {"refused": statuses, "after": after}
+
+    with caplog.at_level(logging.ERROR, logger="guard"):
+        outcome = run(scenario())
+    assert outcome["refused"] == [True] * 20
+    assert outcome["after"] == [[403, 200], [403, 200]]
+    for guard in workers:
+        assert guard.counters.missing_lists == 10
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2  # one per worker, not one per request
+    for record in errors:
+        message = record.getMessage()
+        assert "list 'spam' has vanished from Redis" in message
+        assert "refused as unavailable" in message
