@@ -62,10 +62,11 @@ Definitions.
 The table counts every request by the phase in which it started: status 200, 403, 503, other
 (any other status), err (no answer: connection error or timeout of 10 s).
 
-Also reported: *unchecked* 200s (fail-open answers: there should be none), unrelated uploads that
-got a 403 (false positives), removed images still refused 2 s after their ``guard remove``
-(stale mirrors), every writer command with its exit status and last line, and the ERROR and
-Traceback lines of uvicorn's log. ``--json`` prints it all as JSON. The exit status is 1 if a
+Also reported: the commands Redis refused while over maxmemory (its commandstats),
+*unchecked* 200s (fail-open answers: there should be none), unrelated uploads that got a 403
+(false positives), removed images still refused 2 s after their ``guard remove`` (stale
+mirrors), every writer command with its exit status and last line, and the ERROR and Traceback
+lines of uvicorn's log. ``--json`` prints it all as JSON. The exit status is 1 if a
 zero counter is not 0 or a phase did not recover.
 """
 
@@ -555,6 +556,7 @@ class Soak:
 
         phase = self.begin("OOM (noeviction)")
         self.redis.command("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        self.redis.command("CONFIG", "RESETSTAT")  # to tell which commands Redis refused
         self.redis.command("CONFIG", "SET", "maxmemory", "1")
         self.step("maxmemory", "maxmemory 1, noeviction")
         try:
@@ -571,6 +573,13 @@ class Soak:
         finally:
             self.redis.command("CONFIG", "SET", "maxmemory", "0")
         phase.reference = self.step("maxmemory", "maxmemory 0").t1
+        stats = self.redis.command("INFO", "commandstats")
+        refused = {
+            name.removeprefix("cmdstat_"): value["rejected_calls"]
+            for name, value in (stats.items() if isinstance(stats, dict) else [])
+            if isinstance(value, dict) and value.get("rejected_calls")
+        }
+        phase.notes.append(f"commands Redis refused while over maxmemory: {refused or 'none'}")
         self.recovery_window(phase)
 
     def drop_and_reload(self) -> float:
@@ -922,6 +931,8 @@ def main(argv: list[str] | None = None) -> int:
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     code = commit()  # the working tree is shared: what ran is HEAD plus what is uncommitted
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C even where SIGINT came in ignored (a background job of a non-interactive shell)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with tempfile.TemporaryDirectory(prefix="guard-soak-") as name:
             soak = Soak(Path(name), args)
@@ -935,6 +946,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     document = {
         "machine": machine(),
         "commit": code,
