@@ -393,8 +393,10 @@ def _command(socket_path: str, *words: str, timeout: float) -> object:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(timeout)
         conn.connect(socket_path)
-        request = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
-        conn.sendall(request.encode())
+        parts = [w.encode() for w in words]
+        conn.sendall(
+            f"*{len(parts)}\r\n".encode() + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+        )
         reader = conn.makefile("rb")
         header = reader.readline()
         if not header:
@@ -500,10 +502,11 @@ def _supervise(settings: dict[str, object]) -> None:  # pragma: no cover - a sep
             fcntl.flock(users, fcntl.LOCK_UN)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    # Told to stop, or the server died: stop it, and forget it if nobody has replaced it.
+    # Told to stop, or the server died: stop it, and forget it unless someone holds the lock (a
+    # process clearing this server sent the SIGTERM and rewrites the record itself).
     _stop_server(server)
     with contextlib.suppress(OSError):
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        _flock(lock, fcntl.LOCK_EX, time.monotonic() + 1.0, "server.lock")
         _forget(lock, socket_path)
 
 
