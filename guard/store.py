@@ -378,16 +378,18 @@ def client_options(url: str, socket_timeout: float, connect_timeout: float) -> d
 
     - Explicit socket and connect timeouts: redis-py's defaults wait ~a minute on a silent
       server.
-    - RESP2 (``protocol=2``): redis-py 8 speaks RESP3 by default, with "maintenance
-      notifications" on, and then hands out a pooled connection whose server has gone without
-      noticing (its check of pending data takes them for notifications). RESP2 turns them off
-      on every redis-py version (``maint_notifications_config`` does not exist before 6.x).
+    - RESP2 (``protocol=2``): redis-py 8 speaks RESP3 by default with "maintenance
+      notifications" on, and a pooled connection's pending data may then be read as
+      notifications instead of making the pool replace the connection (seen in production:
+      one failed request per pooled connection after a restart). RESP2 turns them off on
+      every redis-py version (``maint_notifications_config`` does not exist before 6.x).
     - ``health_check_interval``: a connection idle for :data:`HEALTH_CHECK_SECONDS` is PINGed
       before use (and replaced if the PING meets a closed connection).
     - One immediate retry on a fresh connection when an open connection is found dead
-      (:class:`_RetryIfDead`). On redis-py 8.2 this is what keeps a restart from failing one
-      command per pooled connection, with RESP2 or not (tests/hostile/test_store_faults.py:
-      20 of 50 lookups failed without it). A command is re-sent at most once, so an ``add``
+      (:class:`_RetryIfDead`): a connection whose close the client has not yet seen (a
+      restarted container or host, a proxy) fails its first command, with RESP2 or not, and
+      this retry is what answers it (20 of 50 lookups failed without it on redis-py 8.2 in
+      tests/hostile/test_store_faults.py). A command is re-sent at most once, so an ``add``
       cut after Redis ran it runs again (idempotent: nothing is added twice, but it reports
       the entries as present) and a ``remove`` may report 0.
     """

@@ -648,7 +648,12 @@ def test_pooled_connections_survive_a_restart(
 ) -> None:
     """A pool that holds several connections to the old server process: after a restart on the
     same port, LOOKUPS concurrent lookups all get an answer from Redis. Saved: every one
-    matches. Lost (no persistence): every one says the list is gone, none fails to connect."""
+    matches. Lost (no persistence): every one says the list is gone, none fails to connect.
+
+    The event loop does not run between the stop and the lookups, so no pooled connection has
+    noticed the close before it is used: as when the close never reached the client (a
+    restarted container or host, a proxy in between). Each such connection fails its first
+    command; without guard's retry that was 20 failed lookups of 50 on redis-py 8.2."""
     settings = MirrorSettings(retry_seconds=0) if mirror == "mirror" else None
     frames = blocked_frames()
 
