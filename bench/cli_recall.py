@@ -23,7 +23,7 @@ from PIL import Image
 
 def guard(work: Path, *argv: str) -> object:
     completed = subprocess.run(
-        [sys.executable, "-m", "guard", *argv, "--json"],
+        [sys.executable, "-m", "guard", *argv, "--json", "--data-dir", str(work / ".guard")],
         cwd=work,
         capture_output=True,
         text=True,

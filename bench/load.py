@@ -211,6 +211,7 @@ def guard_load(work: Path, folder: Path, workers: int, kind: str) -> Run:
     argv = [sys.executable, "-m", "guard", "load", str(folder), "--list", LIST_NAME, "--json"]
     argv += ["--workers", str(workers)]
     env = {**guard_env(), "PYTHONUNBUFFERED": "1"}  # the summary arrives when it is printed
+    env["GUARD_HOME"] = str(work / ".guard")  # a store of this run's own, not the user's
     with tempfile.TemporaryFile("w+") as errors:
         start = time.perf_counter()
         with subprocess.Popen(

@@ -29,7 +29,6 @@ the standard library only, so it starts in milliseconds and does not load guard.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -42,6 +41,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no embedded server, guard itself still imports
+    fcntl = None  # type: ignore[assignment]
 
 #: Environment variable naming the server binary to run (redis-server or valkey-server).
 ENV_SERVER = "GUARD_REDIS_SERVER"
@@ -140,6 +144,8 @@ def acquire(rdb: Path, *, idle: float | None = None, timeout: float = 60.0) -> L
     ``timeout`` bounds the wait for the start-up lock and for the server to answer (a large RDB
     file takes a while to load). Raises OSError or RuntimeError when it cannot.
     """
+    if fcntl is None:  # pragma: no cover
+        raise RuntimeError("the embedded Redis needs Linux or macOS: set a Redis URL instead")
     rdb = rdb.absolute()
     folder = rdb.parent
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)

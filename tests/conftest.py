@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -20,6 +21,11 @@ import redis
 from PIL import Image
 
 T = TypeVar("T")
+
+# No test touches the user's own embedded store: the per-user data directory of every test and
+# every `guard` subprocess is a fresh temporary folder (tests that need another one set it).
+os.environ.pop("GUARD_HOME", None)
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="guard-test-data-")
 
 DATA = Path(__file__).parent / "data"
 # The project's wider image sets, present on developer machines only (never on a user's clone).
