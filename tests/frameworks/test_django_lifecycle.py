@@ -2,8 +2,10 @@
 
 The example answers the lifespan events itself (examples/django_app/asgi.py), so with
 ``--lifespan auto`` (uvicorn's default) or ``on`` the server's shutdown reaches guard, which
-closes the store: the embedded Redis saves its file and stops before uvicorn exits. With
-``--lifespan off`` nothing tells guard; the store stays open until the process exits.
+closes the store and gives up its lease on the embedded Redis. With ``--lifespan off`` nothing
+tells guard; the lease ends with the process. Either way the embedded Redis, shared by every
+process on the data directory, saves and stops once no process has held a lease for
+GUARD_EMBEDDED_IDLE seconds, and the next process starts it again on the saved data.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import run
@@ -19,28 +20,26 @@ from conftest import run
 from frameworks.conftest import guide_config
 from frameworks.servers import APPS, Server, exchange, start, stop, wait_listening
 from frameworks.tricks import B, Trick, blocked, clean, file_part, form, multipart_type
+from guard import embedded as embedded_redis
 from guard import hash_file
 from guard.store import Entry, Store
 
-psutil = pytest.importorskip("psutil", reason="psutil comes with the 'embedded' extra")
-
 ROOT = Path(__file__).resolve().parents[2]
+IDLE = "0.5"  # seconds without a lease before the embedded Redis stops
 
 
-def embedded_servers(folder: Path) -> list[Any]:
-    """The redis-server processes serving the embedded database in ``folder``."""
-    found = []
-    for process in psutil.process_iter(["name"]):
-        try:
-            if (
-                process.info["name"] == "redis-server"
-                and Path(process.cwd()) == folder
-                and process.status() != psutil.STATUS_ZOMBIE
-            ):
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
+def running(folder: Path) -> int | None:
+    """The pid of the supervisor of the embedded Redis in ``folder``, if one runs."""
+    pid = embedded_redis.record(folder / "redis.db").get("pid")
+    return pid if isinstance(pid, int) and embedded_redis._alive(pid) else None
+
+
+def wait_stopped(folder: Path, timeout: float = 15.0) -> float:
+    began = time.monotonic()
+    while running(folder) is not None:
+        assert time.monotonic() - began < timeout, "the embedded Redis did not stop"
+        time.sleep(0.02)
+    return time.monotonic() - began
 
 
 @pytest.fixture
@@ -56,11 +55,11 @@ def embedded(tmp_path: Path) -> Iterator[Path]:
             )
 
     run(load())
+    embedded_redis.stop(database)  # saved; the tests start from nothing running
     config = tmp_path / "guard.yaml"
     config.write_text(guide_config() + f"redis:\n  embedded_path: {database}\n")
     yield config
-    for process in embedded_servers(database.parent):  # never leave one behind
-        process.kill()
+    embedded_redis.stop(database)  # never leave one behind
 
 
 def upload(data: bytes) -> Trick:
@@ -73,7 +72,7 @@ def served(config: Path, log_dir: Path, lifespan: str) -> Server:
     return start(
         f"django-{lifespan}",
         APPS["django"],
-        {"GUARD_CONFIG": str(config), "GUARD_REDIS_URL": None},
+        {"GUARD_CONFIG": str(config), "GUARD_REDIS_URL": None, "GUARD_EMBEDDED_IDLE": IDLE},
         log_dir,
         "--lifespan",
         lifespan,
@@ -85,52 +84,50 @@ def test_with_lifespan_the_store_closes_at_shutdown(
     embedded: Path, tmp_path: Path, lifespan: str
 ) -> None:
     folder = tmp_path / "store"
-    saved = (folder / "redis.db").stat().st_mtime_ns
     server = served(embedded, tmp_path, lifespan)
     try:
         wait_listening(server)
-        opened_at_start = bool(embedded_servers(folder))
+        opened_at_start = running(folder) is not None
         assert exchange(server.port, upload(clean()).request(server.port)).status == 200
         assert exchange(server.port, upload(blocked()).request(server.port)).status == 403
-        assert len(embedded_servers(folder)) == 1
+        assert running(folder) is not None
     finally:
         began = time.monotonic()
         stop(server)
         took = time.monotonic() - began
-    resaved = (folder / "redis.db").stat().st_mtime_ns != saved
+    after = wait_stopped(folder)
     when = "at start-up" if opened_at_start else "on the first request"
     print(
         f"\n--lifespan {lifespan}: store opened {when}; uvicorn stopped in {took:.2f}s; "
-        f"embedded Redis stopped: {not embedded_servers(folder)}; file saved at shutdown: {resaved}"
+        f"embedded Redis stopped {after:.2f}s later (idle timeout {IDLE}s)"
     )
-    assert embedded_servers(folder) == [], "the embedded Redis outlived the server"
-    assert resaved, "the embedded Redis did not save its file at shutdown"
+    assert (folder / "redis.db").is_file()
     assert "Traceback" not in server.output(), server.output()
 
 
-def test_without_lifespan_the_store_opens_on_the_first_request_and_outlives_the_server(
+def test_without_lifespan_the_store_opens_on_the_first_request_and_stops_after_the_server(
     embedded: Path, tmp_path: Path
 ) -> None:
     """``--lifespan off``: nothing tells guard the server stops, and uvicorn ends by re-raising
-    SIGTERM, so no atexit hook runs either. The embedded Redis keeps running (the next process
-    on the same file uses it); with a Redis URL the connections just close with the process.
+    SIGTERM, so no atexit hook runs either. The lease ends with the process all the same, so
+    the embedded Redis stops once idle; the next server starts it again on the saved data.
     docs/frameworks.md says so."""
     folder = tmp_path / "store"
     server = served(embedded, tmp_path, "off")
     try:
         wait_listening(server)
-        assert embedded_servers(folder) == [], "the store opened before any request"
+        assert running(folder) is None, "the store opened before any request"
         assert exchange(server.port, upload(blocked()).request(server.port)).status == 403
-        assert len(embedded_servers(folder)) == 1
+        first = running(folder)
+        assert first is not None
     finally:
         stop(server)
-    left = embedded_servers(folder)
-    print(f"\n--lifespan off: embedded Redis still running after uvicorn exited: {bool(left)}")
-    assert len(left) == 1
-    again = served(embedded, tmp_path, "off")  # a new server shares the running one
+    after = wait_stopped(folder)
+    print(f"\n--lifespan off: embedded Redis stopped {after:.2f}s after uvicorn exited")
+    again = served(embedded, tmp_path, "off")
     try:
         wait_listening(again)
         assert exchange(again.port, upload(blocked()).request(again.port)).status == 403
-        assert embedded_servers(folder) == left
+        assert running(folder) not in (None, first)
     finally:
         stop(again)
