@@ -512,7 +512,7 @@ def _supervise(settings: dict[str, object]) -> None:  # pragma: no cover - a sep
     # process clearing this server sent the SIGTERM and rewrites the record itself).
     _stop_server(server)
     with contextlib.suppress(OSError):
-        _flock(lock, fcntl.LOCK_EX, time.monotonic() + 1.0, "server.lock")
+        _flock(lock, fcntl.LOCK_EX, time.monotonic() + 0.2, "server.lock")
         _forget(lock, socket_path)
 
 

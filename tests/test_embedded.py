@@ -288,6 +288,20 @@ def test_the_binary_can_be_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         Store.embedded(tmp_path / "other" / "redis.db")
 
 
+def test_a_folder_too_deep_for_a_socket_path_gets_a_private_one(tmp_path: Path) -> None:
+    rdb = tmp_path / ("d" * 60) / ("e" * 60) / "redis.db"
+    lease = embedded.acquire(rdb)
+    try:
+        assert not lease.socket.startswith(str(tmp_path)) and len(lease.socket) <= 100
+        assert Path(lease.socket).parent.stat().st_mode & 0o777 == 0o700
+        assert embedded._command(lease.socket, "PING", timeout=2) == b"PONG"
+        assert embedded.record(rdb)["socket"] == lease.socket
+    finally:
+        lease.release()
+    wait_stopped(rdb)
+    assert not Path(lease.socket).exists()
+
+
 # --- where the store lives --------------------------------------------------------------------
 
 
@@ -372,3 +386,56 @@ def test_a_killed_load_leaves_no_worker(tmp_path: Path, env: dict[str, str]) -> 
     while any(alive(pid) for pid in workers):
         assert time.monotonic() < deadline, f"orphan workers: {workers}"
         time.sleep(0.02)
+
+
+def test_two_app_workers_share_one_server_and_see_a_write(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """`uvicorn examples.app:app --workers 2` on the default config: both workers lease the one
+    server a CLI process started; a list written by `guard load` afterwards rejects in both."""
+    pytest.importorskip("uvicorn")
+    from frameworks.servers import exchange, start, stop, wait_listening
+    from frameworks.tricks import B, Trick, file_part, form, multipart_type
+
+    root = Path(__file__).resolve().parents[1]
+    home = tmp_path / "home"
+    env["GUARD_HOME"] = str(home)
+    loaded = guard(env, "load", str(root / "blocklists" / "spam"))
+    assert loaded.returncode == 0, loaded.stderr
+    unrelated = (root / "examples" / "images" / "unrelated.jpg").read_bytes()
+    upload = Trick(
+        "-", "upload", "/upload", form(B, file_part(unrelated)), multipart_type(b"boundary=" + B)
+    )
+    overrides: dict[str, str | None] = {
+        "GUARD_HOME": str(home),
+        "GUARD_EMBEDDED_IDLE": IDLE,
+        "GUARD_REDIS_URL": None,
+        "GUARD_CONFIG": None,
+    }
+    server = start("app", "examples.app:app", overrides, tmp_path, "--workers", "2")
+    try:
+        wait_listening(server)
+        deadline = time.monotonic() + 30
+        while True:  # each worker opens the store at lifespan start-up
+            workers = children(server.process.pid)
+            leased = {
+                pid
+                for pid in workers
+                for fd in Path(f"/proc/{pid}/fd").iterdir()
+                if os.path.realpath(fd) == str(home / embedded.USERS_NAME)
+            }
+            if len(leased) == 2:
+                break
+            assert time.monotonic() < deadline, f"leases: {leased} of workers {workers}"
+            time.sleep(0.05)
+        supervisor = embedded.record(home / "redis.db")["pid"]
+        statuses = {exchange(server.port, upload.request(server.port)).status for _ in range(20)}
+        assert statuses == {200}
+        added = guard(env, "load", str(root / "examples" / "images"), "--list", "spam")
+        assert added.returncode == 0, added.stderr
+        statuses = {exchange(server.port, upload.request(server.port)).status for _ in range(20)}
+        assert statuses == {403}
+        assert embedded.record(home / "redis.db")["pid"] == supervisor
+    finally:
+        stop(server)
+    wait_stopped(home / "redis.db")
