@@ -338,7 +338,13 @@ class _RetryIfDead(Retry):
         **kwargs: Any,
     ) -> T:
         connection = self._connection()
-        was_open = connection is not None and connection.is_connected
+        # Open and already answered on this socket: a fresh connection that fails (refused,
+        # reset during its handshake, or its first health check) is not retried.
+        was_open = (
+            connection is not None
+            and connection.is_connected
+            and getattr(connection, "answered_on", None) is getattr(connection, "_reader", 0)
+        )
         counted = bool(kwargs.get("with_failure_count", args[1] if len(args) > 1 else False))
         try:
             return await do()
@@ -360,6 +366,12 @@ def _guarded(base: type[ConnectionT]) -> type[ConnectionT]:
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.retry = _RetryIfDead(self)
+            self.answered_on: object = None  # the socket reader that last gave an answer
+
+        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            response = await super().read_response(*args, **kwargs)
+            self.answered_on = self._reader
+            return response
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guard{base.__name__}"
     return Guarded
