@@ -785,15 +785,17 @@ class Soak:
         return None
 
     def log_summary(self) -> dict[str, Any]:
+        """uvicorn's log (at warning: guard's own warnings and errors reach it through logging's
+        last-resort handler, without a level prefix): its line count and first distinct lines."""
         text = self.app_log.read_text(errors="replace") if self.app_log.exists() else ""
-        lines = text.splitlines()
-        errors = [line for line in lines if "ERROR" in line or "Traceback" in line]
-        distinct: list[str] = []
-        for line in errors:
-            short = line[:300]
-            if short not in distinct:
-                distinct.append(short)
-        return {"error_lines": len(errors), "distinct": distinct[:12]}
+        lines = [line for line in text.splitlines() if line.strip()]
+        distinct: dict[str, int] = {}
+        for line in lines:
+            short = line[:240]
+            distinct[short] = distinct.get(short, 0) + 1
+        errors = sum("ERROR" in line or "Traceback" in line for line in lines)
+        top = [f"{count}x {line}" for line, count in list(distinct.items())[:12]]
+        return {"lines": len(lines), "error_lines": errors, "distinct": top}
 
 
 # --- output ----------------------------------------------------------------------------------
@@ -899,8 +901,11 @@ def markdown(document: dict[str, Any]) -> str:
         + ("; ".join(f"{op['kind']} at {op['at_s']} s ({op['detail']})" for op in failed) or "none")
     )
     log = document["uvicorn_log"]
-    lines.append(f"- uvicorn log: {log['error_lines']} ERROR/Traceback lines")
-    lines += [f"  - {line}" for line in log["distinct"][:6]]
+    lines.append(
+        f"- uvicorn log: {log['lines']} lines, {log['error_lines']} with ERROR or Traceback"
+        + (", the first distinct ones (count x line):" if log["distinct"] else "")
+    )
+    lines += [f"  - {line}" for line in log["distinct"]]
     for detail in document["listed_2xx"][:10]:
         lines.append(
             f"- listed-2xx: {detail['phase']}: {detail['item']} sent at {detail['t0_s']} s, "
