@@ -211,8 +211,13 @@ return {added, present, redis.call('HGET', KEYS[3], 'incarnation')}
 """
 
 # KEYS: entries, ver, meta, snap, band keys of the aHash. ARGV: field, pHash hex or '' for every
-# entry, the aHash as 8 big-endian bytes.
+# entry, the aHash as 8 big-endian bytes, the layout the band keys follow (refused if the list
+# was re-created with another).
 _REMOVE_SCRIPT = """
+local layout = redis.call('HGET', KEYS[3], 'layout')
+if layout and layout ~= ARGV[4] then
+  return redis.error_reply('guard: list metadata changed (re-created with another layout)')
+end
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
 if not stored then return 0 end
 local kept, removed = {}, {}
@@ -710,15 +715,27 @@ class Store:
 
         Returns how many entries were removed (0 if none matched).
         """
-        meta = await self._list_meta(list_name)
         entries_key, ver_key, meta_key = _keys(list_name)
-        bands = [band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(ahash))]
-        async with _translated():
-            removed = await self._remove(
-                keys=[entries_key, ver_key, meta_key, list_key(list_name, "snap"), *bands],
-                args=[to_signed(ahash), "" if phash is None else to_hex(phash), _packed(ahash)],
-            )
-        return int(removed)
+        for attempt in range(2):
+            meta = await self._list_meta(list_name)
+            bands = [band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(ahash))]
+            try:
+                async with _translated():
+                    removed = await self._remove(
+                        keys=[entries_key, ver_key, meta_key, list_key(list_name, "snap"), *bands],
+                        args=[
+                            to_signed(ahash),
+                            "" if phash is None else to_hex(phash),
+                            _packed(ahash),
+                            meta.layout_text,
+                        ],
+                    )
+                return int(removed)
+            except StoreError as error:
+                if attempt or "list metadata changed" not in str(error):
+                    raise
+                self._forget(list_name)  # re-created since we read it: read its layout again
+        raise AssertionError("not reached: the second attempt returns or raises")
 
     async def drop(self, list_name: str) -> int:
         """Delete a whole list (every key under its hash tag). Returns the number of keys deleted.

@@ -224,3 +224,22 @@ def test_the_incarnation_is_written_with_the_first_entries_and_kept(redis_url: s
         run(body())
     finally:
         client.close()
+
+
+def test_a_remove_follows_the_layout_of_the_list_as_it_is_now(redis_url: str) -> None:
+    """A store that read the list with 4 bands removes from it after it was re-created with 2:
+    the band members it removes are the new list's (no stray members left behind)."""
+    rng = random.Random(4)
+    entries = random_entries(rng, 6)
+
+    async def body() -> None:
+        async with Store.from_url(redis_url) as remover, Store.from_url(redis_url) as loader:
+            await loader.add("spam", entries, bands=4)
+            assert await remover.remove("spam", entries[0].ahash) == 1  # caches 4 bands
+            await loader.drop("spam")
+            await loader.add("spam", entries, bands=2)
+            assert await remover.remove("spam", entries[1].ahash) == 1
+            report = await loader.verify("spam")
+            assert report.ok and report.entries == 5 and report.bands == 2, report.findings
+
+    run(body())
