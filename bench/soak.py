@@ -59,8 +59,9 @@ Definitions.
   the first of N (10) consecutive listed or unrelated uploads, by start time, all answered as in
   normal operation (listed 403, unrelated 200), both kinds among them. Empty when not reached
   within the recovery window.
-The table counts every request by the phase in which it started: status 200, 403, 503, other
-(any other status), err (no answer: connection error or timeout of 10 s).
+The table counts every request by the phase in which it started: status 200, 403, 503 (and in
+brackets those of requests sent after the fault ended, or the reload did: the 503s that outlast
+the fault), other (any other status), err (no answer: connection error or timeout of 10 s).
 
 Also reported: the commands Redis refused while over maxmemory (its commandstats),
 *unchecked* 200s (fail-open answers: there should be none), unrelated uploads that got a 403
@@ -728,10 +729,13 @@ class Soak:
                         }
                     )
             recovery = None
+            late_503 = 0  # 503s of requests sent after the fault ended (or the reload did)
             if phase.reference is not None:
                 recovery = self.recovery(mine, phase.reference)
+                late_503 = sum(1 for r in mine if r[1] >= phase.reference and r[3] == 503)
             row = {"phase": phase.name, "seconds": round(phase.end - phase.start, 1)}
             row |= counts
+            row["503_after"] = late_503
             row |= {"recovery_s": recovery, "listed_2xx": listed_2xx, "errors_500": errors_500}
             row["recovered"] = phase.reference is None or recovery is not None
             rows.append(row)
@@ -862,8 +866,11 @@ def markdown(document: dict[str, Any]) -> str:
             f"{len(document['edited_verdicts'])}"
         ),
         "",
-        "| fault | s | requests | 200 | 403 | 503 | other | err | recovery s | listed-2xx | 500s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        (
+            "| fault | s | requests | 200 | 403 | 503 | (503 after) | other | err | recovery s "
+            "| listed-2xx | 500s |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in document["rows"]:
         recovery = (
@@ -875,12 +882,14 @@ def markdown(document: dict[str, Any]) -> str:
         )
         lines.append(
             f"| {r['phase']} | {r['seconds']} | {r['requests']} | {r['200']} | {r['403']} | "
-            f"{r['503']} | {r['other']} | {r['err']} | {recovery} | {r['listed_2xx']} | "
+            f"{r['503']} | {r['503_after']} | {r['other']} | {r['err']} | {recovery} | "
+            f"{r['listed_2xx']} | "
             f"{r['errors_500']} |"
         )
     t = document["totals"]
     lines.append(
-        f"| **total** | | {t['requests']} | {t['200']} | {t['403']} | {t['503']} | {t['other']} | "
+        f"| **total** | | {t['requests']} | {t['200']} | {t['403']} | {t['503']} | "
+        f"{t['503_after']} | {t['other']} | "
         f"{t['err']} | | **{t['listed_2xx']}** | **{t['errors_500']}** |"
     )
     n = document["notices"]
