@@ -687,7 +687,7 @@ class Store:
             len(meta.layout.bands),
             meta.layout_text,
             meta.hash_version,
-            repr(meta.created),
+            repr(now),  # `created`, if this call creates the list
             secrets.token_hex(8),
         ]
         for entry in batch:
