@@ -28,6 +28,7 @@ import anyio
 import numpy as np
 import pytest
 import redis
+import redis.asyncio as aioredis
 from asgi_driver import Recorder, Result, call, multipart
 from conftest import LOCAL_PHOTOS, data_file, run
 from faultproxy import FaultProxy, RedisProcess
@@ -39,7 +40,7 @@ from guard.config import Config, HttpSettings, ListPolicy, RedisSettings, Route
 from guard.errors import StoreInconsistent, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash, from_signed, hash_file, to_signed
 from guard.middleware import GuardMiddleware
-from guard.store import Entry, MirrorSettings, Store
+from guard.store import HEALTH_CHECK_SECONDS, Entry, MirrorSettings, Store, _RetryIfDead
 
 BLOCKED = LOCAL_PHOTOS[0]
 UNRELATED = LOCAL_PHOTOS[5]
@@ -643,6 +644,26 @@ async def outcome(store: Store, frames: list[FrameHash]) -> str:
     return "match" if found else "no match"
 
 
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("redis://127.0.0.1:1/0", aioredis.Connection),
+        ("rediss://127.0.0.1:1/0", aioredis.SSLConnection),
+        ("unix:///nonexistent/redis.sock", aioredis.UnixDomainSocketConnection),
+    ],
+)
+def test_every_store_connection_has_the_restart_settings(url: str, base: type) -> None:
+    """RESP2, a health check and the retry of a dead connection, whatever the URL's scheme."""
+    store = Store.from_url(url, socket_timeout=0.3, connect_timeout=0.2)
+    pool = store._client.connection_pool
+    settings = pool.connection_kwargs
+    assert settings["protocol"] == 2 and settings["health_check_interval"] == HEALTH_CHECK_SECONDS
+    assert (settings["socket_timeout"], settings.get("socket_connect_timeout", 0.2)) == (0.3, 0.2)
+    connection = pool.make_connection()
+    assert isinstance(connection, base) and isinstance(connection.retry, _RetryIfDead)
+    run(store.close())
+
+
 @pytest.mark.parametrize("mirror", ["mirror", "redis index"])
 @pytest.mark.parametrize("persistence", ["saved", "lost"])
 def test_pooled_connections_survive_a_restart(
@@ -682,6 +703,49 @@ def test_pooled_connections_survive_a_restart(
     assert pooled >= 5  # the concurrent lookups opened several connections
     expected = "match" if persistence == "saved" else "missing"
     assert counts == {expected: LOOKUPS}
+
+
+def test_a_restored_backup_of_an_earlier_list_is_seen_at_once(
+    redis_tcp: RedisProcess, no_dump: Path
+) -> None:
+    """A backup is taken of `spam` (BLOCKED, version 1); the list is dropped and loaded with
+    another image (version 1 again) and two workers mirror that; the old backup is restored.
+    Each worker's next lookup sees the restored list, not its copy of the later one."""
+    settings = MirrorSettings(retry_seconds=0)
+    old = hash_bytes(data_file(BLOCKED).read_bytes())
+    new = hash_bytes(data_file(UNRELATED).read_bytes())
+    backup = no_dump.with_name("backup.rdb")
+
+    async def scenario() -> list[tuple[bool, bool]]:
+        client = redis_tcp.client()
+        client.save()
+        client.close()
+        no_dump.rename(backup)
+        async with Store.from_url(redis_tcp.url) as loader:
+            await loader.drop("spam")
+            await loader.add("spam", [Entry(new.ahash, new.phash, UNRELATED)])
+            assert await loader.version("spam") == 1
+        async with (
+            Store.from_url(redis_tcp.url, mirror=settings) as first,
+            Store.from_url(redis_tcp.url, mirror=settings) as second,
+        ):
+            for worker in (first, second):
+                assert await worker.refresh_mirror("spam") is not None
+                assert await worker.lookup("spam", new.frames, radius=4)
+            redis_tcp.stop()
+            backup.rename(no_dump)  # the restore: the server loads it at start
+            redis_tcp.start()
+            seen = []
+            for worker in (first, second):
+                matched_old = bool(await worker.lookup("spam", old.frames, radius=4))
+                matched_new = bool(await worker.lookup("spam", new.frames, radius=4))
+                seen.append((matched_old, matched_new))
+            return seen
+
+    try:
+        assert run(scenario()) == [(True, False), (True, False)]
+    finally:
+        backup.unlink(missing_ok=True)
 
 
 def test_a_list_loaded_again_after_a_restart_without_persistence_is_seen_at_once(
