@@ -100,7 +100,6 @@ from guard.mirror import (
 
 logger = logging.getLogger("guard")
 
-DEFAULT_EMBEDDED_PATH = ".guard/redis.db"
 # Entries per Lua call: big enough to amortise round trips, small enough not to block Redis long.
 WRITE_BATCH = 500
 # Band sets stay compact intsets up to this many members (Redis's default, 512, turns the hot
@@ -508,11 +507,10 @@ class Store:
         few seconds.
         """
         lease = _lease_embedded(Path(path) if path is not None else None)
-        client = aioredis.Redis(
-            unix_socket_path=lease.socket,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0),
+        url = f"unix://{lease.socket}"
+        # The same settings as any Redis: the shared server can restart under a running worker.
+        client = aioredis.Redis.from_url(
+            url, **client_options(url, socket_timeout, connect_timeout)
         )
 
         async def stop() -> None:
