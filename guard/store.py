@@ -55,7 +55,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from guard import embedded
@@ -912,6 +912,28 @@ class Store:
         task.add_done_callback(lambda _: self._refreshes.pop(list_name, None))
         return task
 
+    async def _read_together(self, reads: Callable[[Any], object]) -> list[Any]:
+        """Run ``reads`` (queued on a pipeline) in one MULTI: one consistent (incarnation,
+        version) with the records read.
+
+        A Redis over ``maxmemory`` refuses every command queued in a MULTI, reads included
+        (Redis 6 and 7): lookups would then fail until memory is freed. So under OOM the reads
+        run again as a plain pipeline. A full ``noeviction`` Redis refuses the writes that could
+        come between them, except removals, which at worst take a record away: the answer then
+        skips that entry, as it skips one removed between two round trips.
+        """
+        pipe = self._client.pipeline(transaction=True)
+        reads(pipe)
+        try:
+            return list(await pipe.execute())
+        except ResponseError as error:
+            # redis-py turns "-OOM ..." into OutOfMemoryError and drops the "OOM" from the text.
+            if not isinstance(error, OutOfMemoryError) and "maxmemory" not in str(error):
+                raise
+        pipe = self._client.pipeline(transaction=False)
+        reads(pipe)
+        return list(await pipe.execute())
+
     async def _load_mirror(self, list_name: str, meta: _ListMeta) -> Mirror | None:
         _, ver_key, meta_key = _keys(list_name)
         assert self._mirror is not None
@@ -920,12 +942,14 @@ class Store:
                 size = int(await self._client.hget(meta_key, "entries") or 0)
                 if size > self._mirror.max_entries:
                     return None
-                pipe = self._client.pipeline(transaction=True)  # one consistent version
-                pipe.get(ver_key)
-                pipe.hget(meta_key, "incarnation")
-                pipe.get(list_key(list_name, "snap"))
-                pipe.hget(meta_key, "entries")
-                version, incarnation, snapshot, size = await pipe.execute()
+                version, incarnation, snapshot, size = await self._read_together(
+                    lambda pipe: (
+                        pipe.get(ver_key),
+                        pipe.hget(meta_key, "incarnation"),
+                        pipe.get(list_key(list_name, "snap")),
+                        pipe.hget(meta_key, "entries"),
+                    )
+                )
         except StoreError:
             return None  # the lookup that needs Redis reports the failure
         snapshot = snapshot or b""
@@ -971,14 +995,16 @@ class Store:
         chosen = range(len(ranked) if limit is None else min(limit, len(ranked)))
         fields = list(dict.fromkeys(int(mirror.ahashes[ranked.positions[i]]) for i in chosen))
         entries_key, ver_key, meta_key = _keys(list_name)
-        async with _translated():
-            pipe = self._client.pipeline(transaction=True)
+
+        def reads(pipe: Any) -> None:
             pipe.exists(meta_key)
             pipe.hget(meta_key, "incarnation")
             pipe.get(ver_key)
             if fields:
                 pipe.hmget(entries_key, [to_signed(h) for h in fields])
-            exists, incarnation, *replies = await pipe.execute()
+
+        async with _translated():
+            exists, incarnation, *replies = await self._read_together(reads)
         if not exists:
             raise self._vanished(list_name)
         incarnation = _text(incarnation or b"")

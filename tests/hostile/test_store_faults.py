@@ -86,7 +86,9 @@ def load(url: str) -> None:
     run(load_lists(url))
 
 
-def make_guard(url: str, *, socket_timeout: float = 0.3, **http: Any) -> GuardMiddleware:
+def make_guard(
+    url: str, *, socket_timeout: float = 0.3, mirror: bool = True, **http: Any
+) -> GuardMiddleware:
     config = Config(
         redis=RedisSettings(
             breaker_failures=FAILURES, breaker_cooldown=COOLDOWN, breaker_max_cooldown=1.6
@@ -98,7 +100,12 @@ def make_guard(url: str, *, socket_timeout: float = 0.3, **http: Any) -> GuardMi
         ),
         http=HttpSettings(**http),
     )
-    store = Store.from_url(url, socket_timeout=socket_timeout, connect_timeout=socket_timeout)
+    store = Store.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        connect_timeout=socket_timeout,
+        **({} if mirror else {"mirror": None}),
+    )
     return GuardMiddleware(Recorder(), config=config, store=store)
 
 
@@ -472,6 +479,38 @@ def test_H37_a_redis_that_evicts_is_refused_until_fixed(redis_tcp: RedisProcess)
         assert run(scenario()) == [403, 200]
     finally:
         client.config_set("maxmemory-policy", "noeviction")
+        client.close()
+
+
+@pytest.mark.parametrize("mirrored", [True, False], ids=["mirror", "redis index"])
+def test_a_full_redis_refuses_loads_but_keeps_answering_lookups(
+    redis_tcp: RedisProcess, mirrored: bool
+) -> None:
+    """Over maxmemory under noeviction, Redis refuses every command queued in a MULTI, reads
+    included: the mirror's one-MULTI lookup failed (503 for every upload until memory was
+    freed, bench/soak.py). Now the reads run again without MULTI, and only writes fail."""
+    guard = make_guard(redis_tcp.url, mirror=mirrored)
+    client = redis_tcp.client()
+
+    async def scenario() -> list[int]:
+        assert (await timed(guard, BLOCKED))[0].status == 403
+        store = await guard.store()
+        if mirrored:
+            assert await store.refresh_mirror("spam") is not None
+        client.config_set("maxmemory", 1)
+        with pytest.raises(Exception, match="maxmemory"):
+            client.set("guard:probe", "x")  # the server really is full
+        statuses = [(await timed(guard, name))[0].status for name in (BLOCKED, UNRELATED)] * 2
+        assert ("spam" in store._mirrors) == mirrored
+        new = hash_bytes(data_file(UNRELATED).read_bytes())
+        with pytest.raises(Exception, match="maxmemory"):
+            await store.add("spam", [Entry(new.ahash, new.phash, "new")])
+        return statuses
+
+    try:
+        assert run(scenario()) == [403, 200, 403, 200]
+    finally:
+        client.config_set("maxmemory", 0)
         client.close()
 
 
