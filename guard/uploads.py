@@ -222,13 +222,15 @@ def find_images(
 ) -> list[bytes]:
     """The images in a request body, judged by their bytes (a CPU job: run it in a worker thread).
 
-    Multipart bodies must be canonical (:mod:`guard.multipart`); every part whose bytes are an
-    image is one, file or field, and a file part must be an image. Raw bodies declared
-    ``image/*`` or ``application/octet-stream`` must be images; any other raw body is an image
-    when its bytes say so, whatever it is declared as (a JPEG sent as text/plain is still a JPEG).
-    A urlencoded form's values are images when their bytes say so (ASCII PPM and XBM survive URL
-    encoding). With ``json_scan``, a JSON body's configured fields are base64 images (see
-    :func:`_json_images`); other JSON is not scanned.
+    An image is whatever Pillow opens (:func:`~guard.images.sniff_format`), wherever an app may
+    find it. Multipart bodies must be canonical (:mod:`guard.multipart`): every part whose bytes
+    are an image is one, a file part must be an image (or empty), and a text field may hold
+    only a UTF-8 image (:func:`_as_text_field`); a whole form that is also an image is one too.
+    Raw bodies declared ``image/*`` or ``application/octet-stream`` must be images; any other
+    raw body is an image when its bytes say so, whatever it is declared as. Otherwise the body
+    is read as every framework might read it: a urlencoded form's values, with ``json_scan``
+    the configured fields of JSON in any encoding (:func:`_json_images`; other JSON is not
+    scanned), and the ``bin`` values of a MessagePack document (:func:`_msgpack_images`).
     Raises MalformedBody, BodyTooLarge (parts or images over their caps) and NotAnImage (a file
     part, image body or JSON field that is no image).
     """
