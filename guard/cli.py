@@ -42,6 +42,18 @@ POOL_THRESHOLD = 8
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+class UsageError(Exception):
+    """A bad argument: reported in one line, exit status 2. Any other ValueError is a bug (70)."""
+
+
+def _list_name(name: str) -> str:
+    """``name`` if it is a valid list name, else a :class:`UsageError` saying the rule."""
+    try:
+        return validate_list_name(name)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -51,9 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.config_object = load_config(args.config or os.environ.get(ENV_CONFIG) or None)
         return int(args.run(args))
-    except (GuardError, ValueError) as error:
+    except UsageError as error:
         print(f"guard: {error}", file=sys.stderr)
-        return EXIT_STORE if isinstance(error, GuardError) else EXIT_USAGE
+        return EXIT_USAGE
+    except GuardError as error:
+        print(f"guard: {error}", file=sys.stderr)
+        return EXIT_STORE
     except KeyboardInterrupt:
         print("guard: interrupted", file=sys.stderr)
         return 130
@@ -364,9 +379,9 @@ def _cmd_load(args: argparse.Namespace) -> int:
     """
     path = Path(args.path)
     if not path.exists():
-        raise ValueError(f"no such file or folder: {path}")
+        raise UsageError(f"no such file or folder: {path}")
     default_name = path.resolve().name if path.is_dir() else path.stem
-    name = validate_list_name(args.list_name or default_name)
+    name = _list_name(args.list_name or default_name)
     if path.is_file():
         entries, skipped = _read_list_file(path, args.label)
     else:
@@ -478,8 +493,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
     """
     path = Path(args.file)
     if not path.is_file():
-        raise ValueError(f"no such file: {path}")
-    name = validate_list_name(args.list_name)
+        raise UsageError(f"no such file: {path}")
+    name = _list_name(args.list_name)
     entries, skipped = _read_list_file(path, label=None)
     return _add_and_report(args, name, entries, skipped)
 
@@ -493,7 +508,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     """
     config: Config = args.config_object
     for name in args.lists or []:
-        validate_list_name(name)
+        _list_name(name)
 
     async def work(store: Store) -> int:
         sizes = {info.name: info.entries for info in await store.lists()}
@@ -520,7 +535,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 continue
             frames = [f for f in hashes.frames if not f.low_information]
             matches: list[Match] = []
-            for name in names:
+            # A flat image has no informative frame: nothing to look up (and nothing to rank).
+            for name in names if frames else []:
                 matches += await store.lookup_under(name, frames, config.policy(name))
             matches.sort(key=lambda m: (not m.confirmed, m.distance))
             verdict = decide(matches, config.policy)
@@ -596,7 +612,7 @@ def _cmd_lists(args: argparse.Namespace) -> int:
 
 def _verify_lists(args: argparse.Namespace) -> int:
     for name in args.verify:
-        validate_list_name(name)
+        _list_name(name)
 
     async def work(store: Store) -> int:
         names = args.verify or [info.name for info in await store.lists()]
@@ -732,9 +748,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     folder = Path(args.folder)
     if not folder.is_dir():
-        raise ValueError(f"no such folder: {folder}")
+        raise UsageError(f"no such folder: {folder}")
     if not 0 <= args.max_fpr <= 1:
-        raise ValueError(f"--max-fpr must be between 0 and 1, got {args.max_fpr}")
+        raise UsageError(f"--max-fpr must be between 0 and 1, got {args.max_fpr}")
     config: Config = args.config_object
     total = sum(1 for p in folder.rglob("*") if p.suffix.lower() in evaluation.IMAGE_SUFFIXES)
     show = sys.stderr.isatty()

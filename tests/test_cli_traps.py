@@ -1,0 +1,72 @@
+"""Issue 17: the CLI's first-run traps, one test each (each failed before its fix)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import LOCAL_PHOTOS, data_file
+from PIL import Image
+
+import guard.cli
+from guard.cli import main
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def spam(tmp_path: Path) -> Path:
+    folder = tmp_path / "spam"
+    folder.mkdir()
+    for name in LOCAL_PHOTOS[:4]:
+        shutil.copy(data_file(name), folder / Path(name).name)
+    return folder
+
+
+@pytest.fixture
+def flat(tmp_path: Path) -> Path:
+    path = tmp_path / "flat.png"
+    Image.new("RGB", (64, 64), "white").save(path)
+    return path
+
+
+def test_check_a_batch_with_a_flat_image_once_the_mirror_is_loaded(
+    spam: Path, flat: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(capsys, "load", str(spam), "--redis-url", redis_url)[0] == 0
+    # The first lookups load the list's mirror in the background; the flat image comes after.
+    photos = [str(data_file(name)) for name in LOCAL_PHOTOS]
+    files = [*photos, str(flat), *photos, str(flat)]
+    code, out, err = cli(capsys, "check", "--json", "--redis-url", redis_url, *files)
+    assert code == 1, err  # the listed photos are rejected
+    reports = json.loads(out)
+    assert [r["file"] for r in reports] == files
+    for report in (reports[len(photos)], reports[-1]):
+        assert report["verdict"] == "allow"
+        assert report["note"] == "low-information image: not checked"
+
+
+def test_a_value_error_from_a_bug_is_an_internal_error_not_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, flat: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(path: str, limits: object) -> object:
+        raise ValueError("attempt to get argmin of an empty sequence")
+
+    monkeypatch.setattr(guard.cli, "_hash_path", broken)
+    code, _, err = cli(capsys, "hash", str(flat))
+    assert code == 70
+    assert err.startswith("guard: internal error: ValueError: attempt to get argmin")
+
+
+def test_a_bad_list_name_is_still_a_usage_error(
+    spam: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = cli(capsys, "load", str(spam), "--list", "bad name!")
+    assert code == 2
+    assert err.startswith("guard: invalid list name 'bad name!'")
