@@ -3,7 +3,8 @@
 Exit codes: 0 success (for ``check``: nothing would be rejected); 1 ``check``: some file would be
 rejected, ``hash``/``remove``/``load``: some input failed or was refused; 2 usage error; 3 the
 store or the config failed (nothing was changed that cannot be re-run: loads are idempotent); 70 a
-bug in guard.
+bug in guard; 141 (128 + SIGPIPE, as `cat` or `sort` would) the reader of stdout went away, e.g.
+``guard export | head``: the command ends quietly.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ EXIT_FOUND = 1  # check: some file would be rejected; hash/remove: some input fa
 EXIT_USAGE = 2  # argparse's own code for bad arguments
 EXIT_STORE = 3  # the store or the configuration failed
 EXIT_INTERNAL = 70  # a bug in guard (EX_SOFTWARE); GUARD_DEBUG=1 shows the traceback
+EXIT_PIPE = 141  # stdout was closed early (`guard export | head`): 128 + SIGPIPE, as coreutils
+EXIT_CODES = f"""exit status: 0 ok; 1 check: a file would be rejected (hash, load, remove: some input
+failed or was refused; lists --verify: a list is not whole); 2 usage error; 3 the store or the
+config failed (check: no list to check against); 70 a bug in guard; 130 interrupted; {EXIT_PIPE} stdout
+was closed early (guard export | head): the command stops quietly"""
 ENV_CONFIG = "GUARD_CONFIG"
 # Below this many files a process pool costs more than it saves.
 POOL_THRESHOLD = 8
@@ -62,13 +68,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         args.config_object = load_config(args.config or os.environ.get(ENV_CONFIG) or None)
-        return int(args.run(args))
+        code = int(args.run(args))
+        sys.stdout.flush()  # here, where a closed stdout is caught, not at the interpreter's exit
+        return code
     except UsageError as error:
         print(f"guard: {error}", file=sys.stderr)
         return EXIT_USAGE
     except GuardError as error:
         print(f"guard: {error}", file=sys.stderr)
         return EXIT_STORE
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_PIPE
     except KeyboardInterrupt:
         print("guard: interrupted", file=sys.stderr)
         return 130
@@ -80,6 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout went away: send what is still buffered to /dev/null, so that
+    Python's final flush does not print "Exception ignored ... BrokenPipeError" (and exit 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no real file (a test's capture): nothing to do
+        pass
 
 
 def _add_workers_option(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(
-        prog="guard", description="Perceptual-hash image blocklists backed by Redis."
+        prog="guard",
+        description="Perceptual-hash image blocklists backed by Redis.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"guard {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -120,7 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     def command(
         name: str, run: Callable[[argparse.Namespace], int], summary: str
     ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, parents=[common], help=summary, description=run.__doc__)
+        sub = commands.add_parser(
+            name, parents=[common], help=summary, description=run.__doc__, epilog=EXIT_CODES
+        )
         sub.set_defaults(run=run)
         return sub
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,30 @@ def test_a_bad_list_name_is_still_a_usage_error(
     code, _, err = cli(capsys, "load", str(spam), "--list", "bad name!")
     assert code == 2
     assert err.startswith("guard: invalid list name 'bad name!'")
+
+
+def test_export_into_a_pipe_closed_early_ends_quietly_with_141(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # More than a pipe's buffer of lines, so that export is still printing when head leaves.
+    rng = random.Random(17)
+    lines = []
+    while len(lines) < 4000:
+        ahash, phash = rng.getrandbits(64), rng.getrandbits(64)
+        if 16 < ahash.bit_count() < 48:
+            lines.append(f"{ahash:016x} {phash:016x} entry-{len(lines)}\n")
+    listed = tmp_path / "many.txt"
+    listed.write_text("".join(lines))
+    assert cli(capsys, "import", str(listed), "--list", "many", "--redis-url", redis_url)[0] == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "guard", "export", "--list", "many", "--redis-url", redis_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # what `head -1` does
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141, err
+    assert len(first.split()) == 3
+    assert err == ""
