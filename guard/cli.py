@@ -27,7 +27,7 @@ from guard.bands import validate_list_name
 from guard.config import Config, load_config, resolve_embedded_path, resolve_redis_url
 from guard.errors import GuardError, ImageError, InvalidHash, UnknownList
 from guard.hashing import ImageHashes, from_hex, hash_file, is_low_information, to_hex
-from guard.images import ImageLimits
+from guard.images import ImageLimits, sniff_format
 from guard.listfile import format_line, parse_line
 from guard.store import Entry, Match, Store
 from guard.verdict import decide
@@ -104,12 +104,28 @@ def _silence_stdout() -> None:
         pass
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type of --workers: an integer of 1 or more (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of 1 or more, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be 1 or more (1: hash in this process, no pool), got {value}"
+        )
+    return value
+
+
 def _add_workers_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
-        type=int,
+        type=_at_least_one,
         default=os.cpu_count() or 1,
-        help="hashing processes (default: one per core)",
+        metavar="N",
+        help="hashing processes, 1 or more (default: one per core)",
     )
 
 
@@ -153,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("hash", _cmd_hash, "print the aHash and pHash of image files")
     sub.add_argument("files", nargs="+", metavar="FILE")
 
-    sub = command("load", _cmd_load, "add a folder of images (or a list file) to a list")
+    sub = command("load", _cmd_load, "add a folder of images, an image or a list file to a list")
     sub.add_argument("path", metavar="PATH")
     sub.add_argument(
         "--list",
@@ -394,7 +410,8 @@ def _hash_result(path: str, hashes: ImageHashes | str) -> dict[str, Any]:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
-    """Add every image under PATH (recursively) to a list, or the entries of a list file.
+    """Add every image under PATH (recursively) to a list, or one image file, or the entries of
+    a list file (text: `guard export` output or imagehash hex lines).
 
     The list is named after the folder (or file) unless --list says otherwise, and is created with
     the band count of its policy. Loading is idempotent: entries already present are counted, not
@@ -403,15 +420,23 @@ def _cmd_load(args: argparse.Namespace) -> int:
     reason; the others are added, and the exit status is 1 unless --skip-bad. Animated images add
     one entry per distinct informative frame.
     """
+    if not args.path:
+        # Path("") is the current folder: loading it would hash .venv, .git and whatever else.
+        raise UsageError(
+            "load: PATH is empty: name a folder of images, an image or a list file "
+            "(. for the current folder)"
+        )
     path = Path(args.path)
     if not path.exists():
         raise UsageError(f"no such file or folder: {path}")
     default_name = path.resolve().name if path.is_dir() else path.stem
     name = _list_name(args.list_name or default_name)
-    if path.is_file():
-        entries, skipped = _read_list_file(path, args.label)
-    else:
+    if path.is_dir():
         entries, skipped = _hash_folder(path, args)
+    elif _is_image(path):
+        entries, skipped = _hash_files([path], [path.name], args)
+    else:
+        entries, skipped = _read_list_file(path, args.label)
     return _add_and_report(args, name, entries, skipped, strict=not args.skip_bad)
 
 
@@ -460,7 +485,6 @@ def _hash_folder(
     folder: Path, args: argparse.Namespace
 ) -> tuple[list[Entry], list[dict[str, str]]]:
     root = folder.resolve()
-    entries: list[Entry] = []
     skipped: list[dict[str, str]] = []
     files = []
     for file in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
@@ -470,9 +494,28 @@ def _hash_folder(
             skipped.append({"file": source, "reason": "symlink leading out of the folder"})
         else:
             files.append(file)
+    more, refused = _hash_files(files, [f.relative_to(folder).as_posix() for f in files], args)
+    return more, skipped + refused
+
+
+def _is_image(path: Path) -> bool:
+    """Whether a file's first bytes are an image's (else `guard load` reads it as a list file)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(1 << 16)
+    except OSError:
+        return False  # reading it as a list file reports the error
+    return sniff_format(head) is not None
+
+
+def _hash_files(
+    files: list[Path], sources: list[str], args: argparse.Namespace
+) -> tuple[list[Entry], list[dict[str, str]]]:
+    """Entries of image files, one per distinct informative frame; the refused ones with why."""
+    entries: list[Entry] = []
+    skipped: list[dict[str, str]] = []
     results = _hash_many([str(p) for p in files], args.config_object.limits, args.workers)
-    for file, hashes in zip(files, results):
-        source = file.relative_to(folder).as_posix()
+    for source, hashes in zip(sources, results):
         if isinstance(hashes, str):
             skipped.append({"file": source, "reason": hashes})
             continue
@@ -491,6 +534,18 @@ def _hash_folder(
 
 def _read_list_file(path: Path, label: str | None) -> tuple[list[Entry], list[dict[str, str]]]:
     """Entries of a list file; bad and low-information lines are skipped with the reason."""
+    try:
+        return _parse_list_file(path, label)
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"{path} is neither an image nor a list file (UTF-8 text, one `aHash [pHash] [label]` "
+            "a line): load a folder of images, an image, or `guard export` output"
+        ) from None
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {_error_text(error)}") from None
+
+
+def _parse_list_file(path: Path, label: str | None) -> tuple[list[Entry], list[dict[str, str]]]:
     entries: list[Entry] = []
     skipped: list[dict[str, str]] = []
     with path.open(encoding="utf-8") as lines:

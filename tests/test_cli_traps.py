@@ -100,3 +100,47 @@ def test_export_into_a_pipe_closed_early_ends_quietly_with_141(
     assert process.wait(timeout=60) == 141, err
     assert len(first.split()) == 3
     assert err == ""
+
+
+@pytest.mark.parametrize("path", [""])
+def test_load_refuses_an_empty_path_instead_of_loading_the_current_folder(
+    path: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, spam: Path
+) -> None:
+    monkeypatch.chdir(spam)  # were "" the current folder, this would load (and exit 0)
+    code, out, err = cli(capsys, "load", path)
+    assert (code, out) == (2, "")
+    assert err.startswith("guard: load: PATH is empty: name a folder of images")
+
+
+def test_load_accepts_a_single_image_file(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = data_file(LOCAL_PHOTOS[0])
+    code, out, err = cli(capsys, "load", str(image), "--json", "--redis-url", redis_url)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (summary["list"], summary["added"], summary["skipped"]) == (image.stem, 1, [])
+    code, out, _ = cli(capsys, "check", "--json", "--redis-url", redis_url, str(image))
+    assert code == 1 and json.loads(out)[0]["matches"][0]["source"] == image.name
+
+
+def test_load_refuses_a_binary_file_that_is_no_image_naming_what_to_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(128, 256)) * 4)
+    code, out, err = cli(capsys, "load", str(blob))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"guard: {blob} is neither an image nor a list file")
+    assert "load a folder of images, an image, or `guard export` output" in err
+
+
+@pytest.mark.parametrize("workers", ["0", "-3", "many"])
+def test_load_refuses_workers_below_one_naming_the_option_and_the_range(
+    workers: str, spam: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["load", str(spam), "--workers", workers])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --workers: must be" in err and "1 or more" in err
