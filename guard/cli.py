@@ -348,12 +348,14 @@ def _watch_parent(parent: int) -> None:
 def _counted(
     results: Iterator[ImageHashes | str], total: int, progress: bool
 ) -> Iterator[ImageHashes | str]:
-    for done, result in enumerate(results, 1):
+    try:
+        for done, result in enumerate(results, 1):
+            if progress:
+                print(f"\rhashing {done}/{total}", end="", file=sys.stderr, flush=True)
+            yield result
+    finally:  # end the progress line even when the caller stops early: the summary comes next
         if progress:
-            print(f"\rhashing {done}/{total}", end="", file=sys.stderr, flush=True)
-        yield result
-    if progress:
-        print(file=sys.stderr)
+            print(file=sys.stderr, flush=True)
 
 
 def _match_json(match: Match) -> dict[str, Any]:
@@ -514,7 +516,8 @@ def _hash_files(
     """Entries of image files, one per distinct informative frame; the refused ones with why."""
     entries: list[Entry] = []
     skipped: list[dict[str, str]] = []
-    results = _hash_many([str(p) for p in files], args.config_object.limits, args.workers)
+    # Every result first: zip() would stop before the last next() that ends the progress line.
+    results = list(_hash_many([str(p) for p in files], args.config_object.limits, args.workers))
     for source, hashes in zip(sources, results):
         if isinstance(hashes, str):
             skipped.append({"file": source, "reason": hashes})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import shutil
@@ -144,3 +145,25 @@ def test_load_refuses_workers_below_one_naming_the_option_and_the_range(
     assert raised.value.code == 2
     err = capsys.readouterr().err
     assert "argument --workers: must be" in err and "1 or more" in err
+
+
+class Terminal(io.StringIO):
+    """stdout and stderr of a terminal: one screen, where both streams land in order."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_line_is_ended_before_the_summary(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i, name in enumerate(LOCAL_PHOTOS + LOCAL_PHOTOS[:2]):
+        shutil.copy(data_file(name), folder / f"{i}-{Path(name).name}")
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    monkeypatch.setattr(sys, "stderr", screen)
+    assert main(["load", str(folder), "--workers", "1", "--redis-url", redis_url]) == 0
+    text = screen.getvalue()
+    assert text.endswith("\rhashing 9/9\nmany: added 7, already present 2, skipped 0\n"), text
