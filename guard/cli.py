@@ -129,30 +129,46 @@ def _add_workers_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _global_options(*, in_command: bool) -> argparse.ArgumentParser:
+    """--json, --config, --redis-url, --data-dir: accepted before the command and after it.
+
+    In a command's own parser they default to SUPPRESS: unless given after the command, they
+    leave the value given before it (or the default) alone instead of resetting it.
+    """
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print JSON")
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if in_command else {}
+    json_default: dict[str, Any] = unset or {"default": False}
+    common.add_argument("--json", action="store_true", help="print JSON", **json_default)
     common.add_argument(
         "--config",
         metavar="FILE",
         help=f"YAML config (default: ${ENV_CONFIG}, else built-in defaults)",
+        **unset,
     )
     common.add_argument(
         "--redis-url",
         metavar="URL",
         help="Redis server (default: $GUARD_REDIS_URL, the config, else the embedded Redis)",
+        **unset,
     )
     common.add_argument(
         "--data-dir",
         metavar="DIR",
         help="the embedded Redis's folder (default: $GUARD_HOME, the config's "
         "redis.embedded_path, else $XDG_DATA_HOME/guard or ~/.local/share/guard)",
+        **unset,
     )
+    return common
 
+
+def _parser() -> argparse.ArgumentParser:
+    common = _global_options(in_command=True)
     parser = argparse.ArgumentParser(
         prog="guard",
-        description="Perceptual-hash image blocklists backed by Redis.",
+        description="Perceptual-hash image blocklists backed by Redis. The options --json, "
+        "--config, --redis-url and --data-dir go before the command or after it.",
         epilog=EXIT_CODES,
+        parents=[_global_options(in_command=False)],
     )
     parser.add_argument("--version", action="version", version=f"guard {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")

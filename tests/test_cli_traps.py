@@ -167,3 +167,29 @@ def test_the_progress_line_is_ended_before_the_summary(
     assert main(["load", str(folder), "--workers", "1", "--redis-url", redis_url]) == 0
     text = screen.getvalue()
     assert text.endswith("\rhashing 9/9\nmany: added 7, already present 2, skipped 0\n"), text
+
+
+def test_global_options_are_accepted_before_the_command_and_after_it(
+    spam: Path, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = cli(capsys, "--json", "--redis-url", redis_url, "load", str(spam))
+    assert code == 0, err
+    assert json.loads(out)["added"] == 4
+    for argv in (
+        ["--json", "--redis-url", redis_url, "lists"],
+        ["--json", "lists", "--redis-url", redis_url],
+        ["lists", "--json", "--redis-url", redis_url],
+        ["--redis-url", "redis://127.0.0.1:1", "lists", "--json", "--redis-url", redis_url],
+    ):
+        code, out, err = cli(capsys, *argv)
+        assert code == 0, (argv, err)
+        assert [info["list"] for info in json.loads(out)] == ["spam"], argv
+    config = tmp_path / "bad.yaml"
+    config.write_text("nonsense: [\n")
+    data = tmp_path / "data"
+    for argv in (["--config", str(config), "lists"], ["lists", "--config", str(config)]):
+        code, _, err = cli(capsys, *argv)
+        assert code == 3 and str(config) in err, (argv, err)
+    code, out, err = cli(capsys, "--data-dir", str(data), "lists")
+    assert (code, out) == (0, "no lists\n"), err
+    assert data.is_dir()
