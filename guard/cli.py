@@ -26,7 +26,14 @@ from guard import __version__
 from guard.bands import validate_list_name
 from guard.config import Config, load_config, resolve_embedded_path, resolve_redis_url
 from guard.errors import GuardError, ImageError, InvalidHash, UnknownList
-from guard.hashing import ImageHashes, from_hex, hash_file, is_low_information, to_hex
+from guard.hashing import (
+    ImageHashes,
+    from_hex,
+    hash_bytes,
+    hash_file,
+    is_low_information,
+    to_hex,
+)
 from guard.images import ImageLimits, sniff_format
 from guard.listfile import format_line, parse_line
 from guard.store import Entry, Match, Store
@@ -202,7 +209,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_workers_option(sub)
 
     sub = command("check", _cmd_check, "say what guard would do with image files")
-    sub.add_argument("files", nargs="+", metavar="FILE")
+    sub.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="an image file; a folder (every file under it, recursively, hidden ones excluded); "
+        "- (an image on stdin)",
+    )
     sub.add_argument(
         "--list",
         dest="lists",
@@ -602,13 +615,17 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     """Say for each file what guard would do (reject, flag or allow) and show the nearest entries.
 
-    Only matches confirmed by the pHash decide; low-information images are never rejected. The
-    exit status is 1 if any file would be rejected, 3 if a --list is missing or empty (or, without
-    --list, no list holds entries): checking against nothing would allow everything.
+    A FILE may be a folder: every file under it, recursively (hidden files and folders
+    excluded), in name order; or - : one image read from stdin. Only matches confirmed by the
+    pHash decide; low-information images are never rejected. The exit status is 1 if any file
+    would be rejected, 3 if a file could not be checked, or a --list is missing or empty (or,
+    without --list, no list holds entries): checking against nothing would allow everything.
     """
     config: Config = args.config_object
     for name in args.lists or []:
         _list_name(name)
+    inputs = _check_inputs(args.files)
+    stdin = _read_stdin(config.limits.max_file_bytes) if "-" in inputs else None
 
     async def work(store: Store) -> int:
         sizes = {info.name: info.entries for info in await store.lists()}
@@ -628,8 +645,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
             )
             return EXIT_STORE
         reports = []
-        for path in args.files:
-            hashes = _hash_path(path, config.limits)
+        for path in inputs:
+            if path == "-":
+                hashes = _hash_data(stdin, config.limits)
+            else:
+                hashes = _hash_path(path, config.limits)
             if isinstance(hashes, str):
                 reports.append({"file": path, "verdict": "error", "error": hashes, "matches": []})
                 continue
@@ -658,6 +678,47 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return EXIT_STORE if any(r["verdict"] == "error" for r in reports) else EXIT_OK
 
     return _with_store(args, work)
+
+
+def _check_inputs(arguments: list[str]) -> list[str]:
+    """The files `guard check` looks at: folders stand for the files under them."""
+    if arguments.count("-") > 1:
+        raise UsageError("check: - (stdin) may be given once: stdin holds one image")
+    files: list[str] = []
+    for argument in arguments:
+        folder = Path(argument)
+        if argument == "-" or not folder.is_dir():
+            files.append(argument)  # a missing or unreadable file gets its error in the report
+            continue
+        found = sorted(
+            path
+            for path in folder.rglob("*")
+            if path.is_file()
+            and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        )
+        if not found:
+            raise UsageError(f"check: the folder {argument} holds no file to check")
+        files += [str(path) for path in found]
+    return files
+
+
+def _read_stdin(cap: int) -> bytes | str:
+    """The image on stdin, or why it cannot be checked (over max_file_bytes, a terminal)."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError("check: - reads an image from stdin: pipe one in (guard check - < a.jpg)")
+    data = sys.stdin.buffer.read(cap + 1)
+    if len(data) > cap:
+        return f"stdin holds over {cap} bytes, over the limit max_file_bytes={cap}"
+    return data
+
+
+def _hash_data(data: bytes | str | None, limits: ImageLimits) -> ImageHashes | str:
+    if not isinstance(data, bytes):
+        return data or "nothing read"
+    try:
+        return hash_bytes(data, limits)
+    except ImageError as error:
+        return str(error)
 
 
 def _print_check(report: dict[str, Any]) -> None:

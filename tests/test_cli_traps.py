@@ -193,3 +193,41 @@ def test_global_options_are_accepted_before_the_command_and_after_it(
     code, out, err = cli(capsys, "--data-dir", str(data), "lists")
     assert (code, out) == (0, "no lists\n"), err
     assert data.is_dir()
+
+
+def test_check_takes_a_folder_recursively_and_an_image_on_stdin(
+    spam: Path, flat: Path, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(capsys, "load", str(spam), "--redis-url", redis_url)[0] == 0
+    folder = tmp_path / "uploads"
+    (folder / "deeper").mkdir(parents=True)
+    (folder / ".hidden").mkdir()
+    listed = data_file(LOCAL_PHOTOS[0])
+    shutil.copy(listed, folder / "deeper" / "a.jpg")
+    shutil.copy(data_file(LOCAL_PHOTOS[-1]), folder / "b.jpg")
+    shutil.copy(listed, folder / ".hidden" / "c.jpg")
+    shutil.copy(listed, folder / ".d.jpg")
+    code, out, err = cli(capsys, "check", "--json", "--redis-url", redis_url, str(folder))
+    assert code == 1, err
+    verdicts = [(r["file"], r["verdict"]) for r in json.loads(out)]
+    assert verdicts == [(str(folder / "b.jpg"), "allow"), (str(folder / "deeper/a.jpg"), "reject")]
+
+    for image, expected in ((listed, 1), (data_file(LOCAL_PHOTOS[-1]), 0)):
+        completed = subprocess.run(
+            [sys.executable, "-m", "guard", "check", "--json", "--redis-url", redis_url, "-"],
+            input=image.read_bytes(),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert completed.returncode == expected, completed.stderr
+        [report] = json.loads(completed.stdout)
+        assert report["file"] == "-"
+        assert report["verdict"] == ("reject" if expected else "allow")
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = cli(capsys, "check", "--redis-url", redis_url, str(empty))
+    assert code == 2 and "holds no file to check" in err
+    code, _, err = cli(capsys, "check", "--redis-url", redis_url, "-", "-")
+    assert code == 2 and "may be given once" in err
