@@ -152,6 +152,15 @@ class Mirror:
         pHash are confirmed), then is nearest in aHash, then in pHash.
         """
         positions = self._near_positions([a for a, _ in queries], radius)
+        if not len(positions):  # nothing near (or no query: a flat upload has no hash to ask)
+            nothing = np.empty(0, dtype=np.intp)
+            return Ranked(
+                nothing,
+                nothing,
+                np.empty(0, dtype=np.uint8),
+                np.empty(0, dtype=np.uint8),
+                np.empty(0, dtype=bool),
+            )
         wanted = np.array([a for a, _ in queries], dtype=np.uint64)
         wanted_p = np.array([p for _, p in queries], dtype=np.uint64)
         distance = popcount(self.ahashes[positions][:, None] ^ wanted[None, :])

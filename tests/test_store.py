@@ -455,3 +455,18 @@ def test_a_list_without_a_whole_snapshot_is_reported_once(
 
     run(body())
     assert caplog.text.count("but its snapshot holds 0") == 1
+
+
+def test_a_lookup_without_query_frames_finds_nothing_on_both_paths(redis_url: str) -> None:
+    """A flat upload has no informative frame: looking up none must answer "no match", also
+    once the list's mirror is loaded (it raised 'argmin of an empty sequence')."""
+
+    async def body() -> list[list[Match]]:
+        async with Store.from_url(redis_url, mirror=MirrorSettings(retry_seconds=0)) as store:
+            await store.add("flat", [Entry(0x0F0F0F0F0F0F0F0F, 0x1234)])
+            before = await store.lookup("flat", [], radius=12, dihedral=True)
+            assert await store.refresh_mirror("flat") is not None
+            after = await store.lookup("flat", [], radius=12, dihedral=True)
+            return [before, after]
+
+    assert run(body()) == [[], []]
