@@ -433,8 +433,17 @@ class _ListMeta:
     layout_text: str  # the layout as stored (the add script compares it)
 
 
-class _Recreated(Exception):
-    """The list was re-created since this store read its metadata."""
+#: How the add and remove scripts refuse to write through metadata that is no longer the list's.
+_RECREATED_REPLY = "guard: list metadata changed"
+
+
+class _Recreated(StoreError):
+    """The list was re-created since this store read its metadata: the scripts refused to
+    write through it, or a lookup met another incarnation. Callers read the list again, once
+    (:meth:`Store._on_current_list`); a second one reaches the caller as a StoreError."""
+
+    def __init__(self, message: str = "the list was re-created while guard read it: try again"):
+        super().__init__(message)
 
 
 class Store:
@@ -656,8 +665,8 @@ class Store:
         for number, chunk in enumerate(batches):
             try:
                 done, already, meta = await self._add_batch(list_name, meta, chunk, now)
-            except StoreError as error:
-                if number > 0 or "list metadata changed" not in str(error):
+            except _Recreated:
+                if number > 0:
                     raise
                 # Our cached metadata is stale (the list was dropped and re-created with other
                 # settings, or changed by hand): read it again, once.
@@ -714,26 +723,34 @@ class Store:
         Returns how many entries were removed (0 if none matched).
         """
         entries_key, ver_key, meta_key = _keys(list_name)
-        for attempt in range(2):
-            meta = await self._list_meta(list_name)
+
+        async def remove(meta: _ListMeta) -> int:
             bands = [band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(ahash))]
-            try:
-                async with _translated():
-                    removed = await self._remove(
-                        keys=[entries_key, ver_key, meta_key, list_key(list_name, "snap"), *bands],
-                        args=[
-                            to_signed(ahash),
-                            "" if phash is None else to_hex(phash),
-                            _packed(ahash),
-                            meta.layout_text,
-                        ],
-                    )
-                return int(removed)
-            except StoreError as error:
-                if attempt or "list metadata changed" not in str(error):
-                    raise
-                self._forget(list_name)  # re-created since we read it: read its layout again
-        raise AssertionError("not reached: the second attempt returns or raises")
+            async with _translated():
+                removed = await self._remove(
+                    keys=[entries_key, ver_key, meta_key, list_key(list_name, "snap"), *bands],
+                    args=[
+                        to_signed(ahash),
+                        "" if phash is None else to_hex(phash),
+                        _packed(ahash),
+                        meta.layout_text,
+                    ],
+                )
+            return int(removed)
+
+        return await self._on_current_list(list_name, remove)
+
+    async def _on_current_list(
+        self, list_name: str, work: Callable[[_ListMeta], Awaitable[T]]
+    ) -> T:
+        """``work(meta)``; if the list turns out re-created since this store read it (dropped,
+        flushed or lost in a restart, and loaded again: layout, hash version and entries may
+        all differ), ``work`` again, once, on the list as it is now."""
+        try:
+            return await work(await self._list_meta(list_name))
+        except _Recreated:
+            self._forget(list_name)
+        return await work(await self._list_meta(list_name))
 
     async def drop(self, list_name: str) -> int:
         """Delete a whole list (every key under its hash tag). Returns the number of keys deleted.
@@ -813,15 +830,10 @@ class Store:
         queries: list[_Query] = [
             (*frame.variant(t), t, frame.frame) for frame in frames for t in transforms
         ]
-        for attempt in range(2):
-            meta = await self._list_meta(list_name)
-            try:
-                return await self._lookup(list_name, meta, queries, radius, confirm_radius, limit)
-            except _Recreated:
-                # Dropped (or flushed, or lost in a restart) and loaded again since this store
-                # read it: its layout, hash version and entries may all differ. Read it again.
-                self._forget(list_name)
-        raise StoreError(f"list {list_name!r} was re-created twice during one lookup: try again")
+        return await self._on_current_list(
+            list_name,
+            lambda meta: self._lookup(list_name, meta, queries, radius, confirm_radius, limit),
+        )
 
     async def _lookup(
         self,
@@ -1261,6 +1273,8 @@ async def _translated() -> AsyncIterator[None]:
     except (RedisConnectionError, RedisTimeoutError, OSError) as error:
         raise StoreUnavailable(f"Redis is unavailable: {error}") from error
     except ResponseError as error:
+        if _RECREATED_REPLY in str(error):
+            raise _Recreated(f"Redis refused a command: {error}") from error
         raise StoreError(f"Redis refused a command: {error}") from error
     except RedisError as error:
         raise StoreError(f"Redis error: {error}") from error
