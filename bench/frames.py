@@ -190,7 +190,7 @@ def first_frame_only(data: bytes) -> FrameHash:
     """hash_bytes' steps on the first frame alone: the baseline."""
     image = _open(data, UNBOUNDED)
     try:
-        return FrameHash.of(_shrink(_flatten(_load(image))))
+        return FrameHash.of(_shrink(_flatten(_load(image)).convert("L")))
     finally:
         image.close()
 

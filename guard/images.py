@@ -280,7 +280,7 @@ def normalise(
                 if pixels == previous:
                     continue
                 previous = pixels
-            frames.append(dataclasses.replace(_shrink_grey(grey, trim), frame=index))
+            frames.append(dataclasses.replace(_shrink(grey, trim), frame=index))
         return frames
     finally:
         image.close()
@@ -408,8 +408,9 @@ def _flatten(frame: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, frame).convert("RGB")
 
 
-def _shrink(flat: Image.Image, trim: bool = True) -> SmallImage:
-    """Grey, trim borders, shrink to the working size, then resample to the two hash grids.
+def _shrink(grey: Image.Image, trim: bool = True) -> SmallImage:
+    """A frame's grey ("L") pixels: trim borders, shrink to the working size, then resample to
+    the two hash grids.
 
     Borders are found at decoded resolution, where a bar's edge is still sharp. Resampling runs in
     floating point ("F"): Pillow's 8-bit resize rounds between its horizontal and vertical passes,
@@ -418,11 +419,6 @@ def _shrink(flat: Image.Image, trim: bool = True) -> SmallImage:
     first reduced in 8 bits (an integer box average), which bounds the float copy's memory; for
     those, a flipped copy may hash a bit away from the permuted hash.
     """
-    return _shrink_grey(flat.convert("L"), trim)
-
-
-def _shrink_grey(grey: Image.Image, trim: bool = True) -> SmallImage:
-    """:func:`_shrink` from the frame's grey ("L") pixels."""
     factor = min(grey.size) // PRESHRINK_ABOVE
     if factor >= 2:
         grey = grey.reduce(factor)

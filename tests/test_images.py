@@ -293,9 +293,9 @@ def test_a_frame_repeating_the_one_before_is_not_shrunk_again(
     with Image.open(io.BytesIO(data)) as image:
         assert image.n_frames == 300
     shrunk: list[int] = []
-    original = images._shrink_grey
+    original = images._shrink
     monkeypatch.setattr(
-        images, "_shrink_grey", lambda grey, trim=True: shrunk.append(1) or original(grey, trim)
+        images, "_shrink", lambda grey, trim=True: shrunk.append(1) or original(grey, trim)
     )
     hashes = hash_bytes(data, ImageLimits(max_frames=300))
     assert len(shrunk) == 1
