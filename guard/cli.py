@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from guard import __version__
+from guard import __version__, embedded
 from guard.bands import validate_list_name
 from guard.config import Config, load_config, resolve_embedded_path, resolve_redis_url
 from guard.errors import GuardError, ImageError, InvalidHash, UnknownList
@@ -52,7 +52,6 @@ was closed early (guard export | head): the command stops quietly"""
 ENV_CONFIG = "GUARD_CONFIG"
 # Below this many files a process pool costs more than it saves.
 POOL_THRESHOLD = 8
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class UsageError(Exception):
@@ -340,7 +339,9 @@ def _init_worker(parent: int) -> None:
     """Workers leave Ctrl-C to the parent, which stops the pool (no traceback per worker), and
     die with the parent: a SIGKILLed `guard load` leaves no worker behind."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    dies = _die_with_parent()  # first: a parent that dies after this is caught either way
+    dies = embedded.die_with_parent(
+        signal.SIGKILL
+    )  # first: a parent that dies after this is caught either way
     # The direct parent: `guard` itself, or the pool's fork server (which exits with `guard`).
     direct = os.getppid()
     if not dies:
@@ -352,19 +353,6 @@ def _init_worker(parent: int) -> None:
             os._exit(1)
         except PermissionError:
             pass
-
-
-def _die_with_parent() -> bool:
-    """Ask Linux to SIGKILL this process when its parent dies; False where it cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 def _watch_parent(parent: int) -> None:

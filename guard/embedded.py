@@ -423,13 +423,27 @@ def _command(socket_path: str, *words: str, timeout: float) -> object:
 # --- the supervisor (run as a script) ---------------------------------------------------------
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked server
-    """The server gets SIGTERM (and saves) when its supervisor dies, however it dies."""
-    with contextlib.suppress(Exception):
+#: prctl option (linux/prctl.h): the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signal_number: int) -> bool:
+    """Ask Linux to send ``signal_number`` to this process when its parent dies, however the
+    parent dies; False where that cannot be had (not Linux, no libc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return int(libc.prctl(PR_SET_PDEATHSIG, signal_number)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _server_dies_with_supervisor() -> None:  # pragma: no cover - runs in the forked server
+    """The server gets SIGTERM (and saves) when its supervisor dies."""
+    die_with_parent(signal.SIGTERM)
 
 
 def _supervise(settings: dict[str, object]) -> None:  # pragma: no cover - a separate process
@@ -469,7 +483,7 @@ def _supervise(settings: dict[str, object]) -> None:  # pragma: no cover - a sep
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - the supervisor has one thread
+        preexec_fn=_server_dies_with_supervisor,  # noqa: PLW1509 - the supervisor has one thread
     )
     stopping = False
 
