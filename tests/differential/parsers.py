@@ -176,7 +176,7 @@ def close() -> None:
         _runner = None
 
 
-def _receive_for(body: bytes) -> Callable[[], Any]:
+def receive_for(body: bytes) -> Callable[[], Any]:
     sent = False
 
     async def receive() -> dict[str, Any]:
@@ -189,7 +189,7 @@ def _receive_for(body: bytes) -> Callable[[], Any]:
     return receive
 
 
-def _scope(body: bytes, content_type: str | None) -> dict[str, Any]:
+def asgi_scope(body: bytes, content_type: str | None) -> dict[str, Any]:
     headers = [(b"host", b"testserver"), (b"content-length", str(len(body)).encode())]
     if content_type is not None:
         headers.append((b"content-type", content_type.encode("latin-1")))
@@ -283,7 +283,7 @@ async def _quart_form(body: bytes, content_type: str | None) -> tuple[list[str],
     from quart.wrappers import Request
     from werkzeug.datastructures import Headers
 
-    scope = _scope(body, content_type)
+    scope = asgi_scope(body, content_type)
     headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
 
     async def no_push(path: str, headers: Headers) -> None:
@@ -337,9 +337,9 @@ async def _litestar_form(body: bytes, content_type: str | None) -> tuple[list[st
     from litestar import Request
     from litestar.datastructures import UploadFile
 
-    scope = _scope(body, content_type)
+    scope = asgi_scope(body, content_type)
     scope["litestar_app"], scope["route_handler"] = _litestar_app()
-    request: Request[Any, Any, Any] = Request(scope, _receive_for(body))  # type: ignore[arg-type]
+    request: Request[Any, Any, Any] = Request(scope, receive_for(body))  # type: ignore[arg-type]
     form = await request.form()
     values: list[str] = []
     uploads: list[bytes] = []
@@ -367,7 +367,7 @@ async def _starlette_form(body: bytes, content_type: str | None) -> tuple[list[s
     from starlette.datastructures import UploadFile
     from starlette.requests import Request
 
-    request = Request(_scope(body, content_type), _receive_for(body))  # type: ignore[arg-type]
+    request = Request(asgi_scope(body, content_type), receive_for(body))  # type: ignore[arg-type]
     values: list[str] = []
     uploads: list[bytes] = []
     async with request.form() as form:

@@ -26,6 +26,8 @@ from starlette.requests import Request
 from guard.errors import GuardError
 from guard.uploads import find_images
 
+from .parsers import asgi_scope, receive_for
+
 CORPUS = Path(__file__).parent / "benign"
 RECORDS = {path.stem: path for path in sorted(CORPUS.glob("*--*.json"))}
 CAPTURED = sorted(stem for stem in RECORDS if (CORPUS / f"{stem}.body").exists())
@@ -89,24 +91,8 @@ def test_guard_accepts_and_finds_exactly_the_images_sent(stem: str) -> None:
 
 
 async def _form(body: bytes, content_type: str) -> list[tuple[str, Any]]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/upload",
-        "headers": [
-            (b"content-type", content_type.encode("latin-1")),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
+    scope = asgi_scope(body, content_type)
+    receive = receive_for(body)
     request = Request(scope, receive)
     async with request.form(max_files=64, max_fields=64) as form:
         items = []
