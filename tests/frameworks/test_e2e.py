@@ -52,27 +52,15 @@ def clean_requests(framework: str) -> list[tuple[Trick, list[bytes]]]:
     """Canonical uploads of an unrelated photo, and the items the app must report."""
     photo = tricks.clean()
     multipart = multipart_type(b"boundary=" + B)
+    uploads = [
+        Trick(
+            "ok", "file + field", "/upload", form(B, file_part(photo), field_part(b"hi")), multipart
+        )
+    ]
     if framework == "fastapi":
-        uploads = [
-            Trick(
-                "ok",
-                "file + field",
-                "/upload",
-                form(B, file_part(photo), field_part(b"hi")),
-                multipart,
-            ),
-            Trick("ok", "bytes = File()", "/upload-bytes", form(B, file_part(photo)), multipart),
-        ]
-    else:
-        uploads = [
-            Trick(
-                "ok",
-                "file + field",
-                "/upload",
-                form(B, file_part(photo), field_part(b"hi")),
-                multipart,
-            )
-        ]
+        uploads.append(
+            Trick("ok", "bytes = File()", "/upload-bytes", form(B, file_part(photo)), multipart)
+        )
     expected = [[photo, b"hi"]] if framework != "fastapi" else [[photo, b"hi"], [photo]]
     cases = list(zip(uploads, expected, strict=True))
     cases.append((Trick("ok", "raw", "/raw", photo, b"image/jpeg"), [photo]))
