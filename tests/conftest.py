@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -68,6 +69,21 @@ LOCAL_PHOTOS = [
 def photo(name: str = "photos/thorn-image7.jpg") -> Image.Image:
     with Image.open(data_file(name)) as image:
         return image.convert("RGB")
+
+
+def run_guard(
+    env: dict[str, str], *argv: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in a child process (``python -m guard``), as a user runs it; output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "guard", *argv],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 # --- a real Redis server ---------------------------------------------------------------------

@@ -11,13 +11,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import redis
-from conftest import LOCAL_PHOTOS, data_file, encode, photo
+from conftest import LOCAL_PHOTOS, data_file, encode, photo, run_guard
 from PIL import Image
 
 from guard import hash_file, to_hex
@@ -206,15 +205,7 @@ def test_embedded_default_persists_between_processes(folder: Path, tmp_path: Pat
     env["GUARD_EMBEDDED_IDLE"] = "0.5"
 
     def guard(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "guard", *argv],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_guard(env, *argv, cwd=cwd)
 
     loaded = guard(work, "load", str(folder), "--json", "--skip-bad")
     assert loaded.returncode == 0, loaded.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import data_file, encode, photo
+from conftest import data_file, encode, photo, run_guard
 from PIL import Image
 
 from guard import embedded
@@ -64,18 +64,7 @@ def no_leftover_servers(tmp_path: Path) -> Iterator[None]:
         embedded.stop(lock.parent / "redis.db")
 
 
-def guard(
-    env: dict[str, str], *argv: str, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "guard", *argv],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+guard = run_guard
 
 
 def noise_folder(folder: Path, count: int, seed: int) -> Path:
