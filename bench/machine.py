@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 
@@ -14,3 +15,11 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution, or None where it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None

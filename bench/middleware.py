@@ -70,7 +70,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model  # bench/machine.py, next to this script
+from machine import cpu_model, package_version  # bench/machine.py, next to this script
 from PIL import Image
 from servers import free_port, redis_server, stop  # bench/servers.py
 
@@ -570,12 +570,7 @@ def run_checks(runs: list[Any]) -> list[Check]:
 
 
 def machine() -> dict[str, Any]:
-    def version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
+    version = package_version
     has = importlib.util.find_spec
     return {
         "nproc": len(os.sched_getaffinity(0)),

