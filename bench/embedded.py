@@ -41,7 +41,8 @@ from machine import cpu_model  # bench/machine.py
 
 from guard import embedded
 from guard.bands import list_key
-from guard.store import Entry, Store
+from guard.store import Store
+from guard.types import Entry
 
 LIST = "bench"
 ROUNDS = 5

@@ -49,7 +49,8 @@ from PIL import Image, features
 from guard import hash_bytes
 from guard.errors import ImageError
 from guard.hashing import FrameHash
-from guard.images import DEFAULT_LIMITS, ImageLimits, _flatten, _load, _open, _shrink
+from guard.images import _flatten, _load, _open, _shrink
+from guard.types import DEFAULT_LIMITS, ImageLimits
 
 DEFAULT_SHARED = "../shared/data/hard"
 DEFAULT_PHOTOS = "../shared/data/photos"

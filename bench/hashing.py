@@ -50,7 +50,8 @@ from PIL import Image, features
 
 from guard import hamming, hash_bytes
 from guard.hashing import ahash_of_cells
-from guard.images import DEFAULT_LIMITS, WORKING_SIZE, normalise
+from guard.images import WORKING_SIZE, normalise
+from guard.types import DEFAULT_LIMITS
 
 DEFAULT_PHOTOS = "../shared/data/photos"
 SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080), (4000, 3000))

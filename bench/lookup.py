@@ -67,7 +67,8 @@ from servers import redis_server  # bench/servers.py
 from guard.bands import default_layout, list_key
 from guard.hashing import FrameHash, is_low_information
 from guard.mirror import Mirror, popcount
-from guard.store import Entry, Match, Store
+from guard.store import Store
+from guard.types import Entry, Match
 
 DEFAULT_PHOTOS = "../shared/data/photos"
 RADII = (0, 4, 8, 10)

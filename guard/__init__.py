@@ -34,8 +34,9 @@ from guard.hashing import (
     to_hex,
     to_signed,
 )
-from guard.images import ImageLimits, sniff_format
-from guard.store import AddResult, Entry, ListInfo, Match, Store
+from guard.images import sniff_format
+from guard.store import Store
+from guard.types import AddResult, Entry, ImageLimits, ListInfo, Match
 from guard.verdict import Verdict, decide
 
 __version__ = "0.1.0"

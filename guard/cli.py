@@ -34,9 +34,10 @@ from guard.hashing import (
     is_low_information,
     to_hex,
 )
-from guard.images import ImageLimits, sniff_format
+from guard.images import sniff_format
 from guard.listfile import format_line, parse_line
-from guard.store import Entry, Match, Store
+from guard.store import Store
+from guard.types import Entry, ImageLimits, Match
 from guard.verdict import decide
 
 EXIT_OK = 0

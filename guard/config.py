@@ -25,7 +25,7 @@ import yaml  # type: ignore[import-untyped,unused-ignore]
 
 from guard.bands import BAND_COUNTS, LIST_NAME_RULE, default_layout, is_list_name
 from guard.errors import ConfigError
-from guard.images import DEFAULT_LIMITS, ImageLimits
+from guard.types import DEFAULT_LIMITS, ImageLimits
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

@@ -27,7 +27,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 from guard.config import Config
 from guard.errors import ImageError
 from guard.hashing import FrameHash, ImageHashes, hamming, hash_bytes
-from guard.store import Entry, Store
+from guard.store import Store
+from guard.types import Entry
 
 #: The widest radius evaluated (DESIGN.md: real-photo aHashes are too correlated above it).
 MAX_RADIUS = 12

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
 from guard.errors import FileTooLarge, InvalidHash
-from guard.images import AHASH_SIZE, DEFAULT_LIMITS, PHASH_SIZE, ImageLimits, SmallImage, normalise
+from guard.images import AHASH_SIZE, PHASH_SIZE, SmallImage, normalise
+from guard.types import DEFAULT_LIMITS, ImageLimits, Transform
 
 HASH_VERSION = "guard-ahash-v1"
 HASH_BITS = 64
@@ -29,17 +29,6 @@ LOW_CONTRAST = 8
 LOW_INFORMATION_BITS = 4
 # Smaller content than this (after trimming) is upsampled into the grid: no evidence either.
 MIN_CONTENT_SIDE = AHASH_SIZE
-
-Transform = Literal[
-    "identity",
-    "flip_left_right",
-    "flip_top_bottom",
-    "rotate_180",
-    "transpose",
-    "rotate_90",
-    "rotate_270",
-    "transverse",
-]
 
 # Each dihedral transform as (transpose, then flip rows, then flip columns). Names and directions
 # follow Pillow's Image.Transpose (rotate_90 is counter-clockwise), so

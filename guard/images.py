@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,11 +26,10 @@ from guard.errors import (
     TooManyPixels,
     UndecodableImage,
 )
-
-#: Formats guard hashes unless told otherwise. EPS and friends run interpreters: never allowed.
-DEFAULT_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP"})
-#: Formats guard can open at all (what an allowlist may name).
-SUPPORTED_FORMATS: frozenset[str] = DEFAULT_FORMATS | {"TIFF"}
+from guard.types import (
+    DEFAULT_LIMITS,
+    ImageLimits,
+)
 
 # Short side, in pixels, of the working image that trimming and the final resizes start from.
 # JPEGs are decoded at 1/2..1/8 scale in the DCT domain down to about this size (``draft``);
@@ -67,47 +66,6 @@ _ORIENTATION = {
 }
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What guard agrees to decode. Every value appears in the error that enforces it."""
-
-    max_image_pixels: int = 50_000_000
-    #: Frames of one animated image. Every frame is hashed (about 2.5 ms a 480x270 GIF frame);
-    #: an animation with more is refused whole (TooManyFrames, 413), never sampled. 300 holds a
-    #: 12 s clip at 25 fps; each distinct frame is also a lookup (8 with dihedral matching).
-    max_frames: int = 300
-    #: Pixels decoded for one animated file (frames x width x height, every frame); more is
-    #: refused whole (TooManyFrames, 413) before any frame is decoded. 100 million holds 300
-    #: frames of 640x360 or a 48-frame 1080p loop, and bounds one file to a few CPU seconds.
-    max_animation_pixels: int = 100_000_000
-    allowed_formats: frozenset[str] = field(default=DEFAULT_FORMATS)
-    #: Bytes of one image file read by ``guard load``/``hash``/``check`` (uploads are capped by
-    #: http.max_body_bytes): a 3 GB file in a blocklist folder is refused before it is read.
-    max_file_bytes: int = 100_000_000
-
-    def __post_init__(self) -> None:
-        if self.max_file_bytes < 1:
-            raise ValueError(f"max_file_bytes must be at least 1, got {self.max_file_bytes}")
-        if self.max_image_pixels < 64:
-            raise ValueError(f"max_image_pixels must be at least 64, got {self.max_image_pixels}")
-        if self.max_frames < 1:
-            raise ValueError(f"max_frames must be at least 1, got {self.max_frames}")
-        if self.max_animation_pixels < self.max_image_pixels:
-            raise ValueError(
-                "max_animation_pixels must be at least max_image_pixels "
-                f"({self.max_image_pixels}), got {self.max_animation_pixels}"
-            )
-        unknown = set(self.allowed_formats) - SUPPORTED_FORMATS
-        if unknown or not self.allowed_formats:
-            raise ValueError(
-                f"allowed_formats must be a non-empty subset of {sorted(SUPPORTED_FORMATS)}, "
-                f"got {sorted(self.allowed_formats)}"
-            )
-
-
-DEFAULT_LIMITS = ImageLimits()
 
 
 @dataclass(frozen=True)

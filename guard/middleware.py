@@ -13,10 +13,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import anyio
 
@@ -42,8 +42,8 @@ from guard.errors import (
     UnsupportedEncoding,
 )
 from guard.hashing import FrameHash, ImageHashes, hash_bytes
-from guard.images import ImageLimits
-from guard.store import Match, MirrorSettings, Store
+from guard.store import MirrorSettings, Store
+from guard.types import ASGIApp, ImageLimits, Match, Message, Receive, Scope, Send
 from guard.uploads import (
     ClientDisconnected,
     JsonScan,
@@ -54,13 +54,6 @@ from guard.uploads import (
     read_body,
 )
 from guard.verdict import Refusal, decide, refusal_for, rejection
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-# Loose on purpose: Litestar, Quart and Django type their ASGI callables each their own way.
-ASGIApp = Callable[..., Awaitable[None]]
 
 logger = logging.getLogger("guard")
 T = TypeVar("T")

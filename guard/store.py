@@ -81,7 +81,6 @@ from guard.hashing import (
     HASH_VERSION,
     TRANSFORMS,
     FrameHash,
-    Transform,
     from_hex,
     from_signed,
     hamming,
@@ -97,6 +96,7 @@ from guard.mirror import (
     popcount,
     snapshot_record,
 )
+from guard.types import AddResult, Entry, ListInfo, Match, Transform
 
 logger = logging.getLogger("guard")
 
@@ -121,46 +121,6 @@ class LookupPolicy(Protocol):
     def confirm_radius(self) -> int: ...
     @property
     def dihedral(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One listed image: its hashes and where it came from."""
-
-    ahash: int
-    phash: int | None  # None: imported without a confirmation hash (matched on aHash alone)
-    source: str = ""
-    label: str | None = None
-    added_at: float | None = None  # seconds since the epoch; set by the store when None
-
-
-@dataclass(frozen=True)
-class Match:
-    """A stored entry whose aHash is within the lookup radius of (a variant of) the query."""
-
-    list: str
-    entry: Entry
-    distance: int  # aHash bits between the entry and the matching query variant
-    phash_distance: int | None  # None when the entry has no pHash
-    confirmed: bool  # phash_distance <= the confirmation radius, or the entry has no pHash
-    transform: Transform  # which dihedral variant of the query matched ("identity": as uploaded)
-    frame: int  # which frame of the query matched
-
-
-@dataclass(frozen=True)
-class AddResult:
-    added: int
-    present: int
-
-
-@dataclass(frozen=True)
-class ListInfo:
-    name: str
-    entries: int
-    bands: int
-    hash_version: str
-    created: float
-    version: int
 
 
 # KEYS: entries, ver, meta, snap, then `bands` band keys per entry. ARGV: bands, layout JSON,

@@ -14,7 +14,6 @@ import json
 import re
 import tempfile
 import urllib.parse
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -23,9 +22,7 @@ import anyio
 from guard import msgpack, multipart
 from guard.errors import BodyTooLarge, MalformedBody, NotAnImage
 from guard.images import sniff_format
-
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
+from guard.types import Message, Receive
 
 #: Size of the chunks replayed to the app and read from the spool (as Starlette and uvicorn use).
 CHUNK_SIZE = 64 * 1024

@@ -26,7 +26,7 @@ from guard.errors import (
     TooManyPixels,
     UnsupportedEncoding,
 )
-from guard.store import Match
+from guard.types import Match
 
 Action = Literal["reject", "flag", "allow"]
 _SEVERITY: dict[Action, int] = {"allow": 0, "flag": 1, "reject": 2}

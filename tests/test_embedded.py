@@ -22,8 +22,8 @@ from guard import embedded
 from guard.config import load_config, resolve_embedded_path
 from guard.errors import StoreUnavailable
 from guard.hashing import hash_file
-from guard.images import ImageLimits
-from guard.store import Entry, Store
+from guard.store import Store
+from guard.types import Entry, ImageLimits
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock, /proc")
 

@@ -32,7 +32,8 @@ from guard.errors import (
     UndecodableImage,
 )
 from guard.hashing import hash_bytes
-from guard.images import DEFAULT_LIMITS, SNIFF_WINDOW, sniff_format
+from guard.images import SNIFF_WINDOW, sniff_format
+from guard.types import DEFAULT_LIMITS
 from guard.uploads import find_images
 from guard.verdict import refusal_for
 

@@ -12,7 +12,8 @@ import pytest
 from conftest import run
 
 from guard import hash_file
-from guard.store import Entry, Store
+from guard.store import Store
+from guard.types import Entry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,8 @@ import redis
 from conftest import run
 
 from guard.hashing import FrameHash, from_hex, from_signed, hamming, phash_of_coefficients
-from guard.store import Entry, MirrorSettings, Store
+from guard.store import MirrorSettings, Store
+from guard.types import Entry
 
 RADIUS = 4
 

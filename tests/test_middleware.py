@@ -23,7 +23,8 @@ from PIL import Image
 from guard import hash_bytes
 from guard.config import Config, HttpSettings, ListPolicy, Route
 from guard.middleware import Decision, GuardMiddleware
-from guard.store import Entry, Store
+from guard.store import Store
+from guard.types import Entry
 
 #: Run against the bundled Redis 6.2 and, where installed, a current Redis 7+/Valkey.
 pytestmark = pytest.mark.every_redis

@@ -37,7 +37,8 @@ from test_middleware import (
 from guard import hash_bytes
 from guard.config import Config, ListPolicy, Route, normalize_path, request_paths
 from guard.middleware import GuardMiddleware
-from guard.store import Entry, Store
+from guard.store import Store
+from guard.types import Entry
 
 ROOT = Path(__file__).resolve().parents[1]
 

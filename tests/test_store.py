@@ -18,7 +18,8 @@ from PIL import Image
 from guard import hash_bytes
 from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash, phash_of_coefficients, to_signed
-from guard.store import INTSET_ENTRIES, Entry, Match, MirrorSettings, Store
+from guard.store import INTSET_ENTRIES, MirrorSettings, Store
+from guard.types import Entry, Match
 
 #: Run against the bundled Redis 6.2 and, where installed, a current Redis 7+/Valkey.
 pytestmark = pytest.mark.every_redis

@@ -19,7 +19,8 @@ from conftest import LOCAL_PHOTOS, encode, photo, run
 import guard.store
 from guard import hash_bytes
 from guard.hashing import TRANSFORMS, FrameHash, hamming, permute, phash_of_coefficients
-from guard.store import Entry, MirrorSettings, Store
+from guard.store import MirrorSettings, Store
+from guard.types import Entry
 
 #: Run against the bundled Redis 6.2 and, where installed, a current Redis 7+/Valkey.
 pytestmark = pytest.mark.every_redis

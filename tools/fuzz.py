@@ -60,9 +60,9 @@ from PIL import Image
 from guard.config import DEFAULT_HTTP, Config, HttpSettings, Route
 from guard.errors import GuardError
 from guard.hashing import HASH_BITS, hash_bytes
-from guard.images import DEFAULT_LIMITS, SUPPORTED_FORMATS, ImageLimits
 from guard.middleware import GuardMiddleware
-from guard.store import Entry, Store
+from guard.store import Store
+from guard.types import DEFAULT_LIMITS, SUPPORTED_FORMATS, Entry, ImageLimits
 from guard.verdict import refusal_for
 
 T = TypeVar("T")

@@ -39,7 +39,7 @@ from PIL import Image
 
 from guard.errors import GuardError
 from guard.hashing import hash_bytes
-from guard.images import DEFAULT_LIMITS
+from guard.types import DEFAULT_LIMITS
 from guard.uploads import JsonScan, find_images
 
 #: The route's JSON fields that hold base64 images (``json_fields`` in guard's config).

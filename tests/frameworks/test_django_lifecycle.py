@@ -22,7 +22,8 @@ from frameworks.servers import APPS, Server, exchange, start, stop, wait_listeni
 from frameworks.tricks import B, Trick, blocked, clean, file_part, form, multipart_type
 from guard import embedded as embedded_redis
 from guard import hash_file
-from guard.store import Entry, Store
+from guard.store import Store
+from guard.types import Entry
 
 ROOT = Path(__file__).resolve().parents[2]
 IDLE = "0.5"  # seconds without a lease before the embedded Redis stops

@@ -32,9 +32,10 @@ from guard.bands import list_key
 from guard.cli import main
 from guard.config import Config, HttpSettings, ListPolicy, Route
 from guard.hashing import HASH_VERSION, is_low_information
-from guard.images import ImageLimits, normalise
+from guard.images import normalise
 from guard.middleware import GuardMiddleware
-from guard.store import Entry, Store
+from guard.store import Store
+from guard.types import Entry, ImageLimits
 from hostile.conftest import assert_clean
 from hostile.test_content import REJECTED, expect, part, send
 

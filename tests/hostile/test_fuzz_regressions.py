@@ -26,9 +26,9 @@ from PIL import Image
 from guard.config import DEFAULT_HTTP, Config, HttpSettings, ListPolicy, Route
 from guard.errors import GuardError, UndecodableImage
 from guard.hashing import HASH_BITS, hash_bytes
-from guard.images import DEFAULT_LIMITS, SUPPORTED_FORMATS, ImageLimits
 from guard.middleware import GuardMiddleware
 from guard.store import Store
+from guard.types import DEFAULT_LIMITS, SUPPORTED_FORMATS, ImageLimits
 from guard.uploads import PartCounter
 from guard.verdict import refusal_for
 from hostile.conftest import Server, assert_clean, messages, scope_for, serve

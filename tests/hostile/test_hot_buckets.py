@@ -16,7 +16,8 @@ from conftest import run
 
 from guard.bands import default_layout
 from guard.hashing import FrameHash, hamming, phash_of_coefficients
-from guard.store import Entry, MirrorSettings, Store
+from guard.store import MirrorSettings, Store
+from guard.types import Entry
 
 HOT = 20_000
 

@@ -40,7 +40,8 @@ from guard.config import Config, HttpSettings, ListPolicy, RedisSettings, Route
 from guard.errors import StoreInconsistent, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash, from_signed, hash_file, to_signed
 from guard.middleware import GuardMiddleware
-from guard.store import HEALTH_CHECK_SECONDS, Entry, MirrorSettings, Store, _RetryIfDead
+from guard.store import HEALTH_CHECK_SECONDS, MirrorSettings, Store, _RetryIfDead
+from guard.types import Entry
 
 BLOCKED = LOCAL_PHOTOS[0]
 UNRELATED = LOCAL_PHOTOS[5]

@@ -1,0 +1,125 @@
+"""guard's plain data types, in one place that imports nothing of I/O.
+
+The pure layers (config, verdict, mirror, uploads) and the I/O layers (store, middleware, CLI)
+share these; importing them costs neither Pillow, nor redis, nor an event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# --- ASGI ---------------------------------------------------------------------------------------
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+# Loose on purpose: Litestar, Quart and Django type their ASGI callables each their own way.
+ASGIApp = Callable[..., Awaitable[None]]
+
+
+# --- hashes -------------------------------------------------------------------------------------
+
+Transform = Literal[
+    "identity",
+    "flip_left_right",
+    "flip_top_bottom",
+    "rotate_180",
+    "transpose",
+    "rotate_90",
+    "rotate_270",
+    "transverse",
+]
+
+
+# --- what guard agrees to decode ----------------------------------------------------------------
+
+#: Formats guard hashes unless told otherwise. EPS and friends run interpreters: never allowed.
+DEFAULT_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP"})
+#: Formats guard can open at all (what an allowlist may name).
+SUPPORTED_FORMATS: frozenset[str] = DEFAULT_FORMATS | {"TIFF"}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What guard agrees to decode. Every value appears in the error that enforces it."""
+
+    max_image_pixels: int = 50_000_000
+    #: Frames of one animated image. Every frame is hashed (about 2.5 ms a 480x270 GIF frame);
+    #: an animation with more is refused whole (TooManyFrames, 413), never sampled. 300 holds a
+    #: 12 s clip at 25 fps; each distinct frame is also a lookup (8 with dihedral matching).
+    max_frames: int = 300
+    #: Pixels decoded for one animated file (frames x width x height, every frame); more is
+    #: refused whole (TooManyFrames, 413) before any frame is decoded. 100 million holds 300
+    #: frames of 640x360 or a 48-frame 1080p loop, and bounds one file to a few CPU seconds.
+    max_animation_pixels: int = 100_000_000
+    allowed_formats: frozenset[str] = field(default=DEFAULT_FORMATS)
+    #: Bytes of one image file read by ``guard load``/``hash``/``check`` (uploads are capped by
+    #: http.max_body_bytes): a 3 GB file in a blocklist folder is refused before it is read.
+    max_file_bytes: int = 100_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_file_bytes < 1:
+            raise ValueError(f"max_file_bytes must be at least 1, got {self.max_file_bytes}")
+        if self.max_image_pixels < 64:
+            raise ValueError(f"max_image_pixels must be at least 64, got {self.max_image_pixels}")
+        if self.max_frames < 1:
+            raise ValueError(f"max_frames must be at least 1, got {self.max_frames}")
+        if self.max_animation_pixels < self.max_image_pixels:
+            raise ValueError(
+                "max_animation_pixels must be at least max_image_pixels "
+                f"({self.max_image_pixels}), got {self.max_animation_pixels}"
+            )
+        unknown = set(self.allowed_formats) - SUPPORTED_FORMATS
+        if unknown or not self.allowed_formats:
+            raise ValueError(
+                f"allowed_formats must be a non-empty subset of {sorted(SUPPORTED_FORMATS)}, "
+                f"got {sorted(self.allowed_formats)}"
+            )
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+# --- list entries and lookups -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Entry:
+    """One listed image: its hashes and where it came from."""
+
+    ahash: int
+    phash: int | None  # None: imported without a confirmation hash (matched on aHash alone)
+    source: str = ""
+    label: str | None = None
+    added_at: float | None = None  # seconds since the epoch; set by the store when None
+
+
+@dataclass(frozen=True)
+class Match:
+    """A stored entry whose aHash is within the lookup radius of (a variant of) the query."""
+
+    list: str
+    entry: Entry
+    distance: int  # aHash bits between the entry and the matching query variant
+    phash_distance: int | None  # None when the entry has no pHash
+    confirmed: bool  # phash_distance <= the confirmation radius, or the entry has no pHash
+    transform: Transform  # which dihedral variant of the query matched ("identity": as uploaded)
+    frame: int  # which frame of the query matched
+
+
+@dataclass(frozen=True)
+class AddResult:
+    added: int
+    present: int
+
+
+@dataclass(frozen=True)
+class ListInfo:
+    name: str
+    entries: int
+    bands: int
+    hash_version: str
+    created: float
+    version: int
