@@ -922,7 +922,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             print(file=sys.stderr)
         report = evaluation.summary(result, config, args.max_fpr)
         if args.json:
-            _print_json(report)
+            _print_json(report.to_json())
         else:
             print(evaluation.format_table(report))
         if args.chart and not evaluation.write_chart(report, args.chart):

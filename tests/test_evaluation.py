@@ -45,7 +45,7 @@ def _candidate(
     return Candidate(source, tuple(distances))
 
 
-# Three edits of original "a" and two originals queried for false positives, with hand-set distances.
+# Three edits of original "a" and two originals queried for false positives, hand-set distances.
 QUERIES = [
     Query("a", "jpeg", "re-encode", True, (_candidate("a", (2, 4)),)),
     Query("a", "jpeg", "re-encode", True, (_candidate("a", (7, 20)), _candidate("b", (5, 3)))),
@@ -89,7 +89,7 @@ def test_false_positive_rate_counts_other_originals(policy: Policy, expected: fl
 def test_eval_command_on_real_photos_and_store(
     redis_url: str, tmp_path: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """End to end on the copied photos: JSON shape, sane figures, and the temporary lists dropped."""
+    """End to end on the copied photos: JSON shape, sane figures, the temporary lists dropped."""
     folder = tmp_path / "originals"  # type: ignore[operator]
     folder.mkdir()
     for name in LOCAL_PHOTOS[:4]:
