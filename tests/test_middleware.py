@@ -315,9 +315,27 @@ def test_unguarded_requests_get_the_servers_own_receive(scope: dict[str, Any], l
 
 
 def test_after_the_replay_receive_is_the_servers_again(loaded: str) -> None:
+    """Protects: once the app has read the replayed body, its next receive() is the server's
+    own (here, the client leaving), not more replay. The client leaves once the app has been
+    called, not after a 0.2 s linger: that raced the decision on a loaded machine (guard's
+    disconnect watcher saw the client gone first, and rightly never called the app)."""
     guard, app = guarded(loaded)
-    app.poll_after_body = True  # it waits for a disconnect before answering: so leave soon
-    run(call(guard, multipart(("a.jpg", jpeg(UNRELATED))), chunk=1000, linger=0.2))
+    app.poll_after_body = True  # it waits for a disconnect before answering
+    body = multipart(("a.jpg", jpeg(UNRELATED)))
+    pieces = [
+        {"type": "http.request", "body": body[i : i + 1000], "more_body": i + 1000 < len(body)}
+        for i in range(0, len(body), 1000)
+    ]
+
+    async def receive() -> dict[str, Any]:
+        if pieces:
+            return pieces.pop(0)
+        while not app.calls:  # the event: guard decided and handed the request to the app
+            await anyio.sleep(0.005)
+        return {"type": "http.disconnect"}
+
+    result = run(call(guard, body, receive=receive))
+    assert app.calls == 1 and app.bodies == [body] and result.status == 200
     assert app.after_body == [{"type": "http.disconnect"}]
 
 
