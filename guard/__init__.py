@@ -39,6 +39,8 @@ from guard.store import Store
 from guard.types import AddResult, Entry, ImageLimits, ListInfo, Match
 from guard.verdict import Verdict, decide
 
+# The one version string: pyproject.toml reads it ([tool.setuptools.dynamic]) for the package
+# metadata, and `guard --version` prints it. Change it here only (and in CHANGELOG.md).
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
