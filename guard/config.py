@@ -10,12 +10,11 @@ The documented defaults, with the reasons for them, are in ``config/guard.yaml``
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import Field, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,7 +23,8 @@ from urllib.parse import unquote, unquote_to_bytes
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
 from guard.bands import BAND_COUNTS, LIST_NAME_RULE, default_layout, is_list_name
-from guard.errors import ConfigError
+from guard.errors import ConfigError, SettingError
+from guard.errors import show_value as _show
 from guard.types import DEFAULT_LIMITS, ImageLimits
 
 if TYPE_CHECKING:
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 #: Environment variable that overrides ``redis.url`` (see :func:`resolve_redis_url`).
 ENV_REDIS_URL = "GUARD_REDIS_URL"
-#: Environment variable naming the embedded Redis's data directory (see :func:`resolve_embedded_path`).
+#: Environment variable naming the embedded Redis's data directory
+#: (see :func:`resolve_embedded_path`).
 ENV_HOME = "GUARD_HOME"
 #: The RDB file's name in a data directory given by ``--data-dir`` or ``GUARD_HOME``.
 EMBEDDED_FILE = "redis.db"
@@ -45,7 +46,6 @@ MAX_PROBES = 10_000
 MAX_CONFIG_BYTES = 1_048_576
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
 _URLS = "a URL starting redis://, rediss:// or unix://"
-_SECONDS = "a number of seconds > 0 and <= 60"
 #: An RFC 9110 token: what a header name or an HTTP method may be made of.
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _TOKEN_RULE = "use 1 or more characters from A-Z a-z 0-9 ! # $ % & ' * + - . ^ _ ` | ~"
@@ -64,57 +64,51 @@ _JSON_FIELDS = f"a list of JSON field paths: {_JSON_FIELD_RULE}"
 _METHODS = "a non-empty list of HTTP methods"
 
 
-def _ints(low: int, high: int) -> tuple[str, Callable[[Any], bool]]:
-    """An integer range; a bool is not an integer here, even from Python."""
-    return f"an integer from {low} to {high}", lambda v: type(v) is int and low <= v <= high
+@dataclass(frozen=True)
+class Rule:
+    """What one setting accepts: ``text``, quoted in errors ("must be <text>"), and ``test``."""
+
+    text: str
+    test: Callable[[Any], bool]
 
 
-def _seconds(most: int) -> tuple[str, Callable[[Any], bool]]:
-    return f"a number of seconds > 0 and <= {most}", lambda v: 0 < v <= most
+_T = TypeVar("_T")
 
 
+def setting(default: _T, rule: Rule) -> _T:
+    """A dataclass field whose values ``rule`` bounds: each class declares its own ranges next to
+    its fields, so a field of the same name in another class cannot borrow the wrong one.
+    Typed as the default for mypy; it is a :func:`dataclasses.field` carrying ``rule``."""
+    made: _T = field(default=default, metadata={"rule": rule})
+    return made
+
+
+def _ints(low: int, high: int) -> Rule:
+    """An integer range; a bool is not an integer here, from Python as from YAML."""
+    return Rule(f"an integer from {low} to {high}", lambda v: type(v) is int and low <= v <= high)
+
+
+def _seconds(most: int) -> Rule:
+    """A duration; an int is a number too, a bool (or a numeric string) is not."""
+    return Rule(
+        f"a number of seconds > 0 and <= {most}",
+        lambda v: type(v) in (int, float) and 0 < v <= most,
+    )
+
+
+def _optional_text(text: str, test: Callable[[str], bool]) -> Rule:
+    """None, or a string passing ``test``."""
+    return Rule(f"null or {text}", lambda v: v is None or (type(v) is str and test(v)))
+
+
+#: true or false: from Python, 1 and 0 are refused as YAML's 1 and 0 are.
+_BOOL = Rule("true or false", lambda v: type(v) is bool)
+_RADIUS = _ints(0, MAX_RADIUS)
 _STATUS = _ints(400, 599)
+_BANDS = Rule(
+    f"one of {', '.join(map(str, BAND_COUNTS))}", lambda v: type(v) is int and v in BAND_COUNTS
+)
 
-# What each bounded setting accepts: the text quoted in errors, and the test. The dataclasses test
-# their values against it; the loader quotes the same text when a YAML value has the wrong type.
-_ALLOWED: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "url": (f"null or {_URLS}", lambda v: v is None or v.startswith(_URL_SCHEMES)),
-    "embedded_path": (
-        "null or a non-empty path",
-        lambda v: v is None or (type(v) is str and v != ""),
-    ),
-    "socket_timeout": (_SECONDS, lambda v: 0 < v <= 60),
-    "connect_timeout": (_SECONDS, lambda v: 0 < v <= 60),
-    "breaker_failures": _ints(1, 1000),
-    "breaker_cooldown": _seconds(600),
-    "breaker_max_cooldown": _seconds(3600),
-    "mirror_max_entries": _ints(0, 10**9),
-    "reject_radius": (f"an integer from 0 to {MAX_RADIUS}", lambda v: 0 <= v <= MAX_RADIUS),
-    "flag_radius": (f"an integer from 0 to {MAX_RADIUS}", lambda v: 0 <= v <= MAX_RADIUS),
-    "confirm_radius": ("an integer from 0 to 64", lambda v: 0 <= v <= 64),
-    "bands": (f"one of {', '.join(map(str, BAND_COUNTS))}", lambda v: v in BAND_COUNTS),
-    "max_body_bytes": _ints(1, 2**40),
-    "max_json_bytes": _ints(1, 2**40),
-    "max_json_depth": _ints(1, 256),
-    "max_images": _ints(1, 1000),
-    "max_parts": _ints(1, 100_000),
-    "spool_memory_bytes": _ints(0, 2**30),
-    "body_timeout": _seconds(3600),
-    "decision_timeout": _seconds(60),
-    "hash_workers": _ints(1, 64),
-    "flag_header": (
-        f"null or a header name ({_TOKEN_RULE})",
-        lambda v: v is None or (type(v) is str and _TOKEN.fullmatch(v) is not None),
-    ),
-    "retry_after": _ints(0, 86400),
-    "reject": _STATUS,
-    "too_large": _STATUS,
-    "unsupported": _STATUS,
-    "undecodable": _STATUS,
-    "malformed": _STATUS,
-    "timeout": _STATUS,
-    "unavailable": _STATUS,
-}
 
 # YAML values each annotated field type accepts (text for errors, test, conversion). Tests use
 # ``type(v) is`` on purpose: YAML's true/false are bools, and a bool is not a number here.
@@ -132,55 +126,56 @@ _KINDS: dict[object, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = 
 }
 
 
-def _show(value: object) -> str:
-    """A value as the YAML author wrote it (true, null, "text"), with any URL password hidden."""
-    text = json.dumps(value, default=str, ensure_ascii=False)
-    return re.sub(r"[^/\"]*@", "***@", text) if isinstance(value, str) else text
+def _rule(item: Field[Any]) -> Rule | None:
+    """The rule a field declares with :func:`setting`; None for a field without one."""
+    rule = item.metadata.get("rule")
+    return rule if isinstance(rule, Rule) else None
 
 
 def _check(settings: DataclassInstance) -> None:
-    """Raise ValueError for the first field outside its _ALLOWED range; the message starts with
-    the field's name, as ImageLimits' messages do, so the loader can name the dotted key."""
+    """Raise :class:`SettingError` for the first field its own rule refuses."""
     for item in fields(settings):
-        value = getattr(settings, item.name)
-        rule = _ALLOWED.get(item.name)
-        if rule is not None and not rule[1](value):
-            raise ValueError(f"{item.name} must be {rule[0]}, got {_show(value)}")
+        value, rule = getattr(settings, item.name), _rule(item)
+        if rule is not None and not rule.test(value):
+            raise SettingError.must_be(item.name, rule.text, value)
 
 
 @dataclass(frozen=True)
 class RedisSettings:
-    """Where the lists live. Timeouts are explicit: redis-py's defaults wait ~60 s on a dead server."""
+    """Where the lists live. Timeouts are explicit: redis-py's defaults wait ~60 s on a dead
+    server."""
 
     #: None: the embedded Redis, persisted at ``embedded_path`` (see :func:`resolve_embedded_path`).
-    url: str | None = None
+    url: str | None = setting(None, _optional_text(_URLS, lambda v: v.startswith(_URL_SCHEMES)))
     #: The embedded Redis's RDB file; its folder is the data directory, which holds the one
     #: server every process shares. None: ``redis.db`` in the per-user data directory. Relative:
     #: to the config file's folder (:func:`load_config` makes it absolute), else the working one.
-    embedded_path: str | None = None
-    socket_timeout: float = 0.5
-    connect_timeout: float = 0.5
+    embedded_path: str | None = setting(None, _optional_text("a non-empty path", bool))
+    socket_timeout: float = setting(0.5, _seconds(60))
+    connect_timeout: float = setting(0.5, _seconds(60))
     #: Consecutive store failures (refused, timed out) that open the circuit breaker: while it is
     #: open, lookups fail at once (each list's fail_open applies) without touching Redis.
-    breaker_failures: int = 5
+    breaker_failures: int = setting(5, _ints(1, 1000))
     #: Seconds the breaker stays open before one probe may reach Redis; doubled after every failed
     #: probe, up to breaker_max_cooldown.
-    breaker_cooldown: float = 1.0
-    breaker_max_cooldown: float = 30.0
+    breaker_cooldown: float = setting(1.0, _seconds(600))
+    breaker_max_cooldown: float = setting(30.0, _seconds(3600))
     #: False: refuse to use a Redis whose maxmemory-policy may evict guard's keys (allkeys-*);
     #: True: only warn. Eviction silently empties band sets: uploads would pass unchecked.
-    allow_eviction: bool = False
+    allow_eviction: bool = setting(False, _BOOL)
     #: Lists with up to this many entries are copied into each worker process (about 73 bytes an
     #: entry) and looked up there, with one round trip to check the copy is current; bigger lists,
     #: and every list when 0, are looked up in Redis's band index (slower on large lists).
-    mirror_max_entries: int = 2_000_000
+    mirror_max_entries: int = setting(2_000_000, _ints(0, 10**9))
 
     def __post_init__(self) -> None:
         _check(self)
         if self.breaker_max_cooldown < self.breaker_cooldown:
-            raise ValueError(
-                f"breaker_max_cooldown must be at least breaker_cooldown ({self.breaker_cooldown:g}), "
-                f"got {self.breaker_max_cooldown:g}"
+            raise SettingError.must_be(
+                "breaker_max_cooldown",
+                f"at least breaker_cooldown ({self.breaker_cooldown:g})",
+                self.breaker_max_cooldown,
+                shown=f"{self.breaker_max_cooldown:g}",
             )
 
 
@@ -189,37 +184,38 @@ class ListPolicy:
     """How one list's matches turn into verdicts (radii are Hamming distances in bits)."""
 
     #: A confirmed aHash match within this distance rejects the upload.
-    reject_radius: int = 8
+    reject_radius: int = setting(8, _RADIUS)
     #: Within this distance (and outside reject_radius) the upload is flagged, not rejected.
-    flag_radius: int = 12
+    flag_radius: int = setting(12, _RADIUS)
     #: A candidate's pHash must also be within this distance, or the aHash match is ignored.
-    confirm_radius: int = 12
+    confirm_radius: int = setting(12, _ints(0, 64))
     #: Also look up the 8 flipped/rotated variants of the query.
-    dihedral: bool = True
+    dihedral: bool = setting(True, _BOOL)
     #: Bands of the Redis index, used when a list is created: a list keeps the bands it has.
-    bands: int = 4
+    bands: int = setting(4, _BANDS)
     #: When the store cannot answer: False, the request gets the ``unavailable`` status; True, the
     #: app is called and the verdict is "unchecked".
-    fail_open: bool = False
+    fail_open: bool = setting(False, _BOOL)
     #: True: a route's list that is missing from the store or empty stops start-up with an error,
     #: and a lookup that finds it missing later follows ``fail_open`` as if the store were down.
     #: False: start-up only warns, and a missing list matches nothing (warned once).
-    required: bool = True
+    required: bool = setting(True, _BOOL)
 
     def __post_init__(self) -> None:
         _check(self)
         if self.flag_radius < self.reject_radius:
-            raise ValueError(
-                f"flag_radius must be at least reject_radius ({self.reject_radius}), "
-                f"got {self.flag_radius}"
+            raise SettingError.must_be(
+                "flag_radius", f"at least reject_radius ({self.reject_radius})", self.flag_radius
             )
         probes = probe_count(self.bands, self.flag_radius)
         if probes > MAX_PROBES:
             most = max(r for r in range(MAX_RADIUS + 1) if probe_count(self.bands, r) <= MAX_PROBES)
-            raise ValueError(
-                f"flag_radius must be at most {most} with bands={self.bands}, got "
-                f"{self.flag_radius}: a lookup would probe {probes} Redis keys per query, over "
-                f"{MAX_PROBES} (use more bands or a smaller radius)"
+            raise SettingError.must_be(
+                "flag_radius",
+                f"at most {most} with bands={self.bands}",
+                self.flag_radius,
+                why=f"a lookup would probe {probes} Redis keys per query, over {MAX_PROBES} "
+                "(use more bands or a smaller radius)",
             )
 
 
@@ -234,19 +230,19 @@ class StatusCodes:
     """Every HTTP status guard answers with (DESIGN.md section 5); each from 400 to 599."""
 
     #: A confirmed match within a list's reject radius.
-    reject: int = 403
+    reject: int = setting(403, _STATUS)
     #: Body, parts, images, frames or pixels over a limit.
-    too_large: int = 413
+    too_large: int = setting(413, _STATUS)
     #: Image format not allowed, or a request Content-Encoding guard does not decode.
-    unsupported: int = 415
+    unsupported: int = setting(415, _STATUS)
     #: An image that cannot be decoded.
-    undecodable: int = 422
+    undecodable: int = setting(422, _STATUS)
     #: Malformed multipart.
-    malformed: int = 400
+    malformed: int = setting(400, _STATUS)
     #: The body did not arrive within ``body_timeout``.
-    timeout: int = 408
+    timeout: int = setting(408, _STATUS)
     #: The store cannot answer and a list of the route fails closed.
-    unavailable: int = 503
+    unavailable: int = setting(503, _STATUS)
 
     def __post_init__(self) -> None:
         _check(self)
@@ -259,28 +255,31 @@ DEFAULT_STATUSES = StatusCodes()
 class HttpSettings:
     """How the middleware reads requests and answers them."""
 
-    max_body_bytes: int = 20_000_000
+    max_body_bytes: int = setting(20_000_000, _ints(1, 2**40))
     #: Images checked per request; more is ``too_large``, never "check the first N".
-    max_images: int = 16
+    max_images: int = setting(16, _ints(1, 1000))
     #: Multipart parts per request.
-    max_parts: int = 64
+    max_parts: int = setting(64, _ints(1, 100_000))
     #: The body is kept in memory up to this many bytes, then in a temporary file.
-    spool_memory_bytes: int = 1_048_576
+    spool_memory_bytes: int = setting(1_048_576, _ints(0, 2**30))
     #: Bytes of a JSON body scanned for images (routes with ``json_fields``); more is too large.
-    max_json_bytes: int = 10_000_000
+    max_json_bytes: int = setting(10_000_000, _ints(1, 2**40))
     #: Nesting of arrays and objects in a scanned JSON body; deeper is malformed.
-    max_json_depth: int = 32
+    max_json_depth: int = setting(32, _ints(1, 256))
     #: Seconds for the whole body to arrive (one deadline, not one per chunk).
-    body_timeout: float = 30.0
+    body_timeout: float = setting(30.0, _seconds(3600))
     #: Seconds for the whole decision on one request: finding, decoding and hashing its images and
     #: looking them up in every list of its route.
-    decision_timeout: float = 5.0
+    decision_timeout: float = setting(5.0, _seconds(60))
     #: Threads decoding and hashing at the same time.
-    hash_workers: int = 4
+    hash_workers: int = setting(4, _ints(1, 64))
     #: Response header carrying the verdict of flagged and unchecked requests; None: no header.
-    flag_header: str | None = "X-Guard-Verdict"
+    flag_header: str | None = setting(
+        "X-Guard-Verdict",
+        _optional_text(f"a header name ({_TOKEN_RULE})", lambda v: _TOKEN.fullmatch(v) is not None),
+    )
     #: Seconds in the Retry-After header of the ``unavailable`` status.
-    retry_after: int = 5
+    retry_after: int = setting(5, _ints(0, 86400))
     statuses: StatusCodes = DEFAULT_STATUSES
 
     def __post_init__(self) -> None:
@@ -318,7 +317,12 @@ def _segments(path: str, *, pattern: bool = False) -> list[str]:
             kept.append(segment)
         elif kept:
             if pattern and "*" in kept[-1]:
-                raise ValueError(f'path may not use ".." after a segment with * or **, got {path}')
+                raise SettingError(
+                    "path",
+                    f'may not use ".." after a segment with * or **, got {path}',
+                    rule='no ".." after a segment with * or **',
+                    value=path,
+                )
             kept.pop()
     return kept
 
@@ -382,14 +386,18 @@ class _Glob:
         segments = path.split("/")
         if not self.double:
             return len(segments) == len(self.head) and all(
-                _segment_match(glob, text) for glob, text in zip(self.head, segments)
+                _segment_match(glob, text) for glob, text in zip(self.head, segments, strict=False)
             )
         first, last = len(self.head), len(segments) - len(self.tail) - 1
         if last < first:
             return False
-        if not all(_segment_match(glob, text) for glob, text in zip(self.head, segments)):
+        if not all(
+            _segment_match(glob, text) for glob, text in zip(self.head, segments, strict=False)
+        ):
             return False
-        if not all(_segment_match(g, t) for g, t in zip(self.tail, segments[last + 1 :])):
+        if not all(
+            _segment_match(g, t) for g, t in zip(self.tail, segments[last + 1 :], strict=False)
+        ):
             return False
         end = _prefix_end(self.left, segments[first])
         from_end = _prefix_end(self.right[::-1], segments[last][::-1])
@@ -453,6 +461,12 @@ def _covers(earlier: str, later: str) -> bool:
     return re.fullmatch(regex, marked, re.DOTALL) is not None
 
 
+def _bad_item(key: str, kind: str, value: object, rule: str) -> SettingError:
+    """One item of a sequence setting refused: "<key> has an invalid <kind> <value>: <rule>"."""
+    reason = f"has an invalid {kind} {_show(value)}: {rule}"
+    return SettingError(key, reason, rule=rule, value=value)
+
+
 @dataclass(frozen=True)
 class Route:
     """Requests to check: a method and a path, and the lists their images are looked up in.
@@ -472,35 +486,35 @@ class Route:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.path, str) and _ROUTE_PATH.fullmatch(self.path)):
-            raise ValueError(f"path must be {_PATH_RULE}, got {_show(self.path)}")
+            raise SettingError.must_be("path", _PATH_RULE, self.path)
         if self.path.count("**") > 1:
             # Two "**" make matching quadratic in the request path, which the client controls.
-            raise ValueError(f"path may use ** at most once, got {_show(self.path)}")
+            reason = f"may use ** at most once, got {_show(self.path)}"
+            raise SettingError("path", reason, rule="** at most once", value=self.path)
         # A str is iterable too: "spam" would pass as the lists s, p, a, m.
         if isinstance(self.lists, str) or not self.lists:
-            raise ValueError(f"lists must be {_LIST_NAMES}, got {_show(self.lists)}")
+            raise SettingError.must_be("lists", _LIST_NAMES, self.lists)
         lists = tuple(self.lists)
         for index, name in enumerate(lists):
             if not is_list_name(name):
-                raise ValueError(f"lists has an invalid list name {_show(name)}: {LIST_NAME_RULE}")
+                raise _bad_item("lists", "list name", name, LIST_NAME_RULE)
             if name in lists[:index]:
-                raise ValueError(f"lists names {_show(name)} twice: name each list once")
+                reason = f"names {_show(name)} twice: name each list once"
+                raise SettingError("lists", reason, rule="each list once", value=name)
         if isinstance(self.methods, str) or not self.methods:
             shown = self.methods if isinstance(self.methods, str) else list(self.methods)
-            raise ValueError(f"methods must be {_METHODS}, got {_show(shown)}")
+            raise SettingError.must_be("methods", _METHODS, shown)
         for method in sorted(self.methods, key=str):
             # Checked before upper-casing: "poſt".upper() is "POST".
             if not (isinstance(method, str) and _TOKEN.fullmatch(method)):
-                raise ValueError(f"methods has an invalid method {_show(method)}: {_TOKEN_RULE}")
+                raise _bad_item("methods", "method", method, _TOKEN_RULE)
         # A str is iterable too: "avatar" would pass as the paths a, v, a, t, a, r.
         text = self.json_fields if isinstance(self.json_fields, str) else None
         if text is not None:
-            raise ValueError(f"json_fields must be {_JSON_FIELDS}, got {_show(text)}")
+            raise SettingError.must_be("json_fields", _JSON_FIELDS, text)
         for json_field in self.json_fields:
             if not (isinstance(json_field, str) and _JSON_FIELD.fullmatch(json_field)):
-                raise ValueError(
-                    f"json_fields has an invalid path {_show(json_field)}: {_JSON_FIELD_RULE}"
-                )
+                raise _bad_item("json_fields", "path", json_field, _JSON_FIELD_RULE)
         # Private copies, upper-cased: hashable and comparable whatever the caller passed.
         object.__setattr__(self, "json_fields", tuple(self.json_fields))
         object.__setattr__(self, "lists", lists)
@@ -558,7 +572,7 @@ class Config:
     def __post_init__(self) -> None:
         for name in self.lists:
             if not is_list_name(name):
-                raise ValueError(f"lists has an invalid list name {_show(name)}: {LIST_NAME_RULE}")
+                raise _bad_item("lists", "list name", name, LIST_NAME_RULE)
         # Private copies: the caller's dict or list may change later, this config must not.
         object.__setattr__(self, "lists", MappingProxyType(dict(self.lists)))
         object.__setattr__(self, "routes", tuple(self.routes))
@@ -780,9 +794,8 @@ def _route(raw: object, path: str) -> Route:
         optional["json_fields"] = tuple(given["json_fields"])
     try:
         return Route(given["path"], tuple(given["lists"]), **optional)
-    except ValueError as error:
-        name, _, reason = str(error).partition(" ")
-        raise ConfigError(reason, key=f"{path}.{name}") from None
+    except SettingError as error:
+        raise ConfigError(error.reason, key=f"{path}.{error.key}") from None
 
 
 def _mapping(raw: object, path: str, allowed: tuple[str, ...] | None) -> dict[Any, Any]:
@@ -806,6 +819,7 @@ _Settings = TypeVar("_Settings", RedisSettings, ListPolicy, ImageLimits, HttpSet
 def _section(kind: type[_Settings], raw: object, path: str, base: _Settings) -> _Settings:
     """``base`` with the keys given in ``raw`` replaced, each checked against its field's type."""
     hints = typing.get_type_hints(kind)
+    rules = {item.name: _rule(item) for item in fields(kind)}
     values = {}
     for key, value in _mapping(raw, path, tuple(sorted(hints))).items():
         if isinstance(hints[key], type) and is_dataclass(hints[key]):
@@ -814,13 +828,13 @@ def _section(kind: type[_Settings], raw: object, path: str, base: _Settings) -> 
             continue
         text, accepts, convert = _KINDS[hints[key]]
         if not accepts(value):
-            allowed = _ALLOWED[key][0] if key in _ALLOWED else text
+            # The field's own rule says more than its type ("an integer from 0 to 12").
+            rule = rules[key]
+            allowed = text if rule is None else rule.text
             raise ConfigError(f"must be {allowed}, got {_show(value)}", key=f"{path}.{key}")
         values[key] = convert(value)
     try:
         return replace(base, **values)
-    except ValueError as error:
-        name, _, reason = str(error).partition(" ")
-        if name in hints:
-            raise ConfigError(reason, key=f"{path}.{name}") from None
-        raise ConfigError(str(error), key=path) from None
+    except SettingError as error:
+        # The key comes from the error, never from its text: this class's field error.key.
+        raise ConfigError(error.reason, key=f"{path}.{error.key}") from None

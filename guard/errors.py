@@ -8,6 +8,9 @@ elsewhere (verdicts and the CLI), not here.
 
 from __future__ import annotations
 
+import json
+import re
+
 
 class GuardError(Exception):
     """Base class of every error guard raises on purpose."""
@@ -70,6 +73,39 @@ class InvalidHash(GuardError, ValueError):
     """A hash string or integer is malformed or out of range."""
 
 
+def show_value(value: object) -> str:
+    """A value as a YAML author writes it (true, null, "text"), any URL password hidden: how
+    setting errors quote what they got, so a config file's author recognises it."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return re.sub(r"[^/\"]*@", "***@", text) if isinstance(value, str) else text
+
+
+class SettingError(GuardError, ValueError):
+    """A settings dataclass refused a value: raised by ``__post_init__``, from Python or YAML.
+
+    Structured so that nobody parses the message: ``key`` is the field's name (the config loader
+    puts the dotted path in front of it), ``rule`` what the field accepts, ``value`` what it got,
+    ``reason`` the message after the key. ``str()`` is ``"<key> <reason>"``.
+    """
+
+    def __init__(self, key: str, reason: str, *, rule: str, value: object) -> None:
+        self.key = key
+        self.reason = reason
+        self.rule = rule
+        self.value = value
+        super().__init__(f"{key} {reason}")
+
+    @classmethod
+    def must_be(
+        cls, key: str, rule: str, value: object, *, shown: str | None = None, why: str = ""
+    ) -> SettingError:
+        """The usual error: ``"<key> must be <rule>, got <value>"``, then ``": <why>"`` if given.
+        ``shown`` replaces :func:`show_value`'s rendering of ``value``."""
+        got = show_value(value) if shown is None else shown
+        reason = f"must be {rule}, got {got}" + (f": {why}" if why else "")
+        return cls(key, reason, rule=rule, value=value)
+
+
 class ConfigError(GuardError):
     """A setting is invalid; raised at startup, naming the file and the dotted key to fix."""
 
@@ -81,7 +117,8 @@ class ConfigError(GuardError):
 
 
 class StoreError(GuardError):
-    """Redis answered, but not as guard needs (a refused command, a list from another hash version)."""
+    """Redis answered, but not as guard needs (a refused command, a list from another hash
+    version)."""
 
 
 class StoreUnavailable(StoreError):
@@ -93,7 +130,8 @@ class UnknownList(StoreError):
 
 
 class LowInformationEntry(GuardError, ValueError):
-    """A flat or near-flat image's hash was offered as a list entry; it would match any flat image."""
+    """A flat or near-flat image's hash was offered as a list entry; it would match any flat
+    image."""
 
 
 class RequestError(GuardError):
@@ -109,11 +147,13 @@ class BodyTimeout(RequestError):
 
 
 class MalformedBody(RequestError):
-    """The multipart framing is broken, or uses a feature guard refuses (Content-Transfer-Encoding)."""
+    """The multipart framing is broken, or uses a feature guard refuses
+    (Content-Transfer-Encoding)."""
 
 
 class UnsupportedEncoding(RequestError):
-    """A Content-Encoding guard cannot look through (a compressed body would reach the app unscanned)."""
+    """A Content-Encoding guard cannot look through (a compressed body would reach the app
+    unscanned)."""
 
 
 class EvictionUnsafe(StoreError):

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from guard.errors import SettingError
+
 # --- ASGI ---------------------------------------------------------------------------------------
 
 Scope = MutableMapping[str, Any]
@@ -61,22 +63,29 @@ class ImageLimits:
     max_file_bytes: int = 100_000_000
 
     def __post_init__(self) -> None:
+        # The key is an attribute of the error: the config loader names limits.<key> from it.
+        for name in ("max_image_pixels", "max_frames", "max_animation_pixels", "max_file_bytes"):
+            if type(getattr(self, name)) is not int:  # a bool is an int to Python, not here
+                raise SettingError.must_be(name, "an integer", getattr(self, name))
         if self.max_file_bytes < 1:
-            raise ValueError(f"max_file_bytes must be at least 1, got {self.max_file_bytes}")
+            raise SettingError.must_be("max_file_bytes", "at least 1", self.max_file_bytes)
         if self.max_image_pixels < 64:
-            raise ValueError(f"max_image_pixels must be at least 64, got {self.max_image_pixels}")
+            raise SettingError.must_be("max_image_pixels", "at least 64", self.max_image_pixels)
         if self.max_frames < 1:
-            raise ValueError(f"max_frames must be at least 1, got {self.max_frames}")
+            raise SettingError.must_be("max_frames", "at least 1", self.max_frames)
         if self.max_animation_pixels < self.max_image_pixels:
-            raise ValueError(
-                "max_animation_pixels must be at least max_image_pixels "
-                f"({self.max_image_pixels}), got {self.max_animation_pixels}"
+            raise SettingError.must_be(
+                "max_animation_pixels",
+                f"at least max_image_pixels ({self.max_image_pixels})",
+                self.max_animation_pixels,
             )
         unknown = set(self.allowed_formats) - SUPPORTED_FORMATS
         if unknown or not self.allowed_formats:
-            raise ValueError(
-                f"allowed_formats must be a non-empty subset of {sorted(SUPPORTED_FORMATS)}, "
-                f"got {sorted(self.allowed_formats)}"
+            raise SettingError.must_be(
+                "allowed_formats",
+                f"a non-empty subset of {sorted(SUPPORTED_FORMATS)}",
+                self.allowed_formats,
+                shown=str(sorted(self.allowed_formats)),
             )
 
 
