@@ -111,6 +111,32 @@ def test_one_version_string_the_metadata_the_module_and_the_command_agree() -> N
     assert completed.stdout == f"guard {guard.__version__}\n"
 
 
+def test_the_wheel_carries_every_package_and_data_file_under_guard() -> None:
+    """[tool.setuptools] lists its packages by hand: a new subpackage (or a Lua script, a
+    py.typed) left out of it would be missing from a non-editable install only."""
+    setuptools = pyproject()["tool"]["setuptools"]  # type: ignore[index]
+    packages = set(setuptools["packages"])
+    package_data: dict[str, list[str]] = setuptools.get("package-data", {})
+    source = ROOT / "guard"
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in source.rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert found == packages
+    for path in source.rglob("*"):
+        if path.is_dir() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+            continue
+        # The deepest package holding the file, and the file's path inside it.
+        owner = max(
+            (p for p in packages if path.is_relative_to(ROOT.joinpath(*p.split(".")))),
+            key=len,
+        )
+        inside = path.relative_to(ROOT.joinpath(*owner.split(".")))
+        patterns = package_data.get(owner, [])
+        assert any(inside.match(pattern) for pattern in patterns), (str(path), owner, patterns)
+
+
 def test_the_changelog_names_this_version() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert "## Unreleased" in changelog
