@@ -155,7 +155,7 @@ def test_a_list_re_created_with_other_bands_is_read_with_its_own_layout(
             await loader.drop("spam")
             await loader.add("spam", new, bands=2)
             assert await assert_exact(worker, redis_url, queries) == 60
-            assert len(worker._meta["spam"].layout.bands) == 2
+            assert len(worker._catalog.cached["spam"].layout.bands) == 2
 
     run(body())
 

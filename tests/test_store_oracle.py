@@ -140,7 +140,7 @@ def test_many_frame_lookups_equal_brute_force_and_run_off_the_event_loop(
     frames += [_frame(rng.getrandbits(64)) for _ in range(20)]
     loop_thread = threading.get_ident()
     threads: list[int] = []
-    real_probe_keys, real_rank = guard.store._probe_keys, guard.store.Mirror.rank
+    real_probe_keys, real_rank = guard.store.index.probe_keys, guard.store.Mirror.rank
 
     def probe_keys(*args: object) -> list[str]:
         threads.append(threading.get_ident())
@@ -150,9 +150,9 @@ def test_many_frame_lookups_equal_brute_force_and_run_off_the_event_loop(
         threads.append(threading.get_ident())
         return real_rank(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(guard.store, "_probe_keys", probe_keys)
+    monkeypatch.setattr(guard.store.index, "probe_keys", probe_keys)
     monkeypatch.setattr(guard.store.Mirror, "rank", rank)
-    monkeypatch.setattr(guard.store, "SUNION_KEYS", 500)
+    monkeypatch.setattr(guard.store.index, "SUNION_KEYS", 500)
     settings = MirrorSettings(retry_seconds=0) if mirror else None
 
     async def body() -> None:

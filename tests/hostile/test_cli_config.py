@@ -209,7 +209,7 @@ def test_H39_interrupted_in_the_write_phase_leaves_whole_entries_and_a_rerun_com
     """Entries go to Redis in atomic batches (Lua); Ctrl-C between two leaves the earlier batches
     whole and nothing of the rest. The same load again adds what is missing."""
     folder = _noise_folder(tmp_path, 30, size=(64, 48))
-    monkeypatch.setattr(guard.store, "WRITE_BATCH", 10)
+    monkeypatch.setattr(guard.store.writes, "WRITE_BATCH", 10)
     real_init = Store.__init__
 
     def interrupting_init(self: Store, *args: Any, **kwargs: Any) -> None:

@@ -728,7 +728,7 @@ def test_pooled_connections_survive_a_restart(
     idle = 0.0
     if found == "by the health check":
         idle = 0.3
-        monkeypatch.setattr("guard.store.HEALTH_CHECK_SECONDS", idle)
+        monkeypatch.setattr("guard.store.connection.HEALTH_CHECK_SECONDS", idle)
     settings = MirrorSettings(retry_seconds=0) if mirror == "mirror" else None
     frames = blocked_frames()
 

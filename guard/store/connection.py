@@ -1,0 +1,180 @@
+"""The Redis connection: client settings that survive a restart, guard's errors for Redis's,
+and the lease on the embedded server."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from guard import embedded
+from guard.config import EMBEDDED_FILE, default_data_dir
+from guard.errors import StoreError, StoreUnavailable
+
+T = TypeVar("T")
+ConnectionT = TypeVar("ConnectionT", bound=aioredis.connection.AbstractConnection)
+
+#: Seconds a pooled connection may sit idle before its next command is preceded by a PING (a
+#: connection that a restart, a proxy or a firewall closed meanwhile is replaced, not used).
+HEALTH_CHECK_SECONDS = 30
+
+
+class RetryIfDead(Retry):
+    """One immediate retry, on a freshly opened connection, of a command whose connection was
+    open and turned out dead (Redis restarted; a proxy or a firewall cut it).
+
+    Never a retry of a connection attempt (a server that refuses or resets is asked once per
+    command: the circuit breaker counts on it) nor of a timeout (a silent server already took
+    a socket timeout). No backoff: the retry costs at most one more socket timeout.
+    """
+
+    def __init__(self, connection: aioredis.connection.AbstractConnection) -> None:
+        super().__init__(NoBackoff(), 1, (RedisConnectionError,))
+        self._connection = weakref.ref(connection)
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Awaitable[Any]],
+        *args: Any,
+        **kwargs: Any,
+    ) -> T:
+        connection = self._connection()
+        # Open and already answered on this socket: a fresh connection that fails (refused,
+        # reset during its handshake, or its first health check) is not retried.
+        was_open = (
+            connection is not None
+            and connection.is_connected
+            and getattr(connection, "answered_on", None) is getattr(connection, "_reader", 0)
+        )
+        counted = bool(kwargs.get("with_failure_count", args[1] if len(args) > 1 else False))
+        try:
+            return await do()
+        except RedisConnectionError as error:
+            await (fail(error, 1) if counted else fail(error))  # closes the dead connection
+            if not was_open:
+                raise
+        try:
+            return await do()
+        except RedisConnectionError as error:
+            await (fail(error, 2) if counted else fail(error))
+            raise
+
+
+def _guarded(base: type[ConnectionT]) -> type[ConnectionT]:
+    """``base`` with :class:`RetryIfDead` as each connection's retry policy."""
+
+    class Guarded(base):  # type: ignore[valid-type,misc]
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.retry = RetryIfDead(self)
+            self.answered_on: object = None  # the socket reader that last gave an answer
+
+        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            response = await super().read_response(*args, **kwargs)
+            self.answered_on = self._reader
+            return response
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guard{base.__name__}"
+    return Guarded
+
+
+_CONNECTION_CLASSES = {
+    "unix": _guarded(aioredis.UnixDomainSocketConnection),
+    "rediss": _guarded(aioredis.SSLConnection),
+    "redis": _guarded(aioredis.Connection),
+}
+
+
+def client_options(url: str, socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
+    """The redis-py settings guard's clients use (redis-py 5.x to 8.x): keyword arguments of
+    ``redis.asyncio.Redis.from_url(url, ...)`` (a unix socket: ``unix:///path/to/socket``).
+
+    - Explicit socket and connect timeouts: redis-py's defaults wait ~a minute on a silent
+      server.
+    - RESP2 (``protocol=2``): redis-py 8 speaks RESP3 by default with "maintenance
+      notifications" on, and a pooled connection's pending data may then be read as
+      notifications instead of making the pool replace the connection (seen in production:
+      one failed request per pooled connection after a restart). RESP2 turns them off on
+      every redis-py version (``maint_notifications_config`` does not exist before 6.x).
+    - ``health_check_interval``: a connection idle for :data:`HEALTH_CHECK_SECONDS` is PINGed
+      before use (and replaced if the PING meets a closed connection).
+    - One immediate retry on a fresh connection when an open connection is found dead
+      (:class:`RetryIfDead`): a connection whose close the client has not yet seen (a
+      restarted container or host, a proxy) fails its first command, with RESP2 or not, and
+      this retry is what answers it (20 of 50 lookups failed without it on redis-py 8.2 in
+      tests/hostile/test_store_faults.py). A command is re-sent at most once, so an ``add``
+      cut after Redis ran it runs again (idempotent: nothing is added twice, but it reports
+      the entries as present) and a ``remove`` may report 0.
+    """
+    scheme = url.split("://", 1)[0].lower() if "://" in url else "unix"
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "protocol": 2,
+        "health_check_interval": HEALTH_CHECK_SECONDS,
+        "connection_class": _CONNECTION_CLASSES.get(scheme, _CONNECTION_CLASSES["redis"]),
+        "retry": Retry(NoBackoff(), 1, (RedisConnectionError,)),
+        # redis-py 5.x retries only the errors listed here too.
+        "retry_on_error": [RedisConnectionError],
+    }
+
+
+def client(url: str, socket_timeout: float, connect_timeout: float) -> aioredis.Redis:
+    """A client with :func:`client_options` (no connection is made yet)."""
+    return aioredis.Redis.from_url(url, **client_options(url, socket_timeout, connect_timeout))
+
+
+#: How the add and remove scripts refuse to write through metadata that is no longer the list's.
+RECREATED_REPLY = "guard: list metadata changed"
+
+
+class Recreated(StoreError):
+    """The list was re-created since this store read its metadata: the scripts refused to
+    write through it, or a lookup met another incarnation. Callers read the list again, once
+    (:meth:`guard.store.catalog.Catalog.on_current`); a second one reaches the caller as a
+    StoreError."""
+
+    def __init__(self, message: str = "the list was re-created while guard read it: try again"):
+        super().__init__(message)
+
+
+class Gone(StoreError):
+    """A lookup found no metadata for a list it had read: the catalog turns it into
+    :class:`guard.errors.StoreInconsistent` (it knows the list and forgets it)."""
+
+
+@asynccontextmanager
+async def translated() -> AsyncIterator[None]:
+    """Redis exceptions in, guard exceptions out (the message says what to check)."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        raise StoreUnavailable(f"Redis is unavailable: {error}") from error
+    except ResponseError as error:
+        if RECREATED_REPLY in str(error):
+            raise Recreated(f"Redis refused a command: {error}") from error
+        raise StoreError(f"Redis refused a command: {error}") from error
+    except RedisError as error:
+        raise StoreError(f"Redis error: {error}") from error
+
+
+def lease_embedded(path: Path | None) -> embedded.Lease:
+    """Find or start the embedded server for ``path`` and lease it (guard/embedded.py)."""
+    if path is None:
+        path = default_data_dir() / EMBEDDED_FILE
+    try:
+        return embedded.acquire(path.absolute())
+    except (OSError, RuntimeError, ValueError) as error:
+        raise StoreUnavailable(
+            f"cannot start the embedded Redis at {path.absolute()}: {error}"
+        ) from error

@@ -1,0 +1,44 @@
+-- Add entries to a list, creating the list with its first entries (guard/store/writes.py).
+-- KEYS: entries, ver, meta, snap, then `bands` band keys per entry. ARGV: bands, layout JSON,
+-- hash version, created, a fresh incarnation, then per entry: field (signed aHash), pHash hex,
+-- entry JSON, its snapshot record. Creates the list's metadata if it has none (so a list is born
+-- with its first entries, never half made), and gives an incarnation to a list that has none
+-- (made before incarnations existed). Returns {added, present, the list's incarnation}.
+local bands = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('HSET', KEYS[3], 'hash_version', ARGV[3], 'bands', ARGV[1], 'layout', ARGV[2],
+    'created', ARGV[4], 'entries', 0, 'incarnation', ARGV[5])
+elseif redis.call('HGET', KEYS[3], 'bands') ~= ARGV[1]
+    or redis.call('HGET', KEYS[3], 'layout') ~= ARGV[2]
+    or redis.call('HGET', KEYS[3], 'hash_version') ~= ARGV[3] then
+  return redis.error_reply('guard: list metadata changed (band count changed, or re-created)')
+else
+  redis.call('HSETNX', KEYS[3], 'incarnation', ARGV[5])
+end
+local added, present = 0, 0
+local count = (#ARGV - 5) / 4
+for i = 0, count - 1 do
+  local at = 6 + 4 * i
+  local field, phash, entry, record = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local stored = redis.call('HGET', KEYS[1], field)
+  local entries = {}
+  if stored then entries = cjson.decode(stored) end
+  local found = false
+  for _, existing in ipairs(entries) do
+    if existing['phash'] == phash then found = true break end
+  end
+  if found then
+    present = present + 1
+  else
+    table.insert(entries, cjson.decode(entry))
+    redis.call('HSET', KEYS[1], field, cjson.encode(entries))
+    redis.call('APPEND', KEYS[4], record)
+    for b = 1, bands do redis.call('SADD', KEYS[4 + i * bands + b], field) end
+    added = added + 1
+  end
+end
+if added > 0 then
+  redis.call('INCR', KEYS[2])
+  redis.call('HINCRBY', KEYS[3], 'entries', added)
+end
+return {added, present, redis.call('HGET', KEYS[3], 'incarnation')}

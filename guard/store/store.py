@@ -1,0 +1,315 @@
+"""The :class:`Store` users see: one object over the connection, the metadata catalog, the
+writes, the two lookup paths (mirror, Redis index) and the integrity checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import redis.asyncio as aioredis
+
+from guard.bands import BAND_COUNTS, LISTS_KEY
+from guard.errors import StoreError, StoreUnavailable
+from guard.hashing import TRANSFORMS, FrameHash, from_signed
+from guard.mirror import Mirror
+from guard.store import index, integrity, writes
+from guard.store.catalog import Catalog
+from guard.store.connection import client, lease_embedded, translated
+from guard.store.index import Query
+from guard.store.integrity import VerifyReport
+from guard.store.mirror_cache import DEFAULT_MIRROR, MirrorCache, MirrorSettings
+from guard.store.records import ListMeta, entries_from_json, keys, text
+from guard.types import AddResult, Entry, ListInfo, Match, Transform
+
+StoreT = TypeVar("StoreT", bound="Store")
+
+
+class LookupPolicy(Protocol):
+    """What a lookup needs from a list's policy (guard.config.ListPolicy has it)."""
+
+    @property
+    def flag_radius(self) -> int: ...
+    @property
+    def confirm_radius(self) -> int: ...
+    @property
+    def dihedral(self) -> bool: ...
+
+
+class Store:
+    """Async access to guard's lists in Redis.
+
+    Make one with :meth:`from_url` or :meth:`embedded` (or wrap an existing ``redis.asyncio``
+    client) and use it as an async context manager, or call :meth:`close`. Every Redis failure is
+    raised as :class:`guard.errors.StoreUnavailable` (connection, timeout) or
+    :class:`guard.errors.StoreError`.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+        mirror: MirrorSettings | None = DEFAULT_MIRROR,
+    ) -> None:
+        self._client = client
+        self._on_close = on_close
+        self._location: str | None = None  # set by embedded(): the file, not its private socket
+        self._mirror_cache = MirrorCache(client, mirror)
+        self._catalog = Catalog(client, on_forget=self._mirror_cache.forget)
+        self._add = client.register_script(writes.ADD_SCRIPT)
+        self._remove = client.register_script(writes.REMOVE_SCRIPT)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        socket_timeout: float = 0.5,
+        connect_timeout: float = 0.5,
+        mirror: MirrorSettings | None = DEFAULT_MIRROR,
+    ) -> Store:
+        """A store on a Redis server (``redis://``, ``rediss://`` or ``unix://`` URL).
+
+        Both timeouts are explicit: redis-py's defaults wait about a minute on a silent server.
+        The connections follow :func:`guard.store.client_options`: they survive a restart of
+        Redis.
+        """
+        try:
+            redis_client = client(url, socket_timeout, connect_timeout)
+        except ValueError as error:
+            raise StoreUnavailable(f"invalid Redis URL {url!r}: {error}") from error
+        return cls(redis_client, mirror=mirror)
+
+    @classmethod
+    def embedded(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        mirror: MirrorSettings | None = DEFAULT_MIRROR,
+    ) -> Store:
+        """A store on the embedded Redis persisted at ``path`` (default: ``redis.db`` in
+        ``$GUARD_HOME``, else the per-user data directory; see :mod:`guard.embedded`).
+
+        One server runs per data directory (``path``'s folder), shared by every process using
+        it: the first one starts it, the others connect to its unix socket. Each store holds a
+        lease until it closes; the server saves and stops once no process has held one for a
+        few seconds.
+        """
+        lease = lease_embedded(Path(path) if path is not None else None)
+        # The same settings as any Redis: the shared server can restart under a running worker.
+        redis_client = client(f"unix://{lease.socket}", socket_timeout, connect_timeout)
+
+        async def stop() -> None:
+            await asyncio.to_thread(lease.release)
+
+        store = cls(redis_client, on_close=stop, mirror=mirror)
+        store._location = f"the embedded Redis at {lease.rdb}"
+        return store
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages: the server's address (never a password), or the
+        embedded Redis's file."""
+        if self._location is not None:
+            return self._location
+        pool = self._client.connection_pool
+        settings = pool.connection_kwargs
+        if "path" in settings:
+            return f"unix://{settings['path']}?db={settings.get('db', 0)}"
+        scheme = "rediss" if "SSL" in pool.connection_class.__name__ else "redis"
+        host, port = settings.get("host", "localhost"), settings.get("port", 6379)
+        return f"{scheme}://{host}:{port}/{settings.get('db', 0)}"
+
+    @property
+    def _mirrors(self) -> dict[str, Mirror]:
+        """The mirrors loaded now (tests look here to tell which path a lookup took)."""
+        return self._mirror_cache.mirrors
+
+    async def close(self) -> None:
+        await self._mirror_cache.close()
+        await self._client.aclose()
+        if self._on_close is not None:
+            await self._on_close()
+
+    async def __aenter__(self: StoreT) -> StoreT:  # noqa: PYI019 - typing.Self needs 3.11
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- lists -------------------------------------------------------------------------------
+
+    async def lists(self) -> list[ListInfo]:
+        """Every list with its size and settings, sorted by name."""
+        async with translated():
+            names = sorted(text(n) for n in await self._client.smembers(LISTS_KEY))
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(keys(name).meta)
+                pipe.get(keys(name).ver)
+            replies = await pipe.execute()
+        infos = []
+        for name, meta, version in zip(names, replies[::2], replies[1::2], strict=True):
+            if not meta:
+                continue  # listed but never created (an interrupted first load): nothing in it
+            infos.append(
+                ListInfo(
+                    name=name,
+                    entries=int(meta.get(b"entries", 0)),
+                    bands=int(meta[b"bands"]),
+                    hash_version=text(meta[b"hash_version"]),
+                    created=float(meta[b"created"]),
+                    version=int(version or 0),
+                )
+            )
+        return infos
+
+    # --- writes ------------------------------------------------------------------------------
+
+    async def add(self, list_name: str, entries: Iterable[Entry], *, bands: int = 4) -> AddResult:
+        """Add entries (idempotent: an entry with the same aHash and pHash is already present).
+
+        The list is created with ``bands`` bands if it does not exist; an existing list keeps its
+        own. Low-information aHashes are refused before anything is written.
+        """
+        return await writes.add(self._client, self._add, self._catalog, list_name, entries, bands)
+
+    async def remove(self, list_name: str, ahash: int, phash: int | None = None) -> int:
+        """Remove the entries with this aHash (only the one with this pHash, if given).
+
+        Returns how many entries were removed (0 if none matched).
+        """
+        return await self._catalog.on_current(
+            list_name, lambda meta: writes.remove(self._remove, list_name, meta, ahash, phash)
+        )
+
+    async def drop(self, list_name: str) -> int:
+        """Delete a whole list (every key under its hash tag). Returns the number of keys deleted.
+
+        Not atomic: a reader may see the list shrink while it goes. Meant for temporary lists
+        (``guard eval``) and for removing a list for good.
+        """
+        return await writes.drop(self._client, self._catalog, list_name)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def version(self, list_name: str) -> int:
+        """The list's change counter: it moves on every add or remove that changed something."""
+        async with translated():
+            return int(await self._client.get(keys(list_name).ver) or 0)
+
+    async def entries(self, list_name: str) -> AsyncIterator[Entry]:
+        """Every entry of a list (for export), in no particular order."""
+        await self._catalog.meta(list_name)
+        async with translated():
+            async for field, value in self._client.hscan_iter(keys(list_name).entries, count=1000):
+                for entry in entries_from_json(from_signed(int(field)), value):
+                    yield entry
+
+    async def lookup_under(
+        self,
+        list_name: str,
+        frames: Sequence[FrameHash],
+        policy: LookupPolicy,
+        *,
+        limit: int | None = None,
+    ) -> list[Match]:
+        """:meth:`lookup` as a list's policy asks: every candidate up to its flag radius."""
+        return await self.lookup(
+            list_name,
+            frames,
+            radius=policy.flag_radius,
+            confirm_radius=policy.confirm_radius,
+            dihedral=policy.dihedral,
+            limit=limit,
+        )
+
+    async def lookup(
+        self,
+        list_name: str,
+        frames: Sequence[FrameHash],
+        *,
+        radius: int,
+        confirm_radius: int = 64,
+        dihedral: bool = False,
+        limit: int | None = None,
+    ) -> list[Match]:
+        """Every entry within ``radius`` aHash bits of a query frame (or its flips/rotations).
+
+        Exact: the band probes cannot miss a stored hash within ``radius`` (no false negatives).
+        Each match says whether its pHash confirms it; the best match per entry comes first,
+        confirmed before unconfirmed, then by distance. ``limit`` keeps only the best ones (the
+        first decides a list's verdict): with the mirror, the others are never fetched.
+        """
+        transforms: Sequence[Transform] = list(TRANSFORMS) if dihedral else ["identity"]
+        queries: list[Query] = [
+            (*frame.variant(t), t, frame.frame) for frame in frames for t in transforms
+        ]
+
+        async def lookup(meta: ListMeta) -> list[Match]:
+            # The worker-local mirror when one is loaded and current, else the Redis index.
+            mirror = self._mirror_cache.mirror_for(list_name, meta)
+            if mirror is not None:
+                found = await self._mirror_cache.lookup(
+                    list_name, meta, mirror, queries, radius, confirm_radius, limit
+                )
+                if found is not None:
+                    return found
+            return await index.lookup(
+                self._client, list_name, meta, queries, radius, confirm_radius, limit
+            )
+
+        return await self._catalog.on_current(list_name, lookup)
+
+    async def refresh_mirror(self, list_name: str) -> Mirror | None:
+        """Load the list's mirror now (lookups otherwise load it in the background on first use).
+
+        None when the mirror is off, the list has more than ``max_entries`` entries, or its
+        snapshot does not agree with its entries (a list written by an older guard: lookups then
+        stay on the Redis index, which is always exact).
+        """
+        if self._mirror_cache.settings is None:
+            return None
+        meta = await self._catalog.meta(list_name)
+        return await self._mirror_cache.refresh(list_name, meta)
+
+    # --- checks ------------------------------------------------------------------------------
+
+    async def check_eviction(self, *, allow_eviction: bool = False) -> str | None:
+        """Refuse a Redis that may evict guard's keys; return a warning to show, if any.
+
+        ``allkeys-*`` policies evict band sets when memory runs short, and a blocklist that
+        silently loses entries fails open unnoticed. ``noeviction`` (Redis's default) and
+        ``volatile-*`` are safe: guard never sets a TTL. A managed Redis that refuses CONFIG
+        gets a warning, not a refusal. Raises :class:`EvictionUnsafe` unless ``allow_eviction``.
+        """
+        return await integrity.check_eviction(self._client, allow_eviction=allow_eviction)
+
+    async def check_meta(self, list_name: str) -> None:
+        """Raise unless the list's metadata is readable and made for this guard's hashes
+        (:class:`UnknownList` if it does not exist, :class:`StoreInconsistent` if it existed
+        when this store last read it, :class:`StoreError` if it is damaged)."""
+        self._catalog.cached.pop(list_name, None)
+        try:
+            meta = await self._catalog.meta(list_name)
+        except (KeyError, ValueError, TypeError) as error:
+            raise StoreError(
+                f"list {list_name!r} has unreadable metadata ({type(error).__name__}: {error}): "
+                "re-load it"
+            ) from error
+        if len(meta.layout.bands) not in BAND_COUNTS:
+            raise StoreError(f"list {list_name!r} has {len(meta.layout.bands)} bands")
+
+    async def verify(self, list_name: str) -> VerifyReport:
+        """Prove a list whole: every aHash of ``entries`` is in exactly its band sets, the band
+        sets hold nothing else, the meta count equals the entries, and the snapshot (if any)
+        holds exactly one record per entry. Reads in batches (SCAN, HSCAN, SSCAN); holds
+        8 bytes per distinct aHash and one snapshot record per entry. A list being written
+        meanwhile may show transient mismatches.
+        """
+        return await integrity.verify(self._client, list_name, await self._catalog.meta(list_name))
