@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,8 +28,13 @@ from guard.config import (
     DEFAULT_POLICY,
     ENV_REDIS_URL,
     RedisSettings,
+    Rule,
+    _check,
+    _ints,
     resolve_redis_url,
+    setting,
 )
+from guard.errors import SettingError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "guard.yaml"
 TOP_KEYS = "defaults, http, limits, lists, redis, routes"
@@ -194,7 +200,8 @@ GOOD = [
     ("defaults: {bands: 1, reject_radius: 2, flag_radius: 2}", lambda c: c.defaults.bands, 1),
     # A list overrides the file's defaults, not only the built-in ones.
     (
-        "defaults: {confirm_radius: 14}\nlists: {spam: {reject_radius: 6, flag_radius: 6, bands: 2}}",
+        "defaults: {confirm_radius: 14}\n"
+        "lists: {spam: {reject_radius: 6, flag_radius: 6, bands: 2}}",
         lambda c: c.policy("spam"),
         ListPolicy(reject_radius=6, flag_radius=6, confirm_radius=14, bands=2),
     ),
@@ -878,6 +885,211 @@ def test_dataclasses_check_their_values(make: Callable[[], object], message: str
     with pytest.raises(ValueError) as caught:
         make()
     assert str(caught.value).startswith(message)
+
+
+# --- per-field rules, from Python as from YAML --------------------------------------------------
+
+#: Every settings dataclass, with the YAML document that sets one of its keys.
+SETTINGS: dict[type, str] = {
+    RedisSettings: "redis: {{{key}: {value}}}",
+    ListPolicy: "defaults: {{{key}: {value}}}",
+    StatusCodes: "http: {{statuses: {{{key}: {value}}}}}",
+    HttpSettings: "http: {{{key}: {value}}}",
+    ImageLimits: "limits: {{{key}: {value}}}",
+}
+#: Fields that are neither int, float nor bool, each checked by its own rule or class.
+OTHER_FIELDS = {"url", "embedded_path", "flag_header", "statuses", "allowed_formats"}
+
+
+def _fields(annotation: object) -> list[tuple[type, str]]:
+    """(class, field name) for every field of every settings dataclass annotated ``annotation``."""
+    return [
+        (kind, item.name)
+        for kind in SETTINGS
+        for item in dataclasses.fields(kind)
+        if typing.get_type_hints(kind)[item.name] is annotation
+    ]
+
+
+INT_FIELDS = _fields(int)
+FLOAT_FIELDS = _fields(float)
+BOOL_FIELDS = _fields(bool)
+
+
+def test_the_field_tables_cover_every_setting() -> None:
+    """The introspection finds what it should: a field of a new type fails here, not silently."""
+    names = {name for table in (INT_FIELDS, FLOAT_FIELDS, BOOL_FIELDS) for _, name in table}
+    every = {item.name for kind in SETTINGS for item in dataclasses.fields(kind)}
+    assert every - names == OTHER_FIELDS
+    assert len(INT_FIELDS) == 25 and len(FLOAT_FIELDS) == 6 and len(BOOL_FIELDS) == 4
+    assert {
+        (ListPolicy, "reject_radius"),
+        (ListPolicy, "bands"),
+        (ImageLimits, "max_frames"),
+    } <= set(INT_FIELDS)
+
+
+def test_every_config_field_declares_its_own_rule() -> None:
+    for kind in (RedisSettings, ListPolicy, StatusCodes, HttpSettings):
+        for item in dataclasses.fields(kind):
+            if item.name != "statuses":  # a nested section: its own fields carry the rules
+                assert isinstance(item.metadata.get("rule"), Rule), (kind, item.name)
+
+
+def _refused(kind: type, key: str, value: object) -> SettingError:
+    with pytest.raises(SettingError) as caught:
+        kind(**{key: value})
+    return caught.value
+
+
+def _same_from_yaml(
+    tmp_path: Path, kind: type, key: str, value: object, error: SettingError
+) -> None:
+    """The document setting ``key`` to ``value`` is refused in the same words, under its path."""
+    text = SETTINGS[kind].format(key=key, value=yaml.safe_dump(value).split("\n")[0])
+    refused = _error(tmp_path, text)
+    assert refused.reason == error.reason
+    assert refused.key is not None and refused.key.endswith(f".{key}")
+
+
+# True and False are ints to Python (False == 0 passes "from 0 to ..."); 8.0 == 8 passes a range.
+@pytest.mark.parametrize("bad", [True, False, "float"], ids=["true", "false", "float"])
+@pytest.mark.parametrize(
+    ("kind", "key"), INT_FIELDS, ids=[f"{kind.__name__}.{key}" for kind, key in INT_FIELDS]
+)
+def test_int_settings_refuse_bools_and_floats(
+    tmp_path: Path, kind: type, key: str, bad: object
+) -> None:
+    value = float(getattr(kind(), key)) if bad == "float" else bad
+    error = _refused(kind, key, value)
+    assert (error.key, error.value, type(error.value)) == (key, value, type(value))
+    shown = {True: "true", False: "false"}.get(value, repr(value))  # type: ignore[call-overload]
+    assert str(error) == f"{key} must be {error.rule}, got {shown}"
+    assert error.rule.startswith(("an integer", "one of "))
+    _same_from_yaml(tmp_path, kind, key, value, error)
+
+
+@pytest.mark.parametrize("bad", [True, "1", None], ids=["true", "string", "null"])
+@pytest.mark.parametrize(
+    ("kind", "key"), FLOAT_FIELDS, ids=[f"{kind.__name__}.{key}" for kind, key in FLOAT_FIELDS]
+)
+def test_seconds_refuse_bools_and_strings(
+    tmp_path: Path, kind: type, key: str, bad: object
+) -> None:
+    error = _refused(kind, key, bad)
+    assert (error.key, error.value) == (key, bad)
+    assert error.rule.startswith("a number of seconds > 0 and <= ")
+    _same_from_yaml(tmp_path, kind, key, bad, error)
+
+
+@pytest.mark.parametrize("bad", [1, 0, None], ids=["one", "zero", "null"])
+@pytest.mark.parametrize(
+    ("kind", "key"), BOOL_FIELDS, ids=[f"{kind.__name__}.{key}" for kind, key in BOOL_FIELDS]
+)
+def test_flags_refuse_anything_but_true_and_false(
+    tmp_path: Path, kind: type, key: str, bad: object
+) -> None:
+    error = _refused(kind, key, bad)
+    assert str(error) == f"{key} must be true or false, got {yaml.safe_dump(bad).split()[0]}"
+    _same_from_yaml(tmp_path, kind, key, bad, error)
+
+
+@pytest.mark.parametrize(
+    ("kind", "key"), INT_FIELDS, ids=[f"{kind.__name__}.{key}" for kind, key in INT_FIELDS]
+)
+def test_int_settings_take_their_defaults_as_ints(kind: type, key: str) -> None:
+    value = getattr(kind(), key)
+    assert type(value) is int and getattr(kind(**{key: value}), key) == value
+
+
+def test_a_rule_belongs_to_its_class_not_to_its_field_name() -> None:
+    """A new field named like another class's (StatusCodes.reject: 400 to 599) has its own rule."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Votes:
+        reject: int = setting(5, _ints(0, 10))
+
+        def __post_init__(self) -> None:
+            _check(self)
+
+    assert Votes(reject=7).reject == 7
+    with pytest.raises(SettingError, match=r"^reject must be an integer from 0 to 10, got 11$"):
+        Votes(reject=11)
+    with pytest.raises(SettingError, match=r"^reject must be an integer from 400 to 599, got 7$"):
+        StatusCodes(reject=7)
+
+
+# --- structured errors --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "key", "rule", "value"),
+    [
+        (lambda: ListPolicy(reject_radius=13), "reject_radius", "an integer from 0 to 12", 13),
+        (lambda: ListPolicy(flag_radius=7), "flag_radius", "at least reject_radius (8)", 7),
+        (lambda: ListPolicy(bands=1), "flag_radius", "at most 2 with bands=1", 12),
+        (
+            lambda: RedisSettings(breaker_cooldown=10, breaker_max_cooldown=5),
+            "breaker_max_cooldown",
+            "at least breaker_cooldown (10)",
+            5,
+        ),
+        (lambda: ImageLimits(max_frames=0), "max_frames", "at least 1", 0),
+        (lambda: ImageLimits(max_frames=True), "max_frames", "an integer", True),
+        (
+            lambda: ImageLimits(max_image_pixels=100, max_animation_pixels=99),
+            "max_animation_pixels",
+            "at least max_image_pixels (100)",
+            99,
+        ),
+        (
+            lambda: ImageLimits(allowed_formats=frozenset({"EPS"})),
+            "allowed_formats",
+            FORMATS,
+            frozenset({"EPS"}),
+        ),
+        (lambda: Route("/upload", ("a b",)), "lists", LIST_NAMES, "a b"),
+        (lambda: Route("upload", ("spam",)), "path", PATHS, "upload"),
+        (lambda: Route("/a/**/b/**", ("spam",)), "path", "** at most once", "/a/**/b/**"),
+        (lambda: Route("/upload", ("spam",), frozenset({"GE T"})), "methods", TOKENS, "GE T"),
+        (lambda: Config(lists={"a b": DEFAULT_POLICY}), "lists", LIST_NAMES, "a b"),
+    ],
+    ids=[
+        "range",
+        "flag-below-reject",
+        "probes",
+        "breaker",
+        "limits",
+        "limits-bool",
+        "animation",
+        "formats",
+        "route-list",
+        "route-path",
+        "route-double-star",
+        "route-method",
+        "config-list",
+    ],
+)
+def test_setting_errors_carry_key_rule_and_value(
+    make: Callable[[], object], key: str, rule: str, value: object
+) -> None:
+    with pytest.raises(SettingError) as caught:
+        make()
+    error = caught.value
+    assert (error.key, error.rule, error.value) == (key, rule, value)
+    assert str(error) == f"{key} {error.reason}"
+    assert isinstance(error, ValueError) and isinstance(error, GuardError)
+
+
+def test_the_loader_names_the_key_from_the_error_not_its_text(tmp_path: Path) -> None:
+    """ImageLimits' and Route's errors reach the file's author under their dotted path."""
+    limits = _error(tmp_path, "limits: {max_frames: 0}")
+    assert (limits.key, limits.reason) == ("limits.max_frames", "must be at least 1, got 0")
+    route = _error(tmp_path, "routes: [{path: /a, lists: [a]}, {path: '/a/**/**', lists: [b]}]")
+    assert (route.key, route.reason) == (
+        "routes[1].path",
+        'may use ** at most once, got "/a/**/**"',
+    )
 
 
 def test_config_is_frozen_and_owns_its_lists() -> None:
