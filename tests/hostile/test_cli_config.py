@@ -373,6 +373,17 @@ PROBES = (
             + PROBES.format(46938),
             id="H40-radius-beyond-two-bands",
         ),
+        # A float where an integer goes; ImageLimits' own check, named under limits.
+        pytest.param(
+            "defaults: {reject_radius: 8.0}",
+            "defaults.reject_radius: must be an integer from 0 to 12, got 8.0",
+            id="H40-float-radius",
+        ),
+        pytest.param(
+            "limits: {max_frames: 0}",
+            "limits.max_frames: must be at least 1, got 0",
+            id="H40-no-frames",
+        ),
         pytest.param(
             "redis: {url: ''}",
             'redis.url: must be null or a URL starting redis://, rediss:// or unix://, got ""',
