@@ -1,7 +1,9 @@
 """Settings: frozen dataclasses, and :func:`load_config` to read them from a YAML file.
 
-Validation is split so that each check lives once. The dataclasses check their own values (ranges)
-in ``__post_init__``, so a :class:`Config` built in Python is as safe as one read from a file. The
+Validation is split so that each check lives once. The dataclasses check their own values in
+``__post_init__``, each field against the :class:`Rule` it declares with :func:`setting`, so a
+:class:`Config` built in Python is as safe as one read from a file (a bool or a float is no
+integer there either). They raise :class:`~guard.errors.SettingError`, which names the field. The
 loader checks the document (unknown keys, YAML types) and turns every failure, its own or a
 dataclass's, into a :class:`~guard.errors.ConfigError` naming the file and the dotted key.
 The documented defaults, with the reasons for them, are in ``config/guard.yaml``.
