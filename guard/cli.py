@@ -209,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     common = _global_options(in_command=True)
     parser = argparse.ArgumentParser(
         prog="guard",
-        description="Perceptual-hash image blocklists backed by Redis. The options --json, "
+        description="Perceptual-hash image blocklists backed by Redis. The options --json,\n"
         "--config, --redis-url and --data-dir go before the command or after it.",
         epilog="examples:\n  guard init\n  guard load blocklists/spam --list spam\n"
         "  guard check upload.jpg\n\n" + "\n".join(textwrap.wrap(EXIT_CODES, width=88)),
