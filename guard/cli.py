@@ -600,6 +600,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
     else:
         folder = resolve_embedded_path(config, args.data_dir).parent
         store = f"the embedded Redis in {folder}"
+        try:
+            embedded.server_binary()
+        except FileNotFoundError as error:  # the next command would stop here: say it now
+            print(f"guard: warning: {error}", file=sys.stderr)
     shown = path.absolute()
     if args.json:
         _print_json({"config": str(shown), "store": url or str(folder)})

