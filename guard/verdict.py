@@ -3,12 +3,13 @@ status each refusal gets (the only module that knows statuses).
 
 Only confirmed matches count (a 64-bit aHash alone collides on unrelated photos with the same
 layout); a match within a list's reject radius rejects, within its flag radius flags. The strictest
-outcome over every list and every image wins.
+outcome over every list and every image wins. :func:`judge` is the whole verdict on one request,
+lookup failures included, so the middleware only does I/O around it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +25,7 @@ from guard.errors import (
     StoreError,
     TooManyFrames,
     TooManyPixels,
+    UnknownList,
     UnsupportedEncoding,
 )
 from guard.types import Match
@@ -101,3 +103,80 @@ def refusal_for(error: GuardError, settings: HttpSettings) -> Refusal:
     if isinstance(error, BodyTimeout):
         return Refusal(statuses.timeout, {"error": str(error)})
     return Refusal(500, {"error": "internal error"})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What guard concluded about a request it let through: ``scope["state"]["guard"]``.
+
+    ``action`` is "allow", "flag" (a confirmed match within a flag radius: the app decides) or
+    "unchecked" (a fail-open list's store was unavailable).
+    """
+
+    action: Literal["allow", "flag", "unchecked"]
+    images: int = 0
+    list: str | None = None
+    distance: int | None = None
+    source: str | None = None
+    unchecked_lists: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The whole verdict on one request: the answer, and what the middleware logs and counts."""
+
+    answer: Decision | Refusal
+    #: The match that rejected or flagged the request (logged with its details), else None.
+    match: Match | None = None
+    #: Fail-open lists whose lookup failed while the request still reaches the app: counted in
+    #: ``counters.unchecked`` and logged. Empty when the request is refused.
+    unchecked: tuple[str, ...] = ()
+
+
+def refuses(error: StoreError, policy: ListPolicy) -> bool:
+    """Whether one list's failed lookup alone refuses the request (so the rest need not run):
+    a fail-closed list that could not be checked, unless it is an optional list never loaded."""
+    return not policy.fail_open and not _ignored(error, policy)
+
+
+def _ignored(error: StoreError, policy: ListPolicy) -> bool:
+    """An optional list (``required: false``) that was never loaded matches nothing."""
+    return isinstance(error, UnknownList) and not policy.required
+
+
+def judge(
+    images: int,
+    matches: Iterable[Match],
+    failures: Mapping[str, StoreError],
+    policy_of: Callable[[str], ListPolicy],
+    settings: HttpSettings,
+) -> Outcome:
+    """The verdict on one request from its lookups: ``images`` found, the ``matches`` of every
+    list looked up, and the lists whose lookup failed (by name, in route order).
+
+    A failed list refuses the request as unavailable if it fails closed (before any match: a
+    store that cannot answer for one list is not trusted for the request), passes unchecked if it
+    fails open, and is ignored if it is an optional list never loaded. Then the strictest match
+    wins: a reject refuses, a flag reaches the app with the fail-open lists that went unchecked.
+    """
+    unchecked: list[str] = []
+    for name, error in failures.items():
+        policy = policy_of(name)
+        if refuses(error, policy):
+            return Outcome(refusal_for(error, settings))
+        if not _ignored(error, policy):
+            unchecked.append(name)
+    verdict = decide(matches, policy_of)
+    match = verdict.match
+    if verdict.action == "reject" and match is not None:
+        return Outcome(rejection(match.list, settings.statuses), match)
+    if verdict.action == "flag" and match is not None:
+        flagged = Decision(
+            "flag", images, match.list, match.distance, match.entry.source, tuple(unchecked)
+        )
+        return Outcome(flagged, match, tuple(unchecked))
+    if unchecked:
+        return Outcome(
+            Decision("unchecked", images, unchecked_lists=tuple(unchecked)), None, tuple(unchecked)
+        )
+    return Outcome(Decision("allow", images=images))
