@@ -68,8 +68,14 @@ class GuardMiddleware:
     lifespan start-up, or on the first request for a server or an app without lifespan.
 
     ``config`` is a :class:`guard.Config`, a path to a YAML file, or None (``$GUARD_CONFIG``, else
-    the built-in defaults, which guard no route). ``store`` replaces the one the config names
-    (tests inject one).
+    the built-in defaults, which guard no route: start-up then warns). ``store`` replaces the one
+    the config names (tests inject one).
+
+    Every reject and flag is an INFO record on the ``guard`` logger, store trouble a WARNING or
+    ERROR. uvicorn's default logging configures only its own loggers, so without a handler of
+    the app's own only WARNING and above reach stderr, as bare messages: to see rejects and
+    flags, e.g. ``logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s:
+    %(message)s")`` in the app module, or a ``guard`` logger in uvicorn's ``--log-config``.
     """
 
     def __init__(
@@ -133,11 +139,17 @@ class GuardMiddleware:
         """Start-up checks; the message start-up fails with, or None when it may go on.
 
         Run at lifespan start-up, or on the first request for a server or app without lifespan
-        (Django's ASGI handler), within ``http.decision_timeout``. Routes that check nothing
-        are warned about; then the lists the routes name are checked
+        (Django's ASGI handler), within ``http.decision_timeout``. No routes at all, and routes
+        that check nothing, are warned about: a guard that guards nothing must not look like one
+        that found nothing. Then the lists the routes name are checked
         (:meth:`StoreSupervisor.check_lists`).
         """
         self._started = True
+        if not self.config.routes:
+            logger.warning(
+                "guard: no routes configured: GuardMiddleware checks no upload (pass config= "
+                "or set GUARD_CONFIG to a file with routes)"
+            )
         for problem in self.config.route_problems():
             logger.warning("guard: %s", problem)
         return await self.supervisor.check_lists()
