@@ -38,7 +38,7 @@ from guard.errors import (
     UnsupportedEncoding,
 )
 from guard.hashing import FrameHash, ImageHashes, hash_bytes
-from guard.store import MirrorSettings, Store
+from guard.store import Store, open_store
 from guard.supervision import REPORT_INTERVAL, Lookups, StoreCounters, StoreSupervisor
 from guard.types import ASGIApp, ImageLimits, Match, Message, Receive, Scope, Send
 from guard.uploads import (
@@ -202,24 +202,7 @@ class GuardMiddleware:
             self._store_lock = anyio.Lock()
         async with self._store_lock:
             if self._store is None:
-                settings = self.config.redis
-                url = resolve_redis_url(self.config)
-                mirror = (
-                    MirrorSettings(max_entries=settings.mirror_max_entries)
-                    if settings.mirror_max_entries
-                    else None
-                )
-                if url:
-                    self._store = Store.from_url(
-                        url,
-                        socket_timeout=settings.socket_timeout,
-                        connect_timeout=settings.connect_timeout,
-                        mirror=mirror,
-                    )
-                else:
-                    self._store = await anyio.to_thread.run_sync(
-                        partial(Store.embedded, resolve_embedded_path(self.config), mirror=mirror)
-                    )
+                self._store = await anyio.to_thread.run_sync(partial(open_store, self.config))
         return self._store
 
     async def aclose(self) -> None:
