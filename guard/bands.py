@@ -113,7 +113,8 @@ def band_key(list_name: str, band: int, value: int) -> str:
 
 # Default bit layouts: bands are consecutive chunks of these permutations (a band, at most 16
 # bits, a line).
-# Derived by bench/derive_layout.py (greedy decorrelation) from aHashes of ../shared/data/photos:
+# Derived by bench/derive_layout.py (greedy decorrelation) from aHashes of 170 real photographs
+# (the set docs/accuracy.md describes):
 # each of the 170 photos plus 18 seeded edits of it (16 random crops of 60-95% a side, some scaled
 # to 0.75 or 0.5, and 2 scaled-down copies; JPEG q85 in memory; low-information hashes dropped).
 # Rule: photos at even positions in sorted name order (1598 hashes) form the 64x64 bit |correlation|

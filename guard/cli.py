@@ -417,7 +417,7 @@ def _with_store(args: argparse.Namespace, work: Callable[[Store], Coroutine[Any,
 
 
 async def _check_server(store: Store, config: Config) -> None:
-    """Refuse a Redis that may evict guard's keys (reliability H37); warn if it cannot be told."""
+    """Refuse a Redis that may evict guard's keys (hostile case H37); warn if it cannot be told."""
     warning = await store.check_eviction(allow_eviction=config.redis.allow_eviction)
     if warning:
         print(f"guard: warning: {warning}", file=sys.stderr)

@@ -39,12 +39,13 @@ ENV_REDIS_URL = "GUARD_REDIS_URL"
 ENV_HOME = "GUARD_HOME"
 #: The RDB file's name in a data directory given by ``--data-dir`` or ``GUARD_HOME``.
 EMBEDDED_FILE = "redis.db"
-#: Above this, real-photo aHashes are too correlated to mean "same image" (DESIGN.md section 3).
+#: Above this, real-photo aHashes are too correlated to mean "same image" (docs/hash.md).
 MAX_RADIUS = 12
 #: Redis keys one lookup may probe per query variant. The default policy (4 bands, radius 12)
-#: probes 1,108; one band at radius 12 would probe ~4e12 and never answer (reliability H40).
+#: probes 1,108; one band at radius 12 would probe ~4e12 and never answer (hostile case H40 in
+#: tests/hostile).
 MAX_PROBES = 10_000
-#: A config file is read whole before parsing: a larger one is refused unread (reliability H40).
+#: A config file is read whole before parsing: a larger one is refused unread (hostile case H40).
 MAX_CONFIG_BYTES = 1_048_576
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
 _URLS = "a URL starting redis://, rediss:// or unix://"
@@ -223,13 +224,13 @@ class ListPolicy:
 
 @functools.cache
 def probe_count(bands: int, radius: int) -> int:
-    """Band keys one lookup probes for one query variant at ``radius`` (DESIGN.md section 3)."""
+    """Band keys one lookup probes for one query variant at ``radius`` (docs/architecture.md)."""
     return default_layout(bands).probe_count(radius)
 
 
 @dataclass(frozen=True)
 class StatusCodes:
-    """Every HTTP status guard answers with (DESIGN.md section 5); each from 400 to 599."""
+    """Every HTTP status guard answers with (docs/configuration.md); each from 400 to 599."""
 
     #: A confirmed match within a list's reject radius.
     reject: int = setting(403, _STATUS)

@@ -51,8 +51,9 @@ TRIM_TOLERANCE = 6
 TRIM_FRACTION = 0.98
 MAX_TRIM = 0.45
 
-# Alpha is composited onto black: what the seed (premultiplied alpha) and imagehash (on the usual
-# zeroed hidden pixels) see, so imported lists agree; measured on the seed's star, white cost 10 bits.
+# Alpha is composited onto black: what the Go hasher guard grew from (premultiplied alpha) and
+# imagehash (on the usual zeroed hidden pixels) see, so imported lists agree; on
+# tests/data/star.png, white cost 10 bits.
 _BACKGROUND = (0, 0, 0, 255)
 # EXIF Orientation value -> the transpose that makes the image upright (as ImageOps.exif_transpose).
 _ORIENTATION = {

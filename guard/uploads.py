@@ -105,7 +105,7 @@ class PartCounter:
     """Counts multipart delimiters as the body streams in.
 
     A body of thousands of tiny parts is refused once it passes ``max_parts``, not after all of it
-    has arrived (reliability.md H12). A delimiter is CRLF "--" boundary; part data cannot contain
+    has arrived (hostile case H12). A delimiter is CRLF "--" boundary; part data cannot contain
     one, so N parts have N or N + 1 of them (the first may open the body without its CRLF, the
     closing one counts too). Only a count over ``max_parts + 1`` is refused here; the parser
     applies the exact cap once the body is complete.
@@ -158,7 +158,7 @@ async def read_body(
     small), ClientDisconnected, and MalformedBody when the body disagrees with the ``declared``
     Content-Length: the server frames the body, so a longer or shorter one means the server or
     something between it and guard is broken, and guard stops reading at the first byte too many
-    rather than guess which length the app will believe (reliability.md H03).
+    rather than guess which length the app will believe (hostile case H03).
     """
     while True:
         message = await receive()
@@ -246,7 +246,7 @@ def find_images(
         )
     elif media.startswith("image/") or media == "application/octet-stream":
         # Declared as a file: it must be one guard can identify. A format without magic bytes
-        # (TGA) would otherwise reach an app whose decoder guesses (reliability.md H26).
+        # (TGA) would otherwise reach an app whose decoder guesses (hostile case H26).
         if sniff_format(body) is None:
             raise NotAnImage(
                 f"not an image: the body is declared {media} but its bytes are no image"
@@ -319,7 +319,7 @@ def _is_json(media: str, body: bytes) -> bool:
 def _json_images(body: bytes, scan: JsonScan, max_images: int) -> list[bytes]:
     """The base64 images at the configured fields of a JSON body.
 
-    Strict on purpose, so guard never decodes other bytes than the app does (reliability.md H20):
+    Strict on purpose, so guard never decodes other bytes than the app does (hostile case H20):
     duplicate keys anywhere (parsers disagree on which one wins), nesting over ``max_depth``,
     and a field that is not canonical standard base64 (padded, no whitespace, no URL-safe
     alphabet; an optional ``data:...;base64,`` prefix) are malformed. A field that is absent or

@@ -15,7 +15,7 @@ from typing import Any
 from guard.config import Config
 from guard.hashing import FrameHash, hamming
 
-#: The widest radius evaluated (DESIGN.md: real-photo aHashes are too correlated above it).
+#: The widest radius evaluated (real-photo aHashes are too correlated above it: docs/hash.md).
 MAX_RADIUS = 12
 RADII = tuple(range(MAX_RADIUS + 1))
 

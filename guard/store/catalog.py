@@ -69,7 +69,7 @@ class Catalog:
 
     def vanished(self, list_name: str) -> StoreInconsistent:
         """A list this store had read is gone (a restart without persistence, FLUSHDB, an
-        eviction): an error, never "no match" (reliability H37)."""
+        eviction): an error, never "no match" (hostile case H37, tests/hostile)."""
         self.forget(list_name)
         return StoreInconsistent(
             f"list {list_name!r} has vanished from Redis (restarted without persistence, "
