@@ -1,4 +1,4 @@
-"""A circuit breaker for the store: stop hammering a Redis that is down (reliability H32, H33).
+"""A circuit breaker for the store: stop hammering a Redis that is down (hostile cases H32, H33).
 
 Pure (no I/O, no event loop); the clock is injectable so tests step time by hand.
 

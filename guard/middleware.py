@@ -279,7 +279,7 @@ class _Responder:
             )
 
     async def _judge_while_connected(self, spool: Spool) -> Outcome:
-        """:meth:`_judge`, given up as soon as the client disconnects (reliability H05).
+        """:meth:`_judge`, given up as soon as the client disconnects (hostile case H05).
 
         Once the body is complete the server's ``receive`` only ever says ``http.disconnect``,
         so a watcher can wait on it meanwhile, as Starlette's streaming responses do: a client
@@ -367,7 +367,7 @@ class _Responder:
     def _check_headers(self) -> int | None:
         """Refuse what the headers alone condemn, before reading a byte; the declared length.
 
-        A client waiting on ``Expect: 100-continue`` then never uploads (reliability.md H01).
+        A client waiting on ``Expect: 100-continue`` then never uploads (hostile case H01).
         Framing headers must be single: guard and the app must agree on the body's type and
         length, and Starlette reads the first of several headers where guard's dict keeps the
         last. Every Content-Encoding token counts (H09).

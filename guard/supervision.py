@@ -1,4 +1,4 @@
-"""Store supervision: every call guard makes to the store, watched (reliability H32, H33, H37).
+"""Store supervision: every call guard makes to the store, watched (hostile cases H32, H33, H37).
 
 One :class:`StoreSupervisor` per middleware, shared by every request. It runs store operations
 through the circuit breaker, counts what went wrong (:class:`StoreCounters`), checks the server and
@@ -32,7 +32,7 @@ from guard.verdict import refuses
 
 logger = logging.getLogger("guard")
 T = TypeVar("T")
-#: Seconds between two log lines about the same store trouble (reliability H32).
+#: Seconds between two log lines about the same store trouble (hostile case H32).
 REPORT_INTERVAL = 10.0
 
 
@@ -159,7 +159,7 @@ class StoreSupervisor:
     # --- every store call -------------------------------------------------------------------
 
     async def call(self, operation: Callable[[Store], Awaitable[T]]) -> T:
-        """Run one store operation through the circuit breaker (reliability H32, H33).
+        """Run one store operation through the circuit breaker (hostile cases H32, H33).
 
         An open breaker raises :class:`StoreUnavailable` at once, so each list's policy applies
         without a connection attempt. The first call also checks the server (eviction policy,
@@ -217,7 +217,7 @@ class StoreSupervisor:
         self._store_checked = False
 
     async def _check_store(self, store: Store) -> None:
-        """Start-up checks (reliability H37): an evicting Redis is refused (every lookup fails
+        """Start-up checks (hostile case H37): an evicting Redis is refused (every lookup fails
         with :class:`EvictionUnsafe` until it is fixed), damaged list metadata is logged."""
         try:
             warning = await store.check_eviction(allow_eviction=self.config.redis.allow_eviction)
@@ -234,7 +234,7 @@ class StoreSupervisor:
                 continue  # never seen: not loaded yet (warned when a route looks it up)
             except StoreInconsistent as error:
                 # It was there before Redis failed: restarted without persistence, or flushed.
-                # An empty list is not "no match" (reliability H37).
+                # An empty list is not "no match" (hostile case H37).
                 self.report("inconsistent", error, level=logging.ERROR)
                 raise
             except StoreUnavailable:
@@ -264,7 +264,7 @@ class StoreSupervisor:
                     self._warn_missing_list(name, route.path)
                 elif isinstance(error, (UnknownList, StoreInconsistent)):
                     # Never loaded (UnknownList), or gone since this store read it
-                    # (StoreInconsistent: data loss, whatever `required` says; reliability H37).
+                    # (StoreInconsistent: data loss, whatever `required` says; hostile case H37).
                     self._missing_list(name, route.path, policy, error)
                 if refuses(error, policy):
                     break
