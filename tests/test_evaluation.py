@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 
+import numpy as np
 import pytest
 from conftest import DATA, LOCAL_PHOTOS, data_file, photo, run
+from PIL import Image
 
 from guard.cli import main
 from guard.evaluation import (
@@ -18,6 +21,7 @@ from guard.evaluation import (
     false_positive_rate,
     recall,
 )
+from guard.evaluation.edits import SCREEN
 from guard.store import Store
 
 
@@ -36,6 +40,34 @@ def test_random_edits_depend_on_the_original_name() -> None:
     crop = next(e for e in EDITS if e.name == "crop-10%")
     image = photo(LOCAL_PHOTOS[2])
     assert len({edit_bytes(image, f"{i}.jpg", crop) for i in range(6)}) > 1
+
+
+def _edited(name: str, image: Image.Image) -> Image.Image:
+    edit = next(e for e in EDITS if e.name == name)
+    return Image.open(io.BytesIO(edit_bytes(image, "a.jpg", edit))).convert("RGB")
+
+
+def test_geometric_edits_do_what_their_names_say() -> None:
+    image = photo(LOCAL_PHOTOS[2])
+    w, h = image.size
+    assert _edited("crop-5%-each-border", image).size == (
+        w - 2 * round(w * 0.05),
+        h - 2 * round(h * 0.05),
+    )
+    band = _edited("caption-band", image)
+    assert band.width == w and band.height == h + max(12, h // 6)  # added, not drawn over
+    assert _edited("caption-over-image", image).size == (w, h)  # drawn over the picture
+    black_corners = []
+    for degrees in (2, 5, 10):
+        rotated = np.asarray(_edited(f"rotate-{degrees}deg", image).convert("L"))
+        assert rotated.shape == (h, w)
+        black_corners.append((rotated[: h // 10, : w // 10] < 16).mean())
+    # Same size, the uncovered corners black: more of them the larger the angle.
+    assert 0 < black_corners[0] < black_corners[1] < black_corners[2]
+    chat = _edited("chat-screenshot", image)
+    assert chat.size == SCREEN
+    # The photo is a minority of the capture: most of its pixels are the app's.
+    assert (np.asarray(chat.convert("L")) > 235).mean() > 0.4
 
 
 def _candidate(

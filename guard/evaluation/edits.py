@@ -1,8 +1,12 @@
 """The evasive edits ``guard eval`` makes of every original: a fixed, deterministic set.
 
-Each edit is the way people change an image to slip it past moderation (re-encoding, resizing,
-tone, filters, overlays, crops, borders, flips, rotations, a screenshot, a combination). Its bytes
-are seeded from the original's name and the edit's name, so a run is reproducible.
+Each edit is a way people change an image to slip it past moderation: re-encoding, resizing, tone,
+filters, overlays (a caption bar drawn over the picture, a watermark, a corner logo), a caption
+band added outside it, crops (``crop-N%`` cuts N% of the width and of the height in all, split at
+random between the two sides; ``crop-5%-each-border`` cuts 5% from every border), borders, flips,
+90-degree and small rotations, screenshots (the photo on a plain page, or as a message in a
+rendered chat app), and a combination. Its bytes are seeded from the original's name and the
+edit's name, so a run is reproducible.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ def _crop_share(image: Image.Image, rng: random.Random, share: float) -> Image.I
     return image.crop((left, top, w - (cut_w - left), h - (cut_h - top)))
 
 
-def _caption(image: Image.Image, rng: random.Random) -> Image.Image:
+def _caption_over(image: Image.Image, rng: random.Random) -> Image.Image:
+    """A black bar over the bottom eighth of the picture, with white text: the picture keeps its
+    size and loses a band of itself."""
     out = image.copy()
     w, h = out.size
     bar = max(12, h // 8)
@@ -41,6 +47,23 @@ def _caption(image: Image.Image, rng: random.Random) -> Image.Image:
         rng.choice(["WHEN YOU SEE IT", "MONDAY MOOD", "SO TRUE"]),
         fill=(255, 255, 255),
         font=_font(bar * 2 // 3),
+    )
+    return out
+
+
+def _caption_band(image: Image.Image, rng: random.Random) -> Image.Image:
+    """A white band a sixth of the height, with black text, added above or below the picture
+    (the meme layout): the picture is whole, the file is taller."""
+    w, h = image.size
+    band = max(12, h // 6)
+    out = Image.new("RGB", (w, h + band), (255, 255, 255))
+    above = rng.random() < 0.5
+    out.paste(image, (0, band if above else 0))
+    ImageDraw.Draw(out).text(
+        (w // 20, (0 if above else h) + band // 5),
+        rng.choice(["when the meme hits", "nobody:", "me at 3am"]),
+        fill=(0, 0, 0),
+        font=_font(band // 2),
     )
     return out
 
@@ -89,14 +112,69 @@ def _letterbox(image: Image.Image, rng: random.Random) -> Image.Image:
     return out
 
 
-def _screenshot(image: Image.Image, rng: random.Random) -> Image.Image:
-    """The photo shown smaller inside a browser-like window: the 'screenshot of it' evasion."""
+def _plain_page(image: Image.Image, rng: random.Random) -> Image.Image:
+    """The photo at 70% on a plain grey page with a dark title strip: an easy 'screenshot'."""
     w, h = image.size
     shown = image.resize((w * 7 // 10, h * 7 // 10), Image.Resampling.LANCZOS)
     out = Image.new("RGB", (w, h), (236, 236, 236))
     ImageDraw.Draw(out).rectangle((0, 0, w, h // 12), fill=(50, 50, 60))
     out.paste(shown, ((w - shown.width) // 2, h // 12 + (h - h // 12 - shown.height) // 2))
     return out
+
+
+#: The phone screen the chat screenshot is drawn on (a 720 x 1280 capture).
+SCREEN = (720, 1280)
+
+
+def _chat_screenshot(image: Image.Image, rng: random.Random) -> Image.Image:
+    """The photo as a message in a chat app, captured whole: status bar, header, text bubbles
+    above and below, an input bar. The photo is a minority of the pixels (a rendering of the UI,
+    not a capture of a real app)."""
+    width, height = SCREEN
+    page = Image.new("RGB", SCREEN, (242, 242, 247))
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((0, 0, width, 48), fill=(20, 20, 24))
+    draw.text((24, 12), f"{rng.randint(7, 23)}:{rng.randint(10, 59)}", fill="white", font=_font(22))
+    draw.rectangle((0, 48, width, 140), fill=(255, 255, 255))
+    draw.ellipse((24, 64, 84, 124), fill=(90, 140, 220))
+    draw.text((104, 78), rng.choice(["Alex", "group chat", "Sam"]), fill="black", font=_font(30))
+    y = 164
+    for text in ("did you see this", "lol look"):
+        draw.rounded_rectangle((24, y, 24 + 14 * len(text) + 40, y + 56), 22, fill="white")
+        draw.text((44, y + 14), text, fill="black", font=_font(24))
+        y += 72
+    shown_w = width * 72 // 100
+    shown_h = min(height * 55 // 100, round(image.height * shown_w / image.width))
+    shown_w = round(image.width * shown_h / image.height)
+    shown = image.resize((max(1, shown_w), max(1, shown_h)), Image.Resampling.LANCZOS)
+    x = width - shown.width - 24
+    draw.rounded_rectangle(
+        (x - 8, y - 8, x + shown.width + 8, y + shown.height + 8), 18, fill=(0, 122, 255)
+    )
+    page.paste(shown, (x, y))
+    y += shown.height + 32
+    draw.rounded_rectangle((24, y, 330, y + 56), 22, fill="white")
+    draw.text((44, y + 14), "wow " * rng.randint(1, 3), fill="black", font=_font(24))
+    draw.rectangle((0, height - 96, width, height), fill=(255, 255, 255))
+    draw.rounded_rectangle((24, height - 76, width - 110, height - 20), 28, outline=(200, 200, 200))
+    return page
+
+
+def _rotate(degrees: float) -> Editor:
+    """Rotated about the centre, same size, the corners it uncovers black."""
+    return lambda im, r: im.rotate(degrees, resample=Image.Resampling.BICUBIC)
+
+
+def _crop_each_border(share: float) -> Editor:
+    """``share`` of the width cut from the left and from the right, of the height from the top
+    and from the bottom."""
+
+    def crop(image: Image.Image, rng: random.Random) -> Image.Image:
+        w, h = image.size
+        dx, dy = round(w * share), round(h * share)
+        return image.crop((dx, dy, w - dx, h - dy))
+
+    return crop
 
 
 def _combo(image: Image.Image, rng: random.Random) -> Image.Image:
@@ -135,12 +213,14 @@ EDITS: tuple[Edit, ...] = (
     Edit("greyscale", "tone", lambda im, r: ImageOps.grayscale(im).convert("RGB")),
     Edit("blur", "filter", lambda im, r: im.filter(ImageFilter.GaussianBlur(2))),
     Edit("noise", "filter", _noise),
-    Edit("caption", "overlay", _caption),
+    Edit("caption-over-image", "overlay", _caption_over),
+    Edit("caption-band", "caption", _caption_band),
     Edit("watermark", "overlay", _watermark),
     Edit("corner-logo", "overlay", _logo),
     Edit("crop-5%", "crop", lambda im, r: _crop_share(im, r, 0.05)),
     Edit("crop-10%", "crop", lambda im, r: _crop_share(im, r, 0.10)),
     Edit("crop-20%", "crop", lambda im, r: _crop_share(im, r, 0.20)),
+    Edit("crop-5%-each-border", "crop", _crop_each_border(0.05)),
     Edit("centre-crop-80%", "crop", lambda im, r: _crop_share(im, random.Random(0), 0.20)),
     Edit("letterbox", "border", _letterbox),
     Edit(
@@ -153,12 +233,11 @@ EDITS: tuple[Edit, ...] = (
     Edit("rotate-90", "rotate-90", lambda im, r: im.transpose(Image.Transpose.ROTATE_90)),
     Edit("rotate-180", "rotate-90", lambda im, r: im.transpose(Image.Transpose.ROTATE_180)),
     Edit("rotate-270", "rotate-90", lambda im, r: im.transpose(Image.Transpose.ROTATE_270)),
-    Edit(
-        "rotate-5deg",
-        "small-rotation",
-        lambda im, r: im.rotate(5, resample=Image.Resampling.BICUBIC),
-    ),
-    Edit("screenshot", "screenshot", _screenshot),
+    Edit("rotate-2deg", "small-rotation", _rotate(2)),
+    Edit("rotate-5deg", "small-rotation", _rotate(5)),
+    Edit("rotate-10deg", "small-rotation", _rotate(10)),
+    Edit("photo-on-plain-page", "screenshot", _plain_page),
+    Edit("chat-screenshot", "screenshot", _chat_screenshot),
     Edit("mirror+crop+q60", "combination", _combo, quality=60),
 )
 
