@@ -820,7 +820,8 @@ def _parse_list_file(path: Path, label: str | None) -> tuple[list[Entry], list[d
 def _cmd_import(args: argparse.Namespace) -> int:
     """Add the entries of a list file (`guard export` output, or plain imagehash hex lines).
 
-    Lines without a pHash cannot be confirmed and are matched on the aHash alone. A line that
+    Lines without a pHash (plain aHash hex from other tools) cannot be confirmed: they can flag
+    an upload, never reject it, and a warning on stderr says how many there are. A line that
     is no entry (not a hash, a low-information hash) is refused and listed with the reason; the
     others are added, and the exit status is 1 unless --skip-bad (as `guard load` of the file).
     """
@@ -829,6 +830,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
         raise UsageError(f"no such file: {path}")
     name = _list_name(args.list_name)
     entries, skipped = _read_list_file(path, label=None)
+    unconfirmable = sum(entry.phash is None for entry in entries)
+    if unconfirmable:
+        print(
+            f"warning: {unconfirmable} of {len(entries)} entries have no pHash: they can flag "
+            "uploads, never reject them (an aHash alone is within 8 bits of about 1 unrelated "
+            "photo in 100). Load the images with `guard load` to get entries that can reject.",
+            file=sys.stderr,
+        )
     return _add_and_report(args, name, entries, skipped, strict=not args.skip_bad)
 
 
@@ -945,7 +954,13 @@ def _print_check(report: dict[str, Any]) -> None:
     detail = report.get("error") or report.get("note") or ""
     print(f"{report['verdict'].upper():7} {report['file']}" + (f"  ({detail})" if detail else ""))
     for match in report["matches"]:
-        confirmation = "confirmed" if match["confirmed"] else "not confirmed"
+        confirmation = (
+            "confirmed"
+            if match["confirmed"]
+            else "no pHash: flags at most"
+            if match["phash_distance"] is None
+            else "not confirmed"
+        )
         phash = "-" if match["phash_distance"] is None else match["phash_distance"]
         turned = "" if match["transform"] == "identity" else f", {match['transform']}"
         print(

@@ -47,8 +47,9 @@ def snapshot_record(ahash: int, phash: int | None) -> bytes:
 
 @dataclass(frozen=True)
 class Ranked:
-    """Entries within the radius of a query, best first: confirmed, then nearest in aHash, then
-    in pHash (the order of :meth:`guard.store.Store.lookup`). Parallel arrays."""
+    """Entries within the radius of a query, best first: confirmed, then without a pHash, then
+    contradicted by their pHash; within each, nearest in aHash, then in pHash (the order of
+    :meth:`guard.store.Store.lookup`). Parallel arrays."""
 
     positions: npt.NDArray[np.intp]  # entries of the mirror
     query: npt.NDArray[np.intp]  # the query (variant) that matches each best
@@ -62,6 +63,19 @@ class Ranked:
 
 # Above this many probes per stored hash a linear scan is cheaper than the band index.
 _SCAN_RATIO = 0.25
+
+
+#: Confirmation tiers, best first (the order of a lookup's results).
+CONFIRMED, UNCONFIRMABLE, CONTRADICTED = 0, 1, 2
+
+
+def confirmation_tier(
+    phash_distance: npt.NDArray[np.uint8], has_phash: npt.NDArray[np.bool_], confirm_radius: int
+) -> npt.NDArray[np.uint8]:
+    """Per candidate: CONFIRMED (pHash within the radius), UNCONFIRMABLE (the entry has no pHash:
+    imported from another tool) or CONTRADICTED (its pHash is further)."""
+    tier = np.where(phash_distance > confirm_radius, CONTRADICTED, CONFIRMED)
+    return np.where(has_phash, tier, UNCONFIRMABLE).astype(np.uint8)
 
 
 def popcount(values: Hashes) -> npt.NDArray[np.uint8]:
@@ -148,8 +162,9 @@ class Mirror:
         best first (only the first ``limit`` if given).
 
         ``queries`` are (aHash, pHash) pairs (the variants of the uploaded frames). An entry's
-        best query confirms it if possible (pHash within ``confirm_radius``; entries without a
-        pHash are confirmed), then is nearest in aHash, then in pHash.
+        best query confirms it if possible (pHash within ``confirm_radius``), then is nearest in
+        aHash, then in pHash. Entries rank by :func:`confirmation_tier` first: confirmed, then
+        those without a pHash (nothing can confirm them), then those their pHash contradicts.
         """
         positions = self._near_positions([a for a, _ in queries], radius)
         if not len(positions):  # nothing near (or no query: a flat upload has no hash to ask)
@@ -166,9 +181,9 @@ class Mirror:
         distance = popcount(self.ahashes[positions][:, None] ^ wanted[None, :])
         phash_distance = popcount(self.phashes[positions][:, None] ^ wanted_p[None, :])
         phash_distance[~self.has_phash[positions]] = 0
-        unconfirmed = phash_distance > confirm_radius
+        tier = confirmation_tier(phash_distance, self.has_phash[positions][:, None], confirm_radius)
         score = (
-            unconfirmed.astype(np.int32) << 16
+            tier.astype(np.int32) << 16
             | distance.astype(np.int32) << 8
             | phash_distance.astype(np.int32)
         )
@@ -190,7 +205,7 @@ class Mirror:
             query=best,
             distance=distance[order, best],
             phash_distance=phash_distance[order, best],
-            confirmed=~unconfirmed[order, best],
+            confirmed=tier[order, best] == CONFIRMED,
         )
 
     def _near_positions(self, queries: list[int], radius: int) -> npt.NDArray[np.intp]:

@@ -113,7 +113,7 @@ class Match:
     entry: Entry
     distance: int  # aHash bits between the entry and the matching query variant
     phash_distance: int | None  # None when the entry has no pHash
-    confirmed: bool  # phash_distance <= the confirmation radius, or the entry has no pHash
+    confirmed: bool  # phash_distance <= the confirmation radius (False without a pHash)
     transform: Transform  # which dihedral variant of the query matched ("identity": as uploaded)
     frame: int  # which frame of the query matched
 

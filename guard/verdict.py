@@ -41,7 +41,14 @@ class Verdict:
 
 
 def action_for(match: Match, policy: ListPolicy) -> Action:
-    """What one match means under its list's policy."""
+    """What one match means under its list's policy.
+
+    An entry without a pHash (imported from another tool) is matched on the aHash alone, which
+    unrelated photos with the same layout share (about 1 pair in 100 within 8 bits, see
+    docs/accuracy.md): it can flag an upload for a person to look at, never reject it.
+    """
+    if match.phash_distance is None:
+        return "flag" if match.distance <= policy.flag_radius else "allow"
     if not match.confirmed:
         return "allow"
     if match.distance <= policy.reject_radius:

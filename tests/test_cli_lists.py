@@ -145,6 +145,26 @@ def test_export_import_round_trip_and_plain_imagehash_lines(
     assert lines.split()[:2] == ["ffff000000e0ff00", "-"]
 
 
+def test_an_imported_ahash_without_phash_flags_and_never_rejects(
+    folder: Path, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = folder / Path(LISTED[1]).name
+    plain = tmp_path / "imagehash.txt"
+    plain.write_text(to_hex(hash_file(image).ahash) + "\n")  # the very image, aHash only
+    code, _, err = cli(capsys, "import", str(plain), "--list", "ih", "--redis-url", redis_url)
+    assert code == 0 and "1 of 1 entries have no pHash" in err and "never reject" in err
+    code, out, _ = cli(capsys, "check", str(image), "--json", "--redis-url", redis_url)
+    [report] = json.loads(out)
+    assert report["verdict"] == "flag"  # distance 0, yet only a flag: nothing confirms it
+    assert report["matches"][0]["distance"] == 0 and report["matches"][0]["confirmed"] is False
+    code, out, _ = cli(capsys, "check", str(image), "--redis-url", redis_url)
+    assert "no pHash: flags at most" in out
+    # A list loaded from the image itself still rejects it.
+    cli(capsys, "load", str(folder), "--redis-url", redis_url)
+    _, out, _ = cli(capsys, "check", str(image), "--json", "--redis-url", redis_url)
+    assert json.loads(out)[0]["verdict"] == "reject"
+
+
 def test_remove_by_hash_and_by_file(
     folder: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

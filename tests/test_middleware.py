@@ -254,6 +254,25 @@ def test_flagged_request_reaches_the_app_with_the_verdict(
     }
 
 
+def test_an_entry_without_a_phash_flags_the_very_image_and_never_rejects(redis_url: str) -> None:
+    """A list imported from another tool (aHash only) holds the uploaded image itself: the upload
+    reaches the app flagged, as the aHash alone cannot tell it from unrelated photos."""
+
+    async def load() -> None:
+        async with Store.from_url(redis_url) as store:
+            hashes = hash_bytes(data_file(BLOCKED).read_bytes())
+            await store.add("spam", [Entry(hashes.ahash, None, "imported.txt:1")])
+
+    run(load())
+    body = multipart(("u.jpg", data_file(BLOCKED).read_bytes()))
+    guard, app = guarded(redis_url)
+    result = run(call(guard, body, path="/upload"))
+    assert result.status == 200 and app.bodies == [body]
+    assert app.states == [
+        Decision("flag", images=1, list="spam", distance=0, source="imported.txt:1")
+    ]
+
+
 def test_reject_is_logged_once_with_its_details(
     loaded: str, caplog: pytest.LogCaptureFixture
 ) -> None:

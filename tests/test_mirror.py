@@ -2,8 +2,9 @@
 
 The oracle compares every entry with every query (no bands, no index): an entry is in the answer
 if some query is within ``radius`` aHash bits; its best query is the one that confirms it (pHash
-within ``confirm_radius``, or the entry has no pHash), then the nearest in aHash, then in pHash,
-then the first; entries come best first, ties in entry order; ``limit`` keeps the first ones.
+within ``confirm_radius``), then the nearest in aHash, then in pHash, then the first; entries
+come best first: confirmed, then without a pHash (nothing can confirm them), then contradicted
+by their pHash; ties in entry order; ``limit`` keeps the first ones.
 Many random cases, over every band count, both of rank's paths (band index and linear scan),
 with duplicate aHashes, entries without a pHash and queries near the entries.
 """
@@ -43,21 +44,22 @@ def _oracle(
     qp = np.array([q for _, q in queries], dtype=np.uint64)
     distance = _popcount(a[:, None] ^ qa[None, :])  # entries x queries
     phash_distance = np.where(has[:, None], _popcount(p[:, None] ^ qp[None, :]), 0)
-    unconfirmed = phash_distance > confirm_radius
-    # Each (entry, query) pair's rank as one number: unconfirmed, aHash distance, pHash
-    # distance, query index, in that order of importance; pairs beyond the radius never count.
-    key = ((unconfirmed * 65 + distance) * 65 + phash_distance) * len(queries)
+    # 0 confirmed, 1 no pHash, 2 contradicted by the pHash.
+    tier = np.where(has[:, None], np.where(phash_distance > confirm_radius, 2, 0), 1)
+    # Each (entry, query) pair's rank as one number: tier, aHash distance, pHash distance,
+    # query index, in that order of importance; pairs beyond the radius never count.
+    key = ((tier * 65 + distance) * 65 + phash_distance) * len(queries)
     key = key + np.arange(len(queries))[None, :]
     key = np.where(distance <= radius, key, np.iinfo(np.int64).max)
     best = key.min(axis=1)
     positions = np.flatnonzero(best < np.iinfo(np.int64).max)
-    # Best first by (unconfirmed, distance, pHash distance), not by query; ties in entry order.
+    # Best first by (tier, distance, pHash distance), not by query; ties in entry order.
     positions = positions[np.lexsort((positions, best[positions] // len(queries)))][:limit]
     answer = []
     for position in positions.tolist():
         q = int(best[position] % len(queries))
         d, pd = int(distance[position, q]), int(phash_distance[position, q])
-        answer.append((position, q, d, pd, pd <= confirm_radius))
+        answer.append((position, q, d, pd, bool(has[position]) and pd <= confirm_radius))
     return answer
 
 
@@ -174,12 +176,18 @@ def test_no_query_and_no_entries_give_an_empty_answer() -> None:
     assert len(mirror.rank([(1, 0)], 0, 0)) == 1  # the same mirror answers a real query
 
 
-def test_entries_without_a_phash_are_confirmed_whatever_the_query_phash() -> None:
+def test_entries_without_a_phash_are_never_confirmed_and_rank_between() -> None:
     ahash = 0x00FF00FF00FF00FF
-    mirror = _mirror([ahash, ahash, ahash ^ 1], [None, 0, None], 4)
+    mirror = _mirror([ahash, ahash, ahash ^ 1, ahash ^ 3], [None, 0, None, 2**64 - 1], 4)
     ranked = mirror.rank([(ahash, 2**64 - 1)], radius=2, confirm_radius=10)
-    # Entry 1 has a pHash 64 bits away: unconfirmed, so it comes after both others.
-    assert _as_rows(ranked) == [(0, 0, 0, 0, True), (2, 0, 1, 0, True), (1, 0, 0, 64, False)]
+    # Entry 3's pHash confirms it (2 bits further in aHash, still first); entries 0 and 2 have
+    # no pHash (unconfirmable); entry 1's pHash is 64 bits away (contradicted): last.
+    assert _as_rows(ranked) == [
+        (3, 0, 2, 0, True),
+        (0, 0, 0, 0, False),
+        (2, 0, 1, 0, False),
+        (1, 0, 0, 64, False),
+    ]
 
 
 def test_the_best_query_confirms_before_it_is_near() -> None:

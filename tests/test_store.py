@@ -19,6 +19,7 @@ from guard import hash_bytes
 from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash, phash_of_coefficients, to_signed
 from guard.store import INTSET_ENTRIES, MirrorSettings, Store
+from guard.store.index import tier_of
 from guard.types import Entry, Match
 
 #: Run against the bundled Redis 6.2 and, where installed, a current Redis 7+/Valkey.
@@ -421,7 +422,7 @@ def test_mirror_and_redis_index_give_the_same_matches(redis_url: str) -> None:
                 via_index = await indexed.lookup("spam", frames, **options)
                 assert sorted(map(key, via_mirror), key=str) == sorted(map(key, via_index), key=str)
                 seen.update(m.confirmed for m in via_index)
-                order = [(not m.confirmed, m.distance, m.phash_distance or 0) for m in via_mirror]
+                order = [(tier_of(m), m.distance, m.phash_distance or 0) for m in via_mirror]
                 assert order == sorted(order)
                 best = await mirrored.lookup("spam", frames, limit=1, **options)
                 assert [key(m)[1:] for m in best] == [key(m)[1:] for m in via_index[:1]]

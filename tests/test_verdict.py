@@ -107,6 +107,35 @@ def test_one_match_by_its_lists_policy(
     assert judge(3, [m], {}, policy_of, HTTP) == expected
 
 
+def unconfirmable(name: str, distance: int) -> Match:
+    """A match with an entry imported without a pHash (imagehash hex): nothing confirms it."""
+    entry = Entry(ahash=1, phash=None, source=f"{name}-{distance}.txt")
+    return Match(name, entry, distance, None, False, "identity", 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "distance", "action"),
+    [
+        ("hard", 0, "flag"),  # identical aHash: still only a flag
+        ("hard", 8, "flag"),
+        ("hard", 12, "flag"),
+        ("hard", 13, "allow"),
+        ("soft", 0, "flag"),
+        ("soft", 8, "flag"),
+        ("soft", 9, "allow"),
+    ],
+)
+def test_an_entry_without_a_phash_flags_at_most(name: str, distance: int, action: str) -> None:
+    m = unconfirmable(name, distance)
+    expected = flagged(m) if action == "flag" else ALLOWED
+    assert judge(3, [m], {}, policy_of, HTTP) == expected
+
+
+def test_a_confirmed_reject_beats_an_unconfirmable_nearer_match() -> None:
+    near, confirmed = unconfirmable("hard", 0), match("hard", 7)
+    assert judge(3, [near, confirmed], {}, policy_of, HTTP) == rejected(confirmed)
+
+
 def test_no_images_and_no_matches_allow_with_the_image_count() -> None:
     assert judge(0, [], {}, policy_of, HTTP) == Outcome(Decision("allow", images=0))
     assert judge(5, (), {}, policy_of, HTTP) == Outcome(Decision("allow", images=5))

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from guard.bands import BandLayout, band_key
 from guard.hashing import TRANSFORMS, from_signed, hamming, to_signed
-from guard.mirror import popcount
+from guard.mirror import CONFIRMED, CONTRADICTED, UNCONFIRMABLE, popcount
 from guard.store.connection import Gone, Recreated, translated
 from guard.store.records import ListMeta, entries_from_json, keys, text
 from guard.types import Entry, Match, Transform
@@ -113,8 +113,15 @@ def matches(
             continue  # removed between the two round trips of a Redis-index lookup
         for entry in entries_from_json(ahash, record):
             result.append(best_match(list_name, entry, queries, radius, confirm_radius))
-    result.sort(key=lambda m: (not m.confirmed, m.distance, m.phash_distance or 0))
+    result.sort(key=lambda m: (tier_of(m), m.distance, m.phash_distance or 0))
     return result
+
+
+def tier_of(match: Match) -> int:
+    """The match's confirmation tier (:func:`guard.mirror.confirmation_tier`'s order)."""
+    if match.confirmed:
+        return CONFIRMED
+    return UNCONFIRMABLE if match.phash_distance is None else CONTRADICTED
 
 
 def best_match(
@@ -127,13 +134,13 @@ def best_match(
         return (phash_distance > confirm_radius, hamming(entry.ahash, query[0]), phash_distance)
 
     best = min((q for q in queries if hamming(entry.ahash, q[0]) <= radius), key=score)
-    unconfirmed, distance, phash_distance = score(best)
+    contradicted, distance, phash_distance = score(best)
     return Match(
         list=list_name,
         entry=entry,
         distance=distance,
         phash_distance=None if entry.phash is None else phash_distance,
-        confirmed=not unconfirmed,
+        confirmed=entry.phash is not None and not contradicted,
         transform=best[2],
         frame=best[3],
     )

@@ -243,7 +243,7 @@ class Store:
 
         Exact: the band probes cannot miss a stored hash within ``radius`` (no false negatives).
         Each match says whether its pHash confirms it; the best match per entry comes first,
-        confirmed before unconfirmed, then by distance. ``limit`` keeps only the best ones (the
+        confirmed, then entries without a pHash, then contradicted ones, then by distance. ``limit`` keeps only the best ones (the
         first decides a list's verdict): with the mirror, the others are never fetched.
         """
         transforms: Sequence[Transform] = list(TRANSFORMS) if dihedral else ["identity"]
