@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from machine import DEFAULT_PHOTOS, photos_folder  # bench/machine.py
 from PIL import Image
 
 
@@ -39,7 +40,7 @@ def verdicts(reports: object) -> dict[str, int]:
     return dict(collections.Counter(report["verdict"] for report in reports))
 
 
-def main(photos: str = "../shared/data/photos") -> None:
+def main(photos: str = DEFAULT_PHOTOS) -> None:
     source = Path(photos).resolve()
     files = sorted(source.glob("*.jpg"))
     with tempfile.TemporaryDirectory() as folder:
@@ -76,4 +77,4 @@ def main(photos: str = "../shared/data/photos") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main(photos_folder(__doc__.splitlines()[0]))

@@ -9,10 +9,10 @@ step (no border trim; no JPEG draft) to attribute the differences.
 from __future__ import annotations
 
 import statistics
-import sys
 from pathlib import Path
 
 import imagehash
+from machine import DEFAULT_PHOTOS, photos_folder  # bench/machine.py
 from PIL import Image
 
 import guard.images
@@ -20,7 +20,7 @@ from guard import hamming, hash_bytes
 from guard.hashing import FrameHash
 
 
-def main(folder: str = "../shared/data/photos") -> None:
+def main(folder: str = DEFAULT_PHOTOS) -> None:
     files = sorted(
         p for p in Path(folder).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}
     )
@@ -60,7 +60,8 @@ def main(folder: str = "../shared/data/photos") -> None:
     ):
         bits = [c[0] for c in costs]
         print(
-            f"\nJPEG draft() vs full decode, same pipeline, {label}: mean {statistics.mean(bits):.2f} bits, "
+            f"\nJPEG draft() vs full decode, same pipeline, {label}: "
+            f"mean {statistics.mean(bits):.2f} bits, "
             f"max {max(bits)}, identical {bits.count(0)}/{len(bits)}"
         )
     print("\nlargest differences (guard, no-trim, no-draft, neither, file):")
@@ -69,4 +70,4 @@ def main(folder: str = "../shared/data/photos") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main(photos_folder(__doc__.splitlines()[0]))

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import io
 import random
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from machine import DEFAULT_PHOTOS, photos_folder  # bench/machine.py
 from PIL import Image
 
 from guard import hash_bytes
@@ -122,7 +122,7 @@ def mean_candidates(layout: BandLayout, hashes: list[int], radius: int) -> float
     return total / len(stored)
 
 
-def main(folder: str = "../shared/data/photos") -> None:
+def main(folder: str = DEFAULT_PHOTOS) -> None:
     files = sorted(Path(folder).glob("*.jpg"))
     derive: list[int] = []
     held_out: list[int] = []
@@ -158,10 +158,12 @@ def main(folder: str = "../shared/data/photos") -> None:
             layout = BandLayout.from_permutation(order, m)
             means = [mean_candidates(layout, held_out, r) for r in RADII]
             baseline = baseline or means
-            cells = " | ".join(f"{c:.1f} ({c / b:.2f})" for c, b in zip(means, baseline))
+            cells = " | ".join(
+                f"{c:.1f} ({c / b:.2f})" for c, b in zip(means, baseline, strict=True)
+            )
             summed = within_band_correlation(held_out_correlation, layout)
             print(f"| {m} | {name} | {cells} | {summed:.1f} |")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main(photos_folder(__doc__.splitlines()[0]))

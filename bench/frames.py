@@ -33,7 +33,6 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import io
 import json
-import platform
 import statistics
 import sys
 import time
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import PIL
-from machine import cpu_model  # bench/machine.py, next to this script
+from machine import arguments, describe, machine_line, repetitions  # bench/machine.py
 from PIL import Image, features
 
 from guard import hash_bytes
@@ -53,7 +52,6 @@ from guard.images import _flatten, _load, _open, _shrink
 from guard.types import DEFAULT_LIMITS, ImageLimits
 
 DEFAULT_SHARED = "../shared/data/hard"
-DEFAULT_PHOTOS = "../shared/data/photos"
 LOCAL_PHOTOS = "tests/data"
 SHARED_FILES = (
     "animated.gif",
@@ -238,10 +236,7 @@ def measure(animation: Animation, reps: int) -> Row:
 
 
 def machine() -> dict[str, Any]:
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": cpu_model(),
-        "python": platform.python_version(),
+    return describe() | {
         "pillow": PIL.__version__,
         "libwebp": features.version("webp"),
         "numpy": np.__version__,
@@ -252,7 +247,7 @@ def markdown(rows: list[Row], info: dict[str, Any], reps: int, elapsed: float) -
     lines = [
         "# guard frames benchmark: every frame against the first only",
         "",
-        f"- machine: nproc {info['nproc']}, {info['cpu']}",
+        machine_line(info),
         (
             f"- Python {info['python']}, Pillow {info['pillow']} (libwebp {info['libwebp']}), "
             f"numpy {info['numpy']}"
@@ -279,20 +274,19 @@ def markdown(rows: list[Row], info: dict[str, Any], reps: int, elapsed: float) -
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(
+        __doc__.splitlines()[0],
+        photos="photos to animate",
+        reps=(5, 1),
+        quick="short animations, one repetition",
+    )
     parser.add_argument("--shared", default=DEFAULT_SHARED, help="folder of shared animations")
-    parser.add_argument("--photos", default=DEFAULT_PHOTOS, help="photos to animate")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5; quick 1)")
-    parser.add_argument("--quick", action="store_true", help="short animations, one repetition")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    reps = args.reps if args.reps is not None else (1 if args.quick else 5)
-    if reps < 1:
-        raise SystemExit("--reps must be at least 1")
+    reps = repetitions(args)
     started = time.perf_counter()
     animations = corpus(Path(args.shared), Path(args.photos), args.quick)
     rows = [measure(animation, reps) for animation in animations]

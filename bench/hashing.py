@@ -1,6 +1,7 @@
 """Hashing throughput: guard's aHash against imagehash.average_hash, timed side by side.
 
-    cd /work/main && PYTHONPATH=. python bench/hashing.py [--photos DIR] [--reps N] [--quick] [--json]
+    cd /work/main && PYTHONPATH=. python bench/hashing.py [--photos DIR] [--reps N] [--quick] \
+        [--json]
 
 Needs the `bench` extra (imagehash). The corpus is made in memory from the photos in ``--photos``
 (default ../shared/data/photos): each is centre-cropped to 4:3 or 16:9 and resized with LANCZOS to
@@ -33,7 +34,6 @@ import argparse
 import gc
 import io
 import json
-import platform
 import statistics
 import sys
 import time
@@ -45,7 +45,7 @@ from typing import Any
 import imagehash
 import numpy as np
 import PIL
-from machine import cpu_model  # bench/machine.py, next to this script
+from machine import arguments, describe, machine_line, repetitions  # bench/machine.py
 from PIL import Image, features
 
 from guard import hamming, hash_bytes
@@ -53,7 +53,6 @@ from guard.hashing import ahash_of_cells
 from guard.images import WORKING_SIZE, normalise
 from guard.types import DEFAULT_LIMITS
 
-DEFAULT_PHOTOS = "../shared/data/photos"
 SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080), (4000, 3000))
 FULL_COUNTS = (24, 16, 8)
 QUICK_COUNTS = (8, 4, 2)
@@ -322,11 +321,7 @@ def run_size(
 
 
 def machine() -> dict[str, Any]:
-    model = cpu_model()
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model,
-        "python": platform.python_version(),
+    return describe() | {
         "pillow": PIL.__version__,
         "libjpeg_turbo": features.version("libjpeg_turbo"),
         "zlib": features.version("zlib"),
@@ -340,14 +335,14 @@ def run(folder: Path, counts: tuple[int, ...], reps: int) -> Results:
     timings: list[TimingRow] = []
     bits: list[BitsRow] = []
     everything: list[tuple[int, int]] = []
-    for size, count in zip(SIZES, counts):
+    for size, count in zip(SIZES, counts, strict=True):
         size_timings, size_bits, distances = run_size(folder, size, count, reps, rng)
         timings += size_timings
         bits += size_bits
         everything += distances
     corpus = {
         "photos": str(folder),
-        "images_per_size": {f"{w}x{h}": n for (w, h), n in zip(SIZES, counts)},
+        "images_per_size": {f"{w}x{h}": n for (w, h), n in zip(SIZES, counts, strict=True)},
         "repetitions": reps,
         "formats": ["JPEG baseline q90", "JPEG progressive q90", "PNG compress_level 6"],
         "notes": [
@@ -406,7 +401,7 @@ def markdown(results: Results, elapsed: float) -> str:
     lines = [
         "# guard hashing benchmark",
         "",
-        f"- machine: nproc {m['nproc']}, {m['cpu']}",
+        machine_line(m),
         (
             f"- Python {m['python']}, Pillow {m['pillow']} (libjpeg-turbo "
             f"{m['libjpeg_turbo']}, zlib {m['zlib']}), numpy {m['numpy']}, "
@@ -466,20 +461,19 @@ def as_json(results: Results, elapsed: float) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", default=DEFAULT_PHOTOS, help="folder of source *.jpg photos")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3; quick 1)")
-    parser.add_argument("--quick", action="store_true", help="fewer images and one repetition")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    parser = arguments(
+        __doc__.splitlines()[0],
+        photos="folder of source *.jpg photos",
+        reps=(3, 1),
+        quick="fewer images and one repetition",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     counts = QUICK_COUNTS if args.quick else FULL_COUNTS
-    reps = args.reps if args.reps is not None else (1 if args.quick else 3)
-    if reps < 1:
-        raise SystemExit("--reps must be at least 1")
+    reps = repetitions(args)
     start = time.perf_counter()
     results = run(Path(args.photos), counts, reps)
     elapsed = time.perf_counter() - start

@@ -36,7 +36,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -48,12 +47,19 @@ from pathlib import Path
 from typing import IO, Any
 
 import PIL
-from machine import cpu_model  # bench/machine.py, next to this script
+from machine import (  # bench/machine.py, next to this script
+    arguments,
+    describe,
+    machine_line,
+    median,
+    number,
+    ratio,
+    repetitions,
+)
 from PIL import Image, features
 
 from guard import hash_bytes, hash_file
 
-DEFAULT_PHOTOS = "../shared/data/photos"
 FULL_FILES = 1020
 QUICK_FILES = 200
 SEED = 5
@@ -279,14 +285,6 @@ def time_hashing(files: list[Path], reps: int) -> list[float]:
 # --- the results -----------------------------------------------------------------------------
 
 
-def _median(times: list[float]) -> float | None:
-    return statistics.median(times) if times else None
-
-
-def _ratio(top: float | None, bottom: float | None) -> float | None:
-    return top / bottom if top is not None and bottom else None
-
-
 def row(
     measurement: str,
     runs: list[Run],
@@ -296,18 +294,18 @@ def row(
 ) -> Row:
     """A table row from loads (or, with ``hashing``, from in-process hashing times)."""
     times = hashing if hashing is not None else [r.seconds for r in runs]
-    median = statistics.median(times)
-    summary = _median([r.summary_s for r in runs])
+    middle = statistics.median(times)
+    summary = median([r.summary_s for r in runs])
     return Row(
         measurement=measurement,
         workers=runs[0].workers if runs else None,
         runs=len(times),
-        median_s=median,
-        images_per_s=_ratio(files, median),
-        speedup_vs_1=_ratio(base.median_s, median) if base else None,
+        median_s=middle,
+        images_per_s=ratio(files, middle),
+        speedup_vs_1=ratio(base.median_s, middle) if base else None,
         summary_s=summary,
-        summary_images_per_s=_ratio(files, summary),
-        summary_speedup_vs_1=_ratio(base.summary_s, summary) if base else None,
+        summary_images_per_s=ratio(files, summary),
+        summary_speedup_vs_1=ratio(base.summary_s, summary) if base else None,
         all_s=[round(t, 3) for t in times],
     )
 
@@ -363,12 +361,7 @@ def checks(runs: list[Run], files: int) -> list[Check]:
 
 
 def machine() -> dict[str, Any]:
-    model = cpu_model()
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_count": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
+    return describe(cpu_count=True) | {
         "pillow": PIL.__version__,
         "libjpeg_turbo": features.version("libjpeg_turbo"),
     }
@@ -393,10 +386,6 @@ def corpus_json(corpus: Corpus, photos: Path) -> dict[str, Any]:
 
 
 # --- output ----------------------------------------------------------------------------------
-
-
-def _number(value: float | None, spec: str) -> str:
-    return "" if value is None else format(value, spec)
 
 
 def _share(part: float, whole: float) -> str:
@@ -432,7 +421,7 @@ def markdown(document: dict[str, Any]) -> str:
     lines = [
         "# guard load benchmark",
         "",
-        f"- machine: nproc {m['nproc']} (os.cpu_count {m['cpu_count']}), {m['cpu']}",
+        machine_line(m),
         f"- Python {m['python']}, Pillow {m['pillow']} (libjpeg-turbo {m['libjpeg_turbo']})",
         (
             f"- corpus: {c['files']} JPEG files from {c['source_photos']} photos in "
@@ -455,10 +444,10 @@ def markdown(document: dict[str, Any]) -> str:
     ]
     lines += [
         f"| {r['measurement']} | {r['workers'] if r['workers'] is not None else '-'} | "
-        f"{r['runs']} | {r['median_s']:.2f} | {_number(r['images_per_s'], '.0f')} | "
-        f"{_number(r['speedup_vs_1'], '.2f')} | {_number(r['summary_s'], '.2f')} | "
-        f"{_number(r['summary_images_per_s'], '.0f')} | "
-        f"{_number(r['summary_speedup_vs_1'], '.2f')} |"
+        f"{r['runs']} | {r['median_s']:.2f} | {number(r['images_per_s'], '.0f')} | "
+        f"{number(r['speedup_vs_1'], '.2f')} | {number(r['summary_s'], '.2f')} | "
+        f"{number(r['summary_images_per_s'], '.0f')} | "
+        f"{number(r['summary_speedup_vs_1'], '.2f')} |"
         for r in document["rows"]
     ]
     lines += ["", *breakdown_text(document["breakdown"]), "", "## Checks", ""]
@@ -471,11 +460,12 @@ def markdown(document: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", default=DEFAULT_PHOTOS, help="folder of source *.jpg photos")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3; quick 1)")
-    parser.add_argument("--quick", action="store_true", help="200 files and one repetition")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    parser = arguments(
+        __doc__.splitlines()[0],
+        photos="folder of source *.jpg photos",
+        reps=(3, 1),
+        quick="200 files and one repetition",
+    )
     return parser.parse_args(argv)
 
 
@@ -506,9 +496,7 @@ def run(photos: Path, count: int, reps: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    reps = args.reps if args.reps is not None else (1 if args.quick else 3)
-    if reps < 1:
-        raise SystemExit("--reps must be at least 1")
+    reps = repetitions(args)
     document = run(Path(args.photos), QUICK_FILES if args.quick else FULL_FILES, reps)
     print(json.dumps(document, indent=2) if args.json else markdown(document))
     return 0 if all(c["ok"] for c in document["checks"]) else 1

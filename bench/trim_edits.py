@@ -10,10 +10,10 @@ JPEG q75; for TRIM_TOLERANCE 10, 6 (the default) and 4.
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
+from machine import DEFAULT_PHOTOS, photos_folder  # bench/machine.py
 from PIL import Image, ImageOps
 
 import guard.images
@@ -38,7 +38,7 @@ def _edits(image: Image.Image, rng: np.random.Generator) -> list[bytes]:
     return [_jpeg(letterbox, 50), _jpeg(padded, 75), _jpeg(noisy_image, 75)]
 
 
-def main(folder: str = "../shared/data/photos") -> None:
+def main(folder: str = DEFAULT_PHOTOS) -> None:
     files = sorted(Path(folder).glob("*.jpg"))
     print(f"{len(files)} photos in {folder}; aHash bits between photo and edit\n")
     print("| tolerance | edit | mean | p90 | max | within 4 bits | photos trimmed as they are |")
@@ -58,7 +58,7 @@ def main(folder: str = "../shared/data/photos") -> None:
             for column, edited in enumerate(_edits(image, rng)):
                 distances[column].append(hamming(original, hash_bytes(edited).ahash))
         for label, values in zip(
-            ["letterbox q50", "padding q75", "letterbox+noise q75"], distances
+            ["letterbox q50", "padding q75", "letterbox+noise q75"], distances, strict=True
         ):
             array = np.array(values)
             print(
@@ -69,4 +69,4 @@ def main(folder: str = "../shared/data/photos") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main(photos_folder(__doc__.splitlines()[0]))
