@@ -353,6 +353,7 @@ def _parser() -> argparse.ArgumentParser:
         [
             "guard eval photos/ --quick",
             "guard eval photos/ --chart recall.png   # pip install 'asgi-imageguard[chart]'",
+            "guard eval listed-photos/ --unrelated other-photos/   # false positives at scale",
         ],
         "0 the report was printed; 2 also: FOLDER is no folder, or --chart without matplotlib",
     )
@@ -370,6 +371,13 @@ def _parser() -> argparse.ArgumentParser:
         "--chart",
         metavar="PNG",
         help=f"also draw recall per edit (needs matplotlib: pip install '{DISTRIBUTION}[chart]')",
+    )
+    sub.add_argument(
+        "--unrelated",
+        metavar="OTHER",
+        help="instead: estimate the false reject and flag rates per upload at 1e4, 1e5 and 1e6 "
+        "entries, listing windows of FOLDER's photos and querying windows of OTHER's (photos "
+        "unrelated to FOLDER's: never the same scenes); no store needed",
     )
     _add_workers_option(sub)
 
@@ -1159,6 +1167,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             "(or run without --chart)"
         )
     config: Config = args.config_object
+    if args.unrelated is not None:
+        return _eval_unrelated(args, folder, config)
     total = sum(1 for p in folder.rglob("*") if p.suffix.lower() in evaluation.IMAGE_SUFFIXES)
     show = sys.stderr.isatty()
 
@@ -1190,3 +1200,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _with_store(args, work)
+
+
+def _eval_unrelated(args: argparse.Namespace, folder: Path, config: Config) -> int:
+    """``guard eval FOLDER --unrelated OTHER``: the configured default policy's false reject and
+    flag rates per pair, with a photo-bootstrap bound and a tail fit, and per upload at list sizes
+    (guard.evaluation.unrelated says how)."""
+    from guard.evaluation import IMAGE_SUFFIXES, unrelated
+
+    other = Path(args.unrelated)
+    if not other.is_dir():
+        raise UsageError(f"no such folder: {other}")
+    if other.resolve() == folder.resolve():
+        raise UsageError(
+            "--unrelated needs another folder: a photo is never its own false positive"
+        )
+    policy = config.defaults
+    rules = {
+        "reject": (policy.reject_radius, policy.confirm_radius),
+        "flag": (policy.flag_radius, policy.confirm_radius),
+    }
+    report = unrelated.measure(folder, other, rules, suffixes=IMAGE_SUFFIXES, workers=args.workers)
+    if report.pairs == 0:
+        raise UsageError("no usable images in one of the folders")
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(unrelated.format_report(report))
+    return EXIT_OK
