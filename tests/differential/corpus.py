@@ -389,7 +389,9 @@ def _content_types(image: bytes, tag: str) -> Iterator[Case]:
         "rfc2231-after": f"multipart/form-data; boundary={a}; boundary*={b}",
         "rfc2231-before": f"multipart/form-data; boundary*=utf-8''{b}; boundary={a}",
         "rfc2231-continuation": f"multipart/form-data; boundary={a}; boundary*0={b}",
-        "rfc2231-split": f"multipart/form-data; boundary={a}; boundary*0={b[:2]}; boundary*1={b[2:]}",
+        "rfc2231-split": (
+            f"multipart/form-data; boundary={a}; boundary*0={b[:2]}; boundary*1={b[2:]}"
+        ),
         "repeated": f"multipart/form-data; boundary={a}; boundary={b}",
         "repeated-quoted": f'multipart/form-data; boundary="{a}"; boundary="{b}"',
         "space-around-equals": f"multipart/form-data; boundary = {a}; boundary={b}",
@@ -493,7 +495,8 @@ def _part_headers(image: bytes, tag: str) -> Iterator[Case]:
     yield case(
         "filename-star-and-plain",
         [
-            b'Content-Disposition: form-data; name="file"; filename="a.txt"; filename*=UTF-8\'\'cat.img',
+            b'Content-Disposition: form-data; name="file"; filename="a.txt"; '
+            b"filename*=UTF-8''cat.img",
             media,
         ],
     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import hashlib
 import io
@@ -144,14 +145,10 @@ def _litestar_documents(body: bytes) -> list[Any]:
     from litestar.serialization import decode_json, decode_msgpack
 
     documents = []
-    try:
+    with contextlib.suppress(Exception):  # not JSON
         documents.append(decode_json(body or b"null"))
-    except Exception:  # noqa: BLE001, S110 - not JSON
-        pass
-    try:
+    with contextlib.suppress(Exception):  # not MessagePack
         documents.append(decode_msgpack(body or b"\xc0"))
-    except Exception:  # noqa: BLE001, S110 - not MessagePack
-        pass
     return documents
 
 
@@ -534,7 +531,8 @@ def describe(data: bytes) -> str:
 
 @dataclass
 class Tally:
-    """Bodies x parsers: how many guard refused or accepted, and which bodies broke the invariant."""
+    """Bodies x parsers: how many guard refused or accepted, and which bodies broke the
+    invariant."""
 
     rows: dict[str, dict[str, int]] = field(default_factory=dict)
     violations: dict[str, list[str]] = field(default_factory=dict)
@@ -569,7 +567,7 @@ class Tally:
         for parser, row in self.rows.items():
             cells = [row["bodies"], row["refused"], row["accepted"]]
             cells += [row["framework refused"], row["violations"]]
-            numbers = [str(c).rjust(len(h)) for c, h in zip(cells, columns[1:])]
+            numbers = [str(c).rjust(len(h)) for c, h in zip(cells, columns[1:], strict=True)]
             lines.append(" | ".join([parser.ljust(len(columns[0])), *numbers]))
         if self.crashes:
             lines.append(f"guard crashed (500) on {len(self.crashes)}: {', '.join(self.crashes)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -111,10 +112,9 @@ def exchange(port: int, request: bytes, timeout: float = 30.0) -> Response:
     """Send ``request`` as exact bytes and read the answer until the server closes."""
     received = bytearray()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
-        try:
+        # Answered (and closed) before the body was all sent: read what came.
+        with contextlib.suppress(OSError):
             connection.sendall(request)
-        except OSError:
-            pass  # answered (and closed) before the body was all sent: read what came
         try:
             while chunk := connection.recv(65536):
                 received += chunk

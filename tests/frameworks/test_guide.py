@@ -1,5 +1,6 @@
 """docs/frameworks.md shows the examples as they are: every Python snippet is an excerpt of an
-example file (which test_e2e.py runs), and its YAML block is the config the tests serve them with."""
+example file (which test_e2e.py runs), and its YAML block is the config the tests serve them
+with."""
 
 from __future__ import annotations
 

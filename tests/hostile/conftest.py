@@ -2,8 +2,9 @@
 
 ``tests/hostile`` is a package (it has an ``__init__.py``) so that this file imports as
 ``hostile.conftest`` and does not shadow ``tests/conftest.py``, which every test module imports as
-``conftest``. Use: ``from hostile.conftest import assert_clean, Server, serve, stream``; the fixtures below
-(``no_temp_files``, and ``loaded`` re-exported from test_middleware) need no import.
+``conftest``. Use: ``from hostile.conftest import assert_clean, Server, serve, stream``; the
+fixtures below (``no_temp_files``, and ``loaded`` re-exported from test_middleware) need no
+import.
 """
 
 from __future__ import annotations

@@ -176,7 +176,8 @@ def test_blocked_image_with_a_payload_appended_is_hashed_as_the_image(
 
 def test_H19_trailing_data_is_not_refused_by_itself(loaded: str, no_temp_files: object) -> None:
     """Documented, not done: guard does not reject bytes after the image's end marker. A benign
-    image with a payload appended reaches the app as sent; serving uploads back is the app's risk."""
+    image with a payload appended reaches the app as sent; serving uploads back is the app's
+    risk."""
     body = encode(photo(UNRELATED), "PNG") + ZIP_TAIL + HTML_TAIL
     result, recorder = send(loaded, body, "image/png")
     expect(result, recorder, body, 200)
@@ -461,7 +462,8 @@ def test_json_bodies_guard_cannot_read_as_the_app_would_are_refused(
 
 
 def test_H20_unconfigured_json_is_not_scanned(loaded: str, no_temp_files: object) -> None:
-    """Documented: a route without json_fields passes JSON bodies unscanned, blocked image or not."""
+    """Documented: a route without json_fields passes JSON bodies unscanned, blocked image or
+    not."""
     body = json.dumps({"avatar": b64(blocked_jpeg())}).encode()
     result, recorder = send(loaded, body, "application/json")
     expect(result, recorder, body, 200)

@@ -345,8 +345,9 @@ def test_H16a_bytes_not_names(
 ) -> None:
     """Whatever the part's filename or declared type, a blocked image's bytes are found; binary
     image bytes in a text field (no filename) are refused, since the app gets them as a str
-    decoded one of several ways. RFC 2231 parameters (``filename*``, ``name*``) are refused: Django and Werkzeug decode them,
-    python-multipart does not, so the parsers would not agree on what is a file."""
+    decoded one of several ways. RFC 2231 parameters (``filename*``, ``name*``) are refused:
+    Django and Werkzeug decode them, python-multipart does not, so the parsers would not agree
+    on what is a file."""
     body = part(b"Content-Disposition: " + disposition + b"\r\n" + part_type, _blocked()) + END
     guard, app = guarded(loaded)
     result, _, _ = send(guard, body)
