@@ -17,6 +17,9 @@ from PIL import Image
 import guard.cli
 from guard.cli import main
 
+#: Slow (the CLI in child processes, on folders, stdin and pipes): not in the fast path.
+pytestmark = pytest.mark.slow
+
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))

@@ -9,6 +9,9 @@ from PIL import Image
 from guard import hash_bytes
 from guard.hashing import TRANSFORMS
 
+#: Slow (every photo, every dihedral transform, hashed for real): not in the fast path.
+pytestmark = pytest.mark.slow
+
 PILLOW_OPS = {
     "identity": None,
     "flip_left_right": Image.Transpose.FLIP_LEFT_RIGHT,

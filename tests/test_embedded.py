@@ -25,7 +25,10 @@ from guard.hashing import hash_file
 from guard.store import Store
 from guard.types import Entry, ImageLimits
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock, /proc")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock, /proc"),
+    pytest.mark.slow,
+]
 
 try:
     embedded.server_binary()

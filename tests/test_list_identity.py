@@ -16,6 +16,9 @@ from guard.hashing import FrameHash, from_hex, from_signed, hamming, phash_of_co
 from guard.store import MirrorSettings, Store
 from guard.types import Entry
 
+#: Slow (several workers' stores and mirrors over a list loaded again): not in the fast path.
+pytestmark = pytest.mark.slow
+
 RADIUS = 4
 
 

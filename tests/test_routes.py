@@ -203,6 +203,7 @@ def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(regex, re.DOTALL)
 
 
+@pytest.mark.slow  # 30,000 random cases; test_routes' tables cover the matcher in the fast path
 def test_the_glob_matcher_agrees_with_the_reference_regex() -> None:
     """Random patterns and paths over a small alphabet: every corner ("*" empty, "**" over no
     slash, adjacent stars, repeated chunks) comes up many times."""
@@ -677,6 +678,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.slow  # a real uvicorn in a child process
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 def test_uvicorn_root_path_and_startup_failure(redis_url: str, tmp_path: Path) -> None:
     """A real uvicorn: with the list missing it refuses to start, naming it; loaded, under

@@ -28,6 +28,9 @@ from guard.uploads import find_images
 
 from .parsers import asgi_scope, receive_for
 
+#: Slow (every framework parser over the recorded client bodies): not in the fast path.
+pytestmark = pytest.mark.slow
+
 CORPUS = Path(__file__).parent / "benign"
 RECORDS = {path.stem: path for path in sorted(CORPUS.glob("*--*.json"))}
 CAPTURED = sorted(stem for stem in RECORDS if (CORPUS / f"{stem}.body").exists())

@@ -26,6 +26,9 @@ from .parsers import (
     pixels,
 )
 
+#: Slow (every parser over a corpus and its mutants): not in the fast path, -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 #: Bodies x parsers of this run, judged against the real guard (printed at the end with -s).
 SUMMARY = Tally()
 MUTANTS = 400

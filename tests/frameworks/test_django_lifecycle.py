@@ -25,6 +25,9 @@ from guard import hash_file
 from guard.store import Store
 from guard.types import Entry
 
+#: Slow (servers in child processes): not in the fast path, -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 IDLE = "0.5"  # seconds without a lease before the embedded Redis stops
 

@@ -22,6 +22,9 @@ from frameworks.conftest import FLAGGED
 from frameworks.servers import APPS, Response, Server, exchange, start, stop, wait_listening
 from frameworks.tricks import B, Trick, field_part, file_part, form, multipart_type
 
+#: Slow (servers in child processes): not in the fast path, -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 FRAMEWORKS = list(APPS)
 
 
@@ -163,9 +166,8 @@ def test_no_trick_gets_a_2xx(servers: dict[str, Server]) -> None:
     if os.environ.get("GUARD_E2E_VERBOSE"):
         for framework, rows in results.items():
             for trick, response in rows:
-                print(
-                    f"{framework:10} {trick.cls:5} {response.status} {trick.name} {response.body[:90]!r}"
-                )
+                seen = f"{response.status} {trick.name} {response.body[:90]!r}"
+                print(f"{framework:10} {trick.cls:5} {seen}")
     print("\n" + table(results))
     if passed:
         print("\n2xx answers:\n" + "\n".join(passed))

@@ -34,6 +34,9 @@ from guard.hashing import from_signed, hash_bytes, to_signed
 from guard.middleware import GuardMiddleware
 from guard.store import Store
 
+#: Slow (the CLI in child processes, interrupted loads): not in the fast path.
+pytestmark = pytest.mark.slow
+
 GiB = 1024**3
 
 

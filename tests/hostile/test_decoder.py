@@ -39,6 +39,9 @@ from guard.types import Entry, ImageLimits
 from hostile.conftest import assert_clean
 from hostile.test_content import REJECTED, expect, part, send
 
+#: Slow (bombs, long animations, fuzzed images through the middleware): not in the fast path.
+pytestmark = pytest.mark.slow
+
 UNDECODABLE = {"error": "image could not be decoded"}
 MB = 1024 * 1024
 

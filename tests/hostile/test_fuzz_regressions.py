@@ -34,7 +34,7 @@ from guard.verdict import refusal_for
 from hostile.conftest import Server, assert_clean, messages, scope_for, serve
 
 # Decoders warn about the broken inputs (TIFF tags); noise here, never part of a response.
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning:PIL"), pytest.mark.slow]
 
 WITH_TIFF = ImageLimits(allowed_formats=SUPPORTED_FORMATS)
 # The fuzzer's bound is 2 s per input; 3x that for a shared 2-core CI machine. The inputs are

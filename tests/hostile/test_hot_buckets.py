@@ -19,6 +19,9 @@ from guard.hashing import FrameHash, hamming, phash_of_coefficients
 from guard.store import MirrorSettings, Store
 from guard.types import Entry
 
+#: Slow (lists with hot buckets of thousands of entries): not in the fast path.
+pytestmark = pytest.mark.slow
+
 HOT = 20_000
 
 

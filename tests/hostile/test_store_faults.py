@@ -43,6 +43,9 @@ from guard.middleware import GuardMiddleware
 from guard.store import HEALTH_CHECK_SECONDS, MirrorSettings, Store, _RetryIfDead
 from guard.types import Entry
 
+#: Slow (a fault proxy between guard and Redis, CLI subprocesses): not in the fast path.
+pytestmark = pytest.mark.slow
+
 BLOCKED = LOCAL_PHOTOS[0]
 UNRELATED = LOCAL_PHOTOS[5]
 FAILURES, COOLDOWN = 3, 0.4
