@@ -72,12 +72,13 @@ def listed(redis_url: str, *images: bytes) -> None:
 
 
 def measured(guard: GuardMiddleware, body: bytes, content_type: str) -> tuple[Result, float, int]:
-    """The response, the seconds it took and the peak traced memory in bytes."""
+    """The response, the CPU seconds this process spent on it (all threads: not wall-clock,
+    which a loaded machine inflates) and the peak traced memory in bytes."""
     tracemalloc.start()
-    started = time.perf_counter()
+    started = time.process_time()
     try:
         result = run(call(guard, body, content_type=content_type))
-        elapsed = time.perf_counter() - started
+        elapsed = time.process_time() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -149,7 +150,7 @@ def test_bomb_by_header_is_refused_fast_without_decoding(
     assert result.json()["error"].startswith(f"image has {pixels} pixels")
     assert result.json()["error"].endswith("over the limit max_image_pixels=50000000")
     assert_clean(result)
-    assert elapsed < 0.5, f"took {elapsed:.3f}s"
+    assert elapsed < 0.5, f"took {elapsed:.3f} CPU s"
     assert peak < 5 * MB, f"traced peak {peak / MB:.1f} MB"
 
 
@@ -175,7 +176,7 @@ def test_H23_64_megapixels_hit_guards_cap_after_open_before_load(
         413,
         "image has 64000000 pixels (8000x8000), over the limit max_image_pixels=50000000",
     )
-    assert elapsed < 0.5, f"took {elapsed:.3f}s"
+    assert elapsed < 0.5, f"took {elapsed:.3f} CPU s"
     assert peak < 5 * MB, f"traced peak {peak / MB:.1f} MB"
 
 
