@@ -1,4 +1,10 @@
-"""Shared test helpers: where the images are, and small image factories."""
+"""Shared test helpers: where the images are, and small image factories.
+
+The fast path for development is ``pytest -m "not slow"`` (under a minute on two cores, through
+every module and a real Redis); tests that take seconds (servers and CLIs in child processes,
+large random oracles, fault injection, the framework and parser differentials) are marked
+``slow`` and run in the full suite.
+"""
 
 from __future__ import annotations
 
