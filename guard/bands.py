@@ -70,7 +70,9 @@ class BandLayout:
 
     def probes(self, value: int, radius: int) -> Iterator[tuple[int, int]]:
         """Every (band index, band value) to look in so that no hash within ``radius`` is missed."""
-        for index, (own, rho) in enumerate(zip(self.values(value), self.radii(radius))):
+        for index, (own, rho) in enumerate(
+            zip(self.values(value), self.radii(radius), strict=True)
+        ):
             for flipped in range(min(rho, self.width) + 1):
                 for positions in itertools.combinations(range(self.width), flipped):
                     mask = 0

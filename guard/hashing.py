@@ -1,9 +1,9 @@
 """guard-ahash v1: the hashes, their dihedral variants, and their spellings.
 
-The functions on pixels and integers are pure (numpy only). :func:`hash_bytes` and :func:`hash_file`
-put :mod:`guard.images` in front of them. A hash is a plain ``int`` in ``[0, 2**64)``: bit 63 is the
-top-left cell of the 8x8 grid, rows run left to right, top to bottom, so the 16-digit hex spelling is
-exactly imagehash's.
+The functions on pixels and integers are pure (numpy only). :func:`hash_bytes` and
+:func:`hash_file` put :mod:`guard.images` in front of them. A hash is a plain ``int`` in
+``[0, 2**64)``: bit 63 is the top-left cell of the 8x8 grid, rows run left to right, top to bottom,
+so the 16-digit hex spelling (:mod:`guard.spelling`) is exactly imagehash's.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from guard.errors import FileTooLarge, InvalidHash
+from guard.errors import FileTooLarge
 from guard.images import AHASH_SIZE, PHASH_SIZE, SmallImage, normalise
+from guard.spelling import HASH_BITS as HASH_BITS
+from guard.spelling import from_hex as from_hex
+from guard.spelling import from_signed as from_signed
+from guard.spelling import hamming as hamming
+from guard.spelling import to_hex as to_hex
+from guard.spelling import to_signed as to_signed
 from guard.types import DEFAULT_LIMITS, ImageLimits, Transform
 
 HASH_VERSION = "guard-ahash-v1"
-HASH_BITS = 64
-_MASK = (1 << HASH_BITS) - 1
-_SIGN = 1 << (HASH_BITS - 1)
 
 # Below this contrast between the darkest and brightest of the 64 cells (grey levels), which
 # cells are "above the mean" is decided by noise. Below LOW_INFORMATION_BITS set bits (or above
@@ -128,47 +131,10 @@ def transform_coefficients(coefficients: np.ndarray, transform: Transform) -> np
     return coefficients
 
 
-def hamming(a: int, b: int) -> int:
-    """Number of differing bits."""
-    return (a ^ b).bit_count()
-
-
 def is_low_information(ahash: int) -> bool:
     """True for aHashes that carry no evidence: (nearly) all bits equal, as flat images give."""
     ones = ahash.bit_count()
     return ones < LOW_INFORMATION_BITS or ones > HASH_BITS - LOW_INFORMATION_BITS
-
-
-def to_hex(value: int) -> str:
-    """16 lowercase hex digits, imagehash's spelling."""
-    _check_range(value)
-    return f"{value:016x}"
-
-
-def from_hex(text: str) -> int:
-    """Parse 16 hex digits (any case, surrounding spaces ignored) into a hash."""
-    digits = text.strip()
-    if len(digits) != 16 or any(ch not in "0123456789abcdefABCDEF" for ch in digits):
-        raise InvalidHash(f"a hash is 16 hex digits, got {text!r}")
-    return int(digits, 16)
-
-
-def to_signed(value: int) -> int:
-    """The hash as a signed int64 (how Redis stores it: small intset members)."""
-    _check_range(value)
-    return value - (1 << HASH_BITS) if value & _SIGN else value
-
-
-def from_signed(value: int) -> int:
-    """The inverse of :func:`to_signed`."""
-    if not -_SIGN <= value < _SIGN:
-        raise InvalidHash(f"a signed hash is in [-2**63, 2**63), got {value}")
-    return value & _MASK
-
-
-def _check_range(value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MASK:
-        raise InvalidHash(f"a hash is an int in [0, 2**64), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -265,7 +231,7 @@ def hash_bytes(
 
 
 def hash_file(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> ImageHashes:
-    """Hash an image file. Raises OSError if it cannot be read, ImageError if it is not a usable image.
+    """Hash an image file. Raises OSError if it cannot be read, ImageError if it is no usable image.
 
     The size is checked before reading (and the read is bounded, should the file grow meanwhile):
     a huge file in a blocklist folder costs one ``fstat``, not its size in memory.

@@ -341,7 +341,7 @@ def _load(frame: Image.Image) -> Image.Image:
 
 
 def _flatten(frame: Image.Image) -> Image.Image:
-    """Return the frame as opaque "L" or "RGB": 16-bit scaled, palette expanded, alpha over black."""
+    """The frame as opaque "L" or "RGB": 16-bit scaled, palette expanded, alpha over black."""
     mode = frame.mode
     if mode in ("L", "RGB"):
         return frame
@@ -435,7 +435,7 @@ def trim_box(grey: np.ndarray) -> tuple[int, int, int, int]:
                 last[i] = _median(lines[more[i] - 1])
         if not any(more):
             return (cut[0], cut[1], cut[2], cut[3])
-        cut = [done + extra for done, extra in zip(cut, more)]
+        cut = [done + extra for done, extra in zip(cut, more, strict=True)]
 
 
 def _median(line: np.ndarray) -> float:

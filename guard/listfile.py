@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from guard.hashing import from_hex, to_hex
+from guard.spelling import from_hex, to_hex
 
 
 @dataclass(frozen=True)

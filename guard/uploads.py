@@ -202,7 +202,7 @@ class Replay:
 
 @dataclass(frozen=True)
 class JsonScan:
-    """Where a route's JSON bodies hold images (``Route.json_fields``) and how much JSON to parse."""
+    """Where a route's JSON bodies hold images (``Route.json_fields``); how much JSON to read."""
 
     fields: tuple[str, ...]
     max_bytes: int

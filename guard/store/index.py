@@ -12,8 +12,9 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from guard.bands import BandLayout, band_key
-from guard.hashing import TRANSFORMS, from_signed, hamming, to_signed
+from guard.hashing import TRANSFORMS
 from guard.mirror import CONFIRMED, CONTRADICTED, UNCONFIRMABLE, popcount
+from guard.spelling import from_signed, hamming, to_signed
 from guard.store.connection import Gone, Recreated, translated
 from guard.store.records import ListMeta, entries_from_json, keys, text
 from guard.types import Entry, Match, Transform

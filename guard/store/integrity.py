@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 
 from guard.bands import list_key
 from guard.errors import EvictionUnsafe, StoreError, StoreUnavailable
-from guard.hashing import from_signed, to_hex
 from guard.mirror import RECORD_SIZE, band_values_of, snapshot_record
+from guard.spelling import from_signed, to_hex
 from guard.store.connection import translated
 from guard.store.records import ListMeta, entries_from_json, keys, text
 

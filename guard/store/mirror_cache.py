@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, ResponseError
 
 from guard.errors import StoreError
-from guard.hashing import to_signed
 from guard.mirror import RECORD_SIZE, Mirror, Ranked
+from guard.spelling import to_signed
 from guard.store.connection import Gone, Recreated, translated
 from guard.store.index import INLINE_QUERIES, Query, run
 from guard.store.records import ListMeta, entries_from_json, keys, text

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from guard.bands import BandLayout, default_layout, list_key
-from guard.hashing import HASH_VERSION, from_hex, to_hex
+from guard.hashing import HASH_VERSION
+from guard.spelling import from_hex, to_hex
 from guard.types import Entry
 
 

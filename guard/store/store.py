@@ -13,8 +13,9 @@ import redis.asyncio as aioredis
 
 from guard.bands import BAND_COUNTS, LISTS_KEY
 from guard.errors import StoreError, StoreUnavailable
-from guard.hashing import TRANSFORMS, FrameHash, from_signed
+from guard.hashing import TRANSFORMS, FrameHash
 from guard.mirror import Mirror
+from guard.spelling import from_signed
 from guard.store import index, integrity, writes
 from guard.store.catalog import Catalog
 from guard.store.connection import client, lease_embedded, translated
@@ -242,9 +243,10 @@ class Store:
         """Every entry within ``radius`` aHash bits of a query frame (or its flips/rotations).
 
         Exact: the band probes cannot miss a stored hash within ``radius`` (no false negatives).
-        Each match says whether its pHash confirms it; the best match per entry comes first,
-        confirmed, then entries without a pHash, then contradicted ones, then by distance. ``limit`` keeps only the best ones (the
-        first decides a list's verdict): with the mirror, the others are never fetched.
+        Each match says whether its pHash confirms it; the best match per entry comes first:
+        confirmed, then entries without a pHash, then contradicted ones, then by distance.
+        ``limit`` keeps only the best ones (the first decides a list's verdict): with the
+        mirror, the others are never fetched.
         """
         transforms: Sequence[Transform] = list(TRANSFORMS) if dihedral else ["identity"]
         queries: list[Query] = [

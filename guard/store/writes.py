@@ -15,8 +15,9 @@ import redis.asyncio as aioredis
 
 from guard.bands import BAND_COUNTS, LISTS_KEY, band_key, list_key, validate_list_name
 from guard.errors import LowInformationEntry
-from guard.hashing import is_low_information, to_hex, to_signed
+from guard.hashing import is_low_information
 from guard.mirror import RECORD_SIZE, snapshot_record
+from guard.spelling import to_hex, to_signed
 from guard.store.catalog import Catalog
 from guard.store.connection import Recreated, translated
 from guard.store.records import ListMeta, entry_json, keys, packed, phash_text, text
