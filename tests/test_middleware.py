@@ -482,7 +482,10 @@ def test_a_silent_store_gets_a_decision_within_the_deadline(
 
     result, elapsed = run(timed())
     assert result.status == status
-    assert elapsed < 1.5  # the 0.3 s decision deadline, not the 30 s socket timeout
+    # The deadline, not the socket timeout, ended the wait: the deadline's failure is counted,
+    # and the wait is far from 30 s (10 s: no load on a test machine stretches 0.3 s that far).
+    assert guard.counters.store_failures == 1
+    assert elapsed < 10
     if status == 503:
         assert (
             result.json() == {"error": "blocklist store unavailable"}

@@ -245,7 +245,8 @@ def test_a_silent_server_times_out_within_the_socket_timeout(silent_server: int)
         started = time.monotonic()
         with pytest.raises(StoreUnavailable):
             await store.lookup("spam", [frame_of(1)], radius=2)
-        assert time.monotonic() - started < 3  # not redis-py's minute-long default
+        # redis-py's default would wait about a minute; 20 s is far from both, whatever the load.
+        assert time.monotonic() - started < 20
         await store.close()
 
     run(body())
