@@ -287,7 +287,8 @@ def check(spam: list[Path], edited: Path, unrelated: Path) -> None:
             d = hamming(hashes[a].ahash, hashes[b].ahash)
             assert d >= MIN_SPAM_APART, f"{a} vs {b}: aHash {d} < {MIN_SPAM_APART}"
 
-    # The edit mirrors the banner: compare with the mirrored original, as guard's dihedral lookup does.
+    # The edit mirrors the banner: compare with the mirrored original, as guard's dihedral
+    # lookup does.
     e = hash_file(edited)
     oa, op = hashes[EDITED_SOURCE].frames[0].variant("flip_left_right")
     da, dp = hamming(e.ahash, oa), hamming(e.phash, op)

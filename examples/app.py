@@ -1,6 +1,6 @@
 """A small Starlette app with an image upload, guarded by guard.
 
-    uvicorn examples.app:app            (from the repository root, after `guard load blocklists/spam/`)
+    uvicorn examples.app:app       (from the repository root, after `guard load blocklists/spam/`)
 
 `GET /` serves an upload form; `POST /upload` takes the multipart field `file` and answers 200 JSON
 describing what arrived.
@@ -41,7 +41,7 @@ async def index(request: Request) -> HTMLResponse:
 
 
 async def upload(request: Request) -> JSONResponse:
-    """Describe what arrived: the file's size and digest (the exact bytes sent), and guard's verdict."""
+    """What arrived: the file's size and digest (the exact bytes sent), and guard's verdict."""
     form = await request.form()
     file = form.get("file")
     decision = getattr(request.state, "guard", None)

@@ -7,6 +7,7 @@ so it serves asyncio tests and subprocesses (``guard load``) alike.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import subprocess
@@ -84,10 +85,8 @@ class FaultProxy:
         if listener is not None:
             # shutdown() wakes the thread blocked in accept(); close() alone would leave the
             # socket listening until that accept() returned.
-            try:
+            with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             listener.close()
 
     def drop(self) -> None:
@@ -189,10 +188,8 @@ class FaultProxy:
                 self._pairs.remove(pair)
         for sock in (pair.client, pair.upstream):
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.close()
-                except OSError:
-                    pass
 
 
 @dataclass

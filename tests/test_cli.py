@@ -18,7 +18,7 @@ def test_hash_json_lists_every_file_with_hex_hashes(capsys: pytest.CaptureFixtur
     assert main(["hash", "--json", *files]) == 0
     results = json.loads(capsys.readouterr().out)
     assert [r["file"] for r in results] == files
-    for result, path in zip(results, files):
+    for result, path in zip(results, files, strict=True):
         expected = hash_file(path)
         assert result["ahash"] == to_hex(expected.ahash) and len(result["ahash"]) == 16
         assert from_hex(result["phash"]) == expected.phash

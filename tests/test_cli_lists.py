@@ -59,7 +59,8 @@ def test_load_reports_added_present_and_skipped_and_is_idempotent(
     assert sorted(summary["skipped"], key=lambda s: s["file"]) == [
         {
             "file": "blank.png",
-            "reason": "low-information image (flat, nearly flat or tiny): it would match any such image",
+            "reason": "low-information image (flat, nearly flat or tiny): "
+            "it would match any such image",
         },
         {"file": "notes.txt", "reason": "not an image: the bytes match no known image format"},
     ]

@@ -105,7 +105,7 @@ def test_from_signed_rejects_out_of_range(bad: int) -> None:
 
 
 def test_hamming_matches_a_bit_by_bit_count() -> None:
-    for a, b in zip(RANDOM_HASHES[:300], RANDOM_HASHES[300:600]):
+    for a, b in zip(RANDOM_HASHES[:300], RANDOM_HASHES[300:600], strict=True):
         assert hamming(a, b) == sum(((a >> i) & 1) != ((b >> i) & 1) for i in range(64))
 
 
@@ -147,11 +147,11 @@ def _scipy_free_reference_dct(block: np.ndarray) -> np.ndarray:
     out = np.zeros((8, 8))
     x = np.arange(n)
     for k in range(8):
-        for l in range(8):
+        for m in range(8):
             basis = np.outer(
-                np.cos(np.pi * k * (2 * x + 1) / (2 * n)), np.cos(np.pi * l * (2 * x + 1) / (2 * n))
+                np.cos(np.pi * k * (2 * x + 1) / (2 * n)), np.cos(np.pi * m * (2 * x + 1) / (2 * n))
             )
-            out[k, l] = 4 * (block * basis).sum()
+            out[k, m] = 4 * (block * basis).sum()
     return out
 
 

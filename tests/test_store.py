@@ -256,10 +256,9 @@ def test_real_photo_hashes_round_trip(make_store: StoreFactory) -> None:
     async def body() -> None:
         async with make_store() as store:
             hashes = [hash_bytes(encode(photo(name))) for name in LOCAL_PHOTOS]
-            await store.add(
-                "photos", [Entry(h.ahash, h.phash, name) for h, name in zip(hashes, LOCAL_PHOTOS)]
-            )
-            for h, name in zip(hashes, LOCAL_PHOTOS):
+            named = list(zip(hashes, LOCAL_PHOTOS, strict=True))
+            await store.add("photos", [Entry(h.ahash, h.phash, name) for h, name in named])
+            for h, name in named:
                 matches = await store.lookup("photos", h.frames, radius=8, confirm_radius=16)
                 assert (
                     matches[0].entry.source == name

@@ -523,7 +523,7 @@ def test_a_full_redis_refuses_loads_but_keeps_answering_lookups(
         client.close()
 
 
-# --- guard load killed midway (H38: idempotent, verifiable) ----------------------------------------
+# --- guard load killed midway (H38: idempotent, verifiable) ---------------------------------------
 
 
 def _images(folder: Path, count: int) -> None:
