@@ -184,7 +184,7 @@ class Replay:
 
     After the last chunk every call goes to the server's ``receive``, which blocks until
     ``http.disconnect``: the app can still notice a client leaving, and never spins on an
-    empty body (a naive replay was polled 26,519 times in 150 ms, reliability.md H07).
+    empty body (a naive replay was polled 26,519 times in 150 ms, hostile case H07).
     """
 
     def __init__(self, spool: Spool, receive: Receive) -> None:

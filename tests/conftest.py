@@ -36,7 +36,12 @@ os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="guard-test-data-")
 
 DATA = Path(__file__).parent / "data"
 # The project's wider image sets, present on developer machines only (never on a user's clone).
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Optional data beyond tests/data: a folder with ``photos/`` (unrelated photographs) and ``hard/``
+#: (named edge cases), from GUARD_TEST_DATA, else a ``shared/data`` folder beside the checkout.
+#: Tests that need it skip without it (docs/development.md says what it holds).
+SHARED = Path(
+    os.environ.get("GUARD_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 
 
 def data_file(name: str) -> Path:
@@ -47,7 +52,7 @@ def data_file(name: str) -> Path:
     shared = SHARED / name
     if shared.exists():
         return shared
-    pytest.skip(f"{name} is not in tests/data and ../shared/data is not here")
+    pytest.skip(f"{name} is not in tests/data, and GUARD_TEST_DATA has no {name}")
 
 
 def shared_files(pattern: str) -> list[Path]:

@@ -272,7 +272,7 @@ def test_config_file_and_environment_select_policy_and_server(
     assert code == 3 and "lists.spam.dihedral" in err
 
 
-# --- lists --verify and the eviction check (reliability H37, H38) -------------------------------
+# --- lists --verify and the eviction check (hostile cases H37, H38) ----------------------------
 
 
 def _tamper(redis_url: str, how: str) -> str:

@@ -22,7 +22,7 @@ PILLOW_OPS = {
     "rotate_270": Image.Transpose.ROTATE_270,
     "transverse": Image.Transpose.TRANSVERSE,
 }
-# Every shared photo where ../shared exists (170), else the copies in tests/data.
+# Every photo of GUARD_TEST_DATA where it is set (170 for the project), else tests/data's.
 PHOTOS = [str(p.relative_to(p.parents[1])) for p in shared_files("photos/*.jpg")] or LOCAL_PHOTOS
 
 

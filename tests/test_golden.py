@@ -1,7 +1,7 @@
 """Golden vectors: the exact guard-ahash v1 hashes of real files.
 
 Any change to decoding, normalisation or bit order changes stored lists' meaning; these fail loudly
-when that happens. Files copied into tests/data always run; the rest run where ../shared exists.
+when that happens. Files copied into tests/data always run; the rest where GUARD_TEST_DATA is set.
 If a change here is intended, it is a new hash version (guard.hashing.HASH_VERSION), not an edit.
 """
 

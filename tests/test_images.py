@@ -1,4 +1,5 @@
-"""Hard inputs: each behaves as intended (see ../shared/data/hard/README.md)."""
+"""Hard inputs: each behaves as intended (the named edge cases of GUARD_TEST_DATA's hard/ folder
+where it is set; the copies in tests/data always)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def test_exif_orientation_is_applied(orientation: int) -> None:
 )
 def test_shared_exif_files_hash_like_the_upright_photo(name: str) -> None:
     if not shared_files(name):
-        pytest.skip("../shared/data is not here")
+        pytest.skip("GUARD_TEST_DATA is not set (the optional photo and edge-case sets)")
     upright = hash_file(data_file("photos/kodak-kodim23.jpg"))
     assert hamming(hash_file(data_file(name)).ahash, upright.ahash) <= 2
 
@@ -107,7 +108,7 @@ def test_alpha_is_composited_onto_black() -> None:
 
 
 def test_seed_stars_stay_close() -> None:
-    """star.png vs star-new.png: the seed reports 4 bits, imagehash 2."""
+    """star.png vs star-new.png: the Go hasher guard grew from reports 4 bits, imagehash 2."""
     star, new = hash_file(data_file("seed/star.png")), hash_file(data_file("seed/star-new.png"))
     assert hamming(star.ahash, new.ahash) <= 4
 
@@ -131,7 +132,7 @@ def test_sixteen_bit_grey_hashes_like_eight_bit() -> None:
 )
 def test_shared_sixteen_bit_files_hash_like_the_photo(deep: str, eight: str) -> None:
     if not shared_files(deep):
-        pytest.skip("../shared/data is not here")
+        pytest.skip("GUARD_TEST_DATA is not set (the optional photo and edge-case sets)")
     assert hamming(hash_file(data_file(deep)).ahash, hash_file(data_file(eight)).ahash) <= 2
 
 
@@ -144,7 +145,7 @@ def test_cmyk_jpeg_hashes_like_rgb() -> None:
 
 def test_shared_cmyk_file_hashes_like_the_photo() -> None:
     if not shared_files("hard/cmyk.jpg"):
-        pytest.skip("../shared/data is not here")
+        pytest.skip("GUARD_TEST_DATA is not set (the optional photo and edge-case sets)")
     photo_hash = hash_file(data_file("photos/skimage-coffee.jpg"))
     assert hamming(hash_file(data_file("hard/cmyk.jpg")).ahash, photo_hash.ahash) <= 2
 
@@ -319,7 +320,7 @@ def test_the_default_budget_lets_ordinary_animations_through() -> None:
 )
 def test_shared_animations(name: str) -> None:
     if not shared_files(name):
-        pytest.skip("../shared/data is not here")
+        pytest.skip("GUARD_TEST_DATA is not set (the optional photo and edge-case sets)")
     hashes = hash_file(data_file(name))
     assert len(hashes.frames) > 1 and not hashes.low_information
 

@@ -1,4 +1,4 @@
-"""Each framework's example under a real uvicorn, attacked over a raw socket (issue 11).
+"""Each framework's example under a real uvicorn, attacked over a raw socket (docs/frameworks.md).
 
 One server per framework for the module (plus Starlette again under ``--root-path /prefix``),
 on the test Redis server with the `spam` list. Every trick hides a blocked image; none may get a

@@ -1,4 +1,5 @@
-"""The requests of the end-to-end suite: a blocked image hidden by one trick each (issue 11).
+"""The requests of the end-to-end suite: a blocked image hidden by one trick each
+(docs/frameworks.md).
 
 Every trick is sent as exact bytes over a socket (http.client would normalise the request line,
 headers and framing). ``payloads`` are the image bytes the app must never receive.
@@ -21,7 +22,7 @@ BLOCKED_FILE = ROOT / "blocklists" / "spam" / "win-cash.jpg"
 CLEAN_FILE = ROOT / "examples" / "images" / "unrelated.jpg"
 CRLF = b"\r\n"
 
-#: The trick classes of issue 11, in table order.
+#: The trick classes, in the order of docs/frameworks.md's table.
 CLASSES = {
     "canon": "canonical blocked upload (multipart, raw, JSON)",
     "a": "framing: delimiter without CRLF, part after the close, body opening with the close, ...",

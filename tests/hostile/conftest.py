@@ -1,4 +1,4 @@
-"""Helpers for the hostile-input tests (reliability.md cases H01-H40).
+"""Helpers for the hostile-input tests (hostile cases H01-H40).
 
 ``tests/hostile`` is a package (it has an ``__init__.py``) so that this file imports as
 ``hostile.conftest`` and does not shadow ``tests/conftest.py``, which every test module imports as

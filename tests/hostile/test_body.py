@@ -1,4 +1,4 @@
-"""Hostile bodies and the ASGI receive/send contract: reliability.md cases H01-H09.
+"""Hostile bodies and the ASGI receive/send contract: hostile cases H01-H09.
 
 Each test drives GuardMiddleware directly with a scripted server (hostile.conftest.Server) and
 asserts the status, that nothing internal leaks, whether the app was called (with the exact
@@ -369,7 +369,7 @@ def test_H07_receive_after_the_replay_is_the_servers(loaded: str) -> None:
     """A Starlette StreamingResponse listens for http.disconnect while it streams. After the last
     replayed chunk guard hands over to the server's receive, which blocks until the response is
     done: a handful of calls in all, never the body again (a naive replay was polled 26,519
-    times in 150 ms, reliability.md H07)."""
+    times in 150 ms, hostile case H07)."""
     polls: list[Message] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

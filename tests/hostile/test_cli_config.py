@@ -1,4 +1,4 @@
-"""`guard load` on a hostile folder (reliability.md H39) and hostile or mistaken config (H40).
+"""`guard load` on a hostile folder (hostile case H39) and hostile or mistaken config (H40).
 
 The CLI runs in-process (``guard.cli.main``) against the session's real Redis server, except for
 Ctrl-C, which interrupts a real ``python -m guard load`` process group.

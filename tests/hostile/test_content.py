@@ -1,4 +1,4 @@
-"""Hostile content types (reliability.md H18-H21): the bytes decide, never the declared type.
+"""Hostile content types (hostile case H18-H21): the bytes decide, never the declared type.
 
 Every case drives the middleware with a scripted ``receive`` against the real Redis server holding
 the list ``spam`` (fixture ``loaded``) and checks the status, the exact refusal body, that the app

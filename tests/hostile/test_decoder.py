@@ -1,4 +1,4 @@
-"""Decoder attacks and image semantics (reliability.md H22-H31), through the middleware.
+"""Decoder attacks and image semantics (hostile case H22-H31), through the middleware.
 
 Each case checks the status and exact refusal body, that the app was called once with the original
 bytes or not at all, and that no temporary file is left; bombs also get a time and a traced-memory

@@ -1,4 +1,4 @@
-"""Hostile multipart bodies: reliability.md cases H10-H17.
+"""Hostile multipart bodies: hostile cases H10-H17.
 
 guard reads only canonical multipart (guard.multipart): part headers of at most 8 lines and
 8 KiB (H14), boundaries of 1 to 70 characters (H15), no preamble or epilogue (H11), no RFC 2231

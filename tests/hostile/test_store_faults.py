@@ -1,4 +1,4 @@
-"""Redis faults with real processes (reliability H32-H38): a real redis-server on TCP behind a
+"""Redis faults with real processes (hostile cases H32-H38): a real redis-server on TCP behind a
 fault-injecting proxy (tests/faultproxy.py), and the server itself stopped and restarted.
 
 For each fault: the middleware answers within its deadline by each list's policy (fail-closed
