@@ -37,7 +37,7 @@ figure without that noise, ``GET /ping`` is also timed in this process through b
 directly (no server, no sockets), and guard's added microseconds are given as a share of a served
 bare request.
 
-Targets (issue 5): unguarded GET throughput within 2% of the bare app (ratio >= 0.98); guarded
+Targets: unguarded GET throughput within 2% of the bare app (ratio >= 0.98); guarded
 1080p upload latency added by guard (p50 guarded - p50 bare, case d) at most the decode+hash time
 plus 1 ms, where decode+hash is the median of 15 ``guard.hash_bytes`` of the allowed JPEG in this
 process just before each repetition's case d (the machine's load drifts), compared per repetition
@@ -99,7 +99,7 @@ WORKER_COUNTS = (1, 2)
 APPS = ("bare", "guarded")
 AGAIN = "bare again"
 START_TIMEOUT = 60.0  # seconds for a server to answer on every worker
-# Targets (issue 5 item 3).
+# The middleware speed targets (docs/performance.md).
 TARGET_GET_RATIO = 0.98
 TARGET_ADDED_MS = 1.0  # on top of decode+hash
 
