@@ -549,13 +549,24 @@ def part(draw: st.DrawFn) -> tuple[bytes, str]:
             # No sign of a file (python-multipart >= 0.0.30 drops RFC 2231 ``filename*``, so the
             # app sees a plain field too): guard judges the bytes, images count, text does not.
             effect = "field" if effect == "not-an-image" else effect
+        if filename is None and effect in ("image", "blocked"):
+            # A text field: the app gets a str, whose bytes each framework decodes its own way,
+            # so a binary image there is refused (400); it must be sent as a file.
+            effect = "text-image"
+        elif filename is None and effect in ("not-allowed", "undecodable"):
+            effect = "unknown"  # refused as a text-field image or not, by what its bytes sniff as
+    if kind != "field" and star is not None:
+        effect = "non-canonical"  # filename* is outside guard's canonical subset: 400 (as below)
     if draw(st.integers(0, 9)) == 0:
         headers.append(("Content-Transfer-Encoding", draw(st.sampled_from(["base64", "binary"]))))
         effect = "cte"
     for _ in range(draw(st.integers(0, 2))):
         value = draw(TEXT)
         texts.append(value)
-        headers.append((draw(st.sampled_from(["X-Note", "Content-ID", "X-Empty"])), value))
+        header = draw(st.sampled_from(["X-Note", "Content-ID", "X-Empty"]))
+        if any(header == name for name, _ in headers):
+            effect = "non-canonical"  # a header twice is outside the canonical subset too: 400
+        headers.append((header, value))
     raw = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers) + b"\r\n" + data
     # A quote or backslash in a quoted parameter changes how it parses: no known answer then.
     clean = not any(c in text for text in texts for c in '"\\')
@@ -571,8 +582,10 @@ def expected_status(effects: list[str]) -> int | None:
         # Refused as the body streams, or by the parser at the part after the cap, or at an
         # earlier part's Content-Transfer-Encoding: which one depends on counting details.
         return None if "cte" in effects else statuses.too_large
-    if "cte" in effects:  # refused while parsing that part's headers
+    if "cte" in effects or "non-canonical" in effects:  # refused while parsing that part's headers
         return statuses.malformed
+    if "text-image" in effects:  # refused at that part: unknown if a 415 part may come first
+        return None if "not-an-image" in effects else statuses.malformed
     if "not-an-image" in effects:  # a file part that is no image
         return statuses.unsupported
     images = [e for e in effects if e in ("image", "blocked", "not-allowed", "undecodable")]
@@ -608,9 +621,13 @@ def structured(draw: st.DrawFn) -> tuple[bytes, str, int | None]:
     content_type = f"multipart/form-data; boundary={param}{extra}"
     effects = [effect for _, effect in drawn]
     clean = (
-        preamble.strip(b"\r\n") == b""  # python-multipart refuses a text preamble (400)
+        preamble == b""  # guard's canonical subset has no preamble at all (400)
+        and epilogue.strip() == b""  # and only whitespace after the closing boundary
         and len(boundary) <= 70
         and " " not in boundary
+        # A boundary of dashes only overlaps itself in the closing delimiter ("-----" holds
+        # "---" three times): guard refuses the body (400), which no real client sends.
+        and boundary.strip("-") != ""
         and not extra.startswith("; boundary")
         and all(dash not in raw for raw, _ in drawn)
     )
