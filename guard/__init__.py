@@ -36,7 +36,7 @@ from guard.hashing import (
 )
 from guard.images import sniff_format
 from guard.store import Store
-from guard.types import AddResult, Entry, ImageLimits, ListInfo, Match
+from guard.types import AddResult, Decision, Entry, ImageLimits, ListInfo, Match
 from guard.verdict import Verdict, decide
 
 # The one version string: pyproject.toml reads it ([tool.setuptools.dynamic]) for the package
@@ -44,12 +44,12 @@ from guard.verdict import Verdict, decide
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from guard.middleware import Decision, GuardMiddleware
+    from guard.middleware import GuardMiddleware
 
 
 def __getattr__(name: str) -> Any:
     # The middleware (anyio, python-multipart) loads only when asked for, so the CLI stays light.
-    if name in ("GuardMiddleware", "Decision"):
+    if name == "GuardMiddleware":
         from guard import middleware
 
         return getattr(middleware, name)

@@ -40,7 +40,7 @@ from guard.errors import (
 from guard.hashing import FrameHash, ImageHashes, hash_bytes
 from guard.store import Store, open_store
 from guard.supervision import REPORT_INTERVAL, Lookups, StoreCounters, StoreSupervisor
-from guard.types import ASGIApp, ImageLimits, Match, Message, Receive, Scope, Send
+from guard.types import ASGIApp, Decision, ImageLimits, Match, Message, Receive, Scope, Send
 from guard.uploads import (
     ClientDisconnected,
     JsonScan,
@@ -50,7 +50,7 @@ from guard.uploads import (
     part_counter,
     read_body,
 )
-from guard.verdict import Decision, Outcome, Refusal, judge, refusal_for
+from guard.verdict import Outcome, Refusal, judge, refusal_for
 
 # Re-exported: Decision and the counters were first defined here, and apps import them from here.
 __all__ = ["REPORT_INTERVAL", "Decision", "GuardMiddleware", "StoreCounters"]

@@ -132,3 +132,21 @@ class ListInfo:
     hash_version: str
     created: float
     version: int
+
+
+# --- what the app sees ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Decision:
+    """What guard concluded about a request it let through: ``scope["state"]["guard"]``.
+
+    ``action`` is "allow", "flag" (a confirmed match within a flag radius: the app decides) or
+    "unchecked" (a fail-open list's store was unavailable).
+    """
+
+    action: Literal["allow", "flag", "unchecked"]
+    images: int = 0
+    list: str | None = None
+    distance: int | None = None
+    source: str | None = None
+    unchecked_lists: tuple[str, ...] = ()

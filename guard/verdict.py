@@ -28,7 +28,7 @@ from guard.errors import (
     UnknownList,
     UnsupportedEncoding,
 )
-from guard.types import Match
+from guard.types import Decision, Match
 
 Action = Literal["reject", "flag", "allow"]
 _SEVERITY: dict[Action, int] = {"allow": 0, "flag": 1, "reject": 2}
@@ -110,22 +110,6 @@ def refusal_for(error: GuardError, settings: HttpSettings) -> Refusal:
     if isinstance(error, BodyTimeout):
         return Refusal(statuses.timeout, {"error": str(error)})
     return Refusal(500, {"error": "internal error"})
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What guard concluded about a request it let through: ``scope["state"]["guard"]``.
-
-    ``action`` is "allow", "flag" (a confirmed match within a flag radius: the app decides) or
-    "unchecked" (a fail-open list's store was unavailable).
-    """
-
-    action: Literal["allow", "flag", "unchecked"]
-    images: int = 0
-    list: str | None = None
-    distance: int | None = None
-    source: str | None = None
-    unchecked_lists: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

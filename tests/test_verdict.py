@@ -28,8 +28,8 @@ from guard.errors import (
     UnknownList,
     UnsupportedEncoding,
 )
-from guard.types import Entry, Match
-from guard.verdict import Decision, Outcome, Refusal, judge, refusal_for, refuses
+from guard.types import Decision, Entry, Match
+from guard.verdict import Outcome, Refusal, judge, refusal_for, refuses
 
 STATUSES = StatusCodes(
     reject=451,
