@@ -13,7 +13,7 @@ from guard.bands import validate_list_name
 from guard.errors import StoreError, StoreInconsistent, UnknownList
 from guard.hashing import HASH_VERSION
 from guard.store.connection import Gone, Recreated, translated
-from guard.store.records import ListMeta, keys
+from guard.store.records import ListMeta, drop_marker, keys, text
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ class Catalog:
             return cached
         meta = await self.read(list_name)
         if meta is None and list_name in self.seen:
-            raise self.vanished(list_name)
+            raise await self.vanished(list_name)
         if meta is None:
             raise UnknownList(f"no list named {list_name!r}")
         return meta
@@ -67,10 +67,20 @@ class Catalog:
         self.cached.pop(list_name, None)
         self._on_forget(list_name)
 
-    def vanished(self, list_name: str) -> StoreInconsistent:
+    async def vanished(self, list_name: str) -> StoreError:
         """A list this store had read is gone (a restart without persistence, FLUSHDB, an
-        eviction): an error, never "no match" (hostile case H37, tests/hostile)."""
+        eviction): an error, never "no match" (hostile case H37, tests/hostile).
+
+        Unless it was dropped on purpose (``guard drop``, ``guard rename``: its drop marker says
+        so): then :class:`UnknownList`, as a list never loaded, and the list's ``required``
+        setting decides what a route does without it.
+        """
         self.forget(list_name)
+        async with translated():
+            marker = text(await self._client.get(drop_marker(list_name)) or b"")
+        if marker.startswith("drop"):
+            self.seen.discard(list_name)
+            return UnknownList(f"list {list_name!r} was dropped (guard drop or guard rename)")
         return StoreInconsistent(
             f"list {list_name!r} has vanished from Redis (restarted without persistence, "
             f"flushed or evicted?): re-load it (guard load ... --list {list_name})"
@@ -85,8 +95,8 @@ class Catalog:
         except Recreated:
             self.forget(list_name)
         except Gone:
-            raise self.vanished(list_name) from None
+            raise await self.vanished(list_name) from None
         try:
             return await work(await self.meta(list_name))
         except Gone:
-            raise self.vanished(list_name) from None
+            raise await self.vanished(list_name) from None

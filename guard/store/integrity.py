@@ -34,6 +34,7 @@ class VerifyReport:
     snapshot_missing: int  # entries of `entries` without their snapshot record
     snapshot_stray: int  # snapshot records that are no entry (and duplicates, a torn tail)
     examples: tuple[str, ...] = ()  # up to 10 mismatches, for the operator
+    pending: str = ""  # set while `guard rename` copies into the list (not whole yet)
 
     @property
     def ok(self) -> bool:
@@ -43,12 +44,17 @@ class VerifyReport:
             and self.stray == 0
             and self.snapshot_missing == 0
             and self.snapshot_stray == 0
+            and not self.pending
         )
 
     @property
     def findings(self) -> tuple[str, ...]:
         """Each mismatch in words ("no snapshot" is a finding, not an error)."""
         found = []
+        if self.pending:
+            found.append(
+                f"incomplete ({self.pending}, unfinished: guard drop {self.list} and rename again)"
+            )
         if self.entries != self.meta_entries:
             found.append(f"meta counts {self.meta_entries} entries, `entries` holds {self.entries}")
         if self.missing:
@@ -141,6 +147,7 @@ async def verify(client: aioredis.Redis, list_name: str, meta: ListMeta) -> Veri
         snapshot_missing=snap_missing,
         snapshot_stray=snap_stray,
         examples=tuple(examples),
+        pending=meta.pending,
     )
 
 

@@ -3,11 +3,15 @@
 Every key of a list shares the hash tag ``{<list>}`` (so a Lua script may touch them all):
 
     guard:{<list>}:meta          HASH    hash_version, bands, layout (JSON), created, entries,
-                                         incarnation
+                                         incarnation, pending (only while `guard rename` copies
+                                         into the list: "rename from <old> (<token>)")
     guard:{<list>}:b<i>:<value>  SET     aHashes as signed int64 decimals (Redis intsets)
     guard:{<list>}:entries       HASH    aHash (signed decimal) -> JSON list of its entries
     guard:{<list>}:ver           STRING  INCR on every change
     guard:{<list>}:snap          STRING  17 bytes per entry: aHash, pHash, has-pHash (guard.mirror)
+    guard:{<list>}:dropped       STRING  drop marker: "dropping <incarnation>" from the first
+                                         step of a drop until its last; "dropped <incarnation>"
+                                         after a drop that keeps it (until the list is re-created)
     guard:lists                  SET     list names
 """
 
@@ -40,6 +44,11 @@ def keys(list_name: str) -> ListKeys:
         list_key(list_name, "meta"),
         list_key(list_name, "snap"),
     )
+
+
+def drop_marker(list_name: str) -> str:
+    """The key that says a list was dropped on purpose (or is being dropped)."""
+    return list_key(list_name, "dropped")
 
 
 def text(value: bytes | str) -> str:
@@ -95,6 +104,8 @@ class ListMeta:
     #: list created before incarnations existed, until its next add gives it one).
     incarnation: str
     layout_text: str  # the layout as stored (the scripts compare it)
+    #: Set while ``guard rename`` copies entries into this list (it is not whole yet).
+    pending: str = ""
 
     @classmethod
     def parse(cls, raw: dict[Any, Any]) -> ListMeta:
@@ -105,6 +116,7 @@ class ListMeta:
             created=float(raw[b"created"]),
             incarnation=text(raw.get(b"incarnation", b"")),
             layout_text=text(raw[b"layout"]),
+            pending=text(raw.get(b"pending", b"")),
         )
 
     @classmethod

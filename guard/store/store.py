@@ -62,6 +62,7 @@ class Store:
         self._catalog = Catalog(client, on_forget=self._mirror_cache.forget)
         self._add = client.register_script(writes.ADD_SCRIPT)
         self._remove = client.register_script(writes.REMOVE_SCRIPT)
+        self._drop = client.register_script(writes.DROP_SCRIPT)
 
     @classmethod
     def from_url(
@@ -189,13 +190,36 @@ class Store:
             list_name, lambda meta: writes.remove(self._remove, list_name, meta, ahash, phash)
         )
 
-    async def drop(self, list_name: str) -> int:
-        """Delete a whole list (every key under its hash tag). Returns the number of keys deleted.
+    async def drop(self, list_name: str, *, keep_marker: bool = False) -> int:
+        """Delete a whole list (every key under its hash tag). Returns the number of keys deleted
+        (0 if there was no such list).
 
-        Not atomic: a reader may see the list shrink while it goes. Meant for temporary lists
-        (``guard eval``) and for removing a list for good.
+        Readers see the list gone at once (its metadata goes first, in one step), then its keys
+        are deleted in batches (guard.store.writes says the order). ``keep_marker`` leaves a
+        small marker saying it was dropped on purpose: a worker that had read the list then gets
+        :class:`UnknownList` (its ``required`` setting decides), not
+        :class:`StoreInconsistent` (data loss). ``guard drop`` keeps it; temporary lists
+        (``guard eval``) do not. Run it again to finish a drop that was interrupted.
         """
-        return await writes.drop(self._client, self._catalog, list_name)
+        return await writes.drop(
+            self._client, self._drop, self._catalog, list_name, keep_marker=keep_marker
+        )
+
+    async def unfinished_drop(self, list_name: str) -> bool:
+        """Whether a drop of the list began and did not finish (:meth:`drop` it again)."""
+        return await writes.unfinished_drop(self._client, list_name)
+
+    async def rename(self, old: str, new: str) -> int:
+        """Rename a list: copy its entries (labels, sources, times) into a new list ``new``,
+        check the copy whole, then drop ``old`` (keeping its marker). Returns the entries copied.
+
+        A list's keys share the hash tag of its name, so a Cluster cannot RENAME them: the copy
+        is written through the add script and carries a pending note until it is proven whole
+        (``guard lists --verify`` reports it incomplete meanwhile). Raises
+        :class:`guard.store.writes.ListExists` if ``new`` exists, :class:`UnknownList` if
+        ``old`` does not; interrupted, ``old`` is kept: drop ``new`` and rename again.
+        """
+        return await writes.rename(self._client, self._add, self._drop, self._catalog, old, new)
 
     # --- reads -------------------------------------------------------------------------------
 

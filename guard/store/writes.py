@@ -1,6 +1,24 @@
 """Changes to a list: adds and removals through the Lua scripts in scripts/ (an entry is written
 with its band members, its ``entries`` record, its snapshot record and the version counter at
-once: no reader sees half an entry), and dropping a whole list."""
+once: no reader sees half an entry), dropping a whole list and renaming one (copy, then drop).
+
+A drop (:func:`drop`) goes in this order:
+
+1. one Lua step (scripts/drop.lua) deletes the list's ``meta`` and ``ver`` and writes its drop
+   marker ("dropping <incarnation>"): from then on every lookup finds the list gone (a worker's
+   mirror is checked against ``meta`` on every lookup: it answers nothing), ``guard lists``
+   skips it, and no add can re-create the list over the keys still to delete;
+2. the name leaves ``guard:lists``;
+3. the list's other keys (band sets, ``entries``, ``snap``) are UNLINKed in batches found by
+   SCAN over its hash tag: nobody reads them any more (every read starts at ``meta``);
+4. the marker becomes "dropped <incarnation>" (kept: a worker that had read the list then
+   treats it as never loaded, :class:`guard.errors.UnknownList`, so its ``required`` setting
+   decides) or is deleted (``keep_marker=False``: a worker that knew the list reports it
+   vanished, as after a flush).
+
+Interrupted after step 1, the list stays gone for readers and cannot be re-created: run the
+drop again (``guard drop NAME``), which finishes steps 2 to 4.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +32,22 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from guard.bands import BAND_COUNTS, LISTS_KEY, band_key, list_key, validate_list_name
-from guard.errors import LowInformationEntry
+from guard.errors import LowInformationEntry, StoreError
 from guard.hashing import is_low_information
 from guard.mirror import RECORD_SIZE, snapshot_record
-from guard.spelling import to_hex, to_signed
+from guard.spelling import from_signed, to_hex, to_signed
 from guard.store.catalog import Catalog
 from guard.store.connection import Recreated, translated
-from guard.store.records import ListMeta, entry_json, keys, packed, phash_text, text
+from guard.store.records import (
+    ListMeta,
+    drop_marker,
+    entries_from_json,
+    entry_json,
+    keys,
+    packed,
+    phash_text,
+    text,
+)
 from guard.types import AddResult, Entry
 
 #: A registered Lua script: ``await script(keys=[...], args=[...])``.
@@ -35,6 +62,15 @@ def _script(name: str) -> str:
 
 
 ADD_SCRIPT = _script("add.lua")
+DROP_SCRIPT = _script("drop.lua")
+# Keys UNLINKed per call while a drop deletes a list's keys.
+DROP_BATCH = 500
+
+
+class ListExists(StoreError):
+    """``guard rename`` found its new name taken."""
+
+
 REMOVE_SCRIPT = _script("remove.lua").replace("RECORD_SIZE", str(RECORD_SIZE))
 
 
@@ -45,8 +81,10 @@ async def add(
     list_name: str,
     entries: Iterable[Entry],
     bands: int,
+    pending: str = "",
 ) -> AddResult:
-    """:meth:`guard.store.Store.add`: ``script`` is the registered add script."""
+    """:meth:`guard.store.Store.add`: ``script`` is the registered add script. ``pending``:
+    a note the list is created with (refused if the list exists without the same note)."""
     batch = list(entries)
     for entry in batch:
         if is_low_information(entry.ahash):
@@ -63,7 +101,9 @@ async def add(
     batches = [batch[i : i + WRITE_BATCH] for i in range(0, len(batch), WRITE_BATCH)] or [[]]
     for number, chunk in enumerate(batches):
         try:
-            done, already, meta = await _add_batch(script, catalog, list_name, meta, chunk, now)
+            done, already, meta = await _add_batch(
+                script, catalog, list_name, meta, chunk, now, pending
+            )
         except Recreated:
             if number > 0:
                 raise
@@ -73,7 +113,9 @@ async def add(
             fresh = await catalog.read(list_name)
             if fresh is None:
                 raise
-            done, already, meta = await _add_batch(script, catalog, list_name, fresh, chunk, now)
+            done, already, meta = await _add_batch(
+                script, catalog, list_name, fresh, chunk, now, pending
+            )
         added += done
         present += already
     async with translated():
@@ -89,17 +131,19 @@ async def _add_batch(
     meta: ListMeta,
     batch: Sequence[Entry],
     now: float,
+    pending: str = "",
 ) -> tuple[int, int, ListMeta]:
     """One call of the add script: (added, present, the metadata with the list's incarnation as
     the script found or made it)."""
     names = keys(list_name)
-    script_keys = [names.entries, names.ver, names.meta, names.snap]
+    script_keys = [names.entries, names.ver, names.meta, names.snap, drop_marker(list_name)]
     args: list[str | int | bytes] = [
         len(meta.layout.bands),
         meta.layout_text,
         meta.hash_version,
         repr(now),  # `created`, if this call creates the list
         secrets.token_hex(8),
+        pending,
     ]
     for entry in batch:
         if entry.added_at is None:
@@ -141,20 +185,118 @@ async def remove(
     return int(removed)
 
 
-async def drop(client: aioredis.Redis, catalog: Catalog, list_name: str) -> int:
-    """:meth:`guard.store.Store.drop`: delete every key under the list's hash tag."""
+async def drop(
+    client: aioredis.Redis,
+    script: Script,
+    catalog: Catalog,
+    list_name: str,
+    *,
+    keep_marker: bool = False,
+) -> int:
+    """:meth:`guard.store.Store.drop`, in the order the module's docstring gives. Returns the
+    number of keys deleted (0: there was no such list, nor an unfinished drop of one)."""
     validate_list_name(list_name)
-    deleted = 0
+    names = keys(list_name)
+    marker = drop_marker(list_name)
     async with translated():
+        deleted = int(await script(keys=[names.meta, names.ver, marker]))
+        state = text(await client.get(marker) or b"")
         await client.srem(LISTS_KEY, list_name)
         batch: list[bytes] = []
         async for key in client.scan_iter(match=list_key(list_name, "*"), count=1000):
+            if text(key) == marker:
+                continue
             batch.append(key)
-            if len(batch) >= 500:
-                deleted += await client.delete(*batch)
+            if len(batch) >= DROP_BATCH:
+                deleted += await client.unlink(*batch)
                 batch = []
         if batch:
-            deleted += await client.delete(*batch)
+            deleted += await client.unlink(*batch)
+        if state.startswith("dropping"):
+            if keep_marker:
+                await client.set(marker, "dropped" + state[len("dropping") :])
+            else:
+                await client.delete(marker)
     catalog.forget(list_name)
     catalog.seen.discard(list_name)  # gone on purpose
     return deleted
+
+
+async def unfinished_drop(client: aioredis.Redis, list_name: str) -> bool:
+    """Whether a drop of the list began and did not finish (run it again)."""
+    validate_list_name(list_name)
+    async with translated():
+        state = await client.get(drop_marker(list_name))
+    return text(state or b"").startswith("dropping")
+
+
+async def rename(
+    client: aioredis.Redis,
+    add_script: Script,
+    drop_script: Script,
+    catalog: Catalog,
+    old: str,
+    new: str,
+) -> int:
+    """:meth:`guard.store.Store.rename`: copy every entry of ``old`` into a new list ``new``
+    (created by the add script with a pending note, in batches of :data:`WRITE_BATCH`), check
+    that ``new`` holds as many entries as ``old`` and that ``old`` did not change meanwhile,
+    clear the note, then drop ``old`` (keeping its marker). Returns the entries copied.
+
+    Until the note is cleared ``new`` is incomplete: ``guard lists --verify`` says so, and a
+    rename interrupted there leaves it so (``guard drop NEW``, then rename again); ``old`` is
+    untouched until the copy is proven whole.
+    """
+    validate_list_name(old)
+    validate_list_name(new)
+    if old == new:
+        raise ListExists(f"list {new!r} is the list to rename")
+    catalog.cached.pop(old, None)
+    meta = await catalog.meta(old)
+    async with translated():
+        taken = await client.exists(keys(new).meta)
+    if taken:
+        raise ListExists(f"list {new!r} exists already: pick another name, or drop it first")
+    if await unfinished_drop(client, new):
+        raise ListExists(f"a drop of list {new!r} did not finish: run guard drop {new} first")
+    bands = len(meta.layout.bands)
+    note = f"rename from {old} ({secrets.token_hex(4)})"
+    names = keys(old)
+    async with translated():
+        version = int(await client.get(names.ver) or 0)
+        expected = int(await client.hget(names.meta, "entries") or 0)
+
+    async def copy(chunk: list[Entry]) -> int:
+        try:
+            result = await add(client, add_script, catalog, new, chunk, bands, pending=note)
+        except StoreError as error:
+            if "list exists already" in str(error):
+                raise ListExists(f"list {new!r} was created meanwhile: not renamed") from None
+            raise
+        return result.added
+
+    copied = await copy([])  # creates `new`, empty, with its pending note
+    chunk: list[Entry] = []
+    async with translated():
+        async for field, value in client.hscan_iter(names.entries, count=1000):
+            chunk += entries_from_json(from_signed(int(field)), value)
+            if len(chunk) >= WRITE_BATCH:
+                copied += await copy(chunk)
+                chunk = []
+    if chunk:
+        copied += await copy(chunk)
+    new_names = keys(new)
+    async with translated():
+        now_version = int(await client.get(names.ver) or 0)
+        held = int(await client.hget(new_names.meta, "entries") or 0)
+    if now_version != version or copied != expected or held != expected:
+        raise StoreError(
+            f"list {old!r} changed while it was copied ({expected} entries expected, "
+            f"{copied} copied, {held} in {new!r}): {new!r} is incomplete and {old!r} was kept; "
+            f"run guard drop {new} and rename again"
+        )
+    async with translated():
+        await client.hdel(new_names.meta, "pending")
+    catalog.forget(new)
+    await drop(client, drop_script, catalog, old, keep_marker=True)
+    return copied
