@@ -111,6 +111,12 @@ _STATUS = _ints(400, 599)
 _BANDS = Rule(
     f"one of {', '.join(map(str, BAND_COUNTS))}", lambda v: type(v) is int and v in BAND_COUNTS
 )
+#: What a list's matches do: "enforce" (reject and flag) or "shadow" (only log and count them).
+Mode = typing.Literal["enforce", "shadow"]
+MODES: tuple[Mode, ...] = typing.get_args(Mode)
+_MODE = Rule(" or ".join(f'"{mode}"' for mode in MODES), lambda v: v in MODES and type(v) is str)
+#: A share from 0 to 1; a bool is no number here (``True`` is not 100%), NaN is in no range.
+_RATIO = Rule("a number from 0 to 1", lambda v: type(v) in (int, float) and 0 <= v <= 1)
 
 
 # YAML values each annotated field type accepts (text for errors, test, conversion). Tests use
@@ -120,6 +126,7 @@ _KINDS: dict[object, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = 
     float: ("a number", lambda v: type(v) in (int, float), float),
     bool: ("true or false", lambda v: type(v) is bool, bool),
     str: ("a string", lambda v: type(v) is str, str),
+    Mode: ("a string", lambda v: type(v) is str, str),
     str | None: ("null or a string", lambda v: v is None or type(v) is str, lambda v: v),
     frozenset[str]: (
         "a list of format names",
@@ -203,6 +210,16 @@ class ListPolicy:
     #: and a lookup that finds it missing later follows ``fail_open`` as if the store were down.
     #: False: start-up only warns, and a missing list matches nothing (warned once).
     required: bool = setting(True, _BOOL)
+    #: "enforce": a match rejects or flags as the radii say. "shadow": the list is looked up and
+    #: decided as usual, but its would-be rejects and flags only reach the app as "shadow-reject"
+    #: and "shadow-flag" decisions, logged and counted: a new list is tried on real traffic
+    #: before it refuses anything.
+    mode: Mode = setting("enforce", _MODE)
+    #: In enforce mode, the share of this list's would-be rejects and flags that are enforced;
+    #: the others are handled as in shadow mode. Chosen per upload from a hash of the match, never
+    #: at random: the same upload gets the same treatment in every worker and on every retry, and
+    #: raising the ratio only adds enforced uploads. Ignored in shadow mode (nothing enforced).
+    enforce_ratio: float = setting(1.0, _RATIO)
 
     def __post_init__(self) -> None:
         _check(self)

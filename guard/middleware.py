@@ -71,11 +71,12 @@ class GuardMiddleware:
     the built-in defaults, which guard no route: start-up then warns). ``store`` replaces the one
     the config names (tests inject one).
 
-    Every reject and flag is an INFO record on the ``guard`` logger, store trouble a WARNING or
-    ERROR. uvicorn's default logging configures only its own loggers, so without a handler of
-    the app's own only WARNING and above reach stderr, as bare messages: to see rejects and
-    flags, e.g. ``logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s:
-    %(message)s")`` in the app module, or a ``guard`` logger in uvicorn's ``--log-config``.
+    Every reject, flag, shadow-reject and shadow-flag is an INFO record on the ``guard`` logger,
+    store trouble a WARNING or ERROR. uvicorn's default logging configures only its own
+    loggers, so without a handler of the app's own only WARNING and above reach stderr, as bare
+    messages: to see rejects and flags, e.g. ``logging.basicConfig(level=logging.INFO,
+    format="%(levelname)s %(name)s: %(message)s")`` in the app module, or a ``guard`` logger in
+    uvicorn's ``--log-config``.
     """
 
     def __init__(
@@ -156,7 +157,8 @@ class GuardMiddleware:
 
     @property
     def counters(self) -> StoreCounters:
-        """How often the store let guard down (for metrics): see :class:`StoreCounters`."""
+        """How often the store let guard down, and how often a shadow decision let an upload
+        through (for metrics): see :class:`StoreCounters`."""
         return self.supervisor.counters
 
     @property
@@ -355,11 +357,16 @@ class _Responder:
         )
 
     def _recorded(self, outcome: Outcome) -> Outcome:
-        """Log the match that rejected or flagged the request; count and log the fail-open
-        lists it passed unchecked (once per interval, H32)."""
+        """Log the match that rejected, flagged, shadow-rejected or shadow-flagged the request
+        (counting the shadow ones); count and log the fail-open lists it passed unchecked (once
+        per interval, H32)."""
         if outcome.match is not None:
-            action = "reject" if isinstance(outcome.answer, Refusal) else "flag"
-            self._log(action, outcome.match)
+            self._log(outcome.action, outcome.match)
+            counters = self.guard.supervisor.counters
+            if outcome.action == "shadow-reject":
+                counters.shadow_rejects += 1
+            elif outcome.action == "shadow-flag":
+                counters.shadow_flags += 1
         if outcome.unchecked:
             self.guard.supervisor.passed_unchecked(self.route, outcome.unchecked)
         return outcome
@@ -405,10 +412,16 @@ class _Responder:
         ]
 
     def _send_for(self, decision: Decision) -> Send:
+        """The app's ``send``, adding the flag header to a flagged or unchecked request's
+        response. A shadow decision shows no more than an allow would (or "unchecked"): the
+        uploader must not learn that a list in shadow mode holds the image."""
         header = self.config.http.flag_header
-        if header is None or decision.action == "allow":
+        action = decision.action
+        if action in ("shadow-reject", "shadow-flag"):
+            action = "unchecked" if decision.unchecked_lists else "allow"
+        if header is None or action == "allow":
             return self.send
-        name, value = header.lower().encode("latin-1"), decision.action.encode("latin-1")
+        name, value = header.lower().encode("latin-1"), action.encode("latin-1")
 
         async def send(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -38,7 +38,8 @@ REPORT_INTERVAL = 10.0
 
 @dataclass
 class StoreCounters:
-    """How often the store let guard down, for metrics: read ``GuardMiddleware.counters``.
+    """How often the store let guard down, and how often a shadow decision let an upload through,
+    for metrics: read ``GuardMiddleware.counters``.
 
     Counted since the middleware was made; never reset by guard.
     """
@@ -53,6 +54,11 @@ class StoreCounters:
     #: Lookups that found a required list missing from the store (each then followed the list's
     #: fail_open, as when the store is down).
     missing_lists: int = 0
+    #: Requests passed to the app as "shadow-reject": a list in shadow mode (or outside its
+    #: enforce_ratio) would have rejected them.
+    shadow_rejects: int = 0
+    #: Requests passed to the app as "shadow-flag": such a list would have flagged them.
+    shadow_flags: int = 0
 
 
 @dataclass(frozen=True)

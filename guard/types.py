@@ -140,11 +140,13 @@ class ListInfo:
 class Decision:
     """What guard concluded about a request it let through: ``scope["state"]["guard"]``.
 
-    ``action`` is "allow", "flag" (a confirmed match within a flag radius: the app decides) or
-    "unchecked" (a fail-open list's store was unavailable).
+    ``action`` is "allow", "flag" (a confirmed match within a flag radius: the app decides),
+    "unchecked" (a fail-open list's store was unavailable), or "shadow-reject" / "shadow-flag"
+    (a list in shadow mode, or outside its ``enforce_ratio``, would have rejected or flagged the
+    upload: guard only logs and counts it, the app may ignore it).
     """
 
-    action: Literal["allow", "flag", "unchecked"]
+    action: Literal["allow", "flag", "unchecked", "shadow-reject", "shadow-flag"]
     images: int = 0
     list: str | None = None
     distance: int | None = None

@@ -2,13 +2,17 @@
 status each refusal gets (the only module that knows statuses).
 
 Only confirmed matches count (a 64-bit aHash alone collides on unrelated photos with the same
-layout); a match within a list's reject radius rejects, within its flag radius flags. The strictest
-outcome over every list and every image wins. :func:`judge` is the whole verdict on one request,
-lookup failures included, so the middleware only does I/O around it.
+layout); a match within a list's reject radius rejects, within its flag radius flags. A list in
+shadow mode (or the share of an enforce-mode list's matches outside its ``enforce_ratio``) only
+shadow-rejects or shadow-flags: the app is called, told so, and the decision logged and counted.
+The strictest outcome over every list and every image wins, an enforced one over any shadow one.
+:func:`judge` is the whole verdict on one request, lookup failures included, so the middleware
+only does I/O around it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -30,13 +34,23 @@ from guard.errors import (
 )
 from guard.types import Decision, Match
 
+#: What a match means under its list's radii.
 Action = Literal["reject", "flag", "allow"]
-_SEVERITY: dict[Action, int] = {"allow": 0, "flag": 1, "reject": 2}
+#: What a match does once the list's mode and enforce_ratio are applied.
+Effect = Literal["reject", "flag", "shadow-reject", "shadow-flag", "allow"]
+#: An enforced reject or flag outranks every shadow one; among each, reject outranks flag.
+_SEVERITY: dict[Effect, int] = {
+    "allow": 0,
+    "shadow-flag": 1,
+    "shadow-reject": 2,
+    "flag": 3,
+    "reject": 4,
+}
 
 
 @dataclass(frozen=True)
 class Verdict:
-    action: Action
+    action: Effect
     match: Match | None = None  # the match that decided it (None for allow)
 
 
@@ -58,11 +72,44 @@ def action_for(match: Match, policy: ListPolicy) -> Action:
     return "allow"
 
 
+def rollout_point(match: Match) -> float:
+    """Where ``match`` falls in [0, 1) for ``enforce_ratio``: enforced when below the ratio.
+
+    A hash of what the upload and the entry determine (the entry's hashes, and the distances and
+    the dihedral variant by which the upload matched it), never random(): a retried upload, or
+    the same one on another worker or host, gets the same treatment, so a user cannot retry
+    until it passes and an operator sees one answer per upload. Raising the ratio only adds
+    enforced uploads. The list's name and the entry's source are left out: renaming a list or
+    relabelling an entry does not reshuffle the rollout.
+    """
+    key = (
+        f"{match.entry.ahash:016x}:{match.entry.phash if match.entry.phash is not None else '-'}:"
+        f"{match.distance}:{match.phash_distance}:{match.transform}"
+    )
+    digest = hashlib.blake2b(key.encode(), digest_size=8, person=b"guard-rollout").digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def effect_of(match: Match, policy: ListPolicy) -> Effect:
+    """What one match does under its list's policy: :func:`action_for`'s reject or flag,
+    enforced, or in shadow mode (or outside ``enforce_ratio``) only its shadow."""
+    action = action_for(match, policy)
+    if action == "allow":
+        return "allow"
+    enforced = policy.mode == "enforce" and (
+        policy.enforce_ratio >= 1 or rollout_point(match) < policy.enforce_ratio
+    )
+    if enforced:
+        return action
+    return "shadow-reject" if action == "reject" else "shadow-flag"
+
+
 def decide(matches: Iterable[Match], policy_of: Callable[[str], ListPolicy]) -> Verdict:
-    """The strictest verdict over ``matches``; ties go to the nearest match."""
+    """The strictest verdict over ``matches`` (enforced before shadow); ties go to the nearest
+    match."""
     best = Verdict("allow")
     for match in matches:
-        action = action_for(match, policy_of(match.list))
+        action = effect_of(match, policy_of(match.list))
         if action == "allow":
             continue
         stricter = _SEVERITY[action] > _SEVERITY[best.action]
@@ -117,11 +164,20 @@ class Outcome:
     """The whole verdict on one request: the answer, and what the middleware logs and counts."""
 
     answer: Decision | Refusal
-    #: The match that rejected or flagged the request (logged with its details), else None.
+    #: The match that rejected, flagged, shadow-rejected or shadow-flagged the request (logged
+    #: with its details), else None.
     match: Match | None = None
     #: Fail-open lists whose lookup failed while the request still reaches the app: counted in
     #: ``counters.unchecked`` and logged. Empty when the request is refused.
     unchecked: tuple[str, ...] = ()
+
+    @property
+    def action(self) -> str:
+        """What the match did ("reject", "flag", "shadow-reject", "shadow-flag"), as logged;
+        else the decision's action, or "refuse" for a refusal no match caused."""
+        if isinstance(self.answer, Refusal):
+            return "reject" if self.match is not None else "refuse"
+        return self.answer.action
 
 
 def refuses(error: StoreError, policy: ListPolicy) -> bool:
@@ -148,7 +204,8 @@ def judge(
     A failed list refuses the request as unavailable if it fails closed (before any match: a
     store that cannot answer for one list is not trusted for the request), passes unchecked if it
     fails open, and is ignored if it is an optional list never loaded. Then the strictest match
-    wins: a reject refuses, a flag reaches the app with the fail-open lists that went unchecked.
+    wins (:func:`decide`): a reject refuses; a flag, a shadow-reject or a shadow-flag reaches the
+    app with the fail-open lists that went unchecked.
     """
     unchecked: list[str] = []
     for name, error in failures.items():
@@ -161,9 +218,9 @@ def judge(
     match = verdict.match
     if verdict.action == "reject" and match is not None:
         return Outcome(rejection(match.list, settings.statuses), match)
-    if verdict.action == "flag" and match is not None:
+    if verdict.action != "allow" and verdict.action != "reject" and match is not None:
         flagged = Decision(
-            "flag", images, match.list, match.distance, match.entry.source, tuple(unchecked)
+            verdict.action, images, match.list, match.distance, match.entry.source, tuple(unchecked)
         )
         return Outcome(flagged, match, tuple(unchecked))
     if unchecked:

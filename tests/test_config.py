@@ -38,7 +38,10 @@ from guard.errors import SettingError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "guard.yaml"
 TOP_KEYS = "defaults, http, limits, lists, redis, routes"
-POLICY_KEYS = "bands, confirm_radius, dihedral, fail_open, flag_radius, reject_radius, required"
+POLICY_KEYS = (
+    "bands, confirm_radius, dihedral, enforce_ratio, fail_open, flag_radius, mode, "
+    "reject_radius, required"
+)
 REDIS_KEYS = (
     "allow_eviction, breaker_cooldown, breaker_failures, breaker_max_cooldown, "
     "connect_timeout, embedded_path, mirror_max_entries, socket_timeout, url"
@@ -898,7 +901,7 @@ SETTINGS: dict[type, str] = {
     ImageLimits: "limits: {{{key}: {value}}}",
 }
 #: Fields that are neither int, float nor bool, each checked by its own rule or class.
-OTHER_FIELDS = {"url", "embedded_path", "flag_header", "statuses", "allowed_formats"}
+OTHER_FIELDS = {"url", "embedded_path", "flag_header", "statuses", "allowed_formats", "mode"}
 
 
 def _fields(annotation: object) -> list[tuple[type, str]]:
@@ -921,7 +924,7 @@ def test_the_field_tables_cover_every_setting() -> None:
     names = {name for table in (INT_FIELDS, FLOAT_FIELDS, BOOL_FIELDS) for _, name in table}
     every = {item.name for kind in SETTINGS for item in dataclasses.fields(kind)}
     assert every - names == OTHER_FIELDS
-    assert len(INT_FIELDS) == 25 and len(FLOAT_FIELDS) == 6 and len(BOOL_FIELDS) == 4
+    assert len(INT_FIELDS) == 25 and len(FLOAT_FIELDS) == 7 and len(BOOL_FIELDS) == 4
     assert {
         (ListPolicy, "reject_radius"),
         (ListPolicy, "bands"),
@@ -978,7 +981,7 @@ def test_seconds_refuse_bools_and_strings(
 ) -> None:
     error = _refused(kind, key, bad)
     assert (error.key, error.value) == (key, bad)
-    assert error.rule.startswith("a number of seconds > 0 and <= ")
+    assert error.rule.startswith(("a number of seconds > 0 and <= ", "a number from 0 to 1"))
     _same_from_yaml(tmp_path, kind, key, bad, error)
 
 
@@ -1343,3 +1346,82 @@ def test_a_route_may_use_double_star_once() -> None:
     assert Route(path="/api/**/upload", lists=("spam",)).matches("POST", "/api/v1/x/upload")
     with pytest.raises(ValueError, match=r"path may use \*\* at most once"):
         Route(path="/**/a/**/b", lists=("spam",))
+
+
+# --- shadow mode and gradual rollout (issue 15) ------------------------------------------------
+
+
+def test_mode_and_enforce_ratio_default_to_enforcing_everything() -> None:
+    assert (DEFAULT_POLICY.mode, DEFAULT_POLICY.enforce_ratio) == ("enforce", 1.0)
+
+
+@pytest.mark.parametrize(
+    ("mode", "ratio"), [("enforce", 0.3), ("shadow", 1.0), ("shadow", 0), ("enforce", 1)]
+)
+def test_mode_and_ratio_from_python_and_yaml(tmp_path: Path, mode: str, ratio: float) -> None:
+    policy = ListPolicy(mode=mode, enforce_ratio=ratio)  # type: ignore[arg-type]
+    assert (policy.mode, policy.enforce_ratio) == (mode, ratio)
+    path = tmp_path / "guard.yaml"
+    path.write_text(f"lists: {{spam: {{mode: {mode}, enforce_ratio: {ratio}}}}}\n")
+    loaded = load_config(path).policy("spam")
+    assert loaded == policy
+    assert type(loaded.enforce_ratio) is float  # YAML's 1 is read as 1.0
+
+
+def test_a_list_inherits_mode_and_ratio_from_the_files_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "guard.yaml"
+    path.write_text(
+        "defaults: {mode: shadow, enforce_ratio: 0.25}\nlists: {spam: {}, ham: {mode: enforce}}\n"
+    )
+    config = load_config(path)
+    assert (config.policy("spam").mode, config.policy("spam").enforce_ratio) == ("shadow", 0.25)
+    assert (config.policy("ham").mode, config.policy("ham").enforce_ratio) == ("enforce", 0.25)
+
+
+MODES_RULE = '"enforce" or "shadow"'
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "python_value", "shown"),
+    [
+        ("dry-run", "dry-run", '"dry-run"'),
+        ("Shadow", "Shadow", '"Shadow"'),  # no case folding: one spelling in every file
+        ("true", True, "true"),
+        ("1", 1, "1"),
+        ("null", None, "null"),
+        ("[shadow]", ["shadow"], '["shadow"]'),
+    ],
+)
+def test_mode_must_be_enforce_or_shadow(
+    tmp_path: Path, yaml_value: str, python_value: object, shown: str
+) -> None:
+    error = _refused(ListPolicy, "mode", python_value)
+    assert (error.key, error.rule) == ("mode", MODES_RULE)
+    assert str(error) == f"mode must be {MODES_RULE}, got {shown}"
+    refused = _error(tmp_path, f"lists: {{spam: {{mode: {yaml_value}}}}}")
+    assert refused.key == "lists.spam.mode"
+    assert refused.reason == f"must be {MODES_RULE}, got {shown}"
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "python_value", "shown"),
+    [
+        ("true", True, "true"),  # a bool is no share, though True == 1 to Python
+        ("false", False, "false"),
+        ("1.5", 1.5, "1.5"),
+        ("-0.1", -0.1, "-0.1"),
+        ('"0.5"', "0.5", '"0.5"'),
+        (".nan", float("nan"), "nan"),
+        ("null", None, "null"),
+    ],
+)
+def test_enforce_ratio_must_be_a_number_from_0_to_1(
+    tmp_path: Path, yaml_value: str, python_value: object, shown: str
+) -> None:
+    error = _refused(ListPolicy, "enforce_ratio", python_value)
+    assert (error.key, error.rule) == ("enforce_ratio", "a number from 0 to 1")
+    refused = _error(tmp_path, f"defaults: {{enforce_ratio: {yaml_value}}}")
+    assert refused.key == "defaults.enforce_ratio"
+    assert refused.reason.startswith("must be a number from 0 to 1, got ")
+    if shown != "nan":
+        assert refused.reason == f"must be a number from 0 to 1, got {shown}"
