@@ -6,6 +6,9 @@ and from a hard-coded default.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import pytest
 
 import guard
@@ -29,7 +32,7 @@ from guard.errors import (
     UnsupportedEncoding,
 )
 from guard.types import Decision, Entry, Match
-from guard.verdict import Outcome, Refusal, judge, refusal_for, refuses
+from guard.verdict import Outcome, Refusal, judge, refusal_for, refuses, rollout_point
 
 STATUSES = StatusCodes(
     reject=451,
@@ -282,3 +285,161 @@ def test_decision_is_importable_from_where_apps_import_it() -> None:
     from guard import middleware
 
     assert guard.Decision is middleware.Decision is Decision
+
+
+# --- shadow mode and enforce_ratio (issue 15) ---------------------------------------------------
+
+SHADOW_POLICIES = {
+    **POLICIES,
+    "shadow": ListPolicy(mode="shadow"),  # radii as "hard": reject within 8, flag within 12
+    "shadow_soft": ListPolicy(reject_radius=2, flag_radius=8, mode="shadow"),
+    "none": ListPolicy(enforce_ratio=0.0),  # enforce mode, but no match enforced
+    "shadow_open": ListPolicy(mode="shadow", fail_open=True),
+}
+
+
+def shadow_policy_of(name: str) -> ListPolicy:
+    return SHADOW_POLICIES[name]
+
+
+def shadowed(m: Match, action: str, unchecked: tuple[str, ...] = ()) -> Outcome:
+    decision = Decision(
+        action,  # type: ignore[arg-type]
+        3,
+        m.list,
+        m.distance,
+        m.entry.source,
+        unchecked,
+    )
+    return Outcome(decision, m, unchecked)
+
+
+@pytest.mark.parametrize(
+    ("name", "distance", "confirmed", "expected"),
+    [
+        ("shadow", 0, True, "shadow-reject"),
+        ("shadow", 8, True, "shadow-reject"),
+        ("shadow", 9, True, "shadow-flag"),
+        ("shadow", 12, True, "shadow-flag"),
+        ("shadow", 13, True, "allow"),  # out of radius: nothing to shadow
+        ("shadow", 0, False, "allow"),  # unconfirmed: nothing to shadow either
+        ("shadow_soft", 3, True, "shadow-flag"),
+        ("none", 0, True, "shadow-reject"),  # enforce_ratio 0: every match only shadowed
+        ("none", 10, True, "shadow-flag"),
+    ],
+)
+def test_a_shadow_list_decides_as_usual_and_never_acts(
+    name: str, distance: int, confirmed: bool, expected: str
+) -> None:
+    m = match(name, distance, confirmed=confirmed)
+    outcome = judge(3, [m], {}, shadow_policy_of, HTTP)
+    assert outcome == (ALLOWED if expected == "allow" else shadowed(m, expected))
+    assert outcome.action == expected
+    assert not isinstance(outcome.answer, Refusal)
+
+
+def test_an_unconfirmable_entry_on_a_shadow_list_shadow_flags_at_most() -> None:
+    m = unconfirmable("shadow", 0)
+    assert judge(3, [m], {}, shadow_policy_of, HTTP) == shadowed(m, "shadow-flag")
+
+
+@pytest.mark.parametrize(
+    ("matches", "winner", "action"),
+    [
+        # An enforced reject or flag from another list wins over any shadow outcome, in any order.
+        ([match("shadow", 0), match("hard", 8)], 1, "reject"),
+        ([match("hard", 8), match("shadow", 0)], 0, "reject"),
+        ([match("shadow", 0), match("hard", 12)], 1, "flag"),  # a real flag beats a shadow reject
+        ([match("hard", 11), match("shadow", 1)], 0, "flag"),
+        ([match("none", 0), match("soft", 7)], 1, "flag"),
+        # An out-of-radius or unconfirmed enforced match does not beat a shadow one.
+        ([match("hard", 13), match("shadow", 5)], 1, "shadow-reject"),
+        ([match("hard", 0, confirmed=False), match("shadow", 10)], 1, "shadow-flag"),
+        # Among shadow outcomes: the strictest, then the nearest, then the first found.
+        ([match("shadow", 10), match("shadow_soft", 2)], 1, "shadow-reject"),
+        ([match("shadow", 1), match("none", 11)], 0, "shadow-reject"),
+        ([match("shadow", 6), match("none", 3)], 1, "shadow-reject"),
+        ([match("shadow", 11), match("shadow_soft", 4), match("none", 9)], 1, "shadow-flag"),
+        ([match("shadow", 4, source="a"), match("none", 4, source="b")], 0, "shadow-reject"),
+    ],
+)
+def test_enforced_outcomes_outrank_shadow_ones(
+    matches: list[Match], winner: int, action: str
+) -> None:
+    outcome = judge(3, matches, {}, shadow_policy_of, HTTP)
+    m = matches[winner]
+    assert outcome.match is m and outcome.action == action
+    expected = {"reject": rejected(m), "flag": flagged(m)}.get(action) or shadowed(m, action)
+    assert outcome == expected
+
+
+def test_failed_lists_follow_their_policy_whatever_the_mode() -> None:
+    """A shadow list fails closed as an enforced one does: the mode shadows matches, not outages
+    (a store that cannot answer is not trusted for the request)."""
+    assert judge(3, [match("hard", 20)], {"shadow": DOWN}, shadow_policy_of, HTTP) == Outcome(
+        UNAVAILABLE
+    )
+    m = match("shadow", 2)
+    outcome = judge(3, [m], {"shadow_open": DOWN}, shadow_policy_of, HTTP)
+    assert outcome == shadowed(m, "shadow-reject", ("shadow_open",))
+
+
+#: rollout_point of _synthetic(1), computed once: a change to the hash fails here.
+ROLLOUT_POINT_OF_1 = 0.12836075432685934
+
+
+def _synthetic(index: int) -> Match:
+    """A distinct confirmed match within the reject radius (as many uploads of many images)."""
+    entry = Entry(ahash=(index * 0x9E3779B97F4A7C15) % 2**64, phash=index, source=f"{index}.jpg")
+    return Match("rollout", entry, index % 9, index % 13, True, "identity", 0)
+
+
+def _rollout(ratio: float) -> Callable[[str], ListPolicy]:
+    policy = ListPolicy(enforce_ratio=ratio)
+    return lambda name: policy
+
+
+def test_enforce_ratio_enforces_its_share_of_matches() -> None:
+    matches = [_synthetic(i) for i in range(10_000)]
+    for ratio in (0.3, 0.05, 0.9):
+        actions = [judge(1, [m], {}, _rollout(ratio), HTTP).action for m in matches]
+        assert set(actions) == {"reject", "shadow-reject"}
+        share = actions.count("reject") / len(actions)
+        assert abs(share - ratio) <= 0.02, (ratio, share)
+    for ratio, only in ((0.0, "shadow-reject"), (1.0, "reject")):
+        assert {judge(1, [m], {}, _rollout(ratio), HTTP).action for m in matches} == {only}
+
+
+def test_enforce_ratio_is_deterministic_per_upload_and_only_grows() -> None:
+    """The same match (the same upload against the same entry) gets the same answer on every
+    call, from every equal policy: no randomness, nothing kept between calls. An upload enforced
+    at 0.3 is still enforced at 0.5."""
+    matches = [_synthetic(i) for i in range(2_000)]
+    first = [judge(1, [m], {}, _rollout(0.3), HTTP).action for m in matches]
+    again = [judge(1, [m], {}, _rollout(0.3), HTTP).action for m in reversed(matches)]
+    assert first == again[::-1]
+    copies = [
+        dataclasses.replace(m, list="renamed", entry=dataclasses.replace(m.entry, source=""))
+        for m in matches
+    ]
+    assert [judge(1, [m], {}, _rollout(0.3), HTTP).action for m in copies] == first
+    wider = [judge(1, [m], {}, _rollout(0.5), HTTP).action for m in matches]
+    assert all(w == "reject" for f, w in zip(first, wider, strict=True) if f == "reject")
+    assert wider.count("reject") > first.count("reject")
+    # A pinned value: the hash is part of the contract (workers on two versions must agree).
+    assert rollout_point(_synthetic(1)) == pytest.approx(ROLLOUT_POINT_OF_1)
+
+
+def test_enforce_ratio_splits_flags_as_it_splits_rejects() -> None:
+    matches = [dataclasses.replace(_synthetic(i), distance=10) for i in range(4_000)]
+    actions = [judge(1, [m], {}, _rollout(0.3), HTTP).action for m in matches]
+    assert set(actions) == {"flag", "shadow-flag"}
+    assert abs(actions.count("flag") / len(actions) - 0.3) <= 0.03
+
+
+def test_enforce_ratio_is_ignored_in_shadow_mode() -> None:
+    policy = ListPolicy(mode="shadow", enforce_ratio=1.0)
+    matches = [_synthetic(i) for i in range(500)]
+    assert {judge(1, [m], {}, lambda name: policy, HTTP).action for m in matches} == {
+        "shadow-reject"
+    }
