@@ -254,6 +254,94 @@ def test_flagged_request_reaches_the_app_with_the_verdict(
     }
 
 
+def shadow_guarded(
+    redis_url: str, mode: str, ratio: float = 1.0
+) -> tuple[GuardMiddleware, Recorder]:
+    """:func:`guarded`, with the list `spam` (on /upload) in ``mode`` at ``ratio``."""
+    config = make_config()
+    lists = {**config.lists, "spam": ListPolicy(mode=mode, enforce_ratio=ratio)}  # type: ignore[arg-type]
+    recorder = Recorder()
+    guard = GuardMiddleware(
+        recorder, config=dataclasses.replace(config, lists=lists), store=Store.from_url(redis_url)
+    )
+    return guard, recorder
+
+
+def test_a_shadow_list_lets_a_listed_image_through_logged_and_counted(
+    loaded: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The very image on the list: rejected in enforce mode; in shadow mode it reaches the app
+    byte for byte with a shadow-reject decision, an INFO record as detailed as a reject's, a
+    count, and no response header telling the uploader."""
+    body = multipart(("u.jpg", data_file(BLOCKED).read_bytes()), fields={"comment": "hi"})
+    enforcing, refused_app = shadow_guarded(loaded, "enforce")
+    refused = run(call(enforcing, body))
+    assert (refused.status, refused.json(), refused_app.calls) == (
+        403,
+        {"error": "upload rejected", "list": "spam"},
+        0,
+    )
+    assert enforcing.counters.shadow_rejects == 0
+
+    guard, app = shadow_guarded(loaded, "shadow")
+    with caplog.at_level(logging.INFO, logger="guard"):
+        result = run(call(guard, body))
+    assert result.status == 200 and app.calls == 1 and app.bodies == [body]
+    assert result.json()["sha256"] == hashlib.sha256(body).hexdigest()
+    assert app.states == [
+        Decision("shadow-reject", images=1, list="spam", distance=0, source=BLOCKED)
+    ]
+    assert "x-guard-verdict" not in result.headers
+    [record] = [r for r in caplog.records if hasattr(r, "guard")]
+    assert record.levelno == logging.INFO
+    assert record.guard == {
+        "action": "shadow-reject",
+        "list": "spam",
+        "route": "/upload",
+        "distance": 0,
+        "phash_distance": 0,
+        "transform": "identity",
+        "source": BLOCKED,
+        "client": "203.0.113.7:5555",
+    }
+    assert "shadow-reject" in record.getMessage()
+    assert (guard.counters.shadow_rejects, guard.counters.shadow_flags) == (1, 0)
+    assert guard.counters.unchecked == 0
+
+
+def test_a_shadow_flag_is_counted_apart(loaded: str) -> None:
+    """`soft` holds an entry 3 bits from UNRELATED: a flag, in shadow mode a shadow-flag."""
+    config = make_config()
+    lists = {**config.lists, "soft": ListPolicy(reject_radius=2, flag_radius=8, mode="shadow")}
+    app = Recorder()
+    guard = GuardMiddleware(
+        app, config=dataclasses.replace(config, lists=lists), store=Store.from_url(loaded)
+    )
+    body = multipart(("u.jpg", data_file(UNRELATED).read_bytes()))
+    result = run(call(guard, body, path="/soft"))
+    assert result.status == 200 and app.bodies == [body]
+    assert app.states == [
+        Decision("shadow-flag", images=1, list="soft", distance=3, source="near.jpg")
+    ]
+    assert (guard.counters.shadow_rejects, guard.counters.shadow_flags) == (0, 1)
+
+
+@pytest.mark.parametrize(("ratio", "enforced"), [(0.0, False), (1.0, True)])
+def test_enforce_ratio_decides_in_the_middleware_as_in_judge(
+    loaded: str, ratio: float, enforced: bool
+) -> None:
+    guard, app = shadow_guarded(loaded, "enforce", ratio)
+    body = multipart(("u.jpg", jpeg(BLOCKED, 50)))
+
+    async def three() -> list[Result]:
+        return [await call(guard, body) for _ in range(3)]  # one event loop: one Redis pool
+
+    results = run(three())
+    assert [r.status for r in results] == ([403] * 3 if enforced else [200] * 3)
+    assert app.calls == (0 if enforced else 3)
+    assert guard.counters.shadow_rejects == (0 if enforced else 3)
+
+
 def test_an_entry_without_a_phash_flags_the_very_image_and_never_rejects(redis_url: str) -> None:
     """A list imported from another tool (aHash only) holds the uploaded image itself: the upload
     reaches the app flagged, as the aHash alone cannot tell it from unrelated photos."""
