@@ -51,7 +51,7 @@ from guard.hashing import (
 )
 from guard.images import sniff_format
 from guard.listfile import format_line, parse_line
-from guard.store import Store, open_store
+from guard.store import ListExists, RenameIncomplete, Store, open_store
 from guard.types import Entry, ImageLimits, Match
 from guard.verdict import decide
 
@@ -401,6 +401,28 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("file", metavar="FILE")
     sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
     _add_skip_bad_option(sub)
+
+    sub = command(
+        "drop",
+        _cmd_drop,
+        "delete a whole list",
+        ["guard drop spam-typo", "guard drop old-spam --yes   # in a script: no question asked"],
+        "0 the list was dropped; 1 no such list, or the question was not answered yes; 2 also: "
+        "no terminal to ask on and no --yes",
+    )
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("--yes", action="store_true", help="drop without asking")
+
+    sub = command(
+        "rename",
+        _cmd_rename,
+        "give a list another name",
+        ["guard rename spam-typo spam", "guard rename --json spam spam-2024"],
+        "0 the list was renamed; 1 OLD does not exist, NEW exists already, or OLD changed while "
+        "it was copied (OLD is kept: guard drop NEW and rename again)",
+    )
+    sub.add_argument("old", metavar="OLD")
+    sub.add_argument("new", metavar="NEW")
     return parser
 
 
@@ -1142,6 +1164,71 @@ def _cmd_export(args: argparse.Namespace) -> int:
         else:
             for entry in entries:
                 print(format_line(entry.ahash, entry.phash, entry.label or entry.source))
+        return EXIT_OK
+
+    return _with_store(args, work)
+
+
+def _cmd_drop(args: argparse.Namespace) -> int:
+    """Delete a list for good: its entries, band sets and metadata.
+
+    On a terminal it asks first, naming the list and its entry count (y or yes drops it);
+    elsewhere pass --yes. Readers see the list gone at once (guard lists, guard check, and
+    running workers at their next lookup, which treat it as a list never loaded: its
+    `required` setting decides); its keys are then deleted in batches. Interrupted, the list
+    stays gone: run the command again to finish. docs/cli.md says more.
+    """
+    name = _list_name(args.name)
+    if not args.yes and (sys.stdin is None or not sys.stdin.isatty()):
+        raise UsageError(f"drop deletes list {name!r} for good: pass --yes to drop it here")
+
+    async def work(store: Store) -> int:
+        info = next((i for i in await store.lists() if i.name == name), None)
+        if info is None and not await store.unfinished_drop(name):
+            print(f"guard: no list named {name!r} (guard lists shows them)", file=sys.stderr)
+            return EXIT_FOUND
+        if not args.yes:
+            what = f"{info.entries} entries" if info else "the rest of an unfinished drop"
+            print(f"drop list {name!r} ({what})? [y/N] ", end="", file=sys.stderr, flush=True)
+            answer = sys.stdin.readline().strip().lower()
+            if answer not in ("y", "yes"):
+                print(f"guard: list {name!r} not dropped", file=sys.stderr)
+                return EXIT_FOUND
+        keys = await store.drop(name, keep_marker=True)
+        entries = info.entries if info else 0
+        if args.json:
+            _print_json({"list": name, "dropped": True, "entries": entries, "keys": keys})
+        else:
+            print(f"{name}: dropped ({entries} entries, {keys} keys deleted)")
+        return EXIT_OK
+
+    return _with_store(args, work)
+
+
+def _cmd_rename(args: argparse.Namespace) -> int:
+    """Rename a list: its entries (with their labels, sources and times) are copied into a new
+    list NEW, the copy is checked whole, then OLD is dropped.
+
+    A Redis Cluster cannot RENAME a list's keys (each list's keys share a hash tag made of its
+    name), so this copies. Until the copy is whole, guard lists --verify reports NEW incomplete;
+    OLD is kept until then. Interrupted: guard drop NEW, then rename again. Routes in the config
+    that name OLD must be changed to NEW.
+    """
+    old, new = _list_name(args.old), _list_name(args.new)
+
+    async def work(store: Store) -> int:
+        try:
+            copied = await store.rename(old, new)
+        except UnknownList:
+            print(f"guard: no list named {old!r} (guard lists shows them)", file=sys.stderr)
+            return EXIT_FOUND
+        except (ListExists, RenameIncomplete) as error:
+            print(f"guard: {error}", file=sys.stderr)
+            return EXIT_FOUND
+        if args.json:
+            _print_json({"list": new, "renamed_from": old, "entries": copied})
+        else:
+            print(f"{old}: renamed to {new} ({copied} entries)")
         return EXIT_OK
 
     return _with_store(args, work)

@@ -35,7 +35,7 @@ from guard.store.integrity import VerifyReport
 from guard.store.mirror_cache import DEFAULT_MIRROR, MirrorSettings
 from guard.store.opening import StoreSettings, open_store, store_settings
 from guard.store.store import LookupPolicy, Store
-from guard.store.writes import WRITE_BATCH
+from guard.store.writes import WRITE_BATCH, ListExists, RenameIncomplete
 
 # The names the tests knew when this was one module (patch them where they are defined).
 _RetryIfDead = RetryIfDead
@@ -49,9 +49,11 @@ __all__ = [
     "INTSET_ENTRIES",
     "SUNION_KEYS",
     "WRITE_BATCH",
+    "ListExists",
     "LookupPolicy",
     "Mirror",
     "MirrorSettings",
+    "RenameIncomplete",
     "Store",
     "StoreSettings",
     "VerifyReport",

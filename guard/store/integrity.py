@@ -100,6 +100,7 @@ async def verify(client: aioredis.Redis, list_name: str, meta: ListMeta) -> Veri
     records = bytearray()  # what the snapshot must hold: one record per entry
     async with translated():
         meta_entries = int(await client.hget(names.meta, "entries") or 0)
+        pending = text(await client.hget(names.meta, "pending") or b"")
         async for field, value in client.hscan_iter(names.entries, count=1000):
             fields.append(int(field))
             for entry in entries_from_json(from_signed(int(field)), value):
@@ -147,7 +148,7 @@ async def verify(client: aioredis.Redis, list_name: str, meta: ListMeta) -> Veri
         snapshot_missing=snap_missing,
         snapshot_stray=snap_stray,
         examples=tuple(examples),
-        pending=meta.pending,
+        pending=pending,
     )
 
 

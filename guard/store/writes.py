@@ -71,6 +71,11 @@ class ListExists(StoreError):
     """``guard rename`` found its new name taken."""
 
 
+class RenameIncomplete(StoreError):
+    """``guard rename`` found the copy short (the old list changed meanwhile): the old list is
+    kept, the new one is incomplete (drop it and rename again)."""
+
+
 REMOVE_SCRIPT = _script("remove.lua").replace("RECORD_SIZE", str(RECORD_SIZE))
 
 
@@ -290,7 +295,7 @@ async def rename(
         now_version = int(await client.get(names.ver) or 0)
         held = int(await client.hget(new_names.meta, "entries") or 0)
     if now_version != version or copied != expected or held != expected:
-        raise StoreError(
+        raise RenameIncomplete(
             f"list {old!r} changed while it was copied ({expected} entries expected, "
             f"{copied} copied, {held} in {new!r}): {new!r} is incomplete and {old!r} was kept; "
             f"run guard drop {new} and rename again"
