@@ -93,7 +93,10 @@ def rollout_point(match: Match) -> float:
 def effect_of(match: Match, policy: ListPolicy) -> Effect:
     """What one match does under its list's policy: :func:`action_for`'s reject or flag,
     enforced, or in shadow mode (or outside ``enforce_ratio``) only its shadow."""
-    action = action_for(match, policy)
+    return _effect(action_for(match, policy), match, policy)
+
+
+def _effect(action: Action, match: Match, policy: ListPolicy) -> Effect:
     if action == "allow":
         return "allow"
     enforced = policy.mode == "enforce" and (
@@ -104,22 +107,36 @@ def effect_of(match: Match, policy: ListPolicy) -> Effect:
     return "shadow-reject" if action == "reject" else "shadow-flag"
 
 
+def _outranks(action: Effect, match: Match, best: Effect, best_match: Match | None) -> bool:
+    """Stricter, or as strict and nearer (equally near: the one found first stays)."""
+    if _SEVERITY[action] != _SEVERITY[best]:
+        return _SEVERITY[action] > _SEVERITY[best]
+    return best_match is not None and match.distance < best_match.distance
+
+
 def decide(matches: Iterable[Match], policy_of: Callable[[str], ListPolicy]) -> Verdict:
     """The strictest verdict over ``matches`` (enforced before shadow); ties go to the nearest
-    match."""
-    best = Verdict("allow")
-    for match in matches:
-        action = effect_of(match, policy_of(match.list))
+    match, then to the one found first.
+
+    Each list is decided by its own best match (strictest by its radii, then nearest), and only
+    that match meets the list's mode and ``enforce_ratio``: the middleware fetches one match a
+    list, and ``guard check`` every match, and both must give the same answer. (Were every match
+    drawn separately, a far entry could enforce what the list's nearest one only shadows.)
+    """
+    best_of: dict[str, tuple[Action, Match, int]] = {}
+    for order, match in enumerate(matches):
+        action = action_for(match, policy_of(match.list))
         if action == "allow":
             continue
-        stricter = _SEVERITY[action] > _SEVERITY[best.action]
-        nearer = (
-            action == best.action
-            and best.match is not None
-            and match.distance < best.match.distance
-        )
-        if stricter or nearer:
-            best = Verdict(action, match)
+        current = best_of.get(match.list)
+        if current is None or _outranks(action, match, current[0], current[1]):
+            best_of[match.list] = (action, match, order)
+    best = Verdict("allow")
+    # In the order each list's best match was found: on a tie, the one found first stays.
+    for action, match, _ in sorted(best_of.values(), key=lambda item: item[2]):
+        effect = _effect(action, match, policy_of(match.list))
+        if _outranks(effect, match, best.action, best.match):
+            best = Verdict(effect, match)
     return best
 
 

@@ -443,3 +443,29 @@ def test_enforce_ratio_is_ignored_in_shadow_mode() -> None:
     assert {judge(1, [m], {}, lambda name: policy, HTTP).action for m in matches} == {
         "shadow-reject"
     }
+
+
+def test_a_lists_nearest_match_alone_meets_its_ratio() -> None:
+    """`guard check` passes every match of a list, the middleware only the list's best: both
+    must give the answer of the best one, whatever the ratio would make of the others."""
+    shadowed_near = next(
+        m
+        for m in (dataclasses.replace(_synthetic(i), distance=1) for i in range(100))
+        if rollout_point(m) >= 0.5
+    )
+    enforced_far = next(
+        m
+        for m in (dataclasses.replace(_synthetic(i), distance=6) for i in range(100))
+        if rollout_point(m) < 0.5
+    )
+    for matches in ([shadowed_near, enforced_far], [enforced_far, shadowed_near]):
+        outcome = judge(1, matches, {}, _rollout(0.5), HTTP)
+        assert (outcome.action, outcome.match) == ("shadow-reject", shadowed_near)
+    # A reject outranks a flag within the list before the ratio is drawn, as before.
+    enforced_flag = next(
+        m
+        for m in (dataclasses.replace(_synthetic(i), distance=10) for i in range(100))
+        if rollout_point(m) < 0.5
+    )
+    outcome = judge(1, [enforced_flag, shadowed_near], {}, _rollout(0.5), HTTP)
+    assert (outcome.action, outcome.match) == ("shadow-reject", shadowed_near)
