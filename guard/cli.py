@@ -53,7 +53,7 @@ from guard.images import sniff_format
 from guard.listfile import format_line, parse_line
 from guard.store import ListExists, RenameIncomplete, Store, open_store
 from guard.types import Entry, ImageLimits, Match
-from guard.verdict import decide
+from guard.verdict import decide, effect_of
 
 EXIT_OK = 0
 EXIT_FOUND = 1  # the output names something to look at: a rejected file, a refused input
@@ -874,6 +874,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     """Say for each file what guard would do (reject, flag or allow) and show the nearest entries.
 
+    A list in shadow mode (or outside its enforce_ratio) says shadow-reject or shadow-flag: the
+    upload would reach the app, logged and counted; each match shows what it would do.
+
     A FILE may be a folder: every file under it, recursively (hidden files and folders
     excluded), in name order; or - : one image read from stdin. Only matches confirmed by the
     pHash decide; low-information images are never rejected. The exit status is 1 if any file
@@ -922,8 +925,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
             verdict = decide(matches, config.policy)
             report: dict[str, Any] = {
                 "file": path,
-                "verdict": verdict.action,
-                "matches": [_match_json(m) for m in matches[: args.limit]],
+                "verdict": verdict.action,  # shadow-reject, shadow-flag: the app is called
+                "matches": [
+                    {
+                        **_match_json(m),
+                        "mode": config.policy(m.list).mode,
+                        "enforce_ratio": config.policy(m.list).enforce_ratio,
+                        "action": effect_of(m, config.policy(m.list)),  # this match alone
+                    }
+                    for m in matches[: args.limit]
+                ],
             }
             if hashes.low_information:
                 report["note"] = "low-information image: not checked"
@@ -993,9 +1004,17 @@ def _print_check(report: dict[str, Any]) -> None:
         )
         phash = "-" if match["phash_distance"] is None else match["phash_distance"]
         turned = "" if match["transform"] == "identity" else f", {match['transform']}"
+        # A list that does not enforce every match says what this one would do, and why.
+        rollout = (
+            f"  -> {match['action'].upper()} (mode {match['mode']})"
+            if match["mode"] != "enforce"
+            else f"  -> {match['action'].upper()} (enforce_ratio {match['enforce_ratio']:g})"
+            if match["enforce_ratio"] < 1
+            else ""
+        )
         print(
             f"        {match['list']}: {match['source']}  distance {match['distance']}, "
-            f"pHash {phash} ({confirmation}{turned})"
+            f"pHash {phash} ({confirmation}{turned}){rollout}"
         )
 
 
