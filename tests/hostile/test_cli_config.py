@@ -350,8 +350,8 @@ PROBES = (
         ),
         pytest.param(
             "defaults: {radius: 8}",
-            "defaults.radius: unknown key (allowed: bands, confirm_radius, dihedral, fail_open, "
-            "flag_radius, reject_radius, required)",
+            "defaults.radius: unknown key (allowed: bands, confirm_radius, dihedral, "
+            "enforce_ratio, fail_open, flag_radius, mode, reject_radius, required)",
             id="H40-unknown-key",
         ),
         pytest.param(
