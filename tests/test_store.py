@@ -237,6 +237,21 @@ def test_refused_connection_is_store_unavailable(closed_port: int) -> None:
     run(body())
 
 
+@pytest.mark.parametrize("mirror", [True, False], ids=["mirror", "redis-index"])
+def test_a_store_follows_each_new_event_loop(redis_url: str, mirror: bool) -> None:
+    """Each asyncio.run is a new loop (as each request of Starlette's TestClient outside a
+    ``with`` block): redis-py's connections of the last loop cannot serve it, the store
+    reconnects and answers."""
+    store = Store.from_url(redis_url, mirror=MirrorSettings() if mirror else None)
+    frame = frame_of(HASHES[0])
+    run(store.add("spam", [Entry(HASHES[0], frame.phash, "x")]))
+    for _ in range(3):
+        [match] = run(store.lookup("spam", [frame], radius=2))
+        assert match.entry.source == "x" and match.confirmed
+    assert run(store.version("spam")) == 1
+    run(store.close())
+
+
 def test_a_silent_server_times_out_within_the_socket_timeout(silent_server: int) -> None:
     async def body() -> None:
         store = Store.from_url(

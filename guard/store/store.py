@@ -4,6 +4,7 @@ writes, the two lookup paths (mirror, Redis index) and the integrity checks."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -54,15 +55,39 @@ class Store:
         *,
         on_close: Callable[[], Awaitable[None]] | None = None,
         mirror: MirrorSettings | None = DEFAULT_MIRROR,
+        reconnect: Callable[[], aioredis.Redis] | None = None,
     ) -> None:
-        self._client = client
         self._on_close = on_close
         self._location: str | None = None  # set by embedded(): the file, not its private socket
-        self._mirror_cache = MirrorCache(client, mirror)
+        self._mirror_settings = mirror
+        self._reconnect = reconnect
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._use(client)
+
+    def _use(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._mirror_cache = MirrorCache(client, self._mirror_settings)
         self._catalog = Catalog(client, on_forget=self._mirror_cache.forget)
         self._add = client.register_script(writes.ADD_SCRIPT)
         self._remove = client.register_script(writes.REMOVE_SCRIPT)
         self._drop = client.register_script(writes.DROP_SCRIPT)
+
+    def _follow_loop(self) -> None:
+        """Open a new client when called from another event loop than the last call's.
+
+        redis-py's asyncio connections belong to the loop that opened them: used from another
+        one, every call fails. An app tested with Starlette's TestClient outside a ``with``
+        block runs each request on a new loop. A store made by :meth:`from_url` or
+        :meth:`embedded` then reconnects (its mirrors reload); one wrapping a client it was
+        given cannot, and keeps redis-py's behaviour.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop and self._loop is not None and self._reconnect is not None:
+            self._use(self._reconnect())
+            # The old connections can no longer be closed through their loop; collected now, their
+            # transports close the sockets (else they wait for a later collection).
+            gc.collect()
+        self._loop = loop
 
     @classmethod
     def from_url(
@@ -79,11 +104,14 @@ class Store:
         The connections follow :func:`guard.store.client_options`: they survive a restart of
         Redis.
         """
+        def connect() -> aioredis.Redis:
+            return client(url, socket_timeout, connect_timeout)
+
         try:
-            redis_client = client(url, socket_timeout, connect_timeout)
+            redis_client = connect()
         except ValueError as error:
             raise StoreUnavailable(f"invalid Redis URL {url!r}: {error}") from error
-        return cls(redis_client, mirror=mirror)
+        return cls(redis_client, mirror=mirror, reconnect=connect)
 
     @classmethod
     def embedded(
@@ -103,13 +131,14 @@ class Store:
         few seconds.
         """
         lease = lease_embedded(Path(path) if path is not None else None)
-        # The same settings as any Redis: the shared server can restart under a running worker.
-        redis_client = client(f"unix://{lease.socket}", socket_timeout, connect_timeout)
+        def connect() -> aioredis.Redis:
+            # The same settings as any Redis: the shared server can restart under a worker.
+            return client(f"unix://{lease.socket}", socket_timeout, connect_timeout)
 
         async def stop() -> None:
             await asyncio.to_thread(lease.release)
 
-        store = cls(redis_client, on_close=stop, mirror=mirror)
+        store = cls(connect(), on_close=stop, mirror=mirror, reconnect=connect)
         store._location = f"the embedded Redis at {lease.rdb}"
         return store
 
@@ -133,6 +162,7 @@ class Store:
         return self._mirror_cache.mirrors
 
     async def close(self) -> None:
+        self._follow_loop()
         await self._mirror_cache.close()
         await self._client.aclose()
         if self._on_close is not None:
@@ -148,6 +178,7 @@ class Store:
 
     async def lists(self) -> list[ListInfo]:
         """Every list with its size and settings, sorted by name."""
+        self._follow_loop()
         async with translated():
             names = sorted(text(n) for n in await self._client.smembers(LISTS_KEY))
             pipe = self._client.pipeline(transaction=False)
@@ -179,6 +210,7 @@ class Store:
         The list is created with ``bands`` bands if it does not exist; an existing list keeps its
         own. Low-information aHashes are refused before anything is written.
         """
+        self._follow_loop()
         return await writes.add(self._client, self._add, self._catalog, list_name, entries, bands)
 
     async def remove(self, list_name: str, ahash: int, phash: int | None = None) -> int:
@@ -186,6 +218,7 @@ class Store:
 
         Returns how many entries were removed (0 if none matched).
         """
+        self._follow_loop()
         return await self._catalog.on_current(
             list_name, lambda meta: writes.remove(self._remove, list_name, meta, ahash, phash)
         )
@@ -201,12 +234,14 @@ class Store:
         :class:`StoreInconsistent` (data loss). ``guard drop`` keeps it; temporary lists
         (``guard eval``) do not. Run it again to finish a drop that was interrupted.
         """
+        self._follow_loop()
         return await writes.drop(
             self._client, self._drop, self._catalog, list_name, keep_marker=keep_marker
         )
 
     async def unfinished_drop(self, list_name: str) -> bool:
         """Whether a drop of the list began and did not finish (:meth:`drop` it again)."""
+        self._follow_loop()
         return await writes.unfinished_drop(self._client, list_name)
 
     async def rename(self, old: str, new: str) -> int:
@@ -219,17 +254,20 @@ class Store:
         :class:`guard.store.writes.ListExists` if ``new`` exists, :class:`UnknownList` if
         ``old`` does not; interrupted, ``old`` is kept: drop ``new`` and rename again.
         """
+        self._follow_loop()
         return await writes.rename(self._client, self._add, self._drop, self._catalog, old, new)
 
     # --- reads -------------------------------------------------------------------------------
 
     async def version(self, list_name: str) -> int:
         """The list's change counter: it moves on every add or remove that changed something."""
+        self._follow_loop()
         async with translated():
             return int(await self._client.get(keys(list_name).ver) or 0)
 
     async def entries(self, list_name: str) -> AsyncIterator[Entry]:
         """Every entry of a list (for export), in no particular order."""
+        self._follow_loop()
         await self._catalog.meta(list_name)
         async with translated():
             async for field, value in self._client.hscan_iter(keys(list_name).entries, count=1000):
@@ -272,6 +310,7 @@ class Store:
         ``limit`` keeps only the best ones (the first decides a list's verdict): with the
         mirror, the others are never fetched.
         """
+        self._follow_loop()
         transforms: Sequence[Transform] = list(TRANSFORMS) if dihedral else ["identity"]
         queries: list[Query] = [
             (*frame.variant(t), t, frame.frame) for frame in frames for t in transforms
@@ -299,6 +338,7 @@ class Store:
         snapshot does not agree with its entries (a list written by an older guard: lookups then
         stay on the Redis index, which is always exact).
         """
+        self._follow_loop()
         if self._mirror_cache.settings is None:
             return None
         meta = await self._catalog.meta(list_name)
@@ -314,12 +354,14 @@ class Store:
         ``volatile-*`` are safe: guard never sets a TTL. A managed Redis that refuses CONFIG
         gets a warning, not a refusal. Raises :class:`EvictionUnsafe` unless ``allow_eviction``.
         """
+        self._follow_loop()
         return await integrity.check_eviction(self._client, allow_eviction=allow_eviction)
 
     async def check_meta(self, list_name: str) -> None:
         """Raise unless the list's metadata is readable and made for this guard's hashes
         (:class:`UnknownList` if it does not exist, :class:`StoreInconsistent` if it existed
         when this store last read it, :class:`StoreError` if it is damaged)."""
+        self._follow_loop()
         self._catalog.cached.pop(list_name, None)
         try:
             meta = await self._catalog.meta(list_name)
@@ -338,4 +380,5 @@ class Store:
         8 bytes per distinct aHash and one snapshot record per entry. A list being written
         meanwhile may show transient mismatches.
         """
+        self._follow_loop()
         return await integrity.verify(self._client, list_name, await self._catalog.meta(list_name))
