@@ -40,7 +40,8 @@ from guard.config import Config, HttpSettings, ListPolicy, RedisSettings, Route
 from guard.errors import StoreInconsistent, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash, from_signed, hash_file, to_signed
 from guard.middleware import GuardMiddleware
-from guard.store import HEALTH_CHECK_SECONDS, MirrorSettings, Store, _RetryIfDead
+from guard.store import HEALTH_CHECK_SECONDS, MirrorSettings, Store
+from guard.store.connection import RetryIfDead
 from guard.types import Entry
 
 #: Slow (a fault proxy between guard and Redis, CLI subprocesses): not in the fast path.
@@ -708,7 +709,7 @@ def test_every_store_connection_has_the_restart_settings(url: str, base: type) -
     assert settings["protocol"] == 2 and settings["health_check_interval"] == HEALTH_CHECK_SECONDS
     assert (settings["socket_timeout"], settings.get("socket_connect_timeout", 0.2)) == (0.3, 0.2)
     connection = pool.make_connection()
-    assert isinstance(connection, base) and isinstance(connection.retry, _RetryIfDead)
+    assert isinstance(connection, base) and isinstance(connection.retry, RetryIfDead)
     run(store.close())
 
 
