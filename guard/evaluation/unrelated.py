@@ -208,8 +208,8 @@ class Rate:
 
     @property
     def estimate(self) -> float:
-        """The figure to trust: the observed share where pairs were counted, the larger of it and
-        the tail fit otherwise (a fit never talks a count down)."""
+        """The figure to trust: the larger of the observed share and the tail fit (a fit never
+        talks a count down, and where nothing was counted it is all there is)."""
         if self.fitted is None:
             return self.observed
         return max(self.observed, self.fitted)
