@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import re
 import shutil
@@ -133,6 +134,17 @@ def _serve_on_socket(executable: str, folder: Path) -> tuple[subprocess.Popen[by
         redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1),
     )
     return process, f"unix://{socket_path}"
+
+
+@pytest.fixture(autouse=True)
+def _logging_levels_restored() -> Iterator[None]:
+    """Each test starts with the log levels the session started with: a framework that
+    configures logging (Django, uvicorn) must not change which records a later test sees."""
+    loggers = [logging.getLogger(), logging.getLogger("guard")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")
