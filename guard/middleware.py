@@ -71,12 +71,12 @@ class GuardMiddleware:
     the built-in defaults, which guard no route: start-up then warns). ``store`` replaces the one
     the config names (tests inject one).
 
-    Every reject, flag, shadow-reject and shadow-flag is an INFO record on the ``guard`` logger,
-    store trouble a WARNING or ERROR. uvicorn's default logging configures only its own
-    loggers, so without a handler of the app's own only WARNING and above reach stderr, as bare
-    messages: to see rejects and flags, e.g. ``logging.basicConfig(level=logging.INFO,
-    format="%(levelname)s %(name)s: %(message)s")`` in the app module, or a ``guard`` logger in
-    uvicorn's ``--log-config``.
+    Every reject is a WARNING record on the ``guard`` logger; every flag, shadow-reject and
+    shadow-flag an INFO one; store trouble a WARNING or ERROR. uvicorn's default logging
+    configures only its own loggers, so without a handler of the app's own only WARNING and
+    above reach stderr (rejects do), as bare messages. To see flags too, e.g.
+    ``logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")``
+    in the app module, or a ``guard`` logger in uvicorn's ``--log-config``.
     """
 
     def __init__(
@@ -460,7 +460,11 @@ class _Responder:
             "source": match.entry.source,
             "client": self._client(),
         }
-        logger.info(
+        # A reject is a WARNING, so a server's default logging (uvicorn's prints WARNING and above
+        # for loggers it does not configure) shows it; flags and shadow outcomes, routine for a
+        # moderated app, are INFO.
+        logger.log(
+            logging.WARNING if action == "reject" else logging.INFO,
             "guard %s: upload on %s matched %s (%s) at distance %d",
             action,
             self.route.path,

@@ -242,6 +242,7 @@ def test_flagged_request_reaches_the_app_with_the_verdict(
     assert app.states == [Decision("flag", images=1, list="soft", distance=3, source="near.jpg")]
     assert result.headers["x-guard-verdict"] == "flag"
     [record] = [r for r in caplog.records if hasattr(r, "guard")]
+    assert record.levelno == logging.INFO  # a flag is routine for a moderated app
     assert record.guard == {
         "action": "flag",
         "list": "soft",
@@ -371,6 +372,7 @@ def test_reject_is_logged_once_with_its_details(
     with caplog.at_level(logging.INFO, logger="guard"):
         run(call(guard, multipart(("a.jpg", jpeg(BLOCKED, 50)))))
     [record] = [r for r in caplog.records if hasattr(r, "guard")]
+    assert record.levelno == logging.WARNING  # default server logging shows rejects
     details = record.guard
     assert (details["action"], details["list"], details["source"], details["route"]) == (
         "reject",
