@@ -28,13 +28,13 @@ from __future__ import annotations
 # 1e6, bench/lookup.py). Set on the embedded Redis; recommended for any other (README).
 from guard.embedded import INTSET_ENTRIES
 from guard.mirror import Mirror
-from guard.store.connection import HEALTH_CHECK_SECONDS, client_options
+from guard.store.connection import HEALTH_CHECK_SECONDS, ListExists, client_options
 from guard.store.index import INLINE_QUERIES, SUNION_KEYS
 from guard.store.integrity import VerifyReport
 from guard.store.mirror_cache import DEFAULT_MIRROR, MirrorSettings
 from guard.store.opening import StoreSettings, open_store, store_settings
 from guard.store.store import LookupPolicy, Store
-from guard.store.writes import WRITE_BATCH, ListExists, RenameIncomplete
+from guard.store.writes import WRITE_BATCH, RenameIncomplete
 
 __all__ = [
     "DEFAULT_MIRROR",

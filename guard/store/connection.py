@@ -148,6 +148,14 @@ class Recreated(StoreError):
         super().__init__(message)
 
 
+#: How the add script refuses to create a list whose name is taken (a rename's new name).
+EXISTS_REPLY = "guard: list exists already"
+
+
+class ListExists(StoreError):
+    """``guard rename`` found its new name taken."""
+
+
 class Gone(StoreError):
     """A lookup found no metadata for a list it had read: the catalog turns it into
     :class:`guard.errors.StoreInconsistent` (it knows the list and forgets it)."""
@@ -163,6 +171,8 @@ async def translated() -> AsyncIterator[None]:
     except ResponseError as error:
         if RECREATED_REPLY in str(error):
             raise Recreated(f"Redis refused a command: {error}") from error
+        if EXISTS_REPLY in str(error):
+            raise ListExists(f"Redis refused a command: {error}") from error
         raise StoreError(f"Redis refused a command: {error}") from error
     except RedisError as error:
         raise StoreError(f"Redis error: {error}") from error

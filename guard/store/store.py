@@ -16,14 +16,13 @@ from guard.bands import BAND_COUNTS, LISTS_KEY
 from guard.errors import StoreError, StoreUnavailable
 from guard.hashing import TRANSFORMS, FrameHash
 from guard.mirror import Mirror
-from guard.spelling import from_signed
 from guard.store import index, integrity, writes
 from guard.store.catalog import Catalog
 from guard.store.connection import client, lease_embedded, translated
 from guard.store.index import Query
 from guard.store.integrity import VerifyReport
 from guard.store.mirror_cache import DEFAULT_MIRROR, MirrorCache, MirrorSettings
-from guard.store.records import ListMeta, entries_from_json, keys, text
+from guard.store.records import ListMeta, keys, text
 from guard.types import AddResult, Entry, ListInfo, Match, Transform
 
 StoreT = TypeVar("StoreT", bound="Store")
@@ -251,7 +250,7 @@ class Store:
         A list's keys share the hash tag of its name, so a Cluster cannot RENAME them: the copy
         is written through the add script and carries a pending note until it is proven whole
         (``guard lists --verify`` reports it incomplete meanwhile). Raises
-        :class:`guard.store.writes.ListExists` if ``new`` exists, :class:`UnknownList` if
+        :class:`guard.store.ListExists` if ``new`` exists, :class:`UnknownList` if
         ``old`` does not; interrupted, ``old`` is kept: drop ``new`` and rename again.
         """
         self._follow_loop()
@@ -269,10 +268,8 @@ class Store:
         """Every entry of a list (for export), in no particular order."""
         self._follow_loop()
         await self._catalog.meta(list_name)
-        async with translated():
-            async for field, value in self._client.hscan_iter(keys(list_name).entries, count=1000):
-                for entry in entries_from_json(from_signed(int(field)), value):
-                    yield entry
+        async for entry in writes.entries(self._client, list_name):
+            yield entry
 
     async def lookup_under(
         self,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -37,7 +37,7 @@ from guard.hashing import is_low_information
 from guard.mirror import RECORD_SIZE, snapshot_record
 from guard.spelling import from_signed, to_hex, to_signed
 from guard.store.catalog import Catalog
-from guard.store.connection import Recreated, translated
+from guard.store.connection import ListExists, Recreated, translated
 from guard.store.records import (
     ListMeta,
     drop_marker,
@@ -62,21 +62,15 @@ def _script(name: str) -> str:
 
 
 ADD_SCRIPT = _script("add.lua")
+REMOVE_SCRIPT = _script("remove.lua").replace("RECORD_SIZE", str(RECORD_SIZE))
 DROP_SCRIPT = _script("drop.lua")
 # Keys UNLINKed per call while a drop deletes a list's keys.
 DROP_BATCH = 500
 
 
-class ListExists(StoreError):
-    """``guard rename`` found its new name taken."""
-
-
 class RenameIncomplete(StoreError):
     """``guard rename`` found the copy short (the old list changed meanwhile): the old list is
     kept, the new one is incomplete (drop it and rename again)."""
-
-
-REMOVE_SCRIPT = _script("remove.lua").replace("RECORD_SIZE", str(RECORD_SIZE))
 
 
 async def add(
@@ -169,6 +163,14 @@ async def _add_batch(
         meta = dataclasses.replace(meta, incarnation=incarnation)
     catalog.cached[list_name] = meta
     return int(done), int(already), meta
+
+
+async def entries(client: aioredis.Redis, list_name: str) -> AsyncIterator[Entry]:
+    """Every entry of a list, in no particular order (HSCAN: Redis is never blocked long)."""
+    async with translated():
+        async for field, value in client.hscan_iter(keys(list_name).entries, count=1000):
+            for entry in entries_from_json(from_signed(int(field)), value):
+                yield entry
 
 
 async def remove(
@@ -274,20 +276,17 @@ async def rename(
     async def copy(chunk: list[Entry]) -> int:
         try:
             result = await add(client, add_script, catalog, new, chunk, bands, pending=note)
-        except StoreError as error:
-            if "list exists already" in str(error):
-                raise ListExists(f"list {new!r} was created meanwhile: not renamed") from None
-            raise
+        except ListExists:
+            raise ListExists(f"list {new!r} was created meanwhile: not renamed") from None
         return result.added
 
     copied = await copy([])  # creates `new`, empty, with its pending note
     chunk: list[Entry] = []
-    async with translated():
-        async for field, value in client.hscan_iter(names.entries, count=1000):
-            chunk += entries_from_json(from_signed(int(field)), value)
-            if len(chunk) >= WRITE_BATCH:
-                copied += await copy(chunk)
-                chunk = []
+    async for entry in entries(client, old):
+        chunk.append(entry)
+        if len(chunk) >= WRITE_BATCH:
+            copied += await copy(chunk)
+            chunk = []
     if chunk:
         copied += await copy(chunk)
     new_names = keys(new)
