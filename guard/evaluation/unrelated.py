@@ -59,17 +59,14 @@ TAIL_SHARE = 1e-3
 Hashes = npt.NDArray[np.uint64]
 
 
-def _mild_edits() -> tuple[tuple[str, Callable[[Image.Image], Image.Image]], ...]:
-    return (
-        ("brightness+20%", lambda im: ImageEnhance.Brightness(im).enhance(1.2)),
-        ("blur", lambda im: im.filter(ImageFilter.GaussianBlur(1.5))),
-        ("contrast-20%", lambda im: ImageEnhance.Contrast(im).enhance(0.8)),
-        ("mirror", ImageOps.mirror),
-        ("jpeg-q40", lambda im: im),  # the edit is the encoding (see _encode)
-    )
-
-
-MILD_EDITS = _mild_edits()
+#: The mild edit each window also gets: (name, the change, the JPEG quality it is saved at).
+MILD_EDITS: tuple[tuple[str, Callable[[Image.Image], Image.Image], int], ...] = (
+    ("brightness+20%", lambda im: ImageEnhance.Brightness(im).enhance(1.2), 90),
+    ("blur", lambda im: im.filter(ImageFilter.GaussianBlur(1.5)), 90),
+    ("contrast-20%", lambda im: ImageEnhance.Contrast(im).enhance(0.8), 90),
+    ("mirror", ImageOps.mirror, 90),
+    ("jpeg-q40", lambda im: im, 40),  # the edit is the encoding
+)
 
 
 def windows(image: Image.Image) -> Iterator[Image.Image]:
@@ -118,11 +115,8 @@ def sample_photo(path: str) -> PhotoSamples:
     rng = random.Random(name)
     ahashes, phashes = [], []
     for index, window in enumerate(windows(image)):
-        edit_name, edit = MILD_EDITS[(index + rng.randrange(len(MILD_EDITS))) % len(MILD_EDITS)]
-        for data in (
-            _encode(window, 90),
-            _encode(edit(window), 40 if edit_name == "jpeg-q40" else 90),
-        ):
+        _, edit, quality = MILD_EDITS[(index + rng.randrange(len(MILD_EDITS))) % len(MILD_EDITS)]
+        for data in (_encode(window, 90), _encode(edit(window), quality)):
             try:
                 hashed = hash_bytes(data)
             except ImageError:
@@ -204,7 +198,6 @@ class Rate:
     bound: float  # 95th percentile over the photo bootstrap
     fitted: float | None  # the tail fit's extrapolation, when it had enough points
     fitted_bound: float | None
-    fit_points: int  # distances the fit used
 
     @property
     def estimate(self) -> float:
@@ -248,10 +241,7 @@ def rate(counts: PairCounts, radius: int, confirm: int, *, seed: int = 0) -> Rat
     passing_cells = histogram[:, :, : confirm + 1].sum(axis=2)
     cumulative_cells = np.cumsum(histogram, axis=2)
     total = counts.total_pairs
-    observed = float(passing_cells.sum() / total)
-    fit_usable = (cumulative_cells.sum(axis=(0, 1)) >= MIN_TAIL_COUNT) & (
-        cumulative_cells.sum(axis=(0, 1)) / total <= TAIL_SHARE
-    )
+    passing = int(passing_cells.sum())
     fitted = _tail_fit(cumulative_cells.sum(axis=(0, 1)).astype(float), total, confirm)
     rng = np.random.default_rng(seed)
     n_q, n_l = counts.pairs.shape
@@ -267,14 +257,13 @@ def rate(counts: PairCounts, radius: int, confirm: int, *, seed: int = 0) -> Rat
             if refit is not None:
                 fits.append(refit)
     return Rate(
-        passing=int(passing_cells.sum()),
-        observed=observed,
+        passing=passing,
+        observed=passing / total,
         # With nothing observed the bootstrap says 0: then at least the rule of three on the
         # pairs (as if independent; the tail fit is the figure to read in that regime).
-        bound=max(float(np.percentile(boots, 95)), 3 / total if not passing_cells.sum() else 0.0),
+        bound=max(float(np.percentile(boots, 95)), 0.0 if passing else 3 / total),
         fitted=fitted,
         fitted_bound=float(np.percentile(fits, 95)) if fits else None,
-        fit_points=int(fit_usable.sum()),
     )
 
 
