@@ -15,9 +15,12 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Awaitable, Callable
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -38,9 +41,20 @@ from guard.errors import (
     UnsupportedEncoding,
 )
 from guard.hashing import FrameHash, ImageHashes, hash_bytes
+from guard.observers import DecisionLog, Observer, Observers, RequestReport
 from guard.store import Store, open_store
 from guard.supervision import REPORT_INTERVAL, Lookups, StoreCounters, StoreSupervisor
-from guard.types import ASGIApp, Decision, ImageLimits, Match, Message, Receive, Scope, Send
+from guard.types import (
+    ASGIApp,
+    Decision,
+    DecisionRecord,
+    ImageLimits,
+    Message,
+    Receive,
+    RecordedAction,
+    Scope,
+    Send,
+)
 from guard.uploads import (
     ClientDisconnected,
     JsonScan,
@@ -57,6 +71,9 @@ __all__ = ["REPORT_INTERVAL", "Decision", "GuardMiddleware", "StoreCounters"]
 
 logger = logging.getLogger("guard")
 T = TypeVar("T")
+#: A client's X-Request-ID is kept when it is this tame (else guard makes one): it goes into
+#: logs, headers and the decision stream as it came.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class GuardMiddleware:
@@ -69,7 +86,9 @@ class GuardMiddleware:
 
     ``config`` is a :class:`guard.Config`, a path to a YAML file, or None (``$GUARD_CONFIG``, else
     the built-in defaults, which guard no route: start-up then warns). ``store`` replaces the one
-    the config names (tests inject one).
+    the config names (tests inject one). ``observers`` hear of every guarded request and every
+    decision (:mod:`guard.observers`), after the decision log; more may be added later with
+    ``guard.observers.add``.
 
     Every reject is a WARNING record on the ``guard`` logger; every flag, shadow-reject and
     shadow-flag an INFO one; store trouble a WARNING or ERROR. uvicorn's default logging
@@ -85,6 +104,7 @@ class GuardMiddleware:
         *,
         config: Config | str | os.PathLike[str] | None = None,
         store: Store | None = None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         self.app = app
         if isinstance(config, Config):
@@ -96,8 +116,12 @@ class GuardMiddleware:
         self._store = store
         self._store_lock: anyio.Lock | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        #: Told of every guarded request, decision and store counter: the log first.
+        self.observers = Observers([DecisionLog(), *observers])
         #: Every store call goes through it: breaker, start-up checks, counters, throttled logs.
-        self.supervisor = StoreSupervisor(self.config, self.store, lambda: self.store_location)
+        self.supervisor = StoreSupervisor(
+            self.config, self.store, lambda: self.store_location, self.observers
+        )
         self._started = False  # the start-up checks have run (or are running)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -231,28 +255,54 @@ class _Responder:
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope.get("headers", [])
         }
+        given = self.headers.get("x-request-id", "").strip()
+        self.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        # What the request report says (filled in as the request goes).
+        self.images = 0
+        self.hash_seconds = 0.0
+        self.lookup_seconds = 0.0
 
     async def run(self) -> None:
         spool = Spool(self.config.http.spool_memory_bytes)
+        outcome, status = "disconnect", None
         try:
             try:
-                answer = (await self._decide(spool)).answer
+                decided = await self._decide(spool)
             except ClientDisconnected:
                 return  # nobody to answer; the spool is dropped below
             except GuardError as error:
-                await self._refuse(refusal_for(error, self.config.http))
+                refusal = refusal_for(error, self.config.http)
+                outcome, status = "refuse", refusal.status
+                await self._refuse(refusal)
                 return
             except Exception:
                 logger.exception("guard failed on %s %s", self.scope["method"], self.scope["path"])
+                outcome, status = "refuse", 500
                 await self._refuse(Refusal(500, {"error": "internal error"}))
                 return
+            answer = decided.answer
+            outcome = decided.action
             if isinstance(answer, Refusal):
+                status = answer.status
                 await self._refuse(answer)
                 return
+            answer = replace(answer, request_id=self.request_id)
             self.scope.setdefault("state", {})["guard"] = answer
             await self.guard.app(self.scope, Replay(spool, self.receive), self._send_for(answer))
         finally:
             spool.close()
+            self.guard.observers.checked(
+                RequestReport(
+                    route=self.route.path,
+                    method=self.scope["method"],
+                    outcome=outcome,
+                    status=status,
+                    images=self.images,
+                    hash_seconds=self.hash_seconds,
+                    lookup_seconds=self.lookup_seconds,
+                    request_id=self.request_id,
+                )
+            )
 
     async def _decide(self, spool: Spool) -> Outcome:
         http = self.config.http
@@ -329,6 +379,7 @@ class _Responder:
         def find_and_hash() -> tuple[int, list[FrameHash]]:
             # One worker thread for the whole body (one hop, one limiter slot); a request given
             # up on (deadline, disconnect) stops before its next image.
+            started = time.perf_counter()
             images = find_images(
                 spool.read_all(),
                 content_type,
@@ -342,6 +393,7 @@ class _Responder:
                     break
                 hashes = _hash_for_lookup(image, self.config.limits, dihedral)
                 frames += [frame for frame in hashes.frames if not frame.low_information]
+            self.hash_seconds = time.perf_counter() - started
             return len(images), frames
 
         try:
@@ -350,26 +402,60 @@ class _Responder:
             )
         finally:
             abandoned.set()
+        self.images = image_count
         # No image, or only low-information ones: nothing to look up, the store is not asked.
-        found = await self.guard.supervisor.look_up(self.route, frames) if frames else Lookups()
+        found = Lookups()
+        if frames:
+            started = time.perf_counter()
+            found = await self.guard.supervisor.look_up(self.route, frames)
+            self.lookup_seconds = time.perf_counter() - started
         return self._recorded(
             judge(image_count, found.matches, found.failures, self.config.policy, http)
         )
 
     def _recorded(self, outcome: Outcome) -> Outcome:
-        """Log the match that rejected, flagged, shadow-rejected or shadow-flagged the request
-        (counting the shadow ones); count and log the fail-open lists it passed unchecked (once
-        per interval, H32)."""
-        if outcome.match is not None:
-            self._log(outcome.action, outcome.match)
-            counters = self.guard.supervisor.counters
+        """Record the match that rejected, flagged, shadow-rejected or shadow-flagged the request
+        (counting the shadow ones), and the fail-open lists it passed unchecked (counted, and
+        logged once per interval, H32): the observers hear of each."""
+        supervisor = self.guard.supervisor
+        match = outcome.match
+        if match is not None:
             if outcome.action == "shadow-reject":
-                counters.shadow_rejects += 1
+                supervisor.count("shadow_rejects")
             elif outcome.action == "shadow-flag":
-                counters.shadow_flags += 1
+                supervisor.count("shadow_flags")
+            self.guard.observers.decided(
+                self._record(
+                    outcome.action,  # type: ignore[arg-type]  # a match's action is recordable
+                    list=match.list,
+                    distance=match.distance,
+                    phash_distance=match.phash_distance,
+                    transform=match.transform,
+                    source=match.entry.source,
+                    label=match.entry.label,
+                    unchecked_lists=outcome.unchecked,
+                )
+            )
         if outcome.unchecked:
-            self.guard.supervisor.passed_unchecked(self.route, outcome.unchecked)
+            supervisor.passed_unchecked(self.route, outcome.unchecked)
+            if match is None:
+                self.guard.observers.decided(
+                    self._record("unchecked", unchecked_lists=outcome.unchecked)
+                )
         return outcome
+
+    def _record(self, action: RecordedAction, **details: Any) -> DecisionRecord:
+        """A decision record of this request."""
+        return DecisionRecord(
+            action=action,
+            request_id=self.request_id,
+            route=self.route.path,
+            method=self.scope["method"],
+            time=time.time(),
+            images=self.images,
+            client=self._client(),
+            **details,
+        )
 
     def _check_headers(self) -> int | None:
         """Refuse what the headers alone condemn, before reading a byte; the declared length.
@@ -431,10 +517,11 @@ class _Responder:
         return send
 
     async def _refuse(self, refusal: Refusal) -> None:
-        body = json.dumps(refusal.body).encode()
+        body = json.dumps({**refusal.body, "request_id": self.request_id}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", self.request_id.encode("latin-1")),
         ]
         headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers]
         try:
@@ -448,31 +535,6 @@ class _Responder:
     def _client(self) -> str | None:
         client = self.scope.get("client")
         return f"{client[0]}:{client[1]}" if client else None
-
-    def _log(self, action: str, match: Match) -> None:
-        record = {
-            "action": action,
-            "list": match.list,
-            "route": self.route.path,
-            "distance": match.distance,
-            "phash_distance": match.phash_distance,
-            "transform": match.transform,
-            "source": match.entry.source,
-            "client": self._client(),
-        }
-        # A reject is a WARNING, so a server's default logging (uvicorn's prints WARNING and above
-        # for loggers it does not configure) shows it; flags and shadow outcomes, routine for a
-        # moderated app, are INFO.
-        logger.log(
-            logging.WARNING if action == "reject" else logging.INFO,
-            "guard %s: upload on %s matched %s (%s) at distance %d",
-            action,
-            self.route.path,
-            match.list,
-            match.entry.source,
-            match.distance,
-            extra={"guard": record},
-        )
 
 
 def _hash_for_lookup(data: bytes, limits: ImageLimits, dihedral: bool) -> ImageHashes:

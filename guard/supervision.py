@@ -26,6 +26,7 @@ from guard.errors import (
     UnknownList,
 )
 from guard.hashing import FrameHash
+from guard.observers import Observer
 from guard.store import Store
 from guard.types import Match
 from guard.verdict import refuses
@@ -74,7 +75,8 @@ class StoreSupervisor:
     """The store as the middleware sees it: behind a breaker, checked, counted and reported.
 
     ``open_store`` opens (or returns) the store; ``location`` names it for messages. Both belong
-    to the middleware, which builds the store and may be handed one.
+    to the middleware, which builds the store and may be handed one. ``observers`` hear of every
+    counter that goes up.
     """
 
     def __init__(
@@ -82,8 +84,11 @@ class StoreSupervisor:
         config: Config,
         open_store: Callable[[], Awaitable[Store]],
         location: Callable[[], str],
+        observers: Observer | None = None,
     ) -> None:
         self.config = config
+        #: Told of every counter that goes up (metrics count per process from it).
+        self.observers = observers if observers is not None else Observer()
         self._open_store = open_store
         self._location = location
         redis = config.redis
@@ -162,6 +167,11 @@ class StoreSupervisor:
                 problems[name] = f"is empty in the store ({store.location})"
         return problems
 
+    def count(self, counter: str) -> None:
+        """Add one to a :class:`StoreCounters` counter and tell the observers."""
+        setattr(self.counters, counter, getattr(self.counters, counter) + 1)
+        self.observers.counted(counter)
+
     # --- every store call -------------------------------------------------------------------
 
     async def call(self, operation: Callable[[Store], Awaitable[T]]) -> T:
@@ -172,7 +182,7 @@ class StoreSupervisor:
         list metadata); a failed check is re-run on the next call.
         """
         if not self.breaker.allow():
-            self.counters.short_circuits += 1
+            self.count("short_circuits")
             error = StoreUnavailable(
                 f"Redis is unavailable (circuit breaker open after "
                 f"{self.breaker.failures} failures; next probe in {self.breaker.retry_in():.1f}s)"
@@ -212,7 +222,7 @@ class StoreSupervisor:
         return min(self.config.redis.socket_timeout, self.config.http.decision_timeout) / 2
 
     def _store_failed(self, error: StoreUnavailable) -> None:
-        self.counters.store_failures += 1
+        self.count("store_failures")
         self.breaker.failure()
         self.report("unavailable", error)
         # Redis may come back restarted, empty or reconfigured: check it again first.
@@ -279,7 +289,7 @@ class StoreSupervisor:
     def passed_unchecked(self, route: Route, lists: Sequence[str]) -> None:
         """Count a request let through with fail-open lists unchecked; log it once per
         interval with the count (H32)."""
-        self.counters.unchecked += 1
+        self.count("unchecked")
         self.report(
             "unchecked",
             StoreUnavailable(
@@ -314,7 +324,7 @@ class StoreSupervisor:
         self, list_name: str, route: str, policy: ListPolicy, error: StoreError
     ) -> None:
         """A lookup found a required list missing (or vanished): count it, report an error."""
-        self.counters.missing_lists += 1
+        self.count("missing_lists")
         follows = "unchecked (fail_open)" if policy.fail_open else "refused as unavailable"
         reason = (
             f"it is not in the store ({self._location()}): load it "

@@ -152,3 +152,45 @@ class Decision:
     distance: int | None = None
     source: str | None = None
     unchecked_lists: tuple[str, ...] = ()
+    #: The request's id: its ``X-Request-ID`` if it sent a usable one, else one guard made. The
+    #: decision stream and the logs carry it too. Left out of comparisons (it differs per request).
+    request_id: str = field(default="", compare=False)
+
+
+#: What a recorded decision did: a match's effect, an allow-list entry that suppressed a match
+#: ("allowed"), or fail-open lists passed unchecked.
+RecordedAction = Literal["reject", "flag", "shadow-reject", "shadow-flag", "allowed", "unchecked"]
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One decision worth keeping: what the logs, the metrics and the decision stream carry.
+
+    Recorded for every reject, flag, shadow-reject and shadow-flag, every match an allow-list
+    entry suppressed, and every request passed with fail-open lists unchecked. It holds no image
+    bytes and no hash of the upload: a record may be read by more people, and kept longer, than
+    the uploads themselves, and an upload's hash is a fingerprint of a user's picture that anyone
+    could match against other images. The matched entry is named by its ``source`` and ``label``.
+    """
+
+    action: RecordedAction
+    request_id: str
+    #: The route's configured path (not the request's: no user text in the key of a metric).
+    route: str
+    method: str
+    #: Seconds since the epoch.
+    time: float
+    images: int = 0
+    #: "host:port" of the client as the server saw it, or None.
+    client: str | None = None
+    list: str | None = None
+    distance: int | None = None
+    phash_distance: int | None = None
+    transform: str | None = None
+    #: The matched list entry's source and label.
+    source: str | None = None
+    label: str | None = None
+    #: Fail-open lists that could not be checked.
+    unchecked_lists: tuple[str, ...] = ()
+    #: For "allowed": the source of the allow-list entry that suppressed the match.
+    allowed_by: str | None = None

@@ -106,7 +106,12 @@ class Result:
     messages: list[dict[str, Any]]
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        """The body as JSON. A refusal's ``request_id`` must be there and match its
+        ``x-request-id`` header; it is taken out, as it differs on every request."""
+        data = json.loads(self.body)
+        if isinstance(data, dict) and "x-request-id" in self.headers:
+            assert data.pop("request_id") == self.headers["x-request-id"]
+        return data
 
 
 async def call(

@@ -49,7 +49,11 @@ def test_example_app_blocks_listed_images_and_passes_the_rest(
                 )
                 assert (blocked.status_code, blocked.json()) == (
                     403,
-                    {"error": "upload rejected", "list": "spam"},
+                    {
+                        "error": "upload rejected",
+                        "list": "spam",
+                        "request_id": blocked.headers["x-request-id"],
+                    },
                 )
             ok = await client.post(
                 "/upload", files={"file": ("u.jpg", unrelated, "image/jpeg")}, data={"c": "hi"}

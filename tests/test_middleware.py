@@ -252,7 +252,9 @@ def test_flagged_request_reaches_the_app_with_the_verdict(
         "transform": "identity",
         "source": "near.jpg",
         "client": "203.0.113.7:5555",
+        "request_id": app.states[0].request_id,  # the app's decision and the log agree
     }
+    assert len(app.states[0].request_id) == 32  # made by guard: the client sent none
 
 
 def shadow_guarded(
@@ -307,6 +309,7 @@ def test_a_shadow_list_lets_a_listed_image_through_logged_and_counted(
         "transform": "identity",
         "source": BLOCKED,
         "client": "203.0.113.7:5555",
+        "request_id": app.states[0].request_id,
     }
     assert "shadow-reject" in record.getMessage()
     assert (guard.counters.shadow_rejects, guard.counters.shadow_flags) == (1, 0)
@@ -528,7 +531,11 @@ def test_through_httpx_with_a_starlette_app(loaded: str) -> None:
             )
             assert (blocked.status_code, blocked.json()) == (
                 403,
-                {"error": "upload rejected", "list": "spam"},
+                {
+                    "error": "upload rejected",
+                    "list": "spam",
+                    "request_id": blocked.headers["x-request-id"],
+                },
             )
 
     run(body())
