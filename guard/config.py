@@ -308,6 +308,52 @@ class HttpSettings:
 
 DEFAULT_HTTP = HttpSettings()
 
+#: A Redis key for the decision stream: printable, no spaces (it may carry a {hash tag}).
+_STREAM_KEY = re.compile(r"[!-~]{1,200}")
+
+
+def _endpoint_path(text: str) -> Rule:
+    return _optional_text(text, lambda v: _ROUTE_PATH.fullmatch(v) is not None and "*" not in v)
+
+
+@dataclass(frozen=True)
+class OperationsSettings:
+    """What guard tells the people running it: metrics, health, the decision stream, and how
+    it picks up a changed config file."""
+
+    #: Serve Prometheus metrics at this path (needs the ``metrics`` extra); None: not served by
+    #: the middleware (mount ``guard.metrics_app()`` yourself, or leave metrics off).
+    metrics_path: str | None = setting(None, _endpoint_path(f"{_PATH_RULE}, without *"))
+    #: Serve the health answer at this path (200, or 503 when a fail-closed list cannot be
+    #: checked); None: not served.
+    health_path: str | None = setting(None, _endpoint_path(f"{_PATH_RULE}, without *"))
+    #: Append every reject, flag, shadow outcome, allow-list suppression and unchecked pass to a
+    #: Redis Stream (``guard events`` reads it).
+    events: bool = setting(True, _BOOL)
+    #: The stream's key: one per deployment sharing a Redis.
+    events_stream: str = setting(
+        "guard:events",
+        Rule(
+            "1 to 200 printable characters without spaces",
+            lambda v: type(v) is str and _STREAM_KEY.fullmatch(v) is not None,
+        ),
+    )
+    #: Records kept, about (XADD MAXLEN ~): older ones are trimmed.
+    events_max_length: int = setting(100_000, _ints(100, 100_000_000))
+    #: Re-read the config file on SIGHUP and when it changes (checked at most once a second); a
+    #: bad new file is logged and the old config stays. Only for a config read from a file.
+    reload: bool = setting(True, _BOOL)
+    #: An HTML file for refusals asked for with ``Accept: text/html``: a ``string.Template``
+    #: with $status, $error, $list and $request_id (each HTML-escaped). None: guard's own page.
+    #: A relative path is relative to the config file's folder.
+    refusal_page: str | None = setting(None, _optional_text("a file path", lambda v: bool(v)))
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+
+DEFAULT_OPERATIONS = OperationsSettings()
+
 
 # --- route matching ------------------------------------------------------------------------------
 #
@@ -588,6 +634,7 @@ class Config:
     #: Requests to check, first match wins; a request no route matches passes untouched.
     routes: tuple[Route, ...] = ()
     http: HttpSettings = DEFAULT_HTTP
+    operations: OperationsSettings = DEFAULT_OPERATIONS
 
     def __post_init__(self) -> None:
         for name in self.lists:
@@ -689,6 +736,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         # the same config, share one store.
         absolute = os.path.join(os.path.dirname(os.path.abspath(source)), stored)
         config = replace(config, redis=replace(config.redis, embedded_path=absolute))
+    page = config.operations.refusal_page
+    if page is not None and not os.path.isabs(os.path.expanduser(page)):
+        absolute = os.path.join(os.path.dirname(os.path.abspath(source)), page)
+        config = replace(config, operations=replace(config.operations, refusal_page=absolute))
     return config
 
 
@@ -762,7 +813,9 @@ def _yaml_problem(error: Exception) -> str:
 
 
 def _from_document(document: object) -> Config:
-    top = _mapping(document, "", ("defaults", "http", "limits", "lists", "redis", "routes"))
+    top = _mapping(
+        document, "", ("defaults", "http", "limits", "lists", "operations", "redis", "routes")
+    )
     defaults = _section(ListPolicy, top.get("defaults"), "defaults", DEFAULT_POLICY)
     lists = {}
     for name, overrides in _mapping(top.get("lists"), "lists", None).items():
@@ -777,6 +830,9 @@ def _from_document(document: object) -> Config:
         limits=_section(ImageLimits, top.get("limits"), "limits", DEFAULT_LIMITS),
         routes=_routes(top.get("routes")),
         http=_section(HttpSettings, top.get("http"), "http", DEFAULT_HTTP),
+        operations=_section(
+            OperationsSettings, top.get("operations"), "operations", DEFAULT_OPERATIONS
+        ),
     )
 
 
@@ -833,7 +889,15 @@ def _mapping(raw: object, path: str, allowed: tuple[str, ...] | None) -> dict[An
     return raw
 
 
-_Settings = TypeVar("_Settings", RedisSettings, ListPolicy, ImageLimits, HttpSettings, StatusCodes)
+_Settings = TypeVar(
+    "_Settings",
+    RedisSettings,
+    ListPolicy,
+    ImageLimits,
+    HttpSettings,
+    StatusCodes,
+    OperationsSettings,
+)
 
 
 def _section(kind: type[_Settings], raw: object, path: str, base: _Settings) -> _Settings:

@@ -27,6 +27,7 @@ from guard.config import (
     DEFAULT_HTTP,
     DEFAULT_POLICY,
     ENV_REDIS_URL,
+    OperationsSettings,
     RedisSettings,
     Rule,
     _check,
@@ -37,7 +38,7 @@ from guard.config import (
 from guard.errors import SettingError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "guard.yaml"
-TOP_KEYS = "defaults, http, limits, lists, redis, routes"
+TOP_KEYS = "defaults, http, limits, lists, operations, redis, routes"
 POLICY_KEYS = (
     "bands, confirm_radius, dihedral, enforce_ratio, fail_open, flag_radius, mode, "
     "reject_radius, required"
@@ -151,13 +152,16 @@ def test_shipped_file_is_the_defaults_plus_spam_and_upload() -> None:
 
 def test_shipped_file_documents_every_key() -> None:
     document = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
-    assert list(document) == ["redis", "defaults", "lists", "routes", "limits", "http"]
+    assert list(document) == [
+        "redis", "defaults", "lists", "routes", "limits", "http", "operations"
+    ]
     for values, kind in (
         (document["redis"], RedisSettings),
         (document["defaults"], ListPolicy),
         (document["limits"], ImageLimits),
         (document["http"], HttpSettings),
         (document["http"]["statuses"], StatusCodes),
+        (document["operations"], OperationsSettings),
     ):
         assert sorted(values) == sorted(f.name for f in dataclasses.fields(kind))
     assert document["lists"] == {"spam": {}}
