@@ -40,7 +40,9 @@ from guard.errors import (
     StoreUnavailable,
     UnsupportedEncoding,
 )
+from guard.events import EventStream
 from guard.hashing import FrameHash, ImageHashes, hash_bytes
+from guard.metrics import metrics_app, metrics_observer
 from guard.observers import DecisionLog, Observer, Observers, RequestReport
 from guard.store import Store, open_store
 from guard.supervision import REPORT_INTERVAL, Lookups, StoreCounters, StoreSupervisor
@@ -118,6 +120,14 @@ class GuardMiddleware:
         self._limiter: anyio.CapacityLimiter | None = None
         #: Told of every guarded request, decision and store counter: the log first.
         self.observers = Observers([DecisionLog(), *observers])
+        #: The decision stream's writer (operations.events), else None.
+        self.events: EventStream | None = None
+        if self.config.operations.events:
+            self.events = EventStream(self.store, self.config.operations)
+            self.observers.add(self.events)
+        metrics = metrics_observer(self)
+        if metrics is not None:
+            self.observers.add(metrics)
         #: Every store call goes through it: breaker, start-up checks, counters, throttled logs.
         self.supervisor = StoreSupervisor(
             self.config, self.store, lambda: self.store_location, self.observers
@@ -133,6 +143,10 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        endpoint = self._endpoint(scope["path"])
+        if endpoint is not None:
+            await endpoint(scope, receive, send)
+            return
         route = self.config.route_for(
             scope["method"],
             scope["path"],
@@ -143,6 +157,14 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         await _Responder(self, route, scope, receive, send).run()
+
+    def _endpoint(self, path: str) -> ASGIApp | None:
+        """guard's own endpoint at ``path`` (operations.metrics_path, health_path), else None.
+        Exact paths only: these are for probes and scrapers, which ask for the path as set."""
+        operations = self.config.operations
+        if operations.metrics_path is not None and path == operations.metrics_path:
+            return metrics_app()
+        return None
 
     def _lifespan_send(self, send: Send) -> Send:
         """Check the lists once the app has started (it may load them in its own start-up), and
@@ -233,6 +255,8 @@ class GuardMiddleware:
 
     async def aclose(self) -> None:
         """Close the store (call from the app's shutdown if you care about a clean exit)."""
+        if self.events is not None:
+            await self.events.aclose()  # the last records, while the store is still open
         if self._store is not None:
             await self._store.close()
             self._store = None
