@@ -10,7 +10,6 @@ buffering, no copy.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -44,6 +43,7 @@ from guard.events import EventStream
 from guard.hashing import FrameHash, ImageHashes, hash_bytes
 from guard.metrics import metrics_app, metrics_observer
 from guard.observers import DecisionLog, Observer, Observers, RequestReport
+from guard.refusals import RefusalPages, RefusalRenderer, RefusalView
 from guard.store import Store, open_store
 from guard.supervision import REPORT_INTERVAL, Lookups, StoreCounters, StoreSupervisor
 from guard.types import (
@@ -90,7 +90,8 @@ class GuardMiddleware:
     the built-in defaults, which guard no route: start-up then warns). ``store`` replaces the one
     the config names (tests inject one). ``observers`` hear of every guarded request and every
     decision (:mod:`guard.observers`), after the decision log; more may be added later with
-    ``guard.observers.add``.
+    ``guard.observers.add``. ``render_refusal`` replaces the body of guard's refusals
+    (:mod:`guard.refusals`).
 
     Every reject is a WARNING record on the ``guard`` logger; every flag, shadow-reject and
     shadow-flag an INFO one; store trouble a WARNING or ERROR. uvicorn's default logging
@@ -107,6 +108,7 @@ class GuardMiddleware:
         config: Config | str | os.PathLike[str] | None = None,
         store: Store | None = None,
         observers: Iterable[Observer] = (),
+        render_refusal: RefusalRenderer | None = None,
     ) -> None:
         self.app = app
         if isinstance(config, Config):
@@ -118,6 +120,8 @@ class GuardMiddleware:
         self._store = store
         self._store_lock: anyio.Lock | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        #: Refusal bodies: JSON, or an HTML page for browsers (operations.refusal_page).
+        self.refusal_pages = RefusalPages(self.config.operations.refusal_page, render_refusal)
         #: Told of every guarded request, decision and store counter: the log first.
         self.observers = Observers([DecisionLog(), *observers])
         #: The decision stream's writer (operations.events), else None.
@@ -541,9 +545,19 @@ class _Responder:
         return send
 
     async def _refuse(self, refusal: Refusal) -> None:
-        body = json.dumps({**refusal.body, "request_id": self.request_id}).encode()
+        """Answer with ``refusal``: JSON, or a page for a browser (:mod:`guard.refusals`)."""
+        view = RefusalView(
+            refusal.status, refusal.body["error"], self.request_id, refusal.body.get("list")
+        )
+        try:
+            content_type, body = self.guard.refusal_pages.render(
+                view, self.headers.get("accept", "")
+            )
+        except Exception:
+            logger.exception("guard: the refusal renderer failed; answering with JSON")
+            content_type, body = RefusalPages().render(view, "application/json")
         headers = [
-            (b"content-type", b"application/json"),
+            (b"content-type", content_type.encode("latin-1")),
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", self.request_id.encode("latin-1")),
         ]
