@@ -44,6 +44,7 @@ from guard.verdict import Verdict, decide
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from guard.metrics import metrics_app
     from guard.middleware import GuardMiddleware
 
 
@@ -53,6 +54,10 @@ def __getattr__(name: str) -> Any:
         from guard import middleware
 
         return getattr(middleware, name)
+    if name == "metrics_app":
+        from guard import metrics
+
+        return metrics.metrics_app
     raise AttributeError(f"module 'guard' has no attribute {name!r}")
 
 
@@ -95,6 +100,7 @@ __all__ = [
     "hash_file",
     "is_low_information",
     "load_config",
+    "metrics_app",
     "permute",
     "sniff_format",
     "to_hex",

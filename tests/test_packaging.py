@@ -56,6 +56,7 @@ PUBLIC = [
     "hash_file",
     "is_low_information",
     "load_config",
+    "metrics_app",
     "permute",
     "sniff_format",
     "to_hex",
