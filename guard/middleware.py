@@ -41,6 +41,8 @@ from guard.errors import (
 )
 from guard.events import EventStream
 from guard.hashing import FrameHash, ImageHashes, hash_bytes
+from guard.health import HealthCheck
+from guard.health import serve as serve_health
 from guard.metrics import metrics_app, metrics_observer
 from guard.observers import DecisionLog, Observer, Observers, RequestReport
 from guard.refusals import RefusalPages, RefusalRenderer, RefusalView
@@ -120,6 +122,8 @@ class GuardMiddleware:
         self._store = store
         self._store_lock: anyio.Lock | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        #: Readiness: ``await guard.health()`` (operations.health_path serves it).
+        self.health = HealthCheck(self)
         #: Refusal bodies: JSON, or an HTML page for browsers (operations.refusal_page).
         self.refusal_pages = RefusalPages(self.config.operations.refusal_page, render_refusal)
         #: Told of every guarded request, decision and store counter: the log first.
@@ -168,6 +172,8 @@ class GuardMiddleware:
         operations = self.config.operations
         if operations.metrics_path is not None and path == operations.metrics_path:
             return metrics_app()
+        if operations.health_path is not None and path == operations.health_path:
+            return partial(serve_health, self.health)
         return None
 
     def _lifespan_send(self, send: Send) -> Send:

@@ -142,10 +142,12 @@ async def call(
         declared = len(body) if content_length is True else content_length
         raw_headers.append((b"content-length", str(declared).encode()))
     raw_headers += [(k.encode(), v.encode()) for k, v in headers or []]
+    path, _, query = path.partition("?")
     scope = {
         "type": "http",
         "method": method,
         "path": path,
+        "query_string": query.encode(),
         "headers": raw_headers,
         "client": ("203.0.113.7", 5555),
     }
