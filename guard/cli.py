@@ -52,6 +52,7 @@ from guard.hashing import (
 from guard.images import sniff_format
 from guard.listfile import format_line, parse_line
 from guard.store import ListExists, RenameIncomplete, Store, open_store
+from guard.store.writes import EVERY, Selector
 from guard.types import Entry, ImageLimits, Match
 from guard.verdict import decide, effect_of
 
@@ -423,6 +424,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("old", metavar="OLD")
     sub.add_argument("new", metavar="NEW")
+
+    for name, run, verb, doing in (
+        ("disable", _cmd_disable, "disable", "stop enforcing"),
+        ("enable", _cmd_enable, "enable", "enforce again"),
+    ):
+        sub = command(
+            name,
+            run,
+            f"{doing} entries of a list, keeping them (guard {name} --help)",
+            [
+                f"guard {name} --list spam false-positive.jpg",
+                f"guard {name} --list spam --source blocklists/spam/cat.jpg",
+                f"guard {name} --list spam 8f3c0e1e1c0c0800",
+            ],
+            f"0 every target was {verb}d (now or before); 1 a target names no entry of the list",
+        )
+        sub.add_argument("targets", nargs="*", metavar="HASH|FILE")
+        sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
+        sub.add_argument(
+            "--source",
+            dest="sources",
+            nargs="+",
+            default=[],
+            metavar="SOURCE",
+            help="the entries recorded with this source (guard check and guard export --json "
+            "show it) instead of HASH|FILE",
+        )
     return parser
 
 
@@ -876,6 +904,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     A list in shadow mode (or outside its enforce_ratio) says shadow-reject or shadow-flag: the
     upload would reach the app, logged and counted; each match shows what it would do.
+    Disabled entries (guard disable) never match; each one that would have is shown, marked
+    DISABLED (--json: disabled_matches).
 
     A FILE may be a folder: every file under it, recursively (hidden files and folders
     excluded), in name order; or - : one image read from stdin. Only matches confirmed by the
@@ -891,7 +921,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     stdin = _read_stdin(config.limits.max_file_bytes) if "-" in inputs else None
 
     async def work(store: Store) -> int:
-        sizes = {info.name: info.entries for info in await store.lists()}
+        infos = await store.lists()
+        sizes = {info.name: info.entries for info in infos}
+        any_disabled = {info.name for info in infos if info.disabled}
         names = args.lists or [name for name, size in sizes.items() if size]
         problems = [
             f"list {name!r} is {'empty' if name in sizes else 'not'} in the store"
@@ -938,6 +970,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
             }
             if hashes.low_information:
                 report["note"] = "low-information image: not checked"
+            # Disabled entries that would have matched: why a listed image passes.
+            disabled = [
+                _match_json(m)
+                for name in names
+                if frames and name in any_disabled
+                for m in await store.disabled_matches(name, frames, config.policy(name))
+            ]
+            if disabled:
+                report["disabled_matches"] = disabled[: args.limit]
             reports.append(report)
         if args.json:
             _print_json(reports)
@@ -1016,6 +1057,11 @@ def _print_check(report: dict[str, Any]) -> None:
             f"        {match['list']}: {match['source']}  distance {match['distance']}, "
             f"pHash {phash} ({confirmation}{turned}){rollout}"
         )
+    for match in report.get("disabled_matches", []):
+        print(
+            f"        {match['list']}: {match['source']}  distance {match['distance']}: "
+            f"DISABLED, not enforced (guard enable --list {match['list']} enforces it again)"
+        )
 
 
 def _cmd_lists(args: argparse.Namespace) -> int:
@@ -1040,6 +1086,7 @@ def _cmd_lists(args: argparse.Namespace) -> int:
                         "version": i.version,
                         "hash_version": i.hash_version,
                         "created": i.created,
+                        "disabled": i.disabled,
                     }
                     for i in infos
                 ]
@@ -1048,8 +1095,9 @@ def _cmd_lists(args: argparse.Namespace) -> int:
             print("no lists")
         else:
             for info in infos:
+                disabled = f" (+{info.disabled} disabled)" if info.disabled else ""
                 print(
-                    f"{info.name}: {info.entries} entries, {info.bands} bands, "
+                    f"{info.name}: {info.entries} entries{disabled}, {info.bands} bands, "
                     f"version {info.version}, {info.hash_version}"
                 )
         return EXIT_OK
@@ -1161,12 +1209,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     """Print a list, one entry a line: aHash, pHash (- if none), label (else the source file).
 
     Sorted by aHash, so two exports of the same list are identical. `guard import` reads it back.
+    Disabled entries (guard disable) follow as comment lines, "# disabled: <entry line>": the
+    record is kept, and an import skips them (uncomment one to enforce it there); with --json
+    every entry has "disabled": true or false.
     """
 
     async def work(store: Store) -> int:
-        entries = sorted(
-            [e async for e in store.entries(args.list_name)], key=lambda e: (e.ahash, e.phash or 0)
-        )
+        def order(entry: Entry) -> tuple[int, int]:
+            return entry.ahash, entry.phash or 0
+
+        entries = sorted([e async for e in store.entries(args.list_name)], key=order)
+        disabled = sorted([e async for e in store.disabled_entries(args.list_name)], key=order)
         if args.json:
             _print_json(
                 [
@@ -1176,13 +1229,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
                         "label": e.label,
                         "source": e.source,
                         "added_at": e.added_at,
+                        "disabled": off,
                     }
-                    for e in entries
+                    for group, off in ((entries, False), (disabled, True))
+                    for e in group
                 ]
             )
         else:
             for entry in entries:
                 print(format_line(entry.ahash, entry.phash, entry.label or entry.source))
+            for entry in disabled:
+                line = format_line(entry.ahash, entry.phash, entry.label or entry.source)
+                print(f"# disabled: {line}")
         return EXIT_OK
 
     return _with_store(args, work)
@@ -1249,6 +1307,95 @@ def _cmd_rename(args: argparse.Namespace) -> int:
         else:
             print(f"{old}: renamed to {new} ({copied} entries)")
         return EXIT_OK
+
+    return _with_store(args, work)
+
+
+def _cmd_disable(args: argparse.Namespace) -> int:
+    """Stop enforcing entries without losing them (a known false positive): each target's
+    entries leave every lookup and are kept as disabled; guard enable brings them back.
+
+    A FILE names its own entries (same aHash and pHash, every informative frame, as guard remove
+    finds them), a 16-hex-digit HASH every entry with that aHash, --source the entries recorded
+    with that source. Running workers see the change at their next request (the list's version
+    moves). guard lists counts disabled entries, guard check names those that would have
+    matched, guard export prints them as comment lines. Exit status 1 if a target names no
+    entry of the list; one disabled already is reported so, and is no error.
+    """
+    return _toggle(args, disable=True)
+
+
+def _cmd_enable(args: argparse.Namespace) -> int:
+    """Enforce disabled entries again (guard disable's inverse): each target's disabled entries
+    return to every lookup. Targets as for guard disable (--source: the source shown by guard
+    check or guard export --json). Running workers see the change at their next request. Exit
+    status 1 if a target names no entry of the list; one enabled already is no error.
+    """
+    return _toggle(args, disable=False)
+
+
+def _toggle(args: argparse.Namespace, *, disable: bool) -> int:
+    """guard disable and guard enable: one report line per target."""
+    name = _list_name(args.list_name)
+    verb = "disabled" if disable else "enabled"
+    if bool(args.targets) == bool(args.sources):
+        raise UsageError(
+            f"{'disable' if disable else 'enable'}: give HASH|FILE arguments or --source, "
+            "one of the two"
+        )
+    config: Config = args.config_object
+
+    async def work(store: Store) -> int:
+        flip = store.disable if disable else store.enable
+        report: list[dict[str, Any]] = []
+
+        async def toggle(target: str, found: list[tuple[int, Selector]]) -> None:
+            done = already = 0
+            for ahash, phash in found:
+                result = await flip(name, ahash, phash)
+                done, already = done + result.done, already + result.already
+            report.append({"target": target, verb: done, "already": already})
+
+        for source in args.sources:
+            # The entries in the state to change, and those already in the other one.
+            to_change = store.entries(name) if disable else store.disabled_entries(name)
+            found = [(e.ahash, e.phash) async for e in to_change if e.source == source]
+            others = store.disabled_entries(name) if disable else store.entries(name)
+            already = len([e async for e in others if e.source == source])
+            await toggle(source, list(dict.fromkeys(found)))
+            report[-1]["already"] += already
+        for target in args.targets:
+            if Path(target).is_file():
+                hashes = _hash_path(target, config.limits)
+                if isinstance(hashes, str):
+                    report.append({"target": target, verb: 0, "already": 0, "error": hashes})
+                    continue
+                await toggle(target, [(f.ahash, f.phash) for f in hashes.frames])
+                continue
+            try:
+                ahash = from_hex(target)
+            except InvalidHash:
+                error = "neither a file nor a 16-hex-digit hash"
+                report.append({"target": target, verb: 0, "already": 0, "error": error})
+                continue
+            await toggle(target, [(ahash, EVERY)])
+        version = await store.version(name)
+        if args.json:
+            _print_json({"list": name, "version": version, verb: report})
+        else:
+            for item in report:
+                if item[verb]:
+                    state = f"{verb} {item[verb]}" + (
+                        f" ({item['already']} {verb} already)" if item["already"] else ""
+                    )
+                elif item["already"]:
+                    state = f"already {verb} ({item['already']})"
+                else:
+                    state = f"no entry of list {name!r}" + (
+                        f" ({item['error']})" if "error" in item else ""
+                    )
+                print(f"{item['target']}: {state}")
+        return EXIT_FOUND if any(not (i[verb] or i["already"]) for i in report) else EXIT_OK
 
     return _with_store(args, work)
 

@@ -46,6 +46,7 @@ from guard.health import serve as serve_health
 from guard.metrics import metrics_app, metrics_observer
 from guard.observers import DecisionLog, Observer, Observers, RequestReport
 from guard.refusals import RefusalPages, RefusalRenderer, RefusalView
+from guard.reload import ConfigReloader
 from guard.store import Store, open_store
 from guard.supervision import REPORT_INTERVAL, Lookups, StoreCounters, StoreSupervisor
 from guard.types import (
@@ -113,12 +114,9 @@ class GuardMiddleware:
         render_refusal: RefusalRenderer | None = None,
     ) -> None:
         self.app = app
-        if isinstance(config, Config):
-            self.config = config
-        else:
-            self.config = load_config(
-                config if config is not None else os.environ.get("GUARD_CONFIG")
-            )
+        source = None if isinstance(config, Config) else config or os.environ.get("GUARD_CONFIG")
+        self.config = config if isinstance(config, Config) else load_config(source)
+        self._render_refusal = render_refusal
         self._store = store
         self._store_lock: anyio.Lock | None = None
         self._limiter: anyio.CapacityLimiter | None = None
@@ -141,6 +139,11 @@ class GuardMiddleware:
             self.config, self.store, lambda: self.store_location, self.observers
         )
         self._started = False  # the start-up checks have run (or are running)
+        #: Re-reads the config file on SIGHUP and when it changes (operations.reload); None for
+        #: a config given as a Config object, or with reload off.
+        self.reloader: ConfigReloader | None = None
+        if source is not None and self.config.operations.reload:
+            self.reloader = ConfigReloader(os.fspath(source), self.config, self._apply_config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -151,6 +154,8 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.reloader is not None:
+            await self.reloader.poll()  # a clock read, but once a second a stat of the file
         endpoint = self._endpoint(scope["path"])
         if endpoint is not None:
             await endpoint(scope, receive, send)
@@ -165,6 +170,29 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         await _Responder(self, route, scope, receive, send).run()
+
+    async def _apply_config(self, config: Config) -> None:
+        """Put a reloaded config in force (:mod:`guard.reload` has validated it). Requests
+        already being decided keep the config they started with."""
+        pages = RefusalPages(config.operations.refusal_page, self._render_refusal)
+        if config.http.hash_workers != self.config.http.hash_workers:
+            self._limiter = None  # a new limit for new requests
+        if config.operations.events and self.events is None:
+            self.events = EventStream(self.store, config.operations)
+            self.observers.add(self.events)
+        elif not config.operations.events and self.events is not None:
+            self.observers.remove(self.events)
+            events, self.events = self.events, None
+            await events.aclose()
+        if self.events is not None:
+            self.events.settings = config.operations
+        self.refusal_pages = pages
+        self.config = self.supervisor.config = config
+        if not config.operations.reload and self.reloader is not None:
+            self.reloader.uninstall_sighup()
+            self.reloader = None
+        for problem in config.route_problems():
+            logger.warning("guard: %s", problem)
 
     def _endpoint(self, path: str) -> ASGIApp | None:
         """guard's own endpoint at ``path`` (operations.metrics_path, health_path), else None.
@@ -202,6 +230,8 @@ class GuardMiddleware:
         (:meth:`StoreSupervisor.check_lists`).
         """
         self._started = True
+        if self.reloader is not None:
+            self.reloader.install_sighup()
         if not self.config.routes:
             logger.warning(
                 "guard: no routes configured: GuardMiddleware checks no upload (pass config= "
@@ -265,6 +295,8 @@ class GuardMiddleware:
 
     async def aclose(self) -> None:
         """Close the store (call from the app's shutdown if you care about a clean exit)."""
+        if self.reloader is not None:
+            self.reloader.uninstall_sighup()
         if self.events is not None:
             await self.events.aclose()  # the last records, while the store is still open
         if self._store is not None:

@@ -132,6 +132,8 @@ class ListInfo:
     hash_version: str
     created: float
     version: int
+    #: Entries kept but not enforced (``guard disable``); ``entries`` counts the enforced ones.
+    disabled: int = 0
 
 
 # --- what the app sees ----------------------------------------------------------------------------

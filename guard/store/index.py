@@ -12,7 +12,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from guard.bands import BandLayout, band_key
-from guard.hashing import TRANSFORMS
+from guard.hashing import TRANSFORMS, FrameHash
 from guard.mirror import CONFIRMED, CONTRADICTED, UNCONFIRMABLE, popcount
 from guard.spelling import from_signed, hamming, to_signed
 from guard.store.connection import Gone, Recreated, translated
@@ -114,6 +114,29 @@ def matches(
             continue  # removed between the two round trips of a Redis-index lookup
         for entry in entries_from_json(ahash, record):
             result.append(best_match(list_name, entry, queries, radius, confirm_radius))
+    result.sort(key=lambda m: (tier_of(m), m.distance, m.phash_distance or 0))
+    return result
+
+
+def queries_of(frames: Sequence[FrameHash], dihedral: bool) -> list[Query]:
+    """The query variants of ``frames`` (with their flips and rotations if ``dihedral``)."""
+    transforms: Sequence[Transform] = list(TRANSFORMS) if dihedral else ["identity"]
+    return [(*frame.variant(t), t, frame.frame) for frame in frames for t in transforms]
+
+
+def matches_among(
+    list_name: str,
+    entries: Iterable[Entry],
+    queries: Sequence[Query],
+    radius: int,
+    confirm_radius: int,
+) -> list[Match]:
+    """Matches among ``entries`` by brute force (a list's few disabled entries), best first."""
+    result = [
+        best_match(list_name, entry, queries, radius, confirm_radius)
+        for entry in entries
+        if any(hamming(entry.ahash, query[0]) <= radius for query in queries)
+    ]
     result.sort(key=lambda m: (tier_of(m), m.distance, m.phash_distance or 0))
     return result
 

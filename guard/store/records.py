@@ -2,13 +2,17 @@
 
 Every key of a list shares the hash tag ``{<list>}`` (so a Lua script may touch them all):
 
-    guard:{<list>}:meta          HASH    hash_version, bands, layout (JSON), created, entries,
+    guard:{<list>}:meta          HASH    hash_version, bands, layout (JSON), created, entries
+                                         (enabled ones: those in the index), disabled (absent: 0),
                                          incarnation, pending (only while `guard rename` copies
                                          into the list: "rename from <old> (<token>)")
     guard:{<list>}:b<i>:<value>  SET     aHashes as signed int64 decimals (Redis intsets)
     guard:{<list>}:entries       HASH    aHash (signed decimal) -> JSON list of its entries
     guard:{<list>}:ver           STRING  INCR on every change
     guard:{<list>}:snap          STRING  17 bytes per entry: aHash, pHash, has-pHash (guard.mirror)
+    guard:{<list>}:disabled      HASH    aHash (signed decimal) -> JSON list of its disabled
+                                         entries (`guard disable`): kept, in no band set, entries
+                                         record or snapshot, so no lookup path can match them
     guard:{<list>}:dropped       STRING  drop marker: "dropping <incarnation>" from the first
                                          step of a drop until its last; "dropped <incarnation>"
                                          after a drop that keeps it (until the list is re-created)
@@ -44,6 +48,11 @@ def keys(list_name: str) -> ListKeys:
         list_key(list_name, "meta"),
         list_key(list_name, "snap"),
     )
+
+
+def disabled_key(list_name: str) -> str:
+    """The hash of a list's disabled entries (laid out as ``entries``; out of the index)."""
+    return list_key(list_name, "disabled")
 
 
 def drop_marker(list_name: str) -> str:

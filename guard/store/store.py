@@ -70,6 +70,7 @@ class Store:
         self._add = client.register_script(writes.ADD_SCRIPT)
         self._remove = client.register_script(writes.REMOVE_SCRIPT)
         self._drop = client.register_script(writes.DROP_SCRIPT)
+        self._enable = client.register_script(writes.ENABLE_SCRIPT)
 
     def _follow_loop(self) -> None:
         """Open a new client when called from another event loop than the last call's.
@@ -197,6 +198,7 @@ class Store:
                     hash_version=text(meta[b"hash_version"]),
                     created=float(meta[b"created"]),
                     version=int(version or 0),
+                    disabled=int(meta.get(b"disabled", 0)),
                 )
             )
         return infos
@@ -255,6 +257,51 @@ class Store:
         """
         self._follow_loop()
         return await writes.rename(self._client, self._add, self._drop, self._catalog, old, new)
+
+    async def disable(
+        self, list_name: str, ahash: int, phash: writes.Selector = writes.EVERY
+    ) -> writes.Toggled:
+        """Stop enforcing entries with this aHash (the one with pHash ``phash``, None: the one
+        without a pHash; default: every one) without losing them: in one step they leave every
+        lookup path (band sets, entries, snapshot) for the list's ``disabled`` hash and the
+        version moves (workers see it at their next lookup). Idempotent: ``already`` counts the
+        matching entries that were disabled before."""
+        self._follow_loop()
+        return await self._catalog.on_current(
+            list_name,
+            lambda meta: writes.disable(self._remove, list_name, meta, ahash, phash),
+        )
+
+    async def enable(
+        self, list_name: str, ahash: int, phash: writes.Selector = writes.EVERY
+    ) -> writes.Toggled:
+        """Enforce disabled entries again (:meth:`disable`'s inverse, written back as an add
+        writes them). ``already`` counts matching entries that were enabled already."""
+        self._follow_loop()
+        return await self._catalog.on_current(
+            list_name,
+            lambda meta: writes.enable(self._enable, list_name, meta, ahash, phash),
+        )
+
+    async def disabled_entries(self, list_name: str) -> AsyncIterator[Entry]:
+        """Every disabled entry of a list, in no particular order."""
+        self._follow_loop()
+        await self._catalog.meta(list_name)
+        async for entry in writes.entries(self._client, list_name, disabled=True):
+            yield entry
+
+    async def disabled_matches(
+        self, list_name: str, frames: Sequence[FrameHash], policy: LookupPolicy
+    ) -> list[Match]:
+        """The disabled entries a lookup under ``policy`` would have matched (``guard check``
+        says why an image passes), best first. A scan: a list holds few disabled entries."""
+        return index.matches_among(
+            list_name,
+            [e async for e in self.disabled_entries(list_name)],
+            index.queries_of(frames, policy.dihedral),
+            policy.flag_radius,
+            policy.confirm_radius,
+        )
 
     # --- reads -------------------------------------------------------------------------------
 

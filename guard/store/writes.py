@@ -2,6 +2,13 @@
 with its band members, its ``entries`` record, its snapshot record and the version counter at
 once: no reader sees half an entry), dropping a whole list and renaming one (copy, then drop).
 
+Disabling an entry (:func:`disable`, scripts/remove.lua) takes it out of the index as a removal
+does and keeps it in the list's ``disabled`` hash, in the same step; enabling it
+(:func:`enable`, scripts/enable.lua) writes it back as an add does. Both bump the version, so a
+worker's mirror reloads at its next lookup. An add never re-enables a disabled entry (it is
+present), a removal removes disabled entries too, a drop deletes them with the list's other
+keys and a rename copies them disabled.
+
 A drop (:func:`drop`) goes in this order:
 
 1. one Lua step (scripts/drop.lua) deletes the list's ``meta`` and ``ver`` and writes its drop
@@ -27,7 +34,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from importlib.resources import files
-from typing import Any
+from typing import Any, Final, Literal, NamedTuple
 
 import redis.asyncio as aioredis
 
@@ -40,6 +47,7 @@ from guard.store.catalog import Catalog
 from guard.store.connection import ListExists, Recreated, translated
 from guard.store.records import (
     ListMeta,
+    disabled_key,
     drop_marker,
     entries_from_json,
     entry_json,
@@ -64,6 +72,21 @@ def _script(name: str) -> str:
 ADD_SCRIPT = _script("add.lua")
 REMOVE_SCRIPT = _script("remove.lua").replace("RECORD_SIZE", str(RECORD_SIZE))
 DROP_SCRIPT = _script("drop.lua")
+ENABLE_SCRIPT = _script("enable.lua")
+
+#: Which entries of an aHash :func:`disable` and :func:`enable` take: the one with this pHash,
+#: the one without a pHash (None), or every one (EVERY).
+EVERY: Final = "every"
+Selector = int | None | Literal["every"]
+
+
+class Toggled(NamedTuple):
+    """What :func:`disable` or :func:`enable` did to the entries of one aHash."""
+
+    done: int  # entries disabled (enabled) now
+    already: int  # matching entries that were disabled (enabled) already
+
+
 # Keys UNLINKed per call while a drop deletes a list's keys.
 DROP_BATCH = 500
 
@@ -81,9 +104,11 @@ async def add(
     entries: Iterable[Entry],
     bands: int,
     pending: str = "",
+    disabled: bool = False,
 ) -> AddResult:
     """:meth:`guard.store.Store.add`: ``script`` is the registered add script. ``pending``:
-    a note the list is created with (refused if the list exists without the same note)."""
+    a note the list is created with (refused if the list exists without the same note).
+    ``disabled``: write the entries disabled (a rename copying disabled entries)."""
     batch = list(entries)
     for entry in batch:
         if is_low_information(entry.ahash):
@@ -101,7 +126,7 @@ async def add(
     for number, chunk in enumerate(batches):
         try:
             done, already, meta = await _add_batch(
-                script, catalog, list_name, meta, chunk, now, pending
+                script, catalog, list_name, meta, chunk, now, pending, disabled
             )
         except Recreated:
             if number > 0:
@@ -113,7 +138,7 @@ async def add(
             if fresh is None:
                 raise
             done, already, meta = await _add_batch(
-                script, catalog, list_name, fresh, chunk, now, pending
+                script, catalog, list_name, fresh, chunk, now, pending, disabled
             )
         added += done
         present += already
@@ -131,11 +156,19 @@ async def _add_batch(
     batch: Sequence[Entry],
     now: float,
     pending: str = "",
+    disabled: bool = False,
 ) -> tuple[int, int, ListMeta]:
     """One call of the add script: (added, present, the metadata with the list's incarnation as
     the script found or made it)."""
     names = keys(list_name)
-    script_keys = [names.entries, names.ver, names.meta, names.snap, drop_marker(list_name)]
+    script_keys = [
+        names.entries,
+        names.ver,
+        names.meta,
+        names.snap,
+        drop_marker(list_name),
+        disabled_key(list_name),
+    ]
     args: list[str | int | bytes] = [
         len(meta.layout.bands),
         meta.layout_text,
@@ -143,6 +176,7 @@ async def _add_batch(
         repr(now),  # `created`, if this call creates the list
         secrets.token_hex(8),
         pending,
+        "disabled" if disabled else "",
     ]
     for entry in batch:
         if entry.added_at is None:
@@ -165,10 +199,14 @@ async def _add_batch(
     return int(done), int(already), meta
 
 
-async def entries(client: aioredis.Redis, list_name: str) -> AsyncIterator[Entry]:
-    """Every entry of a list, in no particular order (HSCAN: Redis is never blocked long)."""
+async def entries(
+    client: aioredis.Redis, list_name: str, *, disabled: bool = False
+) -> AsyncIterator[Entry]:
+    """Every entry of a list (its disabled ones if ``disabled``), in no particular order (HSCAN:
+    Redis is never blocked long)."""
+    key = disabled_key(list_name) if disabled else keys(list_name).entries
     async with translated():
-        async for field, value in client.hscan_iter(keys(list_name).entries, count=1000):
+        async for field, value in client.hscan_iter(key, count=1000):
             for entry in entries_from_json(from_signed(int(field)), value):
                 yield entry
 
@@ -176,20 +214,50 @@ async def entries(client: aioredis.Redis, list_name: str) -> AsyncIterator[Entry
 async def remove(
     script: Script, list_name: str, meta: ListMeta, ahash: int, phash: int | None
 ) -> int:
-    """One call of the remove script (``script``) against the list as ``meta`` describes it."""
+    """One call of the remove script (``script``) against the list as ``meta`` describes it:
+    the entries with this aHash (only the one with this pHash, if given), disabled ones too."""
+    taken, disabled = await _one_hash(
+        script, list_name, meta, ahash, EVERY if phash is None else phash, "remove"
+    )
+    return taken + disabled
+
+
+async def disable(
+    script: Script, list_name: str, meta: ListMeta, ahash: int, phash: Selector
+) -> Toggled:
+    """The remove script (``script``) moving entries to ``disabled``: (entries disabled now,
+    matching entries disabled already)."""
+    return await _one_hash(script, list_name, meta, ahash, phash, "disable")
+
+
+async def enable(
+    script: Script, list_name: str, meta: ListMeta, ahash: int, phash: Selector
+) -> Toggled:
+    """The enable script (``script``): (entries enabled now, matching entries enabled
+    already)."""
+    return await _one_hash(script, list_name, meta, ahash, phash, None)
+
+
+async def _one_hash(
+    script: Script,
+    list_name: str,
+    meta: ListMeta,
+    ahash: int,
+    phash: Selector,
+    mode: str | None,
+) -> Toggled:
+    """One call of the remove script (``mode``: remove or disable) or of the enable script
+    (``mode`` None) on the entries of one aHash."""
     names = keys(list_name)
     bands = [band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(ahash))]
+    which = "*" if isinstance(phash, str) else phash_text(phash)
+    args: list[str | int | bytes] = [to_signed(ahash), which, packed(ahash), meta.layout_text]
+    script_keys = [names.entries, names.ver, names.meta, names.snap, disabled_key(list_name)]
     async with translated():
-        removed = await script(
-            keys=[names.entries, names.ver, names.meta, names.snap, *bands],
-            args=[
-                to_signed(ahash),
-                "" if phash is None else to_hex(phash),
-                packed(ahash),
-                meta.layout_text,
-            ],
+        done, other = await script(
+            keys=[*script_keys, *bands], args=args if mode is None else [*args, mode]
         )
-    return int(removed)
+    return Toggled(int(done), int(other))
 
 
 async def drop(
@@ -246,8 +314,9 @@ async def rename(
     new: str,
 ) -> int:
     """:meth:`guard.store.Store.rename`: copy every entry of ``old`` into a new list ``new``
-    (created by the add script with a pending note, in batches of :data:`WRITE_BATCH`), check
-    that ``new`` holds as many entries as ``old`` and that ``old`` did not change meanwhile,
+    (created by the add script with a pending note, in batches of :data:`WRITE_BATCH`; disabled
+    entries stay disabled), check that ``new`` holds as many entries (and disabled entries) as
+    ``old`` and that ``old`` did not change meanwhile,
     clear the note, then drop ``old`` (keeping its marker). Returns the entries copied.
 
     Until the note is cleared ``new`` is incomplete: ``guard lists --verify`` says so, and a
@@ -272,28 +341,42 @@ async def rename(
     async with translated():
         version = int(await client.get(names.ver) or 0)
         expected = int(await client.hget(names.meta, "entries") or 0)
+        expected_off = int(await client.hget(names.meta, "disabled") or 0)
 
-    async def copy(chunk: list[Entry]) -> int:
+    async def copy(chunk: list[Entry], disabled: bool = False) -> int:
         try:
-            result = await add(client, add_script, catalog, new, chunk, bands, pending=note)
+            result = await add(
+                client, add_script, catalog, new, chunk, bands, pending=note, disabled=disabled
+            )
         except ListExists:
             raise ListExists(f"list {new!r} was created meanwhile: not renamed") from None
         return result.added
 
+    async def copy_all(disabled: bool) -> int:
+        done = 0
+        chunk: list[Entry] = []
+        async for entry in entries(client, old, disabled=disabled):
+            chunk.append(entry)
+            if len(chunk) >= WRITE_BATCH:
+                done += await copy(chunk, disabled)
+                chunk = []
+        if chunk:
+            done += await copy(chunk, disabled)
+        return done
+
     copied = await copy([])  # creates `new`, empty, with its pending note
-    chunk: list[Entry] = []
-    async for entry in entries(client, old):
-        chunk.append(entry)
-        if len(chunk) >= WRITE_BATCH:
-            copied += await copy(chunk)
-            chunk = []
-    if chunk:
-        copied += await copy(chunk)
+    copied += await copy_all(disabled=False)
+    copied_off = await copy_all(disabled=True)
     new_names = keys(new)
     async with translated():
         now_version = int(await client.get(names.ver) or 0)
         held = int(await client.hget(new_names.meta, "entries") or 0)
-    if now_version != version or copied != expected or held != expected:
+        held_off = int(await client.hget(new_names.meta, "disabled") or 0)
+    if (
+        now_version != version
+        or (copied, copied_off) != (expected, expected_off)
+        or (held, held_off) != (expected, expected_off)
+    ):
         raise RenameIncomplete(
             f"list {old!r} changed while it was copied ({expected} entries expected, "
             f"{copied} copied, {held} in {new!r}): {new!r} is incomplete and {old!r} was kept; "
@@ -303,4 +386,4 @@ async def rename(
         await client.hdel(new_names.meta, "pending")
     catalog.forget(new)
     await drop(client, drop_script, catalog, old, keep_marker=True)
-    return copied
+    return copied + copied_off

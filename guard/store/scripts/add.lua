@@ -1,7 +1,9 @@
 -- Add entries to a list, creating the list with its first entries (guard/store/writes.py).
--- KEYS: entries, ver, meta, snap, the drop marker, then `bands` band keys per entry. ARGV: bands,
--- layout JSON, hash version, created, a fresh incarnation, a pending note ('' for none: see
--- below), then per entry: field (signed aHash), pHash hex, entry JSON, its snapshot record.
+-- KEYS: entries, ver, meta, snap, the drop marker, disabled, then `bands` band keys per entry.
+-- ARGV: bands, layout JSON, hash version, created, a fresh incarnation, a pending note ('' for
+-- none: see below), 'disabled' to write the entries disabled (`guard rename` copying disabled
+-- entries) or '', then per entry: field (signed aHash), pHash hex, entry JSON, its snapshot
+-- record. An entry already listed, enabled or disabled, is present: an add never re-enables one.
 -- Creates the list's metadata if it has none (so a list is born with its first entries, never
 -- half made), and gives an incarnation to a list that has none (made before incarnations
 -- existed). Refuses to create a list whose drop is under way or was interrupted (its leftover
@@ -30,9 +32,9 @@ else
   redis.call('HSETNX', KEYS[3], 'incarnation', ARGV[5])
 end
 local added, present = 0, 0
-local count = (#ARGV - 6) / 4
+local count = (#ARGV - 7) / 4
 for i = 0, count - 1 do
-  local at = 7 + 4 * i
+  local at = 8 + 4 * i
   local field, phash, entry, record = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local stored = redis.call('HGET', KEYS[1], field)
   local entries = {}
@@ -41,18 +43,28 @@ for i = 0, count - 1 do
   for _, existing in ipairs(entries) do
     if existing['phash'] == phash then found = true break end
   end
+  local off = redis.call('HGET', KEYS[6], field)
+  local disabled = {}
+  if off then disabled = cjson.decode(off) end
+  for _, existing in ipairs(disabled) do
+    if existing['phash'] == phash then found = true break end
+  end
   if found then
     present = present + 1
+  elseif ARGV[7] == 'disabled' then
+    table.insert(disabled, cjson.decode(entry))
+    redis.call('HSET', KEYS[6], field, cjson.encode(disabled))
+    added = added + 1
   else
     table.insert(entries, cjson.decode(entry))
     redis.call('HSET', KEYS[1], field, cjson.encode(entries))
     redis.call('APPEND', KEYS[4], record)
-    for b = 1, bands do redis.call('SADD', KEYS[5 + i * bands + b], field) end
+    for b = 1, bands do redis.call('SADD', KEYS[6 + i * bands + b], field) end
     added = added + 1
   end
 end
 if added > 0 then
   redis.call('INCR', KEYS[2])
-  redis.call('HINCRBY', KEYS[3], 'entries', added)
+  redis.call('HINCRBY', KEYS[3], ARGV[7] == 'disabled' and 'disabled' or 'entries', added)
 end
 return {added, present, redis.call('HGET', KEYS[3], 'incarnation')}

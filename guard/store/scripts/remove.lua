@@ -1,27 +1,54 @@
--- Remove the entries of one aHash (guard/store/writes.py; RECORD_SIZE is filled in on loading).
--- KEYS: entries, ver, meta, snap, band keys of the aHash. ARGV: field, pHash hex or '' for every
--- entry, the aHash as 8 big-endian bytes, the layout the band keys follow (refused if the list
--- was re-created with another).
+-- Take the entries of one aHash out of a list's index (guard/store/writes.py; RECORD_SIZE is
+-- filled in on loading): removed for good, or moved to the list's `disabled` hash.
+-- KEYS: entries, ver, meta, snap, disabled, band keys of the aHash. ARGV: field, which entries
+-- (a pHash hex, '' for the entry without a pHash, '*' for every entry of the aHash), the aHash as
+-- 8 big-endian bytes, the layout the band keys follow (refused if the list was re-created with
+-- another), the mode: 'remove' (the matching disabled entries are removed too) or 'disable'.
+-- Returns {entries taken out of the index, matching entries found in `disabled`}.
 local layout = redis.call('HGET', KEYS[3], 'layout')
 if layout and layout ~= ARGV[4] then
   return redis.error_reply('guard: list metadata changed (re-created with another layout)')
 end
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
-if not stored then return 0 end
-local kept, removed = {}, {}
-for _, existing in ipairs(cjson.decode(stored)) do
-  if ARGV[2] == '' or existing['phash'] == ARGV[2] then
-    table.insert(removed, existing)
+local function split(record)
+  local kept, matched = {}, {}
+  if record then
+    for _, existing in ipairs(cjson.decode(record)) do
+      if ARGV[2] == '*' or existing['phash'] == ARGV[2] then
+        table.insert(matched, existing)
+      else
+        table.insert(kept, existing)
+      end
+    end
+  end
+  return kept, matched
+end
+local function store(key, entries)
+  if #entries == 0 then
+    redis.call('HDEL', key, ARGV[1])
   else
-    table.insert(kept, existing)
+    redis.call('HSET', key, ARGV[1], cjson.encode(entries))
   end
 end
-if #removed == 0 then return 0 end
+local kept, removed = split(redis.call('HGET', KEYS[1], ARGV[1]))
+local still_disabled, was_disabled = split(redis.call('HGET', KEYS[5], ARGV[1]))
+if ARGV[5] == 'remove' and #was_disabled > 0 then
+  store(KEYS[5], still_disabled)
+  redis.call('HINCRBY', KEYS[3], 'disabled', -#was_disabled)
+end
+if #removed == 0 then
+  if ARGV[5] == 'remove' and #was_disabled > 0 then redis.call('INCR', KEYS[2]) end
+  return {0, #was_disabled}
+end
+store(KEYS[1], kept)
 if #kept == 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  for k = 5, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
-else
-  redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(kept))
+  for k = 6, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
+end
+if ARGV[5] == 'disable' then
+  local disabled = still_disabled
+  for _, entry in ipairs(was_disabled) do table.insert(disabled, entry) end
+  for _, entry in ipairs(removed) do table.insert(disabled, entry) end
+  store(KEYS[5], disabled)
+  redis.call('HINCRBY', KEYS[3], 'disabled', #removed)
 end
 -- Splice each removed entry's record out of the snapshot (records are RECORD_SIZE bytes long:
 -- a match only counts on a record boundary).
@@ -43,4 +70,4 @@ if snap then
 end
 redis.call('INCR', KEYS[2])
 redis.call('HINCRBY', KEYS[3], 'entries', -#removed)
-return #removed
+return {#removed, #was_disabled}
