@@ -35,12 +35,13 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from guard import __version__, embedded
 from guard.bands import validate_list_name
 from guard.config import Config, load_config, resolve_embedded_path, resolve_redis_url
 from guard.errors import GuardError, ImageError, InvalidHash, UnknownList
+from guard.events import parse_since, read_events
 from guard.hashing import (
     ImageHashes,
     from_hex,
@@ -53,7 +54,7 @@ from guard.images import sniff_format
 from guard.listfile import format_line, parse_line
 from guard.store import ListExists, RenameIncomplete, Store, open_store
 from guard.store.writes import EVERY, Selector
-from guard.types import Entry, ImageLimits, Match
+from guard.types import Entry, ImageLimits, Match, RecordedAction
 from guard.verdict import decide, effect_of
 
 EXIT_OK = 0
@@ -424,6 +425,46 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("old", metavar="OLD")
     sub.add_argument("new", metavar="NEW")
+
+    sub = command(
+        "events",
+        _cmd_events,
+        "print the decision stream: rejects, flags, shadow outcomes, unchecked passes",
+        [
+            "guard events",
+            "guard events --follow --action reject",
+            "guard events --since 2h --json --list spam",
+        ],
+        "0 the records were printed (none is no error), or --follow ended with Ctrl-C; 2 also: "
+        "a bad --since",
+    )
+    sub.add_argument(
+        "-n",
+        "--last",
+        type=_at_least_one,
+        default=20,
+        metavar="N",
+        help="the last N records (default 20; ignored with --since)",
+    )
+    sub.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="every record since WHEN: a duration back from now (10m, 2h, 1d), an ISO 8601 "
+        "time (UTC unless it names a zone), or a stream id (the records after it)",
+    )
+    sub.add_argument(
+        "--follow", "-f", action="store_true", help="then print new records until Ctrl-C"
+    )
+    sub.add_argument(
+        "--list", dest="lists", action="append", metavar="NAME", help="only this list (repeatable)"
+    )
+    sub.add_argument(
+        "--action",
+        dest="actions",
+        action="append",
+        choices=get_args(RecordedAction),
+        help="only this action (repeatable)",
+    )
 
     for name, run, verb, doing in (
         ("disable", _cmd_disable, "disable", "stop enforcing"),
@@ -1481,3 +1522,41 @@ def _eval_unrelated(args: argparse.Namespace, folder: Path, config: Config) -> i
     else:
         print(unrelated.format_report(report))
     return EXIT_OK
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    """Print the decision stream (operations.events_stream in --config): the last records,
+    oldest first, one a line (--json: one JSON object a line, with its stream id).
+
+    No image bytes and no hash of an upload are ever in it: see docs/operations.md.
+    """
+    config: Config = args.config_object
+    try:
+        since = parse_since(args.since) if args.since is not None else None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    stream = config.operations.events_stream
+
+    async def work(store: Store) -> int:
+        printed = 0
+        async for event in read_events(
+            store,
+            stream,
+            last=args.last,
+            since=since,
+            follow=args.follow,
+            lists=args.lists or (),
+            actions=args.actions or (),
+        ):
+            print(json.dumps(event.as_json()) if args.json else event.line(), flush=True)
+            printed += 1
+        if not printed:
+            print(f"guard: no records in the decision stream {stream!r}", file=sys.stderr)
+        return EXIT_OK
+
+    try:
+        return _with_store(args, work)
+    except KeyboardInterrupt:
+        if not args.follow:
+            raise
+        return EXIT_OK  # the way to stop --follow

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -17,12 +17,14 @@ from guard.errors import StoreError, StoreUnavailable
 from guard.hashing import TRANSFORMS, FrameHash
 from guard.mirror import Mirror
 from guard.store import index, integrity, writes
+from guard.store import stream as stream_calls
 from guard.store.catalog import Catalog
 from guard.store.connection import client, lease_embedded, translated
 from guard.store.index import Query
 from guard.store.integrity import VerifyReport
 from guard.store.mirror_cache import DEFAULT_MIRROR, MirrorCache, MirrorSettings
 from guard.store.records import ListMeta, keys, text
+from guard.store.stream import StreamEntry
 from guard.types import AddResult, Entry, ListInfo, Match, Transform
 
 StoreT = TypeVar("StoreT", bound="Store")
@@ -426,3 +428,40 @@ class Store:
         """
         self._follow_loop()
         return await integrity.verify(self._client, list_name, await self._catalog.meta(list_name))
+
+    # --- the decision stream -----------------------------------------------------------------
+
+    async def append_events(
+        self, stream: str, records: Sequence[Mapping[str, str]], *, max_length: int
+    ) -> None:
+        """Append decision records to ``stream`` in one round trip, keeping about
+        ``max_length`` (see :func:`guard.store.stream.append`)."""
+        self._follow_loop()
+        async with translated():
+            await stream_calls.append(self._client, stream, records, max_length)
+
+    async def latest_events(
+        self, stream: str, count: int, *, before: str | None = None
+    ) -> list[StreamEntry]:
+        """Up to ``count`` records before the id ``before`` (default: the newest), newest first."""
+        self._follow_loop()
+        async with translated():
+            return await stream_calls.latest(self._client, stream, count, before)
+
+    async def events_after(
+        self, stream: str, last_id: str, count: int, *, wait: float | None = None
+    ) -> list[StreamEntry]:
+        """Up to ``count`` records after the id ``last_id``, oldest first; with ``wait``, wait up
+        to that many seconds for one (XREAD BLOCK).
+
+        The wait is cut to half the socket timeout: redis-py's asyncio client times out a
+        blocking read like any other, so a follower asks again rather than waits longer.
+        """
+        self._follow_loop()
+        block_ms = None
+        if wait is not None:
+            timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
+            limit = wait if timeout is None else min(wait, timeout / 2)
+            block_ms = max(1, int(limit * 1000))
+        async with translated():
+            return await stream_calls.after(self._client, stream, last_id, count, block_ms)
