@@ -39,10 +39,11 @@ from typing import Any, get_args
 
 from guard import __version__, embedded
 from guard.bands import validate_list_name
-from guard.config import Config, load_config, resolve_embedded_path, resolve_redis_url
+from guard.config import Config, ListPolicy, load_config, resolve_embedded_path, resolve_redis_url
 from guard.errors import GuardError, ImageError, InvalidHash, UnknownList
 from guard.events import parse_since, read_events
 from guard.hashing import (
+    FrameHash,
     ImageHashes,
     from_hex,
     hash_bytes,
@@ -55,7 +56,7 @@ from guard.listfile import format_line, parse_line
 from guard.store import ListExists, RenameIncomplete, Store, open_store
 from guard.store.writes import EVERY, Selector
 from guard.types import Entry, ImageLimits, Match, RecordedAction
-from guard.verdict import decide, effect_of
+from guard.verdict import action_for, decide, effect_of, suppresses
 
 EXIT_OK = 0
 EXIT_FOUND = 1  # the output names something to look at: a rejected file, a refused input
@@ -347,6 +348,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("targets", nargs="+", metavar="HASH|FILE")
     sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
+    sub.add_argument(
+        "--allowed",
+        action="store_true",
+        help="remove from the list's allow-list (guard allow), not from the list",
+    )
+
+    sub = command(
+        "allow",
+        _cmd_allow,
+        "allow images on a list: a known false positive, an approved image",
+        [
+            "guard allow cat-photo.jpg --list spam",
+            "guard remove --allowed --list spam cat-photo.jpg   # undo",
+        ],
+        "0 every file was allowed (or was already); 1 a file was refused (each is listed with "
+        "why: the list holds it, not an image...; the rest was allowed), or no such list",
+    )
+    sub.add_argument("files", nargs="+", metavar="FILE")
+    sub.add_argument("--list", dest="list_name", metavar="NAME", required=True)
+    sub.add_argument("--label", help="label stored with every allow entry (say why)")
+    _add_workers_option(sub)
 
     sub = command(
         "eval",
@@ -995,16 +1017,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
             for name in names if frames else []:
                 matches += await store.lookup_under(name, frames, config.policy(name))
             matches.sort(key=lambda m: (not m.confirmed, m.distance))
-            verdict = decide(matches, config.policy)
+            allowed = await _allow_entries(store, matches, frames, config)
+            verdict = decide(matches, config.policy, allowed)
+            # allowed: an allow entry let the file through (it would pass as "allow").
+            passed = "allowed" if verdict.action == "allow" and verdict.allowed else None
             report: dict[str, Any] = {
                 "file": path,
-                "verdict": verdict.action,  # shadow-reject, shadow-flag: the app is called
+                # shadow-reject, shadow-flag: the app is called
+                "verdict": passed or verdict.action,
                 "matches": [
                     {
                         **_match_json(m),
                         "mode": config.policy(m.list).mode,
                         "enforce_ratio": config.policy(m.list).enforce_ratio,
                         "action": effect_of(m, config.policy(m.list)),  # this match alone
+                        **_allowed_json(m, allowed, config.policy(m.list)),
                     }
                     for m in matches[: args.limit]
                 ],
@@ -1030,6 +1057,31 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return EXIT_FOUND if any(r["verdict"] in ("reject", "error") for r in reports) else EXIT_OK
 
     return _with_store(args, work)
+
+
+async def _allow_entries(
+    store: Store, matches: list[Match], frames: list[FrameHash], config: Config
+) -> dict[str, Match]:
+    """The allow entry nearest to the file of each list with a match that would act, as the
+    middleware looks them up (a list that matched nothing is not asked)."""
+    acting = [m.list for m in matches if action_for(m, config.policy(m.list)) != "allow"]
+    allowed = {}
+    for name in dict.fromkeys(acting):
+        allow = await store.lookup_allowed(name, frames, config.policy(name))
+        if allow is not None:
+            allowed[name] = allow
+    return allowed
+
+
+def _allowed_json(match: Match, allowed: dict[str, Match], policy: ListPolicy) -> dict[str, Any]:
+    """A match's "allowed_by" (the allow entry's source, if one suppresses it) and then its
+    action "allowed"."""
+    allow = allowed.get(match.list)
+    if allow is None or action_for(match, policy) == "allow":
+        return {"allowed_by": None}
+    if not suppresses(allow, match, policy):
+        return {"allowed_by": None}
+    return {"action": "allowed", "allowed_by": allow.entry.source}
 
 
 def _check_inputs(arguments: list[str]) -> list[str]:
@@ -1086,6 +1138,12 @@ def _print_check(report: dict[str, Any]) -> None:
         )
         phash = "-" if match["phash_distance"] is None else match["phash_distance"]
         turned = "" if match["transform"] == "identity" else f", {match['transform']}"
+        if match.get("allowed_by") is not None:
+            print(
+                f"        {match['list']}: {match['source']}  distance {match['distance']}, "
+                f"pHash {phash} ({confirmation}{turned})  -> ALLOWED by {match['allowed_by']}"
+            )
+            continue
         # A list that does not enforce every match says what this one would do, and why.
         rollout = (
             f"  -> {match['action'].upper()} (mode {match['mode']})"
@@ -1117,12 +1175,17 @@ def _cmd_lists(args: argparse.Namespace) -> int:
 
     async def work(store: Store) -> int:
         infos = await store.lists()
+        # Each list's allow-list (guard allow), and those whose list is gone (an interrupted
+        # rename or drop: guard rename or guard drop again finishes it).
+        allowed = {name: info.entries for name, info in (await store.allow_lists()).items()}
+        orphans = {name: n for name, n in allowed.items() if name not in {i.name for i in infos}}
         if args.json:
             _print_json(
                 [
                     {
                         "list": i.name,
                         "entries": i.entries,
+                        "allow_entries": allowed.get(i.name, 0),
                         "bands": i.bands,
                         "version": i.version,
                         "hash_version": i.hash_version,
@@ -1131,8 +1194,12 @@ def _cmd_lists(args: argparse.Namespace) -> int:
                     }
                     for i in infos
                 ]
+                + [
+                    {"list": name, "missing": True, "allow_entries": n}
+                    for name, n in orphans.items()
+                ]
             )
-        elif not infos:
+        elif not infos and not orphans:
             print("no lists")
         else:
             for info in infos:
@@ -1140,6 +1207,12 @@ def _cmd_lists(args: argparse.Namespace) -> int:
                 print(
                     f"{info.name}: {info.entries} entries{disabled}, {info.bands} bands, "
                     f"version {info.version}, {info.hash_version}"
+                )
+                if info.name in allowed:
+                    print(f"  {info.name}'s allow-list: {allowed[info.name]} entries")
+            for name, count in orphans.items():
+                print(
+                    f"{name}'s allow-list: {count} entries, but no list {name} (guard drop {name})"
                 )
         return EXIT_OK
 
@@ -1204,11 +1277,14 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     """Remove entries: a 16-hex-digit aHash removes every entry with it; a FILE removes its own
     entries (same aHash and pHash, every informative frame).
 
+    With --allowed, the entries are removed from the list's allow-list (guard allow) instead.
+
     Exit status 1 if a target removed nothing.
     """
     config: Config = args.config_object
 
     async def work(store: Store) -> int:
+        remove = store.remove_allowed if args.allowed else store.remove
         report = []
         for target in args.targets:
             if Path(target).is_file():
@@ -1218,7 +1294,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
                     continue
                 removed = 0
                 for frame in hashes.frames:
-                    removed += await store.remove(args.list_name, frame.ahash, frame.phash)
+                    removed += await remove(args.list_name, frame.ahash, frame.phash)
             else:
                 try:
                     ahash = from_hex(target)
@@ -1231,7 +1307,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
                         }
                     )
                     continue
-                removed = await store.remove(args.list_name, ahash)
+                removed = await remove(args.list_name, ahash)
             report.append({"target": target, "removed": removed})
         if args.json:
             _print_json({"list": args.list_name, "removed": report})
@@ -1244,6 +1320,86 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         return EXIT_FOUND if any(item["removed"] == 0 for item in report) else EXIT_OK
 
     return _with_store(args, work)
+
+
+def _cmd_allow(args: argparse.Namespace) -> int:
+    """Allow images on one list: each informative frame of each FILE becomes an entry of the
+    list's allow-list. An upload the list would reject or flag passes when it is nearer to an
+    allow entry than to the listed entry it matches (docs/cli.md gives the exact rule): a known
+    false positive, an approved image. The decision is logged as "allowed".
+
+    An image the list holds itself (a confirmed match at distance 0) is refused: remove it from
+    the list (guard remove) instead. guard remove --allowed takes an allow entry back. Exit
+    status 1 if a file was refused (the others were allowed) or the list does not exist.
+    """
+    name = _list_name(args.list_name)
+    config: Config = args.config_object
+    policy = config.policy(name)
+    results = list(_hash_many(args.files, config.limits, args.workers))
+
+    async def work(store: Store) -> int:
+        try:
+            await store.check_meta(name)
+        except UnknownList:
+            print(f"guard: no list named {name!r} (guard lists shows them)", file=sys.stderr)
+            return EXIT_FOUND
+        entries: list[Entry] = []
+        refused: list[dict[str, str]] = []
+        for path, hashes in zip(args.files, results, strict=True):
+            reason = await _not_allowable(store, name, policy, hashes)
+            if reason is not None:
+                refused.append({"file": path, "reason": reason})
+                continue
+            assert not isinstance(hashes, str)  # _not_allowable says why for an error
+            frames = [f for f in hashes.frames if not f.low_information]
+            entries += [Entry(f.ahash, f.phash, path, args.label) for f in frames]
+        result = await store.allow(name, entries, bands=policy.bands)
+        if args.json:
+            _print_json(
+                {
+                    "list": name,
+                    "allowed": result.added,
+                    "present": result.present,
+                    "refused": refused,
+                }
+            )
+        else:
+            print(
+                f"{name}: allowed {result.added}, already allowed {result.present}, "
+                f"refused {len(refused)}"
+            )
+            for item in refused:
+                print(f"  refused {item['file']}: {item['reason']}")
+        return EXIT_FOUND if refused else EXIT_OK
+
+    return _with_store(args, work)
+
+
+async def _not_allowable(
+    store: Store, name: str, policy: ListPolicy, hashes: ImageHashes | str
+) -> str | None:
+    """Why an image may not be allowed on list ``name``, or None.
+
+    Not an image, flat, or listed there itself: a confirmed match at aHash distance 0 (under
+    the list's dihedral setting). Such an allow entry could never be nearer to an upload than
+    its twin on the list (the rule wants strictly nearer), so it would only mislead.
+    """
+    if isinstance(hashes, str):
+        return hashes
+    frames = [f for f in hashes.frames if not f.low_information]
+    if not frames:
+        return "low-information image (flat, nearly flat or tiny): it matches nothing"
+    found = await store.lookup(
+        name,
+        frames,
+        radius=0,
+        confirm_radius=policy.confirm_radius,
+        dihedral=policy.dihedral,
+        limit=1,
+    )
+    if found and found[0].confirmed:
+        return f"listed in {name} ({found[0].entry.source}, distance 0): use guard remove"
+    return None
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -1294,7 +1450,8 @@ def _cmd_drop(args: argparse.Namespace) -> int:
     elsewhere pass --yes. Readers see the list gone at once (guard lists, guard check, and
     running workers at their next lookup, which treat it as a list never loaded: its
     `required` setting decides); its keys are then deleted in batches. Interrupted, the list
-    stays gone: run the command again to finish. docs/cli.md says more.
+    stays gone: run the command again to finish. The list's allow-list (guard allow) goes with
+    it. docs/cli.md says more.
     """
     name = _list_name(args.name)
     if not args.yes and (sys.stdin is None or not sys.stdin.isatty()):
@@ -1302,7 +1459,8 @@ def _cmd_drop(args: argparse.Namespace) -> int:
 
     async def work(store: Store) -> int:
         info = next((i for i in await store.lists() if i.name == name), None)
-        if info is None and not await store.unfinished_drop(name):
+        allow_info = (await store.allow_lists()).get(name)  # dropped with the list
+        if info is None and allow_info is None and not await store.unfinished_drop(name):
             print(f"guard: no list named {name!r} (guard lists shows them)", file=sys.stderr)
             return EXIT_FOUND
         if not args.yes:
@@ -1314,10 +1472,20 @@ def _cmd_drop(args: argparse.Namespace) -> int:
                 return EXIT_FOUND
         keys = await store.drop(name, keep_marker=True)
         entries = info.entries if info else 0
+        allowed = allow_info.entries if allow_info else 0
         if args.json:
-            _print_json({"list": name, "dropped": True, "entries": entries, "keys": keys})
+            _print_json(
+                {
+                    "list": name,
+                    "dropped": True,
+                    "entries": entries,
+                    "allow_entries": allowed,
+                    "keys": keys,
+                }
+            )
         else:
-            print(f"{name}: dropped ({entries} entries, {keys} keys deleted)")
+            also = f", its allow-list's {allowed}" if allow_info else ""
+            print(f"{name}: dropped ({entries} entries{also}, {keys} keys deleted)")
         return EXIT_OK
 
     return _with_store(args, work)
@@ -1330,7 +1498,7 @@ def _cmd_rename(args: argparse.Namespace) -> int:
     A Redis Cluster cannot RENAME a list's keys (each list's keys share a hash tag made of its
     name), so this copies. Until the copy is whole, guard lists --verify reports NEW incomplete;
     OLD is kept until then. Interrupted: guard drop NEW, then rename again. Routes in the config
-    that name OLD must be changed to NEW.
+    that name OLD must be changed to NEW. OLD's allow-list (guard allow) moves with it.
     """
     old, new = _list_name(args.old), _list_name(args.new)
 

@@ -476,13 +476,16 @@ class _Responder:
             found = await self.guard.supervisor.look_up(self.route, frames)
             self.lookup_seconds = time.perf_counter() - started
         return self._recorded(
-            judge(image_count, found.matches, found.failures, self.config.policy, http)
+            judge(
+                image_count, found.matches, found.failures, self.config.policy, http, found.allowed
+            )
         )
 
     def _recorded(self, outcome: Outcome) -> Outcome:
         """Record the match that rejected, flagged, shadow-rejected or shadow-flagged the request
-        (counting the shadow ones), and the fail-open lists it passed unchecked (counted, and
-        logged once per interval, H32): the observers hear of each."""
+        (counting the shadow ones), each list's match an allow entry suppressed ("allowed"), and
+        the fail-open lists it passed unchecked (counted, and logged once per interval, H32):
+        the observers hear of each."""
         supervisor = self.guard.supervisor
         match = outcome.match
         if match is not None:
@@ -500,6 +503,20 @@ class _Responder:
                     source=match.entry.source,
                     label=match.entry.label,
                     unchecked_lists=outcome.unchecked,
+                )
+            )
+        for suppression in outcome.allowed:  # checked before any reject: recorded whatever won
+            listed = suppression.match
+            self.guard.observers.decided(
+                self._record(
+                    "allowed",
+                    list=listed.list,
+                    distance=listed.distance,
+                    phash_distance=listed.phash_distance,
+                    transform=listed.transform,
+                    source=listed.entry.source,
+                    label=listed.entry.label,
+                    allowed_by=suppression.allowed_by.entry.source,
                 )
             )
         if outcome.unchecked:

@@ -29,7 +29,7 @@ from guard.hashing import FrameHash
 from guard.observers import Observer
 from guard.store import Store
 from guard.types import Match
-from guard.verdict import refuses
+from guard.verdict import action_for, refuses, suppresses
 
 logger = logging.getLogger("guard")
 T = TypeVar("T")
@@ -69,6 +69,8 @@ class Lookups:
     matches: list[Match] = field(default_factory=list)
     #: Each list whose lookup failed, with why, in route order (the verdict applies its policy).
     failures: dict[str, StoreError] = field(default_factory=dict)
+    #: Each list's allow entry nearest to the upload, for the lists that matched and have one.
+    allowed: dict[str, Match] = field(default_factory=dict)
 
 
 class StoreSupervisor:
@@ -266,14 +268,21 @@ class StoreSupervisor:
 
         A list that cannot be checked is recorded with its error (missing ones counted and
         reported); the first one that alone refuses the request (:func:`guard.verdict.refuses`)
-        ends the lookups, as no later match could change the answer.
+        ends the lookups, as no later match could change the answer. A list whose match would
+        do something also has its allow-list looked up (:meth:`_allow_for`); if that fails, the
+        list counts as failed.
         """
         matches: list[Match] = []
         failures: dict[str, StoreError] = {}
+        allowed: dict[str, Match] = {}
         for name in route.lists:
             policy = self.config.policy(name)
             try:
-                matches += await self.call(_lookup(name, frames, policy))
+                found = await self.call(_lookup(name, frames, policy))
+                allow, found = await self._allow_for(name, frames, policy, found)
+                matches += found
+                if allow is not None:
+                    allowed[name] = allow
             except StoreError as error:
                 failures[name] = error
                 if isinstance(error, UnknownList) and not policy.required:
@@ -284,7 +293,27 @@ class StoreSupervisor:
                     self._missing_list(name, route.path, policy, error)
                 if refuses(error, policy):
                     break
-        return Lookups(matches, failures)
+        return Lookups(matches, failures, allowed)
+
+    async def _allow_for(
+        self, name: str, frames: list[FrameHash], policy: ListPolicy, found: list[Match]
+    ) -> tuple[Match | None, list[Match]]:
+        """The list's allow entry nearest to the upload (None: none, or not needed), and the
+        list's matches the verdict needs.
+
+        Only a list whose best match would reject or flag pays for the allow-list lookup (the
+        common upload matches nothing). If that match is suppressed, every match the allow entry
+        cannot suppress is nearer than it (at most its aHash distance: only entries without a
+        pHash can be, as the best match is the nearest confirmed one), so those are fetched too:
+        the verdict then equals ``guard check``'s, which sees every match.
+        """
+        if not found or action_for(found[0], policy) == "allow":
+            return None, found
+        allow = await self.call(lambda store: store.lookup_allowed(name, frames, policy))
+        if allow is None or not suppresses(allow, found[0], policy):
+            return allow, found
+        nearer = await self.call(_lookup_within(name, frames, policy, allow.distance))
+        return allow, [found[0], *nearer]
 
     def passed_unchecked(self, route: Route, lists: Sequence[str]) -> None:
         """Count a request let through with fail-open lists unchecked; log it once per
@@ -358,3 +387,17 @@ def _lookup(
     """One list's lookup, to run through :meth:`StoreSupervisor.call`. The best match decides a
     list's verdict, so only it is fetched."""
     return lambda store: store.lookup_under(name, frames, policy, limit=1)
+
+
+def _lookup_within(
+    name: str, frames: list[FrameHash], policy: ListPolicy, radius: int
+) -> Callable[[Store], Awaitable[list[Match]]]:
+    """Every match of one list within ``radius`` aHash bits (under its confirm radius and
+    dihedral setting)."""
+    return lambda store: store.lookup(
+        name,
+        frames,
+        radius=radius,
+        confirm_radius=policy.confirm_radius,
+        dihedral=policy.dihedral,
+    )

@@ -6,6 +6,8 @@ layout); a match within a list's reject radius rejects, within its flag radius f
 shadow mode (or the share of an enforce-mode list's matches outside its ``enforce_ratio``) only
 shadow-rejects or shadow-flags: the app is called, told so, and the decision logged and counted.
 The strictest outcome over every list and every image wins, an enforced one over any shadow one.
+A list's allow entry nearer to the upload than a listed entry suppresses that match (see
+:func:`suppresses`), before any of this: the suppression is recorded as "allowed".
 :func:`judge` is the whole verdict on one request, lookup failures included, so the middleware
 only does I/O around it.
 """
@@ -49,9 +51,19 @@ _SEVERITY: dict[Effect, int] = {
 
 
 @dataclass(frozen=True)
+class Suppression:
+    """A list's match that one of its allow entries suppressed (recorded as "allowed")."""
+
+    match: Match  # the upload's match to the listed entry
+    allowed_by: Match  # the upload's match to the allow entry nearer to it
+
+
+@dataclass(frozen=True)
 class Verdict:
     action: Effect
     match: Match | None = None  # the match that decided it (None for allow)
+    #: Each list whose best match an allow entry suppressed (the match, and by what).
+    allowed: tuple[Suppression, ...] = ()
 
 
 def action_for(match: Match, policy: ListPolicy) -> Action:
@@ -70,6 +82,27 @@ def action_for(match: Match, policy: ListPolicy) -> Action:
     if match.distance <= policy.flag_radius:
         return "flag"
     return "allow"
+
+
+def suppresses(allow: Match, match: Match, policy: ListPolicy) -> bool:
+    """Whether the upload's match to an allow entry (``allow``) suppresses its match to a listed
+    entry (``match``) of the same list: the rule, safe against abuse.
+
+    ``allow`` must be a confirmed match within the list's reject radius (aHash within
+    ``reject_radius``, pHash within ``confirm_radius``, the list's ``dihedral`` setting: what
+    :meth:`guard.store.Store.lookup_allowed` returns), and the upload strictly nearer to the
+    allow entry than to the listed one: a smaller aHash distance, or the same aHash distance and
+    a smaller pHash distance (for a listed entry without a pHash: a smaller aHash distance).
+    So allowing an innocent photo that collided with a listed one lets that photo through, but
+    never the listed image itself (nearer to its own entry, at distance 0) nor its near copies.
+    """
+    if not allow.confirmed or allow.phash_distance is None:
+        return False
+    if allow.distance > policy.reject_radius or allow.phash_distance > policy.confirm_radius:
+        return False
+    if match.phash_distance is None:
+        return allow.distance < match.distance
+    return (allow.distance, allow.phash_distance) < (match.distance, match.phash_distance)
 
 
 def rollout_point(match: Match) -> float:
@@ -114,7 +147,11 @@ def _outranks(action: Effect, match: Match, best: Effect, best_match: Match | No
     return best_match is not None and match.distance < best_match.distance
 
 
-def decide(matches: Iterable[Match], policy_of: Callable[[str], ListPolicy]) -> Verdict:
+def decide(
+    matches: Iterable[Match],
+    policy_of: Callable[[str], ListPolicy],
+    allowed: Mapping[str, Match] | None = None,
+) -> Verdict:
     """The strictest verdict over ``matches`` (enforced before shadow); ties go to the nearest
     match, then to the one found first.
 
@@ -122,11 +159,26 @@ def decide(matches: Iterable[Match], policy_of: Callable[[str], ListPolicy]) -> 
     that match meets the list's mode and ``enforce_ratio``: the middleware fetches one match a
     list, and ``guard check`` every match, and both must give the same answer. (Were every match
     drawn separately, a far entry could enforce what the list's nearest one only shadows.)
+
+    ``allowed``: each list's allow entry nearest to the upload (if it has one). A match it
+    :func:`suppresses` counts for nothing, whatever the list's mode; the list's other matches
+    still count. A list whose best match was suppressed is in ``Verdict.allowed``.
     """
+    allowed = allowed or {}
     best_of: dict[str, tuple[Action, Match, int]] = {}
+    # Each list's best match, suppressed or not, and the allow entry that suppressed it.
+    overall: dict[str, tuple[Action, Match, Match | None]] = {}
     for order, match in enumerate(matches):
-        action = action_for(match, policy_of(match.list))
+        policy = policy_of(match.list)
+        action = action_for(match, policy)
         if action == "allow":
+            continue
+        allow = allowed.get(match.list)
+        by = allow if allow is not None and suppresses(allow, match, policy) else None
+        first = overall.get(match.list)
+        if first is None or _outranks(action, match, first[0], first[1]):
+            overall[match.list] = (action, match, by)
+        if by is not None:
             continue
         current = best_of.get(match.list)
         if current is None or _outranks(action, match, current[0], current[1]):
@@ -137,7 +189,8 @@ def decide(matches: Iterable[Match], policy_of: Callable[[str], ListPolicy]) -> 
         effect = _effect(action, match, policy_of(match.list))
         if _outranks(effect, match, best.action, best.match):
             best = Verdict(effect, match)
-    return best
+    suppressed = tuple(Suppression(m, by) for _, m, by in overall.values() if by is not None)
+    return Verdict(best.action, best.match, suppressed)
 
 
 @dataclass(frozen=True)
@@ -187,6 +240,8 @@ class Outcome:
     #: Fail-open lists whose lookup failed while the request still reaches the app: counted in
     #: ``counters.unchecked`` and logged. Empty when the request is refused.
     unchecked: tuple[str, ...] = ()
+    #: The lists whose best match an allow entry suppressed: each recorded as "allowed".
+    allowed: tuple[Suppression, ...] = ()
 
     @property
     def action(self) -> str:
@@ -214,9 +269,11 @@ def judge(
     failures: Mapping[str, StoreError],
     policy_of: Callable[[str], ListPolicy],
     settings: HttpSettings,
+    allowed: Mapping[str, Match] | None = None,
 ) -> Outcome:
     """The verdict on one request from its lookups: ``images`` found, the ``matches`` of every
-    list looked up, and the lists whose lookup failed (by name, in route order).
+    list looked up, and the lists whose lookup failed (by name, in route order); ``allowed``:
+    the allow entry nearest to the upload of each list that has one (see :func:`decide`).
 
     A failed list refuses the request as unavailable if it fails closed (before any match: a
     store that cannot answer for one list is not trusted for the request), passes unchecked if it
@@ -231,17 +288,20 @@ def judge(
             return Outcome(refusal_for(error, settings))
         if not _ignored(error, policy):
             unchecked.append(name)
-    verdict = decide(matches, policy_of)
-    match = verdict.match
+    verdict = decide(matches, policy_of, allowed)
+    match, suppressed = verdict.match, verdict.allowed
     if verdict.action == "reject" and match is not None:
-        return Outcome(rejection(match.list, settings.statuses), match)
+        return Outcome(rejection(match.list, settings.statuses), match, allowed=suppressed)
     if verdict.action != "allow" and verdict.action != "reject" and match is not None:
         flagged = Decision(
             verdict.action, images, match.list, match.distance, match.entry.source, tuple(unchecked)
         )
-        return Outcome(flagged, match, tuple(unchecked))
+        return Outcome(flagged, match, tuple(unchecked), suppressed)
     if unchecked:
         return Outcome(
-            Decision("unchecked", images, unchecked_lists=tuple(unchecked)), None, tuple(unchecked)
+            Decision("unchecked", images, unchecked_lists=tuple(unchecked)),
+            None,
+            tuple(unchecked),
+            suppressed,
         )
-    return Outcome(Decision("allow", images=images))
+    return Outcome(Decision("allow", images=images), allowed=suppressed)

@@ -136,7 +136,7 @@ def test_the_stream_keeps_about_max_length_records(redis_url: str) -> None:
     events = run(body())
     assert (events.written, events.dropped) == (1000, 0)
     records = stream_of(redis_url)
-    assert 100 <= len(records) <= 300  # MAXLEN ~ trims whole nodes (100 records each)
+    assert 100 <= len(records) <= 200  # MAXLEN ~ trims whole nodes (100 records each)
     assert records[-1][1]["request_id"] == "r999"  # the newest kept, the oldest trimmed
 
 
@@ -292,6 +292,18 @@ def test_guard_events_prints_the_last_records_oldest_first(
     assert [p["request_id"] for p in printed] == ["r24", "r-flag"]
     assert events_cli(redis_url, config_file, "--list", "soft") == 0
     assert capsys.readouterr().out.splitlines() == lines[-1:]
+
+
+def test_guard_events_help_has_examples_and_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["events", "--help"])
+    assert raised.value.code == 0
+    text = capsys.readouterr().out
+    examples = text.split("examples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert examples and all(line.startswith("  guard events") for line in examples)
+    assert "--follow ended with Ctrl-C" in text and "docs/cli.md" in text
 
 
 def test_guard_events_on_a_missing_stream_prints_nothing_and_exits_0(

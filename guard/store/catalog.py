@@ -9,9 +9,9 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 
-from guard.bands import validate_list_name
 from guard.errors import StoreError, StoreInconsistent, UnknownList
 from guard.hashing import HASH_VERSION
+from guard.store.allow import validate_stored_name
 from guard.store.connection import Gone, Recreated, translated
 from guard.store.records import ListMeta, drop_marker, keys, text
 
@@ -47,7 +47,7 @@ class Catalog:
 
     async def read(self, list_name: str) -> ListMeta | None:
         """Read the list's metadata from Redis (None if it has none) and cache it."""
-        validate_list_name(list_name)
+        validate_stored_name(list_name)
         async with translated():
             raw = await self._client.hgetall(keys(list_name).meta)
         if not raw:

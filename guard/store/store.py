@@ -13,13 +13,14 @@ from typing import Protocol, TypeVar
 import redis.asyncio as aioredis
 
 from guard.bands import BAND_COUNTS, LISTS_KEY
-from guard.errors import StoreError, StoreUnavailable
+from guard.errors import StoreError, StoreUnavailable, UnknownList
 from guard.hashing import TRANSFORMS, FrameHash
 from guard.mirror import Mirror
 from guard.store import index, integrity, writes
 from guard.store import stream as stream_calls
+from guard.store.allow import allow_list, owner_of
 from guard.store.catalog import Catalog
-from guard.store.connection import client, lease_embedded, translated
+from guard.store.connection import ListExists, client, lease_embedded, translated
 from guard.store.index import Query
 from guard.store.integrity import VerifyReport
 from guard.store.mirror_cache import DEFAULT_MIRROR, MirrorCache, MirrorSettings
@@ -39,6 +40,13 @@ class LookupPolicy(Protocol):
     def confirm_radius(self) -> int: ...
     @property
     def dihedral(self) -> bool: ...
+
+
+class AllowPolicy(LookupPolicy, Protocol):
+    """What an allow-list lookup needs from its list's policy (a ListPolicy has it)."""
+
+    @property
+    def reject_radius(self) -> int: ...
 
 
 class Store:
@@ -179,7 +187,12 @@ class Store:
     # --- lists -------------------------------------------------------------------------------
 
     async def lists(self) -> list[ListInfo]:
-        """Every list with its size and settings, sorted by name."""
+        """Every list with its size and settings, sorted by name (allow-lists, which belong to
+        a list, are not among them: :meth:`allow_lists`)."""
+        return [info for info in await self._every_list() if owner_of(info.name) is None]
+
+    async def _every_list(self) -> list[ListInfo]:
+        """Every list in the store, allow-lists under their stored names, sorted by name."""
         self._follow_loop()
         async with translated():
             names = sorted(text(n) for n in await self._client.smembers(LISTS_KEY))
@@ -236,9 +249,19 @@ class Store:
         :class:`UnknownList` (its ``required`` setting decides), not
         :class:`StoreInconsistent` (data loss). ``guard drop`` keeps it; temporary lists
         (``guard eval``) do not. Run it again to finish a drop that was interrupted.
+
+        The list's allow-list (if it has one) is dropped first, the same way: interrupted
+        between the two, the list is still there (stricter, never laxer) and a second drop
+        finishes.
         """
         self._follow_loop()
-        return await writes.drop(
+        deleted = 0
+        if owner_of(list_name) is None and await self._has_allow_list(list_name):
+            allowed = allow_list(list_name)
+            deleted += await writes.drop(
+                self._client, self._drop, self._catalog, allowed, keep_marker=keep_marker
+            )
+        return deleted + await writes.drop(
             self._client, self._drop, self._catalog, list_name, keep_marker=keep_marker
         )
 
@@ -256,9 +279,28 @@ class Store:
         (``guard lists --verify`` reports it incomplete meanwhile). Raises
         :class:`guard.store.ListExists` if ``new`` exists, :class:`UnknownList` if
         ``old`` does not; interrupted, ``old`` is kept: drop ``new`` and rename again.
+
+        ``old``'s allow-list moves with it, after it (the same copy, check and drop). Interrupted
+        in between, the allow entries stay under ``old``: renaming ``old`` to ``new`` again
+        moves them (``old`` is gone, ``new`` exists). Refused (ListExists) if ``new`` has an
+        allow-list already.
         """
         self._follow_loop()
-        return await writes.rename(self._client, self._add, self._drop, self._catalog, old, new)
+        moved_allow_list = owner_of(old) is None and await self._has_allow_list(old)
+        if owner_of(old) is None and await self._has_allow_list(new):
+            raise ListExists(f"list {new!r} has an allow-list already: drop it first")
+        try:
+            copied = await writes.rename(
+                self._client, self._add, self._drop, self._catalog, old, new
+            )
+        except UnknownList:
+            if not (moved_allow_list and await self._has_list(new)):
+                raise
+            copied = 0  # resumed: `old` was renamed, its allow-list was not moved yet
+        if moved_allow_list:
+            moves = (allow_list(old), allow_list(new))
+            await writes.rename(self._client, self._add, self._drop, self._catalog, *moves)
+        return copied
 
     async def disable(
         self, list_name: str, ahash: int, phash: writes.Selector = writes.EVERY
@@ -389,6 +431,75 @@ class Store:
             return None
         meta = await self._catalog.meta(list_name)
         return await self._mirror_cache.refresh(list_name, meta)
+
+    # --- allow-lists -------------------------------------------------------------------------
+    # A list's allow-list is a list of its own under a reserved name (guard.store.allow): the
+    # same index, versions, mirror and exact lookups. guard.verdict decides what it suppresses.
+
+    async def allow(self, list_name: str, entries: Iterable[Entry], *, bands: int = 4) -> AddResult:
+        """Add entries to ``list_name``'s allow-list (created with ``bands`` bands), as
+        :meth:`add` adds to a list. The list itself must exist (:class:`UnknownList`)."""
+        self._follow_loop()
+        stored = allow_list(list_name)
+        await self._catalog.meta(list_name)
+        return await self.add(stored, entries, bands=bands)
+
+    async def remove_allowed(self, list_name: str, ahash: int, phash: int | None = None) -> int:
+        """Remove allow entries of ``list_name`` (as :meth:`remove`); 0 if it has none."""
+        try:
+            return await self.remove(allow_list(list_name), ahash, phash)
+        except UnknownList:
+            return 0
+
+    async def allowed_entries(self, list_name: str) -> AsyncIterator[Entry]:
+        """Every allow entry of ``list_name`` (none if it has no allow-list)."""
+        try:
+            async for entry in self.entries(allow_list(list_name)):
+                yield entry
+        except UnknownList:
+            return
+
+    async def allow_lists(self) -> dict[str, ListInfo]:
+        """Each allow-list by the name of the list it belongs to (its ``name`` is the stored
+        one, ``NAME/allow``)."""
+        return {
+            owner: info
+            for info in await self._every_list()
+            if (owner := owner_of(info.name)) is not None
+        }
+
+    async def lookup_allowed(
+        self, list_name: str, frames: Sequence[FrameHash], policy: AllowPolicy
+    ) -> Match | None:
+        """The allow entry of ``list_name`` nearest to the frames that may suppress the list's
+        matches: confirmed (pHash within ``confirm_radius``) and within the list's
+        ``reject_radius``, with its ``dihedral`` setting; None if there is none.
+
+        A list without an allow-list has no allow entries: None, not an error. Any other
+        failure (the store is down) raises: the caller treats it as the list's own failure.
+        """
+        try:
+            found = await self.lookup(
+                allow_list(list_name),
+                frames,
+                radius=policy.reject_radius,
+                confirm_radius=policy.confirm_radius,
+                dihedral=policy.dihedral,
+                limit=1,
+            )
+        except UnknownList:
+            return None
+        return found[0] if found and found[0].confirmed else None
+
+    async def _has_allow_list(self, list_name: str) -> bool:
+        """Whether ``list_name`` has an allow-list, or one whose drop did not finish."""
+        return await self._has_list(allow_list(list_name)) or await writes.unfinished_drop(
+            self._client, allow_list(list_name)
+        )
+
+    async def _has_list(self, stored_name: str) -> bool:
+        async with translated():
+            return bool(await self._client.exists(keys(stored_name).meta))
 
     # --- checks ------------------------------------------------------------------------------
 

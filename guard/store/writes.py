@@ -38,11 +38,12 @@ from typing import Any, Final, Literal, NamedTuple
 
 import redis.asyncio as aioredis
 
-from guard.bands import BAND_COUNTS, LISTS_KEY, band_key, list_key, validate_list_name
+from guard.bands import BAND_COUNTS, LISTS_KEY, band_key, list_key
 from guard.errors import LowInformationEntry, StoreError
 from guard.hashing import is_low_information
 from guard.mirror import RECORD_SIZE, snapshot_record
 from guard.spelling import from_signed, to_hex, to_signed
+from guard.store.allow import validate_stored_name
 from guard.store.catalog import Catalog
 from guard.store.connection import ListExists, Recreated, translated
 from guard.store.records import (
@@ -118,7 +119,7 @@ async def add(
             )
     if bands not in BAND_COUNTS:
         raise ValueError(f"bands must be one of {BAND_COUNTS}, got {bands}")
-    validate_list_name(list_name)
+    validate_stored_name(list_name)
     meta = catalog.cached.get(list_name) or await catalog.read(list_name) or ListMeta.new(bands)
     added = present = 0
     now = time.time()
@@ -270,7 +271,7 @@ async def drop(
 ) -> int:
     """:meth:`guard.store.Store.drop`, in the order the module's docstring gives. Returns the
     number of keys deleted (0: there was no such list, nor an unfinished drop of one)."""
-    validate_list_name(list_name)
+    validate_stored_name(list_name)
     names = keys(list_name)
     marker = drop_marker(list_name)
     async with translated():
@@ -299,7 +300,7 @@ async def drop(
 
 async def unfinished_drop(client: aioredis.Redis, list_name: str) -> bool:
     """Whether a drop of the list began and did not finish (run it again)."""
-    validate_list_name(list_name)
+    validate_stored_name(list_name)
     async with translated():
         state = await client.get(drop_marker(list_name))
     return text(state or b"").startswith("dropping")
@@ -323,8 +324,8 @@ async def rename(
     rename interrupted there leaves it so (``guard drop NEW``, then rename again); ``old`` is
     untouched until the copy is proven whole.
     """
-    validate_list_name(old)
-    validate_list_name(new)
+    validate_stored_name(old)
+    validate_stored_name(new)
     if old == new:
         raise ListExists(f"list {new!r} is the list to rename")
     catalog.cached.pop(old, None)
