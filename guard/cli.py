@@ -32,6 +32,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -990,6 +991,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         names = args.lists or [name for name, size in sizes.items() if size]
         problems = [
             f"list {name!r} is {'empty' if name in sizes else 'not'} in the store"
+            + (" (every entry disabled: guard enable)" if name in any_disabled else "")
             for name in names
             if not sizes.get(name)
         ]
@@ -1565,14 +1567,21 @@ def _toggle(args: argparse.Namespace, *, disable: bool) -> int:
                 done, already = done + result.done, already + result.already
             report.append({"target": target, verb: done, "already": already})
 
-        for source in args.sources:
-            # The entries in the state to change, and those already in the other one.
-            to_change = store.entries(name) if disable else store.disabled_entries(name)
-            found = [(e.ahash, e.phash) async for e in to_change if e.source == source]
-            others = store.disabled_entries(name) if disable else store.entries(name)
-            already = len([e async for e in others if e.source == source])
-            await toggle(source, list(dict.fromkeys(found)))
-            report[-1]["already"] += already
+        # Each source's entries in the state to change, and how many are in the other one
+        # already: one pass over each (a list may be large; a source names few entries).
+        found: dict[str, list[tuple[int, Selector]]] = {s: [] for s in args.sources}
+        settled: Counter[str] = Counter()
+        if args.sources:
+            changing = store.entries(name) if disable else store.disabled_entries(name)
+            async for entry in changing:
+                if entry.source in found:
+                    found[entry.source].append((entry.ahash, entry.phash))
+            async for entry in store.disabled_entries(name) if disable else store.entries(name):
+                if entry.source in found:
+                    settled[entry.source] += 1
+        for source in found:
+            await toggle(source, found[source])
+            report[-1]["already"] += settled[source]
         for target in args.targets:
             if Path(target).is_file():
                 hashes = _hash_path(target, config.limits)

@@ -320,3 +320,37 @@ def test_help_shows_examples_and_exit_codes(
     assert raised.value.code == 0
     assert f"guard {command} --list spam --source " in text
     assert "1 a target names no entry of the list" in text and "docs/cli.md" in text
+
+
+def test_check_refuses_a_list_whose_every_entry_is_disabled_and_says_so(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = ["--redis-url", redis_url]
+    image = str(data_file(BLOCKED))
+    assert cli(capsys, "load", image, "--list", "one", *url)[0] == 0
+    assert cli(capsys, "disable", "--list", "one", image, *url)[0] == 0
+    code, _, err = cli(capsys, "check", "--list", "one", image, *url)
+    assert code == 3 and "list 'one' is empty in the store (every entry disabled" in err
+    assert cli(capsys, "enable", "--list", "one", image, *url)[0] == 0
+    assert cli(capsys, "check", "--list", "one", image, *url)[0] == 1
+
+
+def test_several_sources_in_one_call_each_get_their_line(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def load() -> None:
+        async with Store.from_url(redis_url) as store:
+            await store.add("spam", [entry_of(BLOCKED), entry_of(OTHER)])
+
+    run(load())
+    url = ["--redis-url", redis_url]
+    sources = [BLOCKED, "gone", OTHER]
+    code, out, _ = cli(capsys, "disable", "--list", "spam", "--source", *sources, *url)
+    assert (code, out.splitlines()) == (
+        1,
+        [f"{BLOCKED}: disabled 1", "gone: no entry of list 'spam'", f"{OTHER}: disabled 1"],
+    )
+    code, out, _ = cli(capsys, "disable", "--list", "spam", "--source", OTHER, *url)
+    assert (code, out) == (0, f"{OTHER}: already disabled (1)\n")
+    code, out, _ = cli(capsys, "lists", *url)
+    assert "spam: 0 entries (+2 disabled)" in out
