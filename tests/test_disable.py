@@ -19,10 +19,14 @@ from test_store_oracle import _flip, _frame, _oracle
 from guard import hash_bytes
 from guard.cli import main
 from guard.config import Config, ListPolicy, Route
+from guard.errors import StoreInconsistent
 from guard.middleware import GuardMiddleware
 from guard.store import MirrorSettings, Store
 from guard.store.records import disabled_key
 from guard.types import Entry
+
+#: Run against the bundled Redis 6.2 and, where installed, a current Redis 7+/Valkey.
+pytestmark = pytest.mark.every_redis
 
 BLOCKED = LOCAL_PHOTOS[0]
 OTHER = LOCAL_PHOTOS[1]
@@ -354,3 +358,24 @@ def test_several_sources_in_one_call_each_get_their_line(
     assert (code, out) == (0, f"{OTHER}: already disabled (1)\n")
     code, out, _ = cli(capsys, "lists", *url)
     assert "spam: 0 entries (+2 disabled)" in out
+
+
+def test_disabling_in_a_list_whose_metadata_is_gone_writes_nothing(redis_url: str) -> None:
+    """Mid-drop (metadata gone, entries not yet deleted) a disable must not re-create a stub
+    ``meta``: it reports the list gone and leaves the keys as they were."""
+    listed = entry_of(BLOCKED)
+    client = redis.Redis.from_url(redis_url)
+
+    async def body() -> None:
+        async with Store.from_url(redis_url) as store:
+            await store.add("spam", [listed])
+            client.delete("guard:{spam}:meta")
+            with pytest.raises(StoreInconsistent):
+                await store.disable("spam", listed.ahash)
+
+    try:
+        run(body())
+        assert not client.exists("guard:{spam}:meta", disabled_key("spam"))
+        assert client.hlen("guard:{spam}:entries") == 1
+    finally:
+        client.close()

@@ -6,6 +6,10 @@
 -- another), the mode: 'remove' (the matching disabled entries are removed too) or 'disable'.
 -- Returns {entries taken out of the index, matching entries found in `disabled`}.
 local layout = redis.call('HGET', KEYS[3], 'layout')
+if not layout and ARGV[5] == 'disable' then
+  -- A list being dropped: its entries must not be moved under metadata this would re-create.
+  return redis.error_reply('guard: list metadata changed (list gone)')
+end
 if layout and layout ~= ARGV[4] then
   return redis.error_reply('guard: list metadata changed (re-created with another layout)')
 end
