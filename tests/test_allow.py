@@ -25,7 +25,7 @@ from guard.hashing import TRANSFORMS, FrameHash, phash_of_coefficients
 from guard.middleware import Decision, GuardMiddleware
 from guard.observers import Observer
 from guard.spelling import hamming
-from guard.store import ListExists, Store
+from guard.store import ListExists, Store, writes
 from guard.store.allow import allow_list, owner_of
 from guard.types import DecisionRecord, Entry, Match
 from guard.verdict import decide, suppresses
@@ -308,6 +308,38 @@ def test_an_allow_list_belongs_to_its_list(redis_url: str) -> None:
             assert await store.remove_allowed("renamed", allowed.ahash) == 0
 
     run(body())
+
+
+def test_a_rename_interrupted_before_the_allow_list_moved_is_finished_by_renaming_again(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listed, allowed = entry_of(listed_png(), "banned.jpg"), entry_of(lookalike_png(), "ok")
+
+    async def interrupted() -> None:
+        async with Store.from_url(redis_url) as store:
+            await store.add("spam", [listed])
+            await store.allow("spam", [allowed])
+            # What a rename leaves when it stops after the list and before its allow-list.
+            await writes.rename(
+                store._client, store._add, store._drop, store._catalog, "spam", "new"
+            )
+
+    run(interrupted())
+    url = ("--redis-url", redis_url)
+    assert cli(capsys, "lists", *url)[1].splitlines()[-1] == (
+        "spam's allow-list: 1 entries, but no list spam (guard drop spam)"
+    )
+    assert cli(capsys, "rename", "spam", "new", *url)[0] == 0
+    [info] = json.loads(cli(capsys, "lists", "--json", *url)[1])
+    assert (info["list"], info["entries"], info["allow_entries"]) == ("new", 1, 1)
+
+    async def moved() -> list[str]:
+        async with Store.from_url(redis_url) as store:
+            frames = hash_bytes(lookalike_png()).frames
+            assert await store.lookup_allowed("new", frames, POLICY) is not None
+            return list(await store.allow_lists())
+
+    assert run(moved()) == ["new"]
 
 
 def test_a_list_name_cannot_name_an_allow_list() -> None:
