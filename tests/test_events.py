@@ -118,6 +118,40 @@ def test_every_recorded_decision_reaches_the_stream(loaded: str) -> None:  # noq
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
 
 
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_a_starlette_testclient_app_with_a_lazily_opened_store_records_every_decision(
+    loaded: str,  # noqa: F811
+) -> None:
+    """No store injected: the middleware opens it on first use. TestClient outside ``with``
+    runs each request on a new event loop; inside, the lifespan's shutdown calls aclose()."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route as StarletteRoute
+    from starlette.testclient import TestClient
+
+    async def upload(request: object) -> PlainTextResponse:
+        return PlainTextResponse("stored")
+
+    config = events_config()
+    config = dataclasses.replace(
+        config,
+        redis=dataclasses.replace(config.redis, url=loaded),
+        routes=config.routes[:1],  # /upload: its list is loaded, so the lifespan starts
+    )
+    app = Starlette(routes=[StarletteRoute("/upload", upload, methods=["POST"])])
+    guard = GuardMiddleware(app, config=config)
+    client = TestClient(guard)
+    blocked = {"file": ("a.jpg", data_file(BLOCKED).read_bytes(), "image/jpeg")}
+    answers = [client.post("/upload", files=blocked, headers={"x-request-id": "t1"})]
+    answers.append(client.post("/upload", files=blocked, headers={"x-request-id": "t2"}))
+    with TestClient(guard) as in_lifespan:
+        answers.append(in_lifespan.post("/upload", files=blocked, headers={"x-request-id": "t3"}))
+    assert [a.status_code for a in answers] == [403, 403, 403]
+    assert [f["request_id"] for _, f in stream_of(loaded)] == ["t1", "t2", "t3"]
+    assert guard.events is not None
+    assert (guard.events.written, guard.events.dropped, guard.events.queued) == (3, 0, 0)
+
+
 def test_the_stream_keeps_about_max_length_records(redis_url: str) -> None:
     settings = OperationsSettings(events_stream=STREAM, events_max_length=100)
 
