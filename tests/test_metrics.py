@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from asgi_driver import Recorder, Result, call, multipart
 from conftest import data_file, run
@@ -25,7 +26,13 @@ from test_middleware import BLOCKED, UNRELATED, jpeg, load_lists, make_config
 
 from guard import metrics_app as exported
 from guard.config import OperationsSettings, RedisSettings
-from guard.metrics import INSTALL_HINT, MULTIPROC_ENV, MetricsObserver, metrics_app
+from guard.metrics import (
+    INSTALL_HINT,
+    MULTIPROC_ENV,
+    SCRAPE_STORE_TIMEOUT,
+    MetricsObserver,
+    metrics_app,
+)
 from guard.middleware import GuardMiddleware
 from guard.store import Store
 
@@ -212,6 +219,29 @@ def test_store_failures_and_the_open_breaker(loaded: str) -> None:
     assert added(before, after, "guard_refusals_total") == {
         key("guard_refusals_total", route="/upload", status="503"): 2
     }
+
+
+def test_a_silent_store_leaves_the_last_list_sizes_and_the_scrape_answers(
+    loaded: str, silent_server: int
+) -> None:
+    guard, _ = metrics_guard(loaded)
+    assert scrape(guard)[key("guard_list_entries", list="spam")] == 2
+    guard._store = Store.from_url(
+        f"redis://127.0.0.1:{silent_server}", socket_timeout=30, connect_timeout=30
+    )
+
+    async def timed() -> tuple[dict[Key, float], float]:
+        started = anyio.current_time()
+        result = await call(guard, b"", path="/metrics", method="GET", content_type="")
+        assert result.status == 200
+        return samples(result.body.decode()), anyio.current_time() - started
+
+    found, elapsed = run(timed())
+    assert found[key("guard_list_entries", list="spam")] == 2
+    assert found[key("guard_list_version", list="spam")] >= 1
+    # SCRAPE_STORE_TIMEOUT (1 s) ended the wait, not the 30 s socket timeout (10 s: slack for a
+    # loaded test machine).
+    assert SCRAPE_STORE_TIMEOUT <= elapsed < 10
 
 
 # --- without the extra -------------------------------------------------------------------------
