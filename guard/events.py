@@ -45,6 +45,10 @@ QUEUE_LIMIT = 10_000
 BATCH = 200
 #: Seconds slept before each retry of a failed batch: then it is dropped.
 RETRY_DELAYS = (0.1, 0.5)
+#: Seconds after a batch is dropped for a failing Redis during which records are dropped
+#: without asking Redis: a struggling server gets no extra connections from the stream (the
+#: circuit breaker spares it the lookups' the same way).
+REST_SECONDS = 5.0
 #: Seconds :meth:`EventStream.aclose` (or a closing event loop) waits for the last records.
 CLOSE_SECONDS = 2.0
 #: Seconds between two log lines about dropped records.
@@ -101,6 +105,7 @@ class EventStream(Observer):
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._uncertain: list[dict[str, str]] = []
+        self._rest_until = 0.0
         self._dropped_logged = 0
         self._logged_at: float | None = None
 
@@ -192,12 +197,15 @@ class EventStream(Observer):
         batch, self._uncertain = self._uncertain, []
         if not batch:
             return
+        if self._resting():
+            return self._drop(len(batch), "Redis failed moments ago")
         try:
             store = await self._store()
             newest = await store.latest_events(
                 self.settings.events_stream, len(batch) + _SETTLE_MARGIN
             )
         except Exception as error:  # noqa: BLE001 - the stream never fails anything
+            self._rest_until = time.monotonic() + REST_SECONDS
             self._drop(len(batch), f"{type(error).__name__}: {error}")
             return
         held = {_identity(fields) for _, fields in newest}
@@ -206,6 +214,8 @@ class EventStream(Observer):
         self._queue.extendleft(reversed(missing))
 
     async def _write(self, batch: list[dict[str, str]], retry: bool) -> None:
+        if self._resting():
+            return self._drop(len(batch), "Redis failed moments ago")
         delays = RETRY_DELAYS if retry else ()
         for attempt in range(len(delays) + 1):
             try:
@@ -215,12 +225,16 @@ class EventStream(Observer):
                 )
             except Exception as error:  # noqa: BLE001 - the stream never fails anything
                 if attempt == len(delays):
+                    self._rest_until = time.monotonic() + REST_SECONDS
                     self._drop(len(batch), f"{type(error).__name__}: {error}")
                     return
                 await asyncio.sleep(delays[attempt])
             else:
                 self.written += len(batch)
                 return
+
+    def _resting(self) -> bool:
+        return time.monotonic() < self._rest_until
 
     def _drop(self, count: int, reason: str) -> None:
         self.dropped += count

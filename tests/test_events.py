@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -20,6 +21,7 @@ from asgi_driver import Recorder, call, multipart
 from conftest import data_file, run
 from test_middleware import BLOCKED, UNRELATED, jpeg, loaded, make_config  # noqa: F401
 
+from guard import events as events_module
 from guard import hash_bytes, to_hex
 from guard.cli import main
 from guard.config import Config, ListPolicy, OperationsSettings, Route
@@ -191,6 +193,40 @@ def test_redis_down_drops_and_counts_the_records_and_answers_every_request(
     assert (guard.events.dropped, guard.events.written, guard.events.queued) == (3, 0, 0)
     said = [r.getMessage() for r in caplog.records if "decision stream" in r.getMessage()]
     assert len(said) == 1 and "1 records dropped" in said[0]  # once per interval, not per drop
+
+
+def test_after_a_failed_batch_the_writer_leaves_redis_alone_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch is tried three times (two retries), then dropped; for REST_SECONDS records are
+    dropped without asking Redis (no connection storm on a struggling server), then it asks
+    again."""
+    monkeypatch.setattr(events_module, "RETRY_DELAYS", (0.01, 0.01))
+    asked: list[float] = []
+    store = Store.from_url("redis://127.0.0.1:9", connect_timeout=0.2)
+
+    async def get() -> Store:
+        asked.append(time.monotonic())
+        return store
+
+    events = EventStream(get, OperationsSettings(events_stream=STREAM))
+
+    async def body() -> None:
+        events.decided(record(request_id="first"))
+        while events.dropped < 1:
+            await asyncio.sleep(0.01)
+        for i in range(3):
+            events.decided(record(request_id=f"resting{i}"))
+            await asyncio.sleep(0.01)
+        assert (len(asked), events.dropped) == (3, 4)
+        monkeypatch.setattr(events_module, "REST_SECONDS", 0.0)
+        events._rest_until = 0.0
+        events.decided(record(request_id="later"))
+        await events.aclose()
+        await store.close()
+
+    run(body())
+    assert (len(asked), events.dropped, events.written) == (6, 5, 0)
 
 
 def test_a_full_queue_drops_and_counts_and_aclose_writes_the_rest(redis_url: str) -> None:
