@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from asgi_driver import Recorder, Result, call, multipart
 from conftest import encode, photo, run
 
@@ -191,6 +193,33 @@ def test_an_allowed_lookalike_passes_in_enforce_and_the_suppression_is_recorded(
 
     assert run(take_back()) == 1
     assert upload(guard, lookalike).status == 403
+
+
+def test_the_allowed_record_reaches_the_log_and_the_decision_stream(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    lookalike = lookalike_png()
+    run(load(redis_url, [entry_of(listed_png(), "banned.jpg")], [entry_of(lookalike, "ok.jpg")]))
+    guard, app, _ = guarded(redis_url)
+    with caplog.at_level(logging.INFO, logger="guard"):
+        assert upload(guard, lookalike).status == 200
+    run(guard.aclose())  # the stream's last records are written
+    [logged] = [r for r in caplog.records if hasattr(r, "guard")]
+    assert logged.levelno == logging.INFO
+    assert (logged.guard["action"], logged.guard["source"], logged.guard["allowed_by"]) == (
+        "allowed",
+        "banned.jpg",
+        "ok.jpg",
+    )
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        stream = [fields for _, fields in client.xrange(guard.config.operations.events_stream)]
+    finally:
+        client.close()
+    assert [(f["action"], f["list"], f["source"], f["allowed_by"]) for f in stream] == [
+        ("allowed", "spam", "banned.jpg", "ok.jpg")
+    ]
+    assert stream[0]["request_id"] == app.states[0].request_id
 
 
 def test_a_second_listed_entry_that_is_not_suppressed_still_acts(redis_url: str) -> None:
