@@ -55,6 +55,7 @@ from guard.hashing import (
 from guard.images import sniff_format
 from guard.listfile import format_line, parse_line
 from guard.store import ListExists, RenameIncomplete, Store, open_store
+from guard.store.allow import numbered
 from guard.store.writes import EVERY, Selector
 from guard.types import Entry, ImageLimits, Match, RecordedAction
 from guard.verdict import action_for, decide, effect_of, suppresses
@@ -1019,7 +1020,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             for name in names if frames else []:
                 matches += await store.lookup_under(name, frames, config.policy(name))
             matches.sort(key=lambda m: (not m.confirmed, m.distance))
-            allowed = await _allow_entries(store, matches, frames, config)
+            allowed, matches = await _allow_entries(store, matches, frames, config)
+            matches.sort(key=lambda m: (not m.confirmed, m.distance))
             verdict = decide(matches, config.policy, allowed)
             # allowed: an allow entry let the file through (it would pass as "allow").
             passed = "allowed" if verdict.action == "allow" and verdict.allowed else None
@@ -1063,22 +1065,36 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 async def _allow_entries(
     store: Store, matches: list[Match], frames: list[FrameHash], config: Config
-) -> dict[str, Match]:
-    """The allow entry nearest to the file of each list with a match that would act, as the
-    middleware looks them up (a list that matched nothing is not asked)."""
+) -> tuple[dict[tuple[str, int], Match], list[Match]]:
+    """The allow entries nearest to the file's frames, by (list, frame), and the matches to
+    judge, as the middleware finds them: only a list with a match that would act is asked; if
+    an allow entry is near and the file has several frames, the list is looked up again frame by
+    frame (each numbered by its index), as the rule applies frame by frame."""
     acting = [m.list for m in matches if action_for(m, config.policy(m.list)) != "allow"]
-    allowed = {}
+    allowed: dict[tuple[str, int], Match] = {}
     for name in dict.fromkeys(acting):
-        allow = await store.lookup_allowed(name, frames, config.policy(name))
-        if allow is not None:
-            allowed[name] = allow
-    return allowed
+        policy = config.policy(name)
+        allow = await store.lookup_allowed(name, frames, policy)
+        if allow is not None and len(frames) == 1:
+            allowed[(name, allow.frame)] = allow
+        elif allow is not None:
+            matches = [m for m in matches if m.list != name]
+            for frame in numbered(frames):
+                found = await store.lookup_under(name, [frame], policy)
+                matches += found
+                if any(action_for(m, policy) != "allow" for m in found):
+                    nearest = await store.lookup_allowed(name, [frame], policy)
+                    if nearest is not None:
+                        allowed[(name, frame.frame)] = nearest
+    return allowed, matches
 
 
-def _allowed_json(match: Match, allowed: dict[str, Match], policy: ListPolicy) -> dict[str, Any]:
+def _allowed_json(
+    match: Match, allowed: dict[tuple[str, int], Match], policy: ListPolicy
+) -> dict[str, Any]:
     """A match's "allowed_by" (the allow entry's source, if one suppresses it) and then its
     action "allowed"."""
-    allow = allowed.get(match.list)
+    allow = allowed.get((match.list, match.frame))
     if allow is None or action_for(match, policy) == "allow":
         return {"allowed_by": None}
     if not suppresses(allow, match, policy):

@@ -28,6 +28,7 @@ from guard.errors import (
 from guard.hashing import FrameHash
 from guard.observers import Observer
 from guard.store import Store
+from guard.store.allow import numbered
 from guard.types import Match
 from guard.verdict import action_for, refuses, suppresses
 
@@ -69,8 +70,9 @@ class Lookups:
     matches: list[Match] = field(default_factory=list)
     #: Each list whose lookup failed, with why, in route order (the verdict applies its policy).
     failures: dict[str, StoreError] = field(default_factory=dict)
-    #: Each list's allow entry nearest to the upload, for the lists that matched and have one.
-    allowed: dict[str, Match] = field(default_factory=dict)
+    #: Each list's allow entry nearest to a frame, by list and frame index (``Match.frame``), for
+    #: the lists that matched and have one.
+    allowed: dict[tuple[str, int], Match] = field(default_factory=dict)
 
 
 class StoreSupervisor:
@@ -274,15 +276,14 @@ class StoreSupervisor:
         """
         matches: list[Match] = []
         failures: dict[str, StoreError] = {}
-        allowed: dict[str, Match] = {}
+        allowed: dict[tuple[str, int], Match] = {}
         for name in route.lists:
             policy = self.config.policy(name)
             try:
                 found = await self.call(_lookup(name, frames, policy))
-                allow, found = await self._allow_for(name, frames, policy, found)
+                allow_entries, found = await self._allow_for(name, frames, policy, found)
                 matches += found
-                if allow is not None:
-                    allowed[name] = allow
+                allowed.update(allow_entries)
             except StoreError as error:
                 failures[name] = error
                 if isinstance(error, UnknownList) and not policy.required:
@@ -297,23 +298,56 @@ class StoreSupervisor:
 
     async def _allow_for(
         self, name: str, frames: list[FrameHash], policy: ListPolicy, found: list[Match]
-    ) -> tuple[Match | None, list[Match]]:
-        """The list's allow entry nearest to the upload (None: none, or not needed), and the
-        list's matches the verdict needs.
+    ) -> tuple[dict[tuple[str, int], Match], list[Match]]:
+        """The list's allow entries nearest to the frames, by (list, frame) (none: none near,
+        or not needed), and the list's matches the verdict needs.
 
         Only a list whose best match would reject or flag pays for the allow-list lookup (the
-        common upload matches nothing). If that match is suppressed, every match the allow entry
-        cannot suppress is nearer than it (at most its aHash distance: only entries without a
-        pHash can be, as the best match is the nearest confirmed one), so those are fetched too:
-        the verdict then equals ``guard check``'s, which sees every match.
+        common upload matches nothing), and with no allow entry near any frame, that is all.
+        Otherwise the rule is applied frame by frame (an allowed image beside a listed one, in
+        one request or one animation, must not pass the listed one): with several frames, each
+        is looked up alone, under its index in ``frames``.
         """
         if not found or action_for(found[0], policy) == "allow":
-            return None, found
-        allow = await self.call(lambda store: store.lookup_allowed(name, frames, policy))
-        if allow is None or not suppresses(allow, found[0], policy):
-            return allow, found
-        nearer = await self.call(_lookup_within(name, frames, policy, allow.distance))
-        return allow, [found[0], *nearer]
+            return {}, found
+        allow = await self.call(_lookup_allowed(name, frames, policy))
+        if allow is None:
+            return {}, found
+        if len(frames) == 1:
+            return await self._one_frame(name, frames, policy, found, allow)
+        allowed: dict[tuple[str, int], Match] = {}
+        matches: list[Match] = []
+        for frame in numbered(frames):
+            alone = [frame]
+            found = await self.call(_lookup(name, alone, policy))
+            if not found or action_for(found[0], policy) == "allow":
+                continue
+            allow = await self.call(_lookup_allowed(name, alone, policy))
+            more, found = await self._one_frame(name, alone, policy, found, allow)
+            allowed.update(more)
+            matches += found
+        return allowed, matches
+
+    async def _one_frame(
+        self,
+        name: str,
+        frame: list[FrameHash],
+        policy: ListPolicy,
+        found: list[Match],
+        allow: Match | None,
+    ) -> tuple[dict[tuple[str, int], Match], list[Match]]:
+        """One frame's best match and nearest allow entry, and the list's matches the verdict
+        needs: if the allow entry suppresses the best match, every match it cannot suppress is
+        nearer than it (within its aHash distance: only entries without a pHash can be, as the
+        best match is the nearest confirmed one), so those are fetched too, and the verdict
+        equals ``guard check``'s, which sees every match."""
+        if allow is None:
+            return {}, found
+        allowed = {(name, allow.frame): allow}
+        if not suppresses(allow, found[0], policy):
+            return allowed, found
+        nearer = await self.call(_lookup_within(name, frame, policy, allow.distance))
+        return allowed, [found[0], *nearer]
 
     def passed_unchecked(self, route: Route, lists: Sequence[str]) -> None:
         """Count a request let through with fail-open lists unchecked; log it once per
@@ -387,6 +421,14 @@ def _lookup(
     """One list's lookup, to run through :meth:`StoreSupervisor.call`. The best match decides a
     list's verdict, so only it is fetched."""
     return lambda store: store.lookup_under(name, frames, policy, limit=1)
+
+
+def _lookup_allowed(
+    name: str, frames: list[FrameHash], policy: ListPolicy
+) -> Callable[[Store], Awaitable[Match | None]]:
+    """One list's allow-list lookup (:meth:`Store.lookup_allowed`), to run through
+    :meth:`StoreSupervisor.call`."""
+    return lambda store: store.lookup_allowed(name, frames, policy)
 
 
 def _lookup_within(

@@ -147,10 +147,14 @@ def _outranks(action: Effect, match: Match, best: Effect, best_match: Match | No
     return best_match is not None and match.distance < best_match.distance
 
 
+#: Each list's allow entry nearest to one frame of the upload, by (list, the frame's index).
+AllowedBy = Mapping[tuple[str, int], Match]
+
+
 def decide(
     matches: Iterable[Match],
     policy_of: Callable[[str], ListPolicy],
-    allowed: Mapping[str, Match] | None = None,
+    allowed: AllowedBy | None = None,
 ) -> Verdict:
     """The strictest verdict over ``matches`` (enforced before shadow); ties go to the nearest
     match, then to the one found first.
@@ -160,9 +164,12 @@ def decide(
     list, and ``guard check`` every match, and both must give the same answer. (Were every match
     drawn separately, a far entry could enforce what the list's nearest one only shadows.)
 
-    ``allowed``: each list's allow entry nearest to the upload (if it has one). A match it
-    :func:`suppresses` counts for nothing, whatever the list's mode; the list's other matches
-    still count. A list whose best match was suppressed is in ``Verdict.allowed``.
+    ``allowed``: each list's allow entry nearest to each frame (if it has one), by the list and
+    the frame's index (``Match.frame``). A match it :func:`suppresses` (the same list, the same
+    frame) counts for nothing, whatever the list's mode; the list's other matches still count,
+    and so do other frames': one frame an allow entry is near lets no other frame through (an
+    approved image beside a listed one, in one request or one animation). A list whose best
+    match was suppressed is in ``Verdict.allowed``.
     """
     allowed = allowed or {}
     best_of: dict[str, tuple[Action, Match, int]] = {}
@@ -173,7 +180,7 @@ def decide(
         action = action_for(match, policy)
         if action == "allow":
             continue
-        allow = allowed.get(match.list)
+        allow = allowed.get((match.list, match.frame))
         by = allow if allow is not None and suppresses(allow, match, policy) else None
         first = overall.get(match.list)
         if first is None or _outranks(action, match, first[0], first[1]):
@@ -269,11 +276,11 @@ def judge(
     failures: Mapping[str, StoreError],
     policy_of: Callable[[str], ListPolicy],
     settings: HttpSettings,
-    allowed: Mapping[str, Match] | None = None,
+    allowed: AllowedBy | None = None,
 ) -> Outcome:
     """The verdict on one request from its lookups: ``images`` found, the ``matches`` of every
     list looked up, and the lists whose lookup failed (by name, in route order); ``allowed``:
-    the allow entry nearest to the upload of each list that has one (see :func:`decide`).
+    the allow entry nearest to each frame, by list and frame (see :func:`decide`).
 
     A failed list refuses the request as unavailable if it fails closed (before any match: a
     store that cannot answer for one list is not trusted for the request), passes unchecked if it

@@ -18,6 +18,7 @@ import pytest
 import redis
 from asgi_driver import Recorder, Result, call, multipart
 from conftest import encode, photo, run
+from PIL import ImageEnhance
 
 from guard import hash_bytes
 from guard.cli import main
@@ -138,18 +139,20 @@ def test_only_the_suppressed_matches_of_a_list_count_for_nothing() -> None:
     def policy(name: str) -> ListPolicy:
         return POLICY
 
-    verdict = decide([nearest, far], policy, {"spam": allow})
+    verdict = decide([nearest, far], policy, {("spam", 0): allow})
     assert (verdict.action, [s.match for s in verdict.allowed]) == ("allow", [nearest])
     assert verdict.allowed[0].allowed_by == allow
     # An entry without a pHash nearer than the allow entry still flags.
-    verdict = decide([nearest, unconfirmable], policy, {"spam": allow})
+    verdict = decide([nearest, unconfirmable], policy, {("spam", 0): allow})
     assert (verdict.action, verdict.match) == ("flag", unconfirmable)
     assert [s.match for s in verdict.allowed] == [nearest]
     # Another list's allow entry suppresses nothing here.
-    assert decide([nearest], policy, {"other": allow}).action == "reject"
+    assert decide([nearest], policy, {("other", 0): allow}).action == "reject"
+    # Nor one near another frame of the upload (another image, another animation frame).
+    assert decide([nearest], policy, {("spam", 1): allow}).action == "reject"
     # A shadow list's match is suppressed the same way.
     shadow = dataclasses.replace(POLICY, mode="shadow")
-    verdict = decide([nearest], lambda name: shadow, {"spam": allow})
+    verdict = decide([nearest], lambda name: shadow, {("spam", 0): allow})
     assert (verdict.action, len(verdict.allowed)) == ("allow", 1)
     assert decide([nearest], lambda name: shadow).action == "shadow-reject"
 
@@ -254,6 +257,27 @@ def test_a_second_listed_entry_that_is_not_suppressed_still_acts(redis_url: str)
     heard.records.clear()
     assert upload(guard, lookalike).status == 403
     assert [(r.action, r.source) for r in heard.records] == [("reject", "near copy")]
+
+
+def test_an_allowed_image_lets_no_other_image_of_the_request_through(redis_url: str) -> None:
+    lookalike = lookalike_png()
+    brighter = encode(ImageEnhance.Brightness(photo(LISTED)).enhance(1.3), "PNG")
+    listed, copy = hash_bytes(listed_png()), hash_bytes(brighter)
+    # A copy of the listed photo, farther from its entry than the allowed image is from its
+    # own allow entry (0, 0): judged together, the allow entry would be "nearer".
+    assert (hamming(listed.ahash, copy.ahash), hamming(listed.phash, copy.phash)) > (0, 0)
+    assert hamming(listed.ahash, copy.ahash) < hamming(listed.ahash, hash_bytes(lookalike).ahash)
+    run(load(redis_url, [entry_of(listed_png(), "banned.jpg")], [entry_of(lookalike, "ok.jpg")]))
+    guard, app, heard = guarded(redis_url)
+
+    both = run(call(guard, multipart(("a.png", lookalike), ("b.png", brighter))))
+    assert both.status == 403 and app.calls == 0
+    assert ("reject", "banned.jpg") in [(r.action, r.source) for r in heard.records]
+    heard.records.clear()
+    twice = run(call(guard, multipart(("a.png", lookalike), ("b.png", lookalike))))
+    assert twice.status == 200
+    assert app.states == [Decision("allow", images=2)]
+    assert [r.action for r in heard.records] == ["allowed"]
 
 
 class AllowListDown(Store):

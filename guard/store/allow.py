@@ -8,11 +8,17 @@ Redis Cluster slot, and nothing reads it together with NAME in one command.
 
 The allow-list belongs to NAME: ``Store.lists`` leaves it out (``Store.allow_lists`` has it),
 ``Store.drop(NAME)`` drops it too, and ``Store.rename`` moves it with NAME.
+
+The rule is applied frame by frame (guard.verdict.decide): :func:`numbered` gives each frame of
+a request its own number for lookups made one frame at a time.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from guard.bands import is_list_name, validate_list_name
+from guard.hashing import FrameHash
 
 #: What a list's name gets to name its allow-list (``/``: never in a list name).
 ALLOW_SUFFIX = "/allow"
@@ -36,3 +42,15 @@ def validate_stored_name(name: str) -> str:
     if owner_of(name) is not None:
         return name
     return validate_list_name(name)
+
+
+def numbered(frames: list[FrameHash]) -> list[FrameHash]:
+    """The frames with their index in ``frames`` as their frame number (``Match.frame`` then
+    names one frame of the request: several images each have a frame 0), variants kept."""
+    renumbered = []
+    for index, frame in enumerate(frames):
+        copy = dataclasses.replace(frame, frame=index)
+        if "_variants" in frame.__dict__:
+            object.__setattr__(copy, "_variants", frame.__dict__["_variants"])
+        renumbered.append(copy)
+    return renumbered
