@@ -258,13 +258,14 @@ async def _refresh_lists(metrics: _Metrics, guard: GuardMiddleware) -> None:
     """``guard``'s configured lists' gauges from its store; the last values when it cannot say."""
     if guard.breaker.state == "open":
         return  # the store is down: no scrape probes it (the breaker decides when to)
-    if guard._store is None:  # noqa: SLF001 - not opened yet, or closed: a scrape opens nothing
-        return
+    store = guard.opened_store
+    if store is None:
+        return  # not opened yet, or closed: a scrape opens nothing
     config = guard.config
     names = set(config.lists) | {name for route in config.routes for name in route.lists}
     try:
         with anyio.fail_after(SCRAPE_STORE_TIMEOUT):
-            infos = {info.name: info for info in await (await guard.store()).lists()}
+            infos = {info.name: info for info in await store.lists()}
     except Exception as error:  # noqa: BLE001 - a scrape never fails on the store
         logger.debug("guard: metrics: list sizes not refreshed (%r): the last ones stay", error)
         return

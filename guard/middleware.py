@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 
@@ -147,7 +147,7 @@ class GuardMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._lifespan_send(send))
+            await self._lifespan(scope, receive, send)
             return
         if not self._started:
             await self.startup()  # a server or an app without lifespan: on the first request
@@ -204,21 +204,40 @@ class GuardMiddleware:
             return partial(serve_health, self.health)
         return None
 
-    def _lifespan_send(self, send: Send) -> Send:
-        """Check the lists once the app has started (it may load them in its own start-up), and
-        close the store when the server shuts down (the embedded Redis saves and stops then)."""
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's lifespan, with guard's start-up checks once the app has started (it may
+        load the lists in its own start-up), and the store closed when the server shuts down
+        (the embedded Redis saves and stops then).
+
+        When guard's checks fail, the server is told ``lifespan.startup.failed`` and the app,
+        which did start, is shut down at once (its ``receive`` says ``lifespan.shutdown``; its
+        answer goes nowhere); then the failure is raised, as Starlette's router does for a
+        start-up that raised: servers ignore it after a failed start-up, and a test client
+        (Starlette's ``TestClient`` waits for the lifespan to end) raises it.
+        """
+        failure: list[str] = []
+
+        async def lifespan_receive() -> Message:
+            if failure:
+                return {"type": "lifespan.shutdown"}
+            return await receive()
 
         async def lifespan_send(message: Message) -> None:
+            if failure:
+                return  # the app's shutdown after a failed start-up: the server is not waiting
             if message["type"] == "lifespan.startup.complete":
-                failure = await self.startup()
-                if failure is not None:
+                problem = await self.startup()
+                if problem is not None:
                     await self.aclose()  # no shutdown follows a failed start-up
-                    message = {"type": "lifespan.startup.failed", "message": failure}
+                    failure.append(problem)
+                    message = {"type": "lifespan.startup.failed", "message": problem}
             elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await self.aclose()
             await send(message)
 
-        return lifespan_send
+        await self.app(scope, lifespan_receive, lifespan_send)
+        if failure:
+            raise RuntimeError(failure[0])
 
     async def startup(self) -> str | None:
         """Start-up checks; the message start-up fails with, or None when it may go on.
@@ -264,6 +283,11 @@ class GuardMiddleware:
     async def call_store(self, operation: Callable[[Store], Awaitable[T]]) -> T:
         """Run one store operation as every lookup does: see :meth:`StoreSupervisor.call`."""
         return await self.supervisor.call(operation)
+
+    @property
+    def opened_store(self) -> Store | None:
+        """The store if it is open, else None: for code that must not open one (a scrape)."""
+        return self._store
 
     @property
     def store_location(self) -> str:
@@ -495,7 +519,7 @@ class _Responder:
                 supervisor.count("shadow_flags")
             self.guard.observers.decided(
                 self._record(
-                    outcome.action,  # type: ignore[arg-type]  # a match's action is recordable
+                    cast(RecordedAction, outcome.action),  # a match's: reject, flag or shadow
                     list=match.list,
                     distance=match.distance,
                     phash_distance=match.phash_distance,

@@ -94,6 +94,7 @@ DEFAULT_LIMITS = ImageLimits()
 
 # --- list entries and lookups -------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Entry:
     """One listed image: its hashes and where it came from."""
@@ -137,6 +138,7 @@ class ListInfo:
 
 
 # --- what the app sees ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Decision:

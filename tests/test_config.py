@@ -153,7 +153,13 @@ def test_shipped_file_is_the_defaults_plus_spam_and_upload() -> None:
 def test_shipped_file_documents_every_key() -> None:
     document = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
     assert list(document) == [
-        "redis", "defaults", "lists", "routes", "limits", "http", "operations"
+        "redis",
+        "defaults",
+        "lists",
+        "routes",
+        "limits",
+        "http",
+        "operations",
     ]
     for values, kind in (
         (document["redis"], RedisSettings),

@@ -18,6 +18,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,8 @@ import httpx
 import pytest
 from asgi_driver import Recorder, Result, call, multipart
 from conftest import run
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 from test_middleware import (
     BLOCKED,
     UNRELATED,
@@ -494,6 +497,55 @@ def test_startup_fails_naming_a_missing_required_list(
         "before serving, or set lists.spam.required: false to serve without it"
     )
     assert any(r.levelno == logging.ERROR and "'spam'" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failed_startup_shuts_the_started_app_down_and_raises(redis_url: str) -> None:
+    """The app did start: it is told to shut down (its answer goes nowhere), and the failure is
+    raised, so a test client that waits for the lifespan to end raises instead of hanging."""
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            seen.append(message["type"])
+            kind = "startup" if message["type"] == "lifespan.startup" else "shutdown"
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
+
+    guard = GuardMiddleware(app, config=_config(), store=Store.from_url(redis_url))
+    script = [{"type": "lifespan.startup"}]  # a second receive from the server would fail
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return script.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with pytest.raises(RuntimeError, match="list 'spam' .* is not in the store"):
+        run(guard({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
+    assert seen == ["lifespan.startup", "lifespan.shutdown"]
+
+    outcome: list[BaseException | None] = []
+
+    def enter() -> None:
+        starlette = Starlette()
+        client = TestClient(
+            GuardMiddleware(starlette, config=_config(), store=Store.from_url(redis_url))
+        )
+        try:
+            with client:
+                outcome.append(None)
+        except RuntimeError as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=enter, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "TestClient hung on a failed start-up"
+    assert isinstance(outcome[0], RuntimeError) and "'spam'" in str(outcome[0])
 
 
 def test_startup_fails_on_an_empty_required_list(redis_url: str) -> None:

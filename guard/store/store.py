@@ -114,6 +114,7 @@ class Store:
         The connections follow :func:`guard.store.client_options`: they survive a restart of
         Redis.
         """
+
         def connect() -> aioredis.Redis:
             return client(url, socket_timeout, connect_timeout)
 
@@ -141,6 +142,7 @@ class Store:
         few seconds.
         """
         lease = lease_embedded(Path(path) if path is not None else None)
+
         def connect() -> aioredis.Redis:
             # The same settings as any Redis: the shared server can restart under a worker.
             return client(f"unix://{lease.socket}", socket_timeout, connect_timeout)
