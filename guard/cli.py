@@ -152,6 +152,17 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    """argparse type of a count that may be 0 (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _add_skip_bad_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip-bad",
@@ -465,10 +476,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "-n",
         "--last",
-        type=_at_least_one,
+        type=_count,
         default=20,
         metavar="N",
-        help="the last N records (default 20; ignored with --since)",
+        help="the last N records (default 20; 0 with --follow: only new ones; ignored with "
+        "--since)",
     )
     sub.add_argument(
         "--since",

@@ -410,6 +410,9 @@ async def _latest(
     filters, oldest first (reading back a page at a time while the filters skip records)."""
     found: list[Event] = []
     newest = "0-0"
+    if count == 0:  # only where the stream ends (``guard events --follow --last 0``)
+        page = await store.latest_events(stream, 1)
+        return (page[0][0] if page else newest), found
     before: str | None = None
     while len(found) < count:
         page = await store.latest_events(stream, _PAGE, before=before)

@@ -463,3 +463,15 @@ def test_guard_events_follow_prints_records_as_uploads_are_decided(
     errors = child.stderr.read()
     assert child.returncode == 0, errors
     assert "Traceback" not in errors
+
+
+def test_guard_events_last_zero_prints_no_history_and_a_negative_count_is_refused(
+    redis_url: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(redis_url, *[record(request_id=f"r{i}") for i in range(3)])
+    assert events_cli(redis_url, config_file, "-n", "0") == 0
+    assert capsys.readouterr().out == ""
+    with pytest.raises(SystemExit) as exited:
+        events_cli(redis_url, config_file, "--last", "-1")
+    assert exited.value.code == 2
+    assert "argument -n/--last: must be 0 or more, got -1" in capsys.readouterr().err
