@@ -46,6 +46,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from guard.metrics import metrics_app
     from guard.middleware import GuardMiddleware
+    from guard.review import review_app
 
 
 def __getattr__(name: str) -> Any:
@@ -58,6 +59,11 @@ def __getattr__(name: str) -> Any:
         from guard import metrics
 
         return metrics.metrics_app
+    if name == "review_app":
+        # The review page (the `review` extra: Jinja2) loads only when asked for.
+        from guard.review import app
+
+        return app.review_app
     raise AttributeError(f"module 'guard' has no attribute {name!r}")
 
 
@@ -102,6 +108,7 @@ __all__ = [
     "load_config",
     "metrics_app",
     "permute",
+    "review_app",
     "sniff_format",
     "to_hex",
     "to_signed",

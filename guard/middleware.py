@@ -47,6 +47,7 @@ from guard.metrics import metrics_app, metrics_observer
 from guard.observers import DecisionLog, Observer, Observers, RequestReport
 from guard.refusals import RefusalPages, RefusalRenderer, RefusalView
 from guard.reload import ConfigReloader
+from guard.review.modes import ModeOverrides
 from guard.store import Store, open_store
 from guard.supervision import REPORT_INTERVAL, Lookups, StoreCounters, StoreSupervisor
 from guard.types import (
@@ -139,6 +140,8 @@ class GuardMiddleware:
             self.config, self.store, lambda: self.store_location, self.observers
         )
         self._started = False  # the start-up checks have run (or are running)
+        #: The lists' modes as switched on the review page (guard.review.modes).
+        self.modes = ModeOverrides()
         #: Re-reads the config file on SIGHUP and when it changes (operations.reload); None for
         #: a config given as a Config object, or with reload off.
         self.reloader: ConfigReloader | None = None
@@ -156,6 +159,7 @@ class GuardMiddleware:
             return
         if self.reloader is not None:
             await self.reloader.poll()  # a clock read, but once a second a stat of the file
+        await self.modes.poll(self)  # the review page's mode switches, read once a second
         endpoint = self._endpoint(scope["path"])
         if endpoint is not None:
             await endpoint(scope, receive, send)
@@ -323,6 +327,7 @@ class GuardMiddleware:
             self.reloader.uninstall_sighup()
         if self.events is not None:
             await self.events.aclose()  # the last records, while the store is still open
+        self.modes.close()
         if self._store is not None:
             await self._store.close()
             self._store = None

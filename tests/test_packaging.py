@@ -58,6 +58,7 @@ PUBLIC = [
     "load_config",
     "metrics_app",
     "permute",
+    "review_app",
     "sniff_format",
     "to_hex",
     "to_signed",

@@ -14,21 +14,32 @@ import redis.asyncio as aioredis
 
 from guard.bands import BAND_COUNTS, LISTS_KEY
 from guard.errors import StoreError, StoreUnavailable, UnknownList
-from guard.hashing import TRANSFORMS, FrameHash
+from guard.hashing import TRANSFORMS, FrameHash, from_signed, to_signed
 from guard.mirror import Mirror
 from guard.store import index, integrity, writes
 from guard.store import stream as stream_calls
 from guard.store.allow import allow_list, owner_of
 from guard.store.catalog import Catalog
-from guard.store.connection import ListExists, client, lease_embedded, translated
+from guard.store.connection import (
+    ListExists,
+    client,
+    cluster_location,
+    is_cluster_url,
+    lease_embedded,
+    socket_timeout_of,
+    translated,
+)
 from guard.store.index import Query
 from guard.store.integrity import VerifyReport
 from guard.store.mirror_cache import DEFAULT_MIRROR, MirrorCache, MirrorSettings
-from guard.store.records import ListMeta, keys, text
+from guard.store.records import ListMeta, entries_from_json, keys, text
 from guard.store.stream import StreamEntry
 from guard.types import AddResult, Entry, ListInfo, Match, Transform
 
 StoreT = TypeVar("StoreT", bound="Store")
+
+#: The review page's mode switches: list name -> "enforce" or "shadow" (guard.review.modes).
+MODES_KEY = "guard:modes"
 
 
 class LookupPolicy(Protocol):
@@ -108,7 +119,8 @@ class Store:
         connect_timeout: float = 0.5,
         mirror: MirrorSettings | None = DEFAULT_MIRROR,
     ) -> Store:
-        """A store on a Redis server (``redis://``, ``rediss://`` or ``unix://`` URL).
+        """A store on a Redis server (``redis://``, ``rediss://`` or ``unix://`` URL), or on a
+        Redis Cluster (``redis+cluster://`` or ``rediss+cluster://`` and any node's address).
 
         Both timeouts are explicit: redis-py's defaults wait about a minute on a silent server.
         The connections follow :func:`guard.store.client_options`: they survive a restart of
@@ -122,7 +134,10 @@ class Store:
             redis_client = connect()
         except ValueError as error:
             raise StoreUnavailable(f"invalid Redis URL {url!r}: {error}") from error
-        return cls(redis_client, mirror=mirror, reconnect=connect)
+        store = cls(redis_client, mirror=mirror, reconnect=connect)
+        if is_cluster_url(url):
+            store._location = cluster_location(url)
+        return store
 
     @classmethod
     def embedded(
@@ -573,8 +588,54 @@ class Store:
         self._follow_loop()
         block_ms = None
         if wait is not None:
-            timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
+            timeout = socket_timeout_of(self._client)
             limit = wait if timeout is None else min(wait, timeout / 2)
             block_ms = max(1, int(limit * 1000))
         async with translated():
             return await stream_calls.after(self._client, stream, last_id, count, block_ms)
+
+    # --- the review page (guard.review) ------------------------------------------------------
+
+    async def entries_page(
+        self, list_name: str, cursor: int = 0, count: int = 50
+    ) -> tuple[int, list[Entry]]:
+        """One page of a list's entries (HSCAN from ``cursor``, about ``count`` aHashes) and the
+        cursor of the next page (0: the last page). Costs the page, never the whole list."""
+        self._follow_loop()
+        await self._catalog.meta(list_name)
+        async with translated():
+            following, fields = await self._client.hscan(
+                keys(list_name).entries, cursor, count=count
+            )
+        assert isinstance(fields, dict)
+        page = [
+            entry
+            for field, value in fields.items()
+            for entry in entries_from_json(from_signed(int(field)), value)
+        ]
+        return int(following), page
+
+    async def entries_of(self, list_name: str, ahash: int) -> list[Entry]:
+        """The list's entries with this aHash (one HGET)."""
+        self._follow_loop()
+        await self._catalog.meta(list_name)
+        async with translated():
+            value = await self._client.hget(keys(list_name).entries, str(to_signed(ahash)))
+        return entries_from_json(ahash, value) if value is not None else []
+
+    async def mode_overrides(self) -> dict[str, str]:
+        """Lists whose mode ("enforce" or "shadow") was switched on the review page, overriding
+        the config's ``mode`` (guard.review.modes applies them)."""
+        self._follow_loop()
+        async with translated():
+            found = await self._client.hgetall(MODES_KEY)
+        return {text(name): text(mode) for name, mode in found.items()}
+
+    async def set_mode(self, list_name: str, mode: str | None) -> None:
+        """Override the list's mode ("enforce" or "shadow"); None: the config's mode again."""
+        self._follow_loop()
+        async with translated():
+            if mode is None:
+                await self._client.hdel(MODES_KEY, list_name)
+            else:
+                await self._client.hset(MODES_KEY, list_name, mode)
