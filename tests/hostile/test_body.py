@@ -420,7 +420,12 @@ def test_H07_receive_after_the_replay_is_the_servers(loaded: str) -> None:
     ],
 )
 def test_H08_passes_through_with_zero_body_reads(scope: dict[str, Any]) -> None:
-    """The app gets the server's own receive; guard awaits it zero times, needs no store."""
+    """The app gets the server's own receive; guard awaits it zero times, needs no store.
+
+    Lifespan is the one exception to "no wrapper": guard may have to tell an app that started
+    to shut down after guard's own start-up checks failed. Its wrapper hands the app the
+    server's messages as they are, and guard reads none itself.
+    """
     guard, app = unreachable()
     server = Server(script=[{"type": "http.request", "body": b"abc", "more_body": False}])
 
@@ -430,8 +435,13 @@ def test_H08_passes_through_with_zero_body_reads(scope: dict[str, Any]) -> None:
     run(request())
     assert app.calls == 1
     [given] = app.receives
-    assert given == server.receive  # the bound method itself: no wrapper, no copy
     assert server.receives == (1 if scope["type"] == "http" else 0)  # the app's own read only
+    if scope["type"] == "lifespan":
+        message = run(given())
+        assert message == {"type": "http.request", "body": b"abc", "more_body": False}
+        assert server.receives == 1  # the app's read reached the server's receive
+        return
+    assert given == server.receive  # the bound method itself: no wrapper, no copy
     if scope["type"] == "http":
         assert app.bodies == [b"abc"]
 
