@@ -154,7 +154,7 @@ class StoreSupervisor:
 
     async def _list_problems(self, store: Store, names: list[str]) -> dict[str, str]:
         """What is wrong with each list that is missing, empty or unusable."""
-        sizes = {info.name: info.entries for info in await store.lists()}
+        infos = {info.name: info for info in await store.lists()}
         problems = {}
         for name in names:
             try:
@@ -167,8 +167,11 @@ class StoreSupervisor:
             except StoreError as error:
                 problems[name] = f"cannot be used ({error}; store {store.location})"
                 continue
-            if sizes.get(name) == 0:
-                problems[name] = f"is empty in the store ({store.location})"
+            info = infos.get(name)
+            if info is not None and info.entries == 0:
+                # Every entry disabled enforces nothing either: say so, or "empty" misleads.
+                why = f" (all {info.disabled} of its entries are disabled)" if info.disabled else ""
+                problems[name] = f"is empty in the store ({store.location}){why}"
         return problems
 
     def count(self, counter: str) -> None:

@@ -561,6 +561,20 @@ def test_startup_fails_on_an_empty_required_list(redis_url: str) -> None:
     assert failed["message"].startswith("guard: list 'spam' (route POST /upload) is empty in the")
 
 
+def test_startup_says_when_every_entry_of_a_required_list_is_disabled(redis_url: str) -> None:
+    async def disabled() -> None:
+        async with Store.from_url(redis_url) as store:
+            await store.add("spam", [Entry(0x0F0F_0F0F_0F0F_0F0F, None, "x")])
+            await store.disable("spam", 0x0F0F_0F0F_0F0F_0F0F)
+
+    run(disabled())
+    guard = GuardMiddleware(_lifespan_app, config=_config(), store=Store.from_url(redis_url))
+    [failed] = _start(guard)
+    assert failed["type"] == "lifespan.startup.failed"
+    assert "is empty in the store" in failed["message"]
+    assert "(all 1 of its entries are disabled)" in failed["message"]
+
+
 def test_startup_names_every_bad_list_and_hides_the_password(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
