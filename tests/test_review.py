@@ -450,3 +450,36 @@ def test_switching_a_list_to_shadow_is_obeyed_by_the_middleware_and_back(
     assert until(lambda: client.post("/upload", files={"f": ("b.jpg", blocked)}).status_code == 403)
     bad = client.post("/guard/actions/mode", data={"csrf": token, "list": "spam", "mode": "off"})
     assert bad.status_code == 400
+
+
+def test_decisions_page_through_the_stream_newest_first(client: TestClient, loaded: str) -> None:
+    async def append() -> None:
+        async with Store.from_url(loaded) as store:
+            records = [
+                {
+                    "schema": "1",
+                    "action": "flag" if n % 3 else "reject",
+                    "request_id": f"r{n}",
+                    "route": "/upload",
+                    "method": "POST",
+                    "time": repr(1.8e9 + n),
+                    "list": "spam",
+                    "source": f"s{n:03d}",
+                }
+                for n in range(130)
+            ]
+            await store.append_events("guard:events", records, max_length=1000)
+
+    run(append())
+    login(client)
+    for query, expected in (("", range(129, -1, -1)), ("?action=reject&", range(129, -1, -1))):
+        if query:
+            expected = [n for n in expected if n % 3 == 0]
+        seen: list[int] = []
+        url = f"/guard/decisions{query or '?'}"
+        while url:
+            page = client.get(url).text
+            seen += [int(n) for n in re.findall(r'<td data-label="Entry">s(\d{3})', page)]
+            more = re.search(r'rel="next" href="([^"]+)"', page)
+            url = more[1].replace("&amp;", "&") if more else ""
+        assert seen == list(expected)

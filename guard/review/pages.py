@@ -105,8 +105,9 @@ async def decisions_page(
     """Up to :data:`PAGE` records passing the filters, newest first, from before ``before``."""
     found: list[Event] = []
     read = 0
+    size = PAGE  # a page unfiltered; more at a time while filters skip records
     while len(found) < PAGE and read < DECISIONS_BUDGET:
-        batch = await store.latest_events(stream, 500, before=before)
+        batch = await store.latest_events(stream, size, before=before)
         for stream_id, fields in batch:
             read += 1
             before = stream_id
@@ -115,8 +116,9 @@ async def decisions_page(
                 found.append(event)
                 if len(found) == PAGE:
                     break
-        if len(batch) < 500 and len(found) < PAGE:
+        if len(batch) < size and len(found) < PAGE:
             return DecisionsPage(found, None)
+        size = min(size * 4, 1000)
     return DecisionsPage(found, before)
 
 
