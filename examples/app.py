@@ -3,7 +3,9 @@
     uvicorn examples.app:app       (from the repository root, after `guard load blocklists/spam/`)
 
 `GET /` serves an upload form; `POST /upload` takes the multipart field `file` and answers 200 JSON
-describing what arrived.
+describing what arrived. The review page for moderators is at `/guard/` (docs/review.md): sign in
+with a name and password from GUARD_REVIEW_USERS (`name:password`), or as `moderator` with the
+password the app logs at start when that is unset.
 `config/guard.yaml` guards `POST /upload` with the list `spam`: a blocked image never reaches
 `upload()` (guard answers 403), a flagged one arrives with `request.state.guard.action == "flag"`.
 """
@@ -11,7 +13,9 @@ describing what arrived.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import secrets
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -19,9 +23,9 @@ from starlette.datastructures import UploadFile
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from guard import GuardMiddleware
+from guard import GuardMiddleware, review_app
 
 CONFIG = os.environ.get(
     "GUARD_CONFIG", str(Path(__file__).resolve().parents[1] / "config" / "guard.yaml")
@@ -33,6 +37,7 @@ FORM = """<!doctype html>
 <form action="/upload" method="post" enctype="multipart/form-data">
   <input type="file" name="file" accept="image/*"> <button>Upload</button>
 </form>
+<p><a href="/guard/">Review page</a> (moderators)</p>
 """
 
 
@@ -64,7 +69,23 @@ async def upload(request: Request) -> JSONResponse:
     )
 
 
+def review_users() -> dict[str, str] | None:
+    """GUARD_REVIEW_USERS if set (review_app reads it), else a one-off moderator password."""
+    if os.environ.get("GUARD_REVIEW_USERS"):
+        return None
+    password = secrets.token_urlsafe(12)
+    logging.getLogger("guard").warning(
+        "review page at /guard/: sign in as moderator / %s (set GUARD_REVIEW_USERS to choose)",
+        password,
+    )
+    return {"moderator": password}
+
+
 app = Starlette(
-    routes=[Route("/", index), Route("/upload", upload, methods=["POST"])],
+    routes=[
+        Route("/", index),
+        Route("/upload", upload, methods=["POST"]),
+        Mount("/guard", review_app(CONFIG, users=review_users())),
+    ],
     middleware=[Middleware(GuardMiddleware, config=CONFIG)],
 )

@@ -483,3 +483,19 @@ def test_decisions_page_through_the_stream_newest_first(client: TestClient, load
             more = re.search(r'rel="next" href="([^"]+)"', page)
             url = more[1].replace("&amp;", "&") if more else ""
         assert seen == list(expected)
+
+
+def test_the_example_app_mounts_the_review_page(
+    loaded: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_example_app import load_example
+
+    monkeypatch.setenv("GUARD_REDIS_URL", loaded)  # its list `spam` stands in for the example's
+    monkeypatch.delenv("GUARD_CONFIG", raising=False)
+    monkeypatch.setenv("GUARD_REVIEW_USERS", "ann:pw1")
+    with TestClient(load_example().app) as client:
+        assert client.get("/guard/").status_code == 401
+        assert client.get("/guard/decisions").status_code == 401
+        login = client.post("/guard/login", data={"name": "ann", "password": "pw1"})
+        assert login.status_code == 200 and "ann" in login.text
+        assert 'data-list="spam"' in login.text
