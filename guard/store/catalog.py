@@ -13,7 +13,7 @@ from guard.errors import StoreError, StoreInconsistent, UnknownList
 from guard.hashing import HASH_VERSION
 from guard.store.allow import validate_stored_name
 from guard.store.connection import Gone, Recreated, translated
-from guard.store.records import ListMeta, drop_marker, keys, text
+from guard.store.records import LOADING, ListMeta, drop_marker, keys, text
 
 T = TypeVar("T")
 
@@ -43,6 +43,12 @@ class Catalog:
             raise await self.vanished(list_name)
         if meta is None:
             raise UnknownList(f"no list named {list_name!r}")
+        if meta.pending == LOADING:
+            self.cached.pop(list_name, None)  # read again next time: the load may have ended
+            raise UnknownList(
+                f"list {list_name!r} is being loaded (or its first load did not finish: "
+                "load it again)"
+            )
         return meta
 
     async def read(self, list_name: str) -> ListMeta | None:

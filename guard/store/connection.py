@@ -7,9 +7,11 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -130,8 +132,101 @@ def client_options(url: str, socket_timeout: float, connect_timeout: float) -> d
 
 
 def client(url: str, socket_timeout: float, connect_timeout: float) -> aioredis.Redis:
-    """A client with :func:`client_options` (no connection is made yet)."""
+    """A client with :func:`client_options` (no connection is made yet); a Redis Cluster's
+    (:func:`cluster_client`) for a ``redis+cluster://`` or ``rediss+cluster://`` URL."""
+    if is_cluster_url(url):
+        return cluster_client(url, socket_timeout, connect_timeout)
     return aioredis.Redis.from_url(url, **client_options(url, socket_timeout, connect_timeout))
+
+
+#: URL schemes that name a Redis Cluster (any one node of it; the client finds the others).
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.lower().startswith(CLUSTER_SCHEMES)
+
+
+def cluster_client(url: str, socket_timeout: float, connect_timeout: float) -> aioredis.Redis:
+    """redis-py's cluster client (``redis.asyncio.cluster.RedisCluster``) for a
+    ``redis+cluster://HOST:PORT`` URL (``rediss+cluster://``: TLS), with the timeouts, RESP2 and
+    health checks of :func:`client_options`.
+
+    Its own retry policy replaces :class:`RetryIfDead`: a command that meets a dead connection,
+    a timeout or a cluster that is down is retried after the client re-reads the slot map (a
+    failover moved the slot), at most twice with no backoff, so a command costs at most three
+    socket timeouts. The caller's deadline (the middleware's decision deadline) bounds it
+    further. Typed as ``aioredis.Redis``: it offers every command guard sends, with the same
+    replies (tests/test_cluster.py runs them all on a real cluster).
+    """
+    scheme, rest = url.split("://", 1)
+    plain = f"{scheme.lower().removesuffix('+cluster')}://{rest}"
+    options = client_options(plain, socket_timeout, connect_timeout)
+    del options["connection_class"], options["retry_on_error"]
+    options["retry"] = Retry(NoBackoff(), 2)
+    cluster = RedisCluster.from_url(plain, **options)
+    return cast(aioredis.Redis, cluster)
+
+
+def socket_timeout_of(redis: aioredis.Redis) -> float | None:
+    """The socket timeout a client was made with (a plain client's or a cluster client's)."""
+    holder: Any = getattr(redis, "connection_pool", redis)  # a cluster client holds its own
+    settings: dict[str, Any] = holder.connection_kwargs
+    timeout = settings.get("socket_timeout")
+    return None if timeout is None else float(timeout)
+
+
+async def replicated(redis: aioredis.Redis, counter: str) -> None:
+    """On a Redis Cluster, wait until a replica of the primary serving ``counter``'s slot has
+    every write that primary acknowledged so far; raise StoreUnavailable if none confirms it
+    within half the socket timeout. Nothing on a single Redis, or for a slot whose primary has
+    no replica. ``counter`` is an integer key of the list (its ``ver``).
+
+    WAIT only counts the writes of its own connection, and redis-py's cluster client takes a
+    pooled connection per command: so ``INCRBY counter 0`` (a write that changes nothing) and
+    ``WAIT 1 <ms>`` go together on one connection to that primary; the write's replication
+    offset is after everything the primary acknowledged before it. A primary that no longer
+    serves the slot (a failover) answers MOVED: the caller is told to run the load again.
+
+    WAIT does not make Redis strongly consistent: a failover that promotes a replica which
+    missed the write (one of several replicas, or one that failed meanwhile) may lose it.
+    """
+    if not isinstance(redis, RedisCluster):
+        return
+    cluster = cast(RedisCluster, redis)
+    nodes = cluster.nodes_manager.slots_cache.get(cluster.keyslot(counter), [])
+    if len(nodes) < 2:
+        return
+    primary = nodes[0]
+    milliseconds = max(1, int((socket_timeout_of(redis) or 1.0) * 500))
+    connection = primary.acquire_connection()
+    try:
+        await connection.send_packed_command(
+            connection.pack_commands([("INCRBY", counter, 0), ("WAIT", 1, milliseconds)])
+        )
+        failure: RedisError | None = None
+        try:
+            await connection.read_response()
+        except ResponseError as error:  # MOVED: the slot is served elsewhere now
+            failure = error
+        confirmed = await connection.read_response()
+    except (RedisError, OSError) as error:
+        await connection.disconnect()
+        failure, confirmed = error, 0
+    finally:
+        primary.release(connection)
+    if failure is not None or int(confirmed) < 1:
+        raise StoreUnavailable(
+            f"Redis Cluster: no replica of {primary.name} confirmed the write within "
+            f"{milliseconds} ms ({failure or 'WAIT timed out'}); it may be on the primary only: "
+            "run it again"
+        )
+
+
+def cluster_location(url: str) -> str:
+    """A cluster URL for messages: scheme, host and port, never a password."""
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.hostname}:{parts.port or 6379}"
 
 
 #: How the add and remove scripts refuse to write through metadata that is no longer the list's.

@@ -55,7 +55,9 @@ async def lookup(
         pipe.exists(names.meta)
         pipe.hget(names.meta, "incarnation")
         for start in range(0, len(probes), SUNION_KEYS):
-            pipe.sunion(probes[start : start + SUNION_KEYS])
+            # Not pipe.sunion(): redis-py's cluster pipeline refuses that method by name (it
+            # cannot know the keys share a slot); the command itself is fine, they do.
+            pipe.execute_command("SUNION", *probes[start : start + SUNION_KEYS])
         exists, incarnation, *unions = await pipe.execute()
     if not exists:
         raise Gone(list_name)

@@ -16,7 +16,7 @@ from guard.errors import EvictionUnsafe, StoreError, StoreUnavailable
 from guard.mirror import RECORD_SIZE, band_values_of, snapshot_record
 from guard.spelling import from_signed, to_hex
 from guard.store.connection import translated
-from guard.store.records import ListMeta, entries_from_json, keys, text
+from guard.store.records import LOADING, ListMeta, entries_from_json, keys, text
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,9 @@ class VerifyReport:
     def findings(self) -> tuple[str, ...]:
         """Each mismatch in words ("no snapshot" is a finding, not an error)."""
         found = []
-        if self.pending:
+        if self.pending == LOADING:
+            found.append(f"incomplete (its first load did not finish: load {self.list} again)")
+        elif self.pending:
             found.append(
                 f"incomplete ({self.pending}, unfinished: guard drop {self.list} and rename again)"
             )

@@ -17,6 +17,10 @@ Every key of a list shares the hash tag ``{<list>}`` (so a Lua script may touch 
                                          step of a drop until its last; "dropped <incarnation>"
                                          after a drop that keeps it (until the list is re-created)
     guard:lists                  SET     list names
+
+A list's ``pending`` note is also "first load" while the add that creates it runs (cleared
+after its last batch): lookups treat such a list as not there yet (its ``required`` setting
+decides), so a first load that fails half way is never enforced as the whole list.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from guard.bands import BandLayout, default_layout, list_key
 from guard.hashing import HASH_VERSION
 from guard.spelling import from_hex, to_hex
 from guard.types import Entry
+
+#: The ``pending`` note of a list whose first load has not finished (an add creating it).
+LOADING = "first load"
 
 
 class ListKeys(NamedTuple):

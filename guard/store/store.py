@@ -20,7 +20,15 @@ from guard.store import index, integrity, writes
 from guard.store import stream as stream_calls
 from guard.store.allow import allow_list, owner_of
 from guard.store.catalog import Catalog
-from guard.store.connection import ListExists, client, lease_embedded, translated
+from guard.store.connection import (
+    ListExists,
+    client,
+    cluster_location,
+    is_cluster_url,
+    lease_embedded,
+    socket_timeout_of,
+    translated,
+)
 from guard.store.index import Query
 from guard.store.integrity import VerifyReport
 from guard.store.mirror_cache import DEFAULT_MIRROR, MirrorCache, MirrorSettings
@@ -111,7 +119,8 @@ class Store:
         connect_timeout: float = 0.5,
         mirror: MirrorSettings | None = DEFAULT_MIRROR,
     ) -> Store:
-        """A store on a Redis server (``redis://``, ``rediss://`` or ``unix://`` URL).
+        """A store on a Redis server (``redis://``, ``rediss://`` or ``unix://`` URL), or on a
+        Redis Cluster (``redis+cluster://`` or ``rediss+cluster://`` and any node's address).
 
         Both timeouts are explicit: redis-py's defaults wait about a minute on a silent server.
         The connections follow :func:`guard.store.client_options`: they survive a restart of
@@ -125,7 +134,10 @@ class Store:
             redis_client = connect()
         except ValueError as error:
             raise StoreUnavailable(f"invalid Redis URL {url!r}: {error}") from error
-        return cls(redis_client, mirror=mirror, reconnect=connect)
+        store = cls(redis_client, mirror=mirror, reconnect=connect)
+        if is_cluster_url(url):
+            store._location = cluster_location(url)
+        return store
 
     @classmethod
     def embedded(
@@ -576,7 +588,7 @@ class Store:
         self._follow_loop()
         block_ms = None
         if wait is not None:
-            timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
+            timeout = socket_timeout_of(self._client)
             limit = wait if timeout is None else min(wait, timeout / 2)
             block_ms = max(1, int(limit * 1000))
         async with translated():

@@ -45,8 +45,9 @@ from guard.mirror import RECORD_SIZE, snapshot_record
 from guard.spelling import from_signed, to_hex, to_signed
 from guard.store.allow import validate_stored_name
 from guard.store.catalog import Catalog
-from guard.store.connection import ListExists, Recreated, translated
+from guard.store.connection import ListExists, Recreated, replicated, translated
 from guard.store.records import (
+    LOADING,
     ListMeta,
     disabled_key,
     drop_marker,
@@ -120,7 +121,14 @@ async def add(
     if bands not in BAND_COUNTS:
         raise ValueError(f"bands must be one of {BAND_COUNTS}, got {bands}")
     validate_stored_name(list_name)
-    meta = catalog.cached.get(list_name) or await catalog.read(list_name) or ListMeta.new(bands)
+    found = catalog.cached.get(list_name) or await catalog.read(list_name)
+    if found is None and not pending and not batch:
+        # Nothing to create the list with: an empty list would match nothing, so a route that
+        # requires it would let everything through (a load whose every file was refused).
+        return AddResult(added=0, present=0)
+    if not pending and (found is None or found.pending == LOADING):
+        pending = LOADING  # a first load: lookups treat the list as absent until it ends
+    meta = found or ListMeta.new(bands)
     added = present = 0
     now = time.time()
     batches = [batch[i : i + WRITE_BATCH] for i in range(0, len(batch), WRITE_BATCH)] or [[]]
@@ -143,7 +151,11 @@ async def add(
             )
         added += done
         present += already
+        async with translated():
+            await replicated(client, keys(list_name).ver)  # on a cluster: on a replica too
     async with translated():
+        if pending == LOADING:
+            await client.hdel(keys(list_name).meta, "pending")
         await client.sadd(LISTS_KEY, list_name)
     catalog.seen.add(list_name)
     return AddResult(added=added, present=present)
@@ -196,7 +208,10 @@ async def _add_batch(
     incarnation = text(incarnation or b"")
     if incarnation != meta.incarnation:
         meta = dataclasses.replace(meta, incarnation=incarnation)
-    catalog.cached[list_name] = meta
+    if pending == LOADING:
+        catalog.cached.pop(list_name, None)  # lookups read it (being loaded) until the load ends
+    else:
+        catalog.cached[list_name] = meta
     return int(done), int(already), meta
 
 

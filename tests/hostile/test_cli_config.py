@@ -389,7 +389,8 @@ PROBES = (
         ),
         pytest.param(
             "redis: {url: ''}",
-            'redis.url: must be null or a URL starting redis://, rediss:// or unix://, got ""',
+            "redis.url: must be null or a URL starting redis://, rediss://, unix://, "
+            'redis+cluster:// or rediss+cluster://, got ""',
             id="H40-empty-redis-url",
         ),
     ],

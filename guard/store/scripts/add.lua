@@ -10,7 +10,8 @@
 -- band sets would join the new list: `guard drop` it again first); creating a list clears the
 -- marker a finished drop left. A pending note (`guard rename` copying into a new list) is
 -- written with the metadata it creates, and refused on a list that does not carry the same
--- note (a list that existed already). Returns {added, present, the list's incarnation}.
+-- note (a list that existed already); the note 'first load' (a load creating the list: lookups
+-- wait for its end) is never refused. Returns {added, present, the list's incarnation}.
 local bands = tonumber(ARGV[1])
 if redis.call('EXISTS', KEYS[3]) == 0 then
   local marker = redis.call('GET', KEYS[5])
@@ -26,7 +27,8 @@ elseif redis.call('HGET', KEYS[3], 'bands') ~= ARGV[1]
     or redis.call('HGET', KEYS[3], 'layout') ~= ARGV[2]
     or redis.call('HGET', KEYS[3], 'hash_version') ~= ARGV[3] then
   return redis.error_reply('guard: list metadata changed (band count changed, or re-created)')
-elseif ARGV[6] ~= '' and redis.call('HGET', KEYS[3], 'pending') ~= ARGV[6] then
+elseif ARGV[6] ~= '' and ARGV[6] ~= 'first load'
+    and redis.call('HGET', KEYS[3], 'pending') ~= ARGV[6] then
   return redis.error_reply('guard: list exists already')
 else
   redis.call('HSETNX', KEYS[3], 'incarnation', ARGV[5])
