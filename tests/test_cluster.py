@@ -13,6 +13,7 @@ import dataclasses
 import json
 import random
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from test_store_oracle import _flip, _frame, _oracle, _real_photo_hashes
 
 from guard import hash_bytes
 from guard.cli import main
-from guard.config import Config, resolve_redis_url
+from guard.config import Config, OperationsSettings, resolve_redis_url
 from guard.errors import StoreUnavailable, UnknownList
 from guard.hashing import FrameHash
 from guard.middleware import GuardMiddleware
@@ -261,23 +262,39 @@ def test_the_cli_on_a_cluster(
 
 
 def test_the_middleware_on_a_cluster_url(cluster: Cluster) -> None:
-    """A reject, a flag and an allow through GuardMiddleware opening the store from redis.url."""
+    """A reject, a flag and an allow through GuardMiddleware opening the store from redis.url;
+    the decision stream, the health check and the metrics on the same cluster."""
     run(load_lists(cluster.url))
-    guard = GuardMiddleware(Recorder(), config=with_url(make_config(), cluster.url))
+    config = dataclasses.replace(
+        with_url(make_config(), cluster.url),
+        routes=make_config().routes[:2],  # `open` is not loaded: health would say so
+        operations=OperationsSettings(
+            health_path="/health", metrics_path="/metrics", events_stream="test:decisions"
+        ),
+    )
+    guard = GuardMiddleware(Recorder(), config=config)
 
     async def body() -> list[int]:
         statuses = []
         for path, name in (("/upload", BLOCKED), ("/soft", UNRELATED), ("/upload", UNRELATED)):
-            result = await call(
-                guard, multipart(("a.jpg", data_file(name).read_bytes())), path=path
-            )
+            image = data_file(name).read_bytes()
+            result = await call(guard, multipart(("a.jpg", image)), path=path)
             statuses.append(result.status)
             if path == "/soft":
                 assert result.headers["x-guard-verdict"] == "flag"
+        health = await call(guard, b"", path="/health", method="GET", content_type="")
+        assert health.status == 200 and json.loads(health.body)["status"] == "ok"
+        assert {v["state"] for v in json.loads(health.body)["lists"].values()} == {"ok"}
+        metrics = await call(guard, b"", path="/metrics", method="GET", content_type="")
+        assert 'guard_list_entries{list="spam"} 2.0' in metrics.body.decode()
+        assert guard.events is not None
+        await guard.events.aclose()
+        assert guard.opened_store is not None and "cluster" in guard.opened_store.location
+        records = await guard.opened_store.latest_events("test:decisions", 10)
+        assert sorted(fields["action"] for _, fields in records) == ["flag", "reject"]
         return statuses
 
     assert run(body()) == [403, 200, 200]
-    assert guard.opened_store is not None and "cluster" in guard.opened_store.location
 
 
 # --- failover ----------------------------------------------------------------------------------
@@ -426,3 +443,40 @@ def test_a_load_that_adds_nothing_creates_no_list(cluster: Cluster) -> None:
     assert not redis.RedisCluster.from_url(cluster.url.replace("redis+cluster", "redis")).exists(
         "guard:{empty}:meta"
     )
+
+
+@pytest.mark.slow
+def test_an_add_no_replica_confirms_fails_and_says_so(own_cluster: Cluster) -> None:
+    """WAIT is what acknowledges an add: with the list's replica stopped (SIGSTOP), the add is
+    on the primary only and fails, telling the operator to run it again."""
+    replica = own_cluster.processes[own_cluster.replica_of(own_cluster.primary_of("guard:{w}:x"))]
+
+    async def body() -> None:
+        async with Store.from_url(own_cluster.url, socket_timeout=0.5) as store:
+            await store.add("w", entries(10))  # confirmed: the replica is up
+            replica.send_signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(StoreUnavailable, match="no replica of .* confirmed"):
+                    await store.add("w", entries(10, seed=2))
+            finally:
+                replica.send_signal(signal.SIGCONT)
+            again = await store.add("w", entries(10, seed=2))
+            assert (again.added, again.present) == (0, 10)  # the primary had it
+
+    run(body())
+
+
+def test_a_load_whose_every_file_is_refused_leaves_no_list(
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a single Redis too: an empty list would let every upload through a route that
+    requires it; without the list the route answers 503."""
+    folder = tmp_path / "spam"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not an image")
+    code, out = cli(capsys, "load", str(folder), "--redis-url", redis_url)
+    assert code == 1 and "added 0" in out
+    assert json.loads(cli(capsys, "lists", "--json", "--redis-url", redis_url)[1]) == []
+    guard = GuardMiddleware(Recorder(), config=make_config(), store=Store.from_url(redis_url))
+    image = data_file(UNRELATED).read_bytes()
+    assert run(call(guard, multipart(("a.jpg", image)))).status == 503
