@@ -499,3 +499,36 @@ def test_the_example_app_mounts_the_review_page(
         login = client.post("/guard/login", data={"name": "ann", "password": "pw1"})
         assert login.status_code == 200 and "ann" in login.text
         assert 'data-list="spam"' in login.text
+
+
+def test_mode_switches_are_put_over_a_reloaded_config_at_once(loaded: str) -> None:
+    async def body() -> None:
+        guard = GuardMiddleware(upload, config=make_config(), store=Store.from_url(loaded))
+        async with Store.from_url(loaded) as store:
+            await store.set_mode("spam", "shadow")
+            await store.set_mode("soft", "sideways")  # unknown: ignored
+            assert guard.config.policy("spam").mode == "enforce"
+            await guard.modes.poll(guard)  # starts the read
+            assert guard.modes._reading is not None
+            await guard.modes._reading
+            await guard.modes.poll(guard)
+            assert guard.config.policy("spam").mode == "shadow"
+            assert guard.supervisor.config is guard.config
+            assert guard.config.policy("soft") == make_config().policy("soft")
+            # A reload brings the file's mode back; the switch is put over it at the next request,
+            # without waiting for a read.
+            guard.modes.interval = 3600
+            await guard._apply_config(make_config())
+            assert guard.config.policy("spam").mode == "enforce"
+            await guard.modes.poll(guard)
+            assert guard.config.policy("spam").mode == "shadow"
+            # Cleared: the file's mode again once read.
+            await store.set_mode("spam", None)
+            guard.modes.interval = 0
+            await guard.modes.poll(guard)
+            await guard.modes._reading
+            await guard.modes.poll(guard)
+            assert guard.config.policy("spam").mode == "enforce"
+        await guard.aclose()
+
+    run(body())
