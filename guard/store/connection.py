@@ -223,6 +223,49 @@ async def replicated(redis: aioredis.Redis, counter: str) -> None:
         )
 
 
+def is_cluster(redis: aioredis.Redis) -> bool:
+    return isinstance(redis, RedisCluster)
+
+
+#: Read commands on keys of one slot, run in one step (a Redis Cluster's MULTI for guard's
+#: reads: :func:`read_in_one_step`). ARGV: per key, its command, its argument count, arguments.
+READ_SCRIPT = """
+local out, at = {}, 1
+for i = 1, #KEYS do
+  local count = tonumber(ARGV[at + 1])
+  out[i] = redis.call(ARGV[at], KEYS[i], unpack(ARGV, at + 2, at + 1 + count))
+  at = at + 2 + count
+end
+return out
+"""
+
+
+class _Queued:
+    """Stands in for a pipeline: keeps the read commands queued on it (key first)."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.args: list[Any] = []
+
+    def __getattr__(self, command: str) -> Callable[..., None]:
+        def queue(key: str, *args: Any) -> None:
+            flat = args[0] if len(args) == 1 and isinstance(args[0], list) else args
+            self.keys.append(key)
+            self.args += [command.upper(), len(flat), *flat]
+
+        return queue
+
+
+async def read_in_one_step(redis: aioredis.Redis, reads: Callable[[Any], object]) -> list[Any]:
+    """Run ``reads`` (read commands queued as on a pipeline, each on a key of one slot) in one
+    Lua call: atomic and one round trip, as a MULTI is on a single Redis. On a Redis Cluster,
+    redis-py runs a transaction's queued commands through a thread each (18 ms a lookup here,
+    against 0.8 for this)."""
+    queued = _Queued()
+    reads(queued)
+    return list(await redis.register_script(READ_SCRIPT)(keys=queued.keys, args=queued.args))
+
+
 def cluster_location(url: str) -> str:
     """A cluster URL for messages: scheme, host and port, never a password."""
     parts = urlsplit(url)

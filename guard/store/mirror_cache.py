@@ -21,7 +21,7 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 from guard.errors import StoreError
 from guard.mirror import RECORD_SIZE, Mirror, Ranked
 from guard.spelling import to_signed
-from guard.store.connection import Gone, Recreated, translated
+from guard.store.connection import Gone, Recreated, is_cluster, read_in_one_step, translated
 from guard.store.index import INLINE_QUERIES, Query, run
 from guard.store.records import ListMeta, entries_from_json, keys, text
 from guard.types import Match
@@ -230,8 +230,11 @@ async def read_together(client: aioredis.Redis, reads: Callable[[Any], object]) 
     and 7): lookups would then fail until memory is freed. So under OOM the reads run again as a
     plain pipeline. A full ``noeviction`` Redis refuses the writes that could come between them,
     except removals, which at worst take a record away: the answer then skips that entry, as it
-    skips one removed between two round trips.
+    skips one removed between two round trips. On a Redis Cluster: one Lua call instead
+    (:func:`guard.store.connection.read_in_one_step`).
     """
+    if is_cluster(client):
+        return await read_in_one_step(client, reads)
     pipe = client.pipeline(transaction=True)
     reads(pipe)
     try:
