@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio.connection
 from asgi_driver import Recorder, call, multipart
 from cluster import Cluster, start
 from conftest import LOCAL_PHOTOS, cluster_executables, data_file, run
@@ -196,6 +197,40 @@ def test_lookups_equal_brute_force_on_a_cluster(cluster: Cluster) -> None:
 
     run(body())
     assert checked == 2 * 2 * 13 * 12 and with_matches > checked // 3
+
+
+@pytest.mark.parametrize("path", ["mirror", "index"])
+def test_a_lookup_costs_the_round_trips_it_does_on_one_redis(
+    cluster: Cluster, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Radius 12 over 8 flips/rotations, a match: one round trip with the mirror (version,
+    incarnation and the best record in one Lua read), two on the Redis index (SUNION, then
+    HMGET), as on a single Redis: every key of a list is on one node."""
+    stored = entries(2000)
+    mirror = MirrorSettings(retry_seconds=0) if path == "mirror" else None
+    sent: list[int] = []
+    original = redis.asyncio.connection.AbstractConnection.send_packed_command
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        sent.append(1)
+        await original(self, *args, **kwargs)
+
+    async def body() -> int:
+        async with Store.from_url(cluster.url, socket_timeout=5, mirror=mirror) as store:
+            await store.add("rt", stored)
+            if mirror is not None:
+                await store.refresh_mirror("rt")
+            query = [frame(stored[3].ahash ^ 0b111)]
+            await store.lookup("rt", query, radius=12, dihedral=True, limit=1)  # warm
+            monkeypatch.setattr(
+                redis.asyncio.connection.AbstractConnection, "send_packed_command", counted
+            )
+            found = await store.lookup("rt", query, radius=12, dihedral=True, limit=1)
+            monkeypatch.undo()
+            assert found[0].entry.source == stored[3].source
+            return len(sent)
+
+    assert run(body()) == (1 if path == "mirror" else 2)
 
 
 # --- the CLI -----------------------------------------------------------------------------------
