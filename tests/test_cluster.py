@@ -31,7 +31,7 @@ from test_store_oracle import _flip, _frame, _oracle, _real_photo_hashes
 from guard import hash_bytes
 from guard.cli import main
 from guard.config import Config, OperationsSettings, resolve_redis_url
-from guard.errors import StoreUnavailable, UnknownList
+from guard.errors import EvictionUnsafe, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash
 from guard.middleware import GuardMiddleware
 from guard.store import MirrorSettings, Store
@@ -231,6 +231,29 @@ def test_a_lookup_costs_the_round_trips_it_does_on_one_redis(
             return len(sent)
 
     assert run(body()) == (1 if path == "mirror" else 2)
+
+
+def test_an_evicting_policy_on_any_primary_is_refused(cluster: Cluster) -> None:
+    """The eviction check asks every primary (each holds some lists), not the one node a
+    plain CONFIG GET goes to (the client's default node)."""
+    primaries = {cluster.primary_of(f"guard:{{{n}}}:meta") for n in "abcdefgh"}
+    assert len(primaries) == 3
+    changed: list[int] = []
+
+    async def body() -> None:
+        async with Store.from_url(cluster.url) as store:
+            assert await store.check_eviction() is None
+            default = store._client.get_default_node().port
+            changed.append(min(primaries - {default}))
+            cluster.run_cli(changed[0], "config", "set", "maxmemory-policy", "allkeys-lru")
+            with pytest.raises(EvictionUnsafe, match="allkeys-lru"):
+                await store.check_eviction()
+
+    try:
+        run(body())
+    finally:
+        for port in changed:
+            cluster.run_cli(port, "config", "set", "maxmemory-policy", "noeviction")
 
 
 # --- the CLI -----------------------------------------------------------------------------------

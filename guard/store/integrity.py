@@ -15,7 +15,7 @@ from guard.bands import list_key
 from guard.errors import EvictionUnsafe, StoreError, StoreUnavailable
 from guard.mirror import RECORD_SIZE, band_values_of, snapshot_record
 from guard.spelling import from_signed, to_hex
-from guard.store.connection import translated
+from guard.store.connection import is_cluster, translated
 from guard.store.records import LOADING, ListMeta, entries_from_json, keys, text
 
 
@@ -74,15 +74,22 @@ async def check_eviction(client: aioredis.Redis, *, allow_eviction: bool) -> str
     """:meth:`guard.store.Store.check_eviction`."""
     try:
         async with translated():
-            reply = await client.config_get("maxmemory-policy")
+            if is_cluster(client):  # every primary's: each holds some of the lists
+                by_node = await client.config_get("maxmemory-policy", target_nodes="primaries")
+                replies: list[Any] = list(by_node.values())
+            else:
+                replies = [await client.config_get("maxmemory-policy")]
     except StoreUnavailable:
         raise
     except StoreError as error:
         return f"cannot read Redis's maxmemory-policy ({error}): make sure it is noeviction"
     # Keys come back as bytes (decode_responses is off); the typing says str.
-    values: dict[Any, Any] = dict(reply)
-    policy = text(values.get(b"maxmemory-policy") or values.get("maxmemory-policy") or "")
-    if not policy.startswith("allkeys-"):
+    values: list[dict[Any, Any]] = [dict(reply) for reply in replies]
+    policies = [
+        text(each.get(b"maxmemory-policy") or each.get("maxmemory-policy") or "") for each in values
+    ]
+    policy = next((p for p in policies if p.startswith("allkeys-")), "")
+    if not policy:
         return None
     message = (
         f"Redis's maxmemory-policy is {policy}: it may evict guard's lists when memory runs "
