@@ -26,6 +26,7 @@ from guard.store.connection import (
     cluster_location,
     is_cluster_url,
     lease_embedded,
+    replicated,
     socket_timeout_of,
     translated,
 )
@@ -252,9 +253,11 @@ class Store:
         Returns how many entries were removed (0 if none matched).
         """
         self._follow_loop()
-        return await self._catalog.on_current(
+        removed = await self._catalog.on_current(
             list_name, lambda meta: writes.remove(self._remove, list_name, meta, ahash, phash)
         )
+        await self._replicated(list_name)
+        return removed
 
     async def drop(self, list_name: str, *, keep_marker: bool = False) -> int:
         """Delete a whole list (every key under its hash tag). Returns the number of keys deleted
@@ -328,10 +331,12 @@ class Store:
         version moves (workers see it at their next lookup). Idempotent: ``already`` counts the
         matching entries that were disabled before."""
         self._follow_loop()
-        return await self._catalog.on_current(
+        toggled = await self._catalog.on_current(
             list_name,
             lambda meta: writes.disable(self._remove, list_name, meta, ahash, phash),
         )
+        await self._replicated(list_name)
+        return toggled
 
     async def enable(
         self, list_name: str, ahash: int, phash: writes.Selector = writes.EVERY
@@ -339,10 +344,18 @@ class Store:
         """Enforce disabled entries again (:meth:`disable`'s inverse, written back as an add
         writes them). ``already`` counts matching entries that were enabled already."""
         self._follow_loop()
-        return await self._catalog.on_current(
+        toggled = await self._catalog.on_current(
             list_name,
             lambda meta: writes.enable(self._enable, list_name, meta, ahash, phash),
         )
+        await self._replicated(list_name)
+        return toggled
+
+    async def _replicated(self, list_name: str) -> None:
+        """On a Redis Cluster, return once a replica has the list's writes (WAIT; see
+        :func:`guard.store.connection.replicated`)."""
+        async with translated():
+            await replicated(self._client, keys(list_name).ver)
 
     async def disabled_entries(self, list_name: str) -> AsyncIterator[Entry]:
         """Every disabled entry of a list, in no particular order."""
