@@ -44,7 +44,6 @@ class Catalog:
         if meta is None:
             raise UnknownList(f"no list named {list_name!r}")
         if meta.pending == LOADING:
-            self.cached.pop(list_name, None)  # read again next time: the load may have ended
             raise UnknownList(
                 f"list {list_name!r} is being loaded (or its first load did not finish: "
                 "load it again)"
@@ -64,7 +63,8 @@ class Catalog:
                 f"list {list_name!r} holds {meta.hash_version} hashes; this guard computes "
                 f"{HASH_VERSION}: re-load the list from its images"
             )
-        self.cached[list_name] = meta
+        if meta.pending != LOADING:  # a list being loaded is read again until its load ends
+            self.cached[list_name] = meta
         self.seen.add(list_name)
         return meta
 

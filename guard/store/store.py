@@ -568,7 +568,9 @@ class Store:
         meanwhile may show transient mismatches.
         """
         self._follow_loop()
-        return await integrity.verify(self._client, list_name, await self._catalog.meta(list_name))
+        # A list whose first load did not finish is verified too (reported incomplete).
+        meta = await self._catalog.read(list_name) or await self._catalog.meta(list_name)
+        return await integrity.verify(self._client, list_name, meta)
 
     # --- the decision stream -----------------------------------------------------------------
 
