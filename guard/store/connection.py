@@ -229,11 +229,23 @@ def is_cluster(redis: aioredis.Redis) -> bool:
 
 #: Read commands on keys of one slot, run in one step (a Redis Cluster's MULTI for guard's
 #: reads: :func:`read_in_one_step`). ARGV: per key, its command, its argument count, arguments.
+#: An HMGET of many fields goes in slices (Lua's unpack() stops at about 8000 values).
 READ_SCRIPT = """
 local out, at = {}, 1
 for i = 1, #KEYS do
-  local count = tonumber(ARGV[at + 1])
-  out[i] = redis.call(ARGV[at], KEYS[i], unpack(ARGV, at + 2, at + 1 + count))
+  local command, count = ARGV[at], tonumber(ARGV[at + 1])
+  if command == 'HMGET' and count > 4000 then
+    local values = {}
+    for first = at + 2, at + 1 + count, 4000 do
+      local last = math.min(first + 3999, at + 1 + count)
+      for _, value in ipairs(redis.call('HMGET', KEYS[i], unpack(ARGV, first, last))) do
+        values[#values + 1] = value
+      end
+    end
+    out[i] = values
+  else
+    out[i] = redis.call(command, KEYS[i], unpack(ARGV, at + 2, at + 1 + count))
+  end
   at = at + 2 + count
 end
 return out
