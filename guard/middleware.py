@@ -48,6 +48,7 @@ from guard.observers import DecisionLog, Observer, Observers, RequestReport
 from guard.refusals import RefusalPages, RefusalRenderer, RefusalView
 from guard.reload import ConfigReloader
 from guard.review.modes import ModeOverrides
+from guard.review.quarantine import KEPT_ACTIONS, Quarantine
 from guard.store import Store, open_store
 from guard.supervision import REPORT_INTERVAL, Lookups, StoreCounters, StoreSupervisor
 from guard.types import (
@@ -113,8 +114,12 @@ class GuardMiddleware:
         store: Store | None = None,
         observers: Iterable[Observer] = (),
         render_refusal: RefusalRenderer | None = None,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.app = app
+        #: Keeps flagged uploads' pictures for the review page (guard.review.quarantine); None:
+        #: off, nothing of an upload is kept.
+        self.quarantine = quarantine
         source = None if isinstance(config, Config) else config or os.environ.get("GUARD_CONFIG")
         self.config = config if isinstance(config, Config) else load_config(source)
         self._render_refusal = render_refusal
@@ -356,6 +361,8 @@ class _Responder:
         self.images = 0
         self.hash_seconds = 0.0
         self.lookup_seconds = 0.0
+        #: The images found, kept only while the quarantine may need them.
+        self.pictures: list[bytes] = []
 
     async def run(self) -> None:
         spool = Spool(self.config.http.spool_memory_bytes)
@@ -382,6 +389,7 @@ class _Responder:
                 await self._refuse(answer)
                 return
             answer = replace(answer, request_id=self.request_id)
+            await self._quarantine(answer.action)
             self.scope.setdefault("state", {})["guard"] = answer
             await self.guard.app(self.scope, Replay(spool, self.receive), self._send_for(answer))
         finally:
@@ -398,6 +406,14 @@ class _Responder:
                     request_id=self.request_id,
                 )
             )
+
+    async def _quarantine(self, action: str) -> None:
+        """Keep a flagged upload's pictures when the quarantine is on (never a rejected one)."""
+        store = self.guard.opened_store
+        quarantine = self.guard.quarantine
+        if quarantine is not None and store is not None and action in KEPT_ACTIONS:
+            await quarantine.keep(store, self.request_id, self.pictures)
+        self.pictures = []
 
     async def _decide(self, spool: Spool) -> Outcome:
         http = self.config.http
@@ -483,6 +499,8 @@ class _Responder:
                 json_scan=json_scan,
             )
             frames: list[FrameHash] = []
+            if self.guard.quarantine is not None:
+                self.pictures = images
             for image in images:
                 if abandoned.is_set():
                     break

@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from test_middleware import BLOCKED, UNRELATED, load_lists, make_config
 
 from guard import ConfigError, GuardMiddleware, hash_bytes, review_app, to_hex
+from guard.review import Quarantine
 from guard.store import Store
 from guard.types import Entry
 
@@ -42,10 +43,17 @@ async def upload(request: Request) -> JSONResponse:
     return JSONResponse({"guard": decision.action if decision else None})
 
 
-def site(redis_url: str, **review: Any) -> tuple[Starlette, GuardMiddleware]:
+def site(
+    redis_url: str, quarantine: Quarantine | None = None, **review: Any
+) -> tuple[Starlette, GuardMiddleware]:
     """A host app: /upload and /soft guarded by the middleware, the review page at /guard."""
     config = make_config()
-    options: dict[str, Any] = {"users": USERS, "secret": "test secret", **review}
+    options: dict[str, Any] = {
+        "users": USERS,
+        "secret": "test secret",
+        "quarantine": quarantine,
+        **review,
+    }
     inner = Starlette(
         routes=[
             Route("/upload", upload, methods=["POST"]),
@@ -53,7 +61,9 @@ def site(redis_url: str, **review: Any) -> tuple[Starlette, GuardMiddleware]:
             Mount("/guard", review_app(config, store=Store.from_url(redis_url), **options)),
         ]
     )
-    guard = GuardMiddleware(inner, config=config, store=Store.from_url(redis_url))
+    guard = GuardMiddleware(
+        inner, config=config, store=Store.from_url(redis_url), quarantine=quarantine
+    )
     guard.modes.interval = 0  # read the mode switches on every request
     return Starlette(routes=[Mount("/", guard)]), guard
 
@@ -532,3 +542,63 @@ def test_mode_switches_are_put_over_a_reloaded_config_at_once(loaded: str) -> No
         await guard.aclose()
 
     run(body())
+
+
+# --- the quarantine (off by default) ------------------------------------------------------------
+
+
+def quarantined(redis_url: str) -> dict[str, int]:
+    """The quarantine's keys and their TTLs."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return {k.decode(): client.ttl(k) for k in client.scan_iter("guard:quarantine:*")}
+    finally:
+        client.close()
+
+
+def test_the_quarantine_is_off_by_default(client: TestClient, loaded: str) -> None:
+    login(client)
+    near = data_file(UNRELATED).read_bytes()
+    assert client.post("/soft", files={"f": ("u.jpg", near)}).json() == {"guard": "flag"}
+    record = wait_for_event(loaded, "flag")
+    assert quarantined(loaded) == {}
+    assert "picture</a>" not in client.get("/guard/decisions").text
+    off = client.get(f"/guard/pictures?request={record['request_id']}")
+    assert off.status_code == 404 and "quarantine is off" in off.text
+
+
+def test_the_quarantine_keeps_flagged_pictures_for_moderators_only(loaded: str) -> None:
+    app, _ = site(loaded, Quarantine(ttl=600, max_bytes=200_000))
+    near = data_file(UNRELATED).read_bytes()
+    blocked = data_file(BLOCKED).read_bytes()
+    with TestClient(app) as client:
+        assert client.post("/upload", files={"f": ("b.jpg", blocked)}).status_code == 403
+        assert client.post("/soft", files={"f": ("u.jpg", near)}).json() == {"guard": "flag"}
+        flag = wait_for_event(loaded, "flag")
+        kept = quarantined(loaded)
+        # The flagged upload only (a rejected one is a listed picture: never stored again).
+        assert list(kept) == [f"guard:quarantine:{flag['request_id']}"]
+        assert 0 < kept[f"guard:quarantine:{flag['request_id']}"] <= 600
+        url = f"/guard/pictures?request={flag['request_id']}"
+        anonymous = client.get(url)
+        assert anonymous.status_code == 401 and "data:image" not in anonymous.text
+        login(client)
+        decisions = client.get("/guard/decisions").text
+        assert f'href="/guard/pictures?request={flag["request_id"]}">picture</a>' in decisions
+        shown = client.get(url)
+        assert shown.status_code == 200 and shown.text.count('src="data:image/jpeg;base64,') == 1
+        assert client.get("/guard/pictures?request=nope").status_code == 404
+        assert client.get("/guard/pictures?request=a%20b").status_code == 400
+
+        async def stored() -> list[bytes]:
+            async with Store.from_url(loaded) as store:
+                return await Quarantine().pictures(store, flag["request_id"])
+
+        assert run(stored()) == [near]  # the exact bytes, nothing else of the request
+    # Over max_bytes: nothing kept.
+    app, _ = site(loaded, Quarantine(max_bytes=len(near) - 1))
+    with TestClient(app) as client:
+        assert client.post("/soft", files={"f": ("u.jpg", near)}).json() == {"guard": "flag"}
+        assert len(quarantined(loaded)) == 1
+    with pytest.raises(ValueError, match="ttl"):
+        Quarantine(ttl=0)

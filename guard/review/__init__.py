@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from guard.review.quarantine import Quarantine
+
 if TYPE_CHECKING:
     from guard.review.app import review_app
 
@@ -18,4 +20,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'guard.review' has no attribute {name!r}")
 
 
-__all__ = ["review_app"]
+__all__ = ["Quarantine", "review_app"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from guard.hashing import ImageHashes, from_hex, hash_bytes, to_hex
 from guard.review import actions, pages
 from guard.review.auth import COOKIE, SESSION_SECONDS, Access, Authenticate, Moderator
 from guard.review.modes import MODES, with_modes
+from guard.review.quarantine import KEPT_ACTIONS, Quarantine
 from guard.store import Store, open_store
 from guard.store.allow import validate_stored_name
 
@@ -59,8 +61,15 @@ Handler = Callable[[Request, Moderator], Awaitable[Response]]
 class Review:
     """The page's state: config, store (opened on first use), access and templates."""
 
-    def __init__(self, config: Config, store: Store | None, access: Access) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store | None,
+        access: Access,
+        quarantine: Quarantine | None = None,
+    ) -> None:
         self.config = config
+        self.quarantine = quarantine
         self.access = access
         self._store = store
         self._owns_store = store is None
@@ -122,7 +131,7 @@ class Review:
                     )
             try:
                 return await handler(request, moderator)
-            except UnknownList as error:
+            except (UnknownList, UnknownPicture) as error:
                 return self.problem(request, moderator, 404, str(error))
             except StoreError as error:
                 return self.problem(request, moderator, 503, f"the store cannot answer: {error}")
@@ -210,6 +219,25 @@ class Review:
             chosen=chosen,
             names=names,
             actions=ACTION_FILTERS,
+            kept=KEPT_ACTIONS if self.quarantine is not None else (),
+        )
+
+    async def pictures(self, request: Request, moderator: Moderator) -> Response:
+        """A flagged upload's pictures from the quarantine (moderators only, never cached)."""
+        if self.quarantine is None:
+            raise UnknownPicture("the quarantine is off: no upload is kept")
+        request_id = request.query_params.get("request", "")
+        if not _REQUEST_ID.fullmatch(request_id):
+            raise actions.ActionError("not a request id")
+        kept = await self.quarantine.pictures(await self.store(), request_id)
+        if not kept:
+            raise UnknownPicture(f"no picture kept for request {request_id} (or it expired)")
+        return self.render(
+            request,
+            "pictures.html",
+            moderator=moderator,
+            request_id=request_id,
+            pictures=[_thumbnail(data, 640) for data in kept],
         )
 
     async def check_form(self, request: Request, moderator: Moderator) -> Response:
@@ -316,11 +344,19 @@ def _utc(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _thumbnail(data: bytes) -> str | None:
-    """The checked upload, shrunk, as a data: URL: shown to the moderator who sent it only."""
+class UnknownPicture(GuardError):
+    """No kept picture to show (404)."""
+
+
+#: The request ids guard makes or accepts (guard.middleware), as they name kept pictures.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _thumbnail(data: bytes, size: int = 240) -> str | None:
+    """An image, shrunk, as a data: URL: inside the one response, never at an address."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image.thumbnail((240, 240))
+            image.thumbnail((size, size))
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, "JPEG", quality=80)
     except (OSError, ValueError):
@@ -335,6 +371,7 @@ def review_app(
     users: Mapping[str, str] | None = None,
     authenticate: Authenticate | None = None,
     secret: str | bytes | None = None,
+    quarantine: Quarantine | None = None,
 ) -> Starlette:
     """The review page as an ASGI app: mount it, e.g. ``Mount("/guard", review_app(...))``.
 
@@ -343,12 +380,13 @@ def review_app(
     sign in with ``users`` (name -> password; default ``GUARD_REVIEW_USERS``,
     ``name:password,...``) or are named by ``authenticate(request)`` (the host app's own
     sign-in; return None for anyone else). ``secret`` signs sessions and CSRF tokens (default
-    ``GUARD_REVIEW_SECRET``, else random per process: set it with several workers). Raises
-    ConfigError without any way to sign in.
+    ``GUARD_REVIEW_SECRET``, else random per process: set it with several workers).
+    ``quarantine``: the one given to the middleware, to show flagged uploads' pictures (off by
+    default). Raises ConfigError without any way to sign in.
     """
     source = None if isinstance(config, Config) else config or os.environ.get("GUARD_CONFIG")
     loaded = config if isinstance(config, Config) else load_config(source)
-    review = Review(loaded, store, Access(users, authenticate, secret))
+    review = Review(loaded, store, Access(users, authenticate, secret), quarantine)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -362,6 +400,7 @@ def review_app(
         Route("/logout", act(review.logout), methods=["POST"]),
         Route("/entries", page(review.entries)),
         Route("/decisions", page(review.decisions)),
+        Route("/pictures", page(review.pictures)),
         Route("/check", page(review.check_form)),
         Route("/check", act(review.check), methods=["POST"]),
         Route("/actions/add", act(review.add), methods=["POST"]),

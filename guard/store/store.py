@@ -654,3 +654,24 @@ class Store:
                 await self._client.hdel(MODES_KEY, list_name)
             else:
                 await self._client.hset(MODES_KEY, list_name, mode)
+
+    async def keep_pictures(self, key: str, images: Sequence[bytes], ttl: int) -> None:
+        """Keep images under ``key`` for ``ttl`` seconds (the review page's quarantine), in one
+        transaction: they are all there with their expiry, or none is."""
+        self._follow_loop()
+        async with translated():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.hset(key, mapping={str(n): image for n, image in enumerate(images)})
+            pipe.expire(key, ttl)
+            await pipe.execute()
+
+    async def kept_pictures(self, key: str) -> list[bytes]:
+        """The images kept under ``key``, in order (none if expired or never kept)."""
+        self._follow_loop()
+        async with translated():
+            found = await self._client.hgetall(key)
+        return [
+            value if isinstance(value, bytes) else value.encode()
+            for _, value in sorted(found.items(), key=lambda item: int(item[0]))
+        ]
