@@ -202,7 +202,10 @@ def test_http_basic_and_a_host_authenticate_function_let_moderators_in(loaded: s
         good = "Basic " + base64.b64encode(b"other:battery staple").decode()
         bad = "Basic " + base64.b64encode(b"other:wrong").decode()
         assert client.get("/guard/", headers={"authorization": good}).status_code == 200
-        assert client.get("/guard/", headers={"authorization": bad}).status_code == 401
+        refused = client.get("/guard/", headers={"authorization": bad})
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith('Basic realm="guard review"')
+        assert "www-authenticate" not in client.get("/guard/").headers  # a browser: the form
         assert client.get("/guard/", headers={"authorization": "Basic !!"}).status_code == 401
 
     def host_auth(request: Request) -> str | None:

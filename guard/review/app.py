@@ -146,7 +146,12 @@ class Review:
         )
 
     def login_page(self, request: Request, *, status: int, error: str = "") -> HTMLResponse:
-        return self.render(request, "login.html", status, form=bool(self.access.users), error=error)
+        page = self.render(request, "login.html", status, form=bool(self.access.users), error=error)
+        if status == 401 and request.headers.get("authorization", "").lower().startswith("basic"):
+            # A script that tried HTTP Basic gets the challenge; a browser gets the form (a
+            # challenge would open the browser's own password dialog over it).
+            page.headers["WWW-Authenticate"] = 'Basic realm="guard review", charset="UTF-8"'
+        return page
 
     # --- sign in and out ---------------------------------------------------------------------
 
