@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from starlette.routing import Mount, Route
 from test_middleware import BLOCKED, UNRELATED, load_lists, make_config
 
 from guard import GuardMiddleware, review_app
+from guard.review import Quarantine
 from guard.store import Store
 
 try:
@@ -74,8 +76,8 @@ def free_port() -> int:
         return int(listener.getsockname()[1])
 
 
-@pytest.fixture
-def server(redis_url: str) -> Iterator[str]:
+@contextmanager
+def serving(redis_url: str, quarantine: Quarantine | None = None) -> Iterator[str]:
     """The guarded app (/upload, /soft) and the review page (/guard) on one uvicorn server."""
     import uvicorn
 
@@ -83,15 +85,18 @@ def server(redis_url: str) -> Iterator[str]:
     with ThreadPoolExecutor(1) as worker:
         worker.submit(run, load_lists(redis_url)).result()
     config = make_config()
+    review = review_app(config, store=Store.from_url(redis_url), users=USERS, quarantine=quarantine)
     inner = Starlette(
         routes=[
             Route("/form/{name}", form),
             Route("/upload", upload, methods=["POST"]),
             Route("/soft", upload, methods=["POST"]),
-            Mount("/guard", review_app(config, store=Store.from_url(redis_url), users=USERS)),
+            Mount("/guard", review),
         ]
     )
-    guard = GuardMiddleware(inner, config=config, store=Store.from_url(redis_url))
+    guard = GuardMiddleware(
+        inner, config=config, store=Store.from_url(redis_url), quarantine=quarantine
+    )
     guard.modes.interval = 0.1
     port = free_port()
     settings = uvicorn.Config(
@@ -104,9 +109,17 @@ def server(redis_url: str) -> Iterator[str]:
     while not uvicorn_server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    uvicorn_server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def server(redis_url: str) -> Iterator[str]:
+    with serving(redis_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +239,25 @@ def test_anonymous_and_a_phone(browser: Browser, server: str, tmp_path: Path) ->
     assert width <= 390, width
     screenshot(phone, "review-phone.png", tmp_path)
     context.close()
+
+
+def test_a_quarantined_picture_is_shown_to_moderators_only(
+    browser: Browser, page: Page, redis_url: str, tmp_path: Path
+) -> None:
+    with serving(redis_url, Quarantine(ttl=600)) as server:
+        assert '"guard":"flag"' in upload_through_the_app(page, server, "soft", UNRELATED)
+        sign_in(page, server)
+        page.goto(f"{server}/guard/decisions")
+        link = page.locator('tr[data-action="flag"] a.picture')
+        address = link.get_attribute("href")
+        assert address
+        stranger = browser.new_context().new_page()
+        answer = stranger.goto(server + address)
+        assert answer is not None and answer.status == 401
+        expect(stranger.locator("#pictures img")).to_have_count(0)
+        stranger.context.close()
+        link.click()
+        picture = page.locator("#pictures img")
+        expect(picture).to_have_count(1)
+        assert picture.evaluate("img => img.naturalWidth") > 100  # decoded, not a broken image
+        screenshot(page, "review-quarantine.png", tmp_path)
