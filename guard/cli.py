@@ -57,7 +57,7 @@ from guard.listfile import format_line, parse_line
 from guard.store import ListExists, RenameIncomplete, Store, open_store
 from guard.store.allow import numbered
 from guard.store.writes import EVERY, Selector
-from guard.types import Entry, ImageLimits, Match, RecordedAction
+from guard.types import Entry, ImageLimits, Match, RecordedAction, ReviewAction
 from guard.verdict import action_for, decide, effect_of, suppresses
 
 EXIT_OK = 0
@@ -498,8 +498,8 @@ def _parser() -> argparse.ArgumentParser:
         "--action",
         dest="actions",
         action="append",
-        choices=get_args(RecordedAction),
-        help="only this action (repeatable)",
+        choices=(*get_args(RecordedAction), *get_args(ReviewAction)),
+        help="only this action (repeatable; review-* are the review page's)",
     )
 
     for name, run, verb, doing in (

@@ -164,6 +164,8 @@ class Decision:
 #: What a recorded decision did: a match's effect, an allow-list entry that suppressed a match
 #: ("allowed"), or fail-open lists passed unchecked.
 RecordedAction = Literal["reject", "flag", "shadow-reject", "shadow-flag", "allowed", "unchecked"]
+#: What a moderator did on the review page (guard.review), recorded in the same stream.
+ReviewAction = Literal["review-add", "review-allow", "review-remove", "review-mode"]
 
 
 @dataclass(frozen=True)

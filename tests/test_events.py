@@ -475,3 +475,29 @@ def test_guard_events_last_zero_prints_no_history_and_a_negative_count_is_refuse
         events_cli(redis_url, config_file, "--last", "-1")
     assert exited.value.code == 2
     assert "argument -n/--last: must be 0 or more, got -1" in capsys.readouterr().err
+
+
+def test_guard_events_filters_the_review_pages_actions_too(
+    redis_url: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(redis_url, record(request_id="r-reject"))
+
+    async def review() -> None:
+        async with Store.from_url(redis_url) as store:
+            fields = {
+                "schema": SCHEMA,
+                "action": "review-allow",
+                "request_id": "r-review",
+                "route": "/guard",
+                "method": "POST",
+                "time": "1796616000.0",
+                "by": "ana",
+            }
+            await store.append_events(STREAM, [fields], max_length=100)
+
+    run(review())
+    assert events_cli(redis_url, config_file, "--json", "--action", "review-allow") == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(p["action"], p["request_id"], p["by"]) for p in printed] == [
+        ("review-allow", "r-review", "ana")
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from typing import get_args
 
 from guard.config import Config
 from guard.errors import GuardError, InvalidHash
@@ -17,9 +18,9 @@ from guard.events import SCHEMA
 from guard.hashing import from_hex, to_hex
 from guard.store import Store
 from guard.store.allow import owner_of
-from guard.types import Entry
+from guard.types import Entry, ReviewAction
 
-ACTIONS = ("review-add", "review-allow", "review-remove", "review-mode")
+ACTIONS: tuple[ReviewAction, ...] = get_args(ReviewAction)
 
 
 class ActionError(GuardError):
