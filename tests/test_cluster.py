@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import random
 import shutil
@@ -330,6 +331,7 @@ def test_the_middleware_on_a_cluster_url(cluster: Cluster) -> None:
             health_path="/health", metrics_path="/metrics", events_stream="test:decisions"
         ),
     )
+    gc.collect()  # the metrics are per process: no other test's guard left to scrape
     guard = GuardMiddleware(Recorder(), config=config)
 
     async def body() -> list[int]:
