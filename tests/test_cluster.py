@@ -317,6 +317,26 @@ def test_the_cli_on_a_cluster(
     assert code == 0 and [json.loads(line)["list"] for line in out.splitlines()] == ["spam"]
 
 
+def test_wrong_urls_get_a_message_and_exit_3(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cluster node through redis://, a cluster URL nobody answers, a database number: each a
+    message saying what to do (exit 3), never a traceback or an internal error."""
+    node = cluster.url.removeprefix("redis+cluster://")
+    port = int(node.rsplit(":", 1)[1])
+    # A list served by another node than the one in the URL (a plain client gets MOVED).
+    name = next(n for n in "abcdefgh" if cluster.primary_of(f"guard:{{{n}}}:meta") != port)
+    cases = {
+        f"redis://{node}": "is a Redis Cluster node, so use a redis+cluster://",
+        "redis+cluster://127.0.0.1:9": "Redis Cluster is unavailable",
+        f"redis+cluster://{node}/2": "Argument 'db' must be 0",
+    }
+    for url, message in cases.items():
+        code = main(["export", "--list", name, "--redis-url", url])
+        err = capsys.readouterr().err
+        assert code == 3 and message in err and "Traceback" not in err, (url, err)
+
+
 # --- the middleware ----------------------------------------------------------------------------
 
 

@@ -14,8 +14,17 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    RedisClusterUnreachableError,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from guard import embedded
@@ -318,6 +327,16 @@ async def translated() -> AsyncIterator[None]:
         yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as error:
         raise StoreUnavailable(f"Redis is unavailable: {error}") from error
+    except (RedisClusterUnreachableError, SlotNotCoveredError, ClusterDownError) as error:
+        # A Redis Cluster down, or failing over (no node serves the slot yet).
+        raise StoreUnavailable(f"Redis Cluster is unavailable: {error}") from error
+    except TryAgainError as error:  # a slot being moved between nodes: ask again later
+        raise StoreUnavailable(f"Redis Cluster is moving a slot: {error}") from error
+    except MovedError as error:
+        raise StoreError(
+            f"Redis answered MOVED {error}: the server is a Redis Cluster node, so use a "
+            "redis+cluster:// (or rediss+cluster://) URL"
+        ) from error
     except ResponseError as error:
         if RECREATED_REPLY in str(error):
             raise Recreated(f"Redis refused a command: {error}") from error
@@ -326,6 +345,10 @@ async def translated() -> AsyncIterator[None]:
         raise StoreError(f"Redis refused a command: {error}") from error
     except RedisError as error:
         raise StoreError(f"Redis error: {error}") from error
+    except RedisClusterException as error:  # e.g. "Cluster mode is not enabled on this node"
+        raise StoreError(
+            f"Redis Cluster error: {error} (a single server takes a redis:// URL)"
+        ) from error
 
 
 def lease_embedded(path: Path | None) -> embedded.Lease:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisClusterException
 
 from guard.bands import BAND_COUNTS, LISTS_KEY
 from guard.errors import StoreError, StoreUnavailable, UnknownList
@@ -133,7 +134,7 @@ class Store:
 
         try:
             redis_client = connect()
-        except ValueError as error:
+        except (ValueError, RedisClusterException) as error:
             raise StoreUnavailable(f"invalid Redis URL {url!r}: {error}") from error
         store = cls(redis_client, mirror=mirror, reconnect=connect)
         if is_cluster_url(url):
