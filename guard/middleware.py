@@ -56,6 +56,7 @@ from guard.types import (
     Decision,
     DecisionRecord,
     ImageLimits,
+    Match,
     Message,
     Receive,
     RecordedAction,
@@ -540,29 +541,15 @@ class _Responder:
                 supervisor.count("shadow_rejects")
             elif outcome.action == "shadow-flag":
                 supervisor.count("shadow_flags")
+            action = cast(RecordedAction, outcome.action)  # a match's: reject, flag or shadow
             self.guard.observers.decided(
-                self._record(
-                    cast(RecordedAction, outcome.action),  # a match's: reject, flag or shadow
-                    list=match.list,
-                    distance=match.distance,
-                    phash_distance=match.phash_distance,
-                    transform=match.transform,
-                    source=match.entry.source,
-                    label=match.entry.label,
-                    unchecked_lists=outcome.unchecked,
-                )
+                self._record(action, **_matched(match), unchecked_lists=outcome.unchecked)
             )
         for suppression in outcome.allowed:  # checked before any reject: recorded whatever won
-            listed = suppression.match
             self.guard.observers.decided(
                 self._record(
                     "allowed",
-                    list=listed.list,
-                    distance=listed.distance,
-                    phash_distance=listed.phash_distance,
-                    transform=listed.transform,
-                    source=listed.entry.source,
-                    label=listed.entry.label,
+                    **_matched(suppression.match),
                     allowed_by=suppression.allowed_by.entry.source,
                 )
             )
@@ -675,6 +662,19 @@ class _Responder:
     def _client(self) -> str | None:
         client = self.scope.get("client")
         return f"{client[0]}:{client[1]}" if client else None
+
+
+def _matched(match: Match) -> dict[str, Any]:
+    """A match's fields of a :class:`DecisionRecord`: the list and entry, never the upload's
+    hashes."""
+    return {
+        "list": match.list,
+        "distance": match.distance,
+        "phash_distance": match.phash_distance,
+        "transform": match.transform,
+        "source": match.entry.source,
+        "label": match.entry.label,
+    }
 
 
 def _hash_for_lookup(data: bytes, limits: ImageLimits, dihedral: bool) -> ImageHashes:
