@@ -71,10 +71,14 @@ def _script(name: str) -> str:
     return (files("guard.store") / "scripts" / name).read_text(encoding="utf-8")
 
 
+#: Lua shared by the scripts that write snapshot records themselves (prepended to them).
+_SNAPSHOT_LUA = _script("snapshot.lua")
+
+
 ADD_SCRIPT = _script("add.lua")
-REMOVE_SCRIPT = _script("remove.lua").replace("RECORD_SIZE", str(RECORD_SIZE))
+REMOVE_SCRIPT = _SNAPSHOT_LUA + _script("remove.lua").replace("RECORD_SIZE", str(RECORD_SIZE))
 DROP_SCRIPT = _script("drop.lua")
-ENABLE_SCRIPT = _script("enable.lua")
+ENABLE_SCRIPT = _SNAPSHOT_LUA + _script("enable.lua")
 
 #: Which entries of an aHash :func:`disable` and :func:`enable` take: the one with this pHash,
 #: the one without a pHash (None), or every one (EVERY).

@@ -29,14 +29,7 @@ for _, entry in ipairs(cjson.decode(disabled)) do
     end
     if not duplicate then
       table.insert(listed, entry)
-      local record = ARGV[3] .. string.rep(string.char(0), 8) .. string.char(0)
-      if entry['phash'] ~= '' then
-        local phash = string.gsub(entry['phash'], '..', function(pair)
-          return string.char(tonumber(pair, 16))
-        end)
-        record = ARGV[3] .. phash .. string.char(1)
-      end
-      snap = snap .. record
+      snap = snap .. snapshot_record(ARGV[3], entry['phash'])
       back = back + 1
     end
   else

@@ -59,13 +59,7 @@ end
 local snap = redis.call('GET', KEYS[4])
 if snap then
   for _, entry in ipairs(removed) do
-    local record = ARGV[3] .. string.rep(string.char(0), 8) .. string.char(0)
-    if entry['phash'] ~= '' then
-      local phash = string.gsub(entry['phash'], '..', function(pair)
-        return string.char(tonumber(pair, 16))
-      end)
-      record = ARGV[3] .. phash .. string.char(1)
-    end
+    local record = snapshot_record(ARGV[3], entry['phash'])
     local at = string.find(snap, record, 1, true)
     while at and (at - 1) % RECORD_SIZE ~= 0 do at = string.find(snap, record, at + 1, true) end
     if at then snap = string.sub(snap, 1, at - 1) .. string.sub(snap, at + RECORD_SIZE) end
