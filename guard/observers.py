@@ -77,23 +77,19 @@ class Observers(Observer):
         return len(self._observers)
 
     def checked(self, report: RequestReport) -> None:
-        for observer in self._observers:
-            try:
-                observer.checked(report)
-            except Exception:  # noqa: BLE001 - an observer never fails a request
-                self._failed(observer)
+        self._tell("checked", report)
 
     def decided(self, record: DecisionRecord) -> None:
-        for observer in self._observers:
-            try:
-                observer.decided(record)
-            except Exception:  # noqa: BLE001 - an observer never fails a request
-                self._failed(observer)
+        self._tell("decided", record)
 
     def counted(self, counter: str) -> None:
+        self._tell("counted", counter)
+
+    def _tell(self, method: str, news: object) -> None:
+        """Call ``method`` of every observer with ``news``; one that raises is logged, skipped."""
         for observer in self._observers:
             try:
-                observer.counted(counter)
+                getattr(observer, method)(news)
             except Exception:  # noqa: BLE001 - an observer never fails a request
                 self._failed(observer)
 

@@ -76,7 +76,7 @@ class ModeOverrides:
         wanted = (id(self._base), tuple(sorted(self.modes.items())))
         if wanted != self._wanted:
             self._wanted = wanted
-            guard.config = guard.supervisor.config = with_modes(self._base, self.modes)
+            guard.config = with_modes(self._base, self.modes)
         self._applied = guard.config
 
     async def _read(self, store: Store) -> None:
