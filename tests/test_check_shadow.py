@@ -1,4 +1,4 @@
-"""`guard check` says what a list in shadow mode, or under an enforce_ratio, would do (issue 15).
+"""`guard check` says what a list in shadow mode, or under an enforce_ratio, would do.
 
 In-process against the session's real Redis server, as tests/test_cli_lists.py runs the CLI.
 """

@@ -1,4 +1,4 @@
-"""Issue 17: `guard init`, `eval --chart` without matplotlib, help examples, and one test per exit
+"""`guard init`, `eval --chart` without matplotlib, help examples, and one test per exit
 code of the scheme in guard/cli.py's docstring and docs/cli.md."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 17: the CLI's first-run traps, one test each (each failed before its fix)."""
+"""The CLI's first-run traps, one test each (each failed before its fix)."""
 
 from __future__ import annotations
 

@@ -1360,7 +1360,7 @@ def test_a_route_may_use_double_star_once() -> None:
         Route(path="/**/a/**/b", lists=("spam",))
 
 
-# --- shadow mode and gradual rollout (issue 15) ------------------------------------------------
+# --- shadow mode and gradual rollout --------------------------------------------------------
 
 
 def test_mode_and_enforce_ratio_default_to_enforcing_everything() -> None:

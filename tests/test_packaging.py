@@ -1,4 +1,4 @@
-"""Issue 17: the distribution's name, its one version string, the public names, the files a
+"""The distribution's name, its one version string, the public names, the files a
 release carries."""
 
 from __future__ import annotations

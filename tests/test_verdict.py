@@ -287,7 +287,7 @@ def test_decision_is_importable_from_where_apps_import_it() -> None:
     assert guard.Decision is middleware.Decision is Decision
 
 
-# --- shadow mode and enforce_ratio (issue 15) ---------------------------------------------------
+# --- shadow mode and enforce_ratio -----------------------------------------------------------
 
 SHADOW_POLICIES = {
     **POLICIES,
