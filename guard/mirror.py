@@ -10,24 +10,23 @@ records of the best matches) instead of a SUNION over hundreds of buckets, and t
 confirmation of every candidate happens here, vectorised, however many near-duplicates a list
 holds.
 
-The index is the same multi-index hashing as in Redis (guard.bands): per band, the
-entries sorted by band value, so a probe is a binary search instead of a set key and a probed
-bucket is a contiguous run of aHashes to filter.
-Exactness is the same pigeonhole argument; the exact popcount filter removes false positives.
+The search is multi-index hashing (guard.mih), the pigeonhole argument of the Redis index
+(guard.bands), but with bands of its own: built from the snapshot, it need not follow the list's
+Redis layout, so its bands are as wide as the list is large (a direct-address table per band
+instead of a set key per bucket), every query variant's probes go in one vectorised gather, and
+it scans instead when the probed runs would hold more than a scan reads.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from guard.bands import HASH_BITS, BandLayout
+from guard.bands import DEFAULT_PERMUTATIONS, HASH_BITS, BandLayout
+from guard.mih import HammingIndex, bands_for
 
 Hashes = npt.NDArray[np.uint64]
 
@@ -61,8 +60,8 @@ class Ranked:
         return len(self.positions)
 
 
-# Above this many probes per stored hash a linear scan is cheaper than the band index.
-_SCAN_RATIO = 0.25
+#: The bit order the search's bands are cut from (the decorrelating order of guard.bands).
+SEARCH_BIT_ORDER = DEFAULT_PERMUTATIONS[4]
 
 
 #: Confirmation tiers, best first (the order of a lookup's results).
@@ -108,20 +107,8 @@ class Mirror:
         self.layout = layout
         self.version = version
         self.incarnation = incarnation  # "" for a list created before incarnations existed
-        # Per band: the entries' positions sorted by band value, the sorted band values (in the
-        # narrowest type) and the aHashes in that order, so that a probed bucket is a contiguous
-        # run to filter (m = 4: 4 + 2 + 8 bytes per entry and band).
-        self._value_type = np.dtype(np.uint16 if layout.width <= 16 else np.uint64)
-        position_type = np.int32 if len(self.ahashes) < 2**31 else np.int64
-        self._order: list[npt.NDArray[Any]] = []
-        self._sorted: list[npt.NDArray[Any]] = []
-        self._sorted_hashes: list[Hashes] = []
-        for band_values in band_values_of(self.ahashes, layout):
-            narrow = band_values.astype(self._value_type)
-            order = np.argsort(narrow, kind="stable").astype(position_type)
-            self._order.append(order)
-            self._sorted.append(narrow[order])
-            self._sorted_hashes.append(self.ahashes[order])
+        # The search's own bands (not the Redis layout's): see guard.mih.
+        self._index = HammingIndex(self.ahashes, bands_for(len(self.ahashes), SEARCH_BIT_ORDER))
 
     @classmethod
     def of_hashes(cls, ahashes: Hashes, layout: BandLayout, version: int = 0) -> Mirror:
@@ -150,6 +137,10 @@ class Mirror:
 
     def __len__(self) -> int:
         return len(self.ahashes)
+
+    def index_bytes(self) -> int:
+        """Bytes the search index takes beyond the entries' own arrays."""
+        return self._index.nbytes()
 
     def rank(
         self,
@@ -209,57 +200,18 @@ class Mirror:
         )
 
     def _near_positions(self, queries: list[int], radius: int) -> npt.NDArray[np.intp]:
-        """Positions of the entries within ``radius`` of at least one query, each once."""
-        if not len(self.ahashes) or not queries:
-            return np.empty(0, dtype=np.intp)
-        wanted = np.array(queries, dtype=np.uint64)
-        if len(queries) * self.layout.probe_count(radius) > _SCAN_RATIO * len(self.ahashes):
-            keep = np.zeros(len(self.ahashes), dtype=bool)
-            for query in wanted:
-                keep |= popcount(self.ahashes ^ query) <= radius
-            return np.flatnonzero(keep)
-        found = [
-            self._order[band][runs[popcount(self._sorted_hashes[band][runs] ^ asked) <= radius]]
-            for band, runs, asked in self._probed(queries, radius, wanted)
-        ]
-        if not found:
-            return np.empty(0, dtype=np.intp)
-        # A match is found through up to every band: sort and drop repeats (cheaper here than
-        # np.unique's hashing).
-        positions = np.sort(np.concatenate(found))
-        first = np.ones(len(positions), dtype=bool)
-        first[1:] = positions[1:] != positions[:-1]
-        return positions[first].astype(np.intp)
-
-    def _probed(
-        self, queries: list[int], radius: int, wanted: Hashes
-    ) -> Iterator[tuple[int, npt.NDArray[np.intp], Hashes]]:
-        """Per band: the indices of every probed bucket's entries in that band's sorted order
-        (contiguous runs), and the query (variant) that probed each."""
-        own = np.array([self.layout.values(q) for q in queries], dtype=np.uint64)
-        for band, rho in enumerate(self.layout.radii(radius)):
-            if rho < 0:
-                continue
-            masks = _masks(self.layout.width, rho)
-            probes = (own[:, band, None] ^ masks[None, :]).ravel().astype(self._value_type)
-            low = np.searchsorted(self._sorted[band], probes, side="left")
-            sizes = np.searchsorted(self._sorted[band], probes, side="right") - low
-            hit = sizes > 0
-            if not hit.any():
-                continue
-            low, sizes = low[hit], sizes[hit]
-            # Every index in [low, low + size) of every hit bucket, without a Python loop.
-            runs = np.repeat(low - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
-            if len(queries) == 1:
-                yield band, runs, wanted[0]
-            else:
-                query_of_probe = np.repeat(np.arange(len(queries)), len(masks))
-                yield band, runs, wanted[np.repeat(query_of_probe[hit], sizes)]
+        """Positions of the entries within ``radius`` of at least one query, each once,
+        ascending (rank's ties go to the lowest position)."""
+        return self._index.near(np.array(queries, dtype=np.uint64), radius)
 
     def candidates(self, queries: list[int], radius: int) -> int:
-        """How many entries a lookup examines (probed bucket members, with repeats)."""
-        wanted = np.array(queries, dtype=np.uint64)
-        return sum(len(runs) for _, runs, _ in self._probed(queries, radius, wanted))
+        """How many entries a lookup tests (probed run members with repeats, or every entry
+        once per query when it scans)."""
+        return self._index.candidates(np.array(queries, dtype=np.uint64), radius)
+
+    def scans(self, queries: list[int], radius: int) -> bool:
+        """Whether a lookup of ``queries`` scans every entry (the probes would cost more)."""
+        return self._index.scans(np.array(queries, dtype=np.uint64), radius)
 
 
 def band_values_of(hashes: Hashes, layout: BandLayout) -> list[Hashes]:
@@ -293,14 +245,3 @@ def _byte_tables(layout: BandLayout) -> list[list[Hashes]]:
             per_byte.append(table)
         tables.append(per_byte)
     return tables
-
-
-@lru_cache(maxsize=64)
-def _masks(width: int, rho: int) -> Hashes:
-    """Every ``width``-bit mask with at most ``rho`` bits set (the XORs a band probe tries)."""
-    masks = [
-        sum(1 << p for p in positions)
-        for flipped in range(min(max(rho, -1), width) + 1)
-        for positions in itertools.combinations(range(width), flipped)
-    ]
-    return np.array(masks, dtype=np.uint64)

@@ -5,8 +5,10 @@ if some query is within ``radius`` aHash bits; its best query is the one that co
 within ``confirm_radius``), then the nearest in aHash, then in pHash, then the first; entries
 come best first: confirmed, then without a pHash (nothing can confirm them), then contradicted
 by their pHash; ties in entry order; ``limit`` keeps the first ones.
-Many random cases, over every band count, both of rank's paths (band index and linear scan),
-with duplicate aHashes, entries without a pHash and queries near the entries.
+Many random cases, over every band count, both of the search's paths (band index and linear
+scan), with duplicate aHashes, entries without a pHash and queries near the entries; and the
+middleware's real query (radius 12 over the 8 flips/rotations) on a crowded list. guard.mih's
+own oracle test covers the search alone over more radii and band cuts.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from guard import mih
 from guard.bands import BAND_COUNTS, default_layout
-from guard.mirror import _SCAN_RATIO, RECORD_SIZE, Mirror, Ranked, snapshot_record
+from guard.hashing import TRANSFORMS, permute
+from guard.mirror import RECORD_SIZE, Mirror, Ranked, snapshot_record
 
 
 def _popcount(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
@@ -117,8 +121,11 @@ def _entries(
     return [int(v) for v in values]
 
 
-def test_rank_equals_the_brute_force_oracle_over_many_random_cases() -> None:
+def test_rank_equals_the_brute_force_oracle_over_many_random_cases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     rng = random.Random(20261207)
+    default_share = mih.SCAN_SHARE
     paths = {"index": 0, "scan": 0}
     found = limited = unconfirmed = 0
     for case in range(600):
@@ -137,18 +144,46 @@ def test_rank_equals_the_brute_force_oracle_over_many_random_cases() -> None:
             phash = _flip(rng.choice(close), rng, rng.randint(0, 30)) if close else 0
             queries.append((ahash, phash if rng.random() < 0.7 else rng.getrandbits(64)))
         limit = rng.choice([None, None, 1, 3, 10])
+        # The search picks probing or scanning by cost; a third of the cases force each path.
+        share = rng.choice([default_share, float("inf"), 0.0])
+        monkeypatch.setattr(mih, "SCAN_SHARE", share)
         mirror = _mirror(ahashes, phashes, bands)
         expected = _oracle(ahashes, phashes, queries, radius, confirm_radius, limit)
         got = _as_rows(mirror.rank(queries, radius, confirm_radius, limit))
         assert got == expected, (case, bands, radius, confirm_radius, limit)
-        scan = len(queries) * mirror.layout.probe_count(radius) > _SCAN_RATIO * len(ahashes)
-        paths["scan" if scan else "index"] += 1
+        if ahashes:
+            paths["scan" if mirror.scans([a for a, _ in queries], radius) else "index"] += 1
         found += bool(expected)
         limited += limit is not None and len(expected) == limit
         unconfirmed += any(not row[4] for row in expected)
     # Every kind of case came up: both paths, answers found, cut by limit, not confirmed.
     assert min(paths.values()) > 100, paths
     assert found > 300 and limited > 50 and unconfirmed > 50, (found, limited, unconfirmed)
+
+
+@pytest.mark.parametrize("limit", [None, 1])
+def test_the_real_query_equals_the_oracle_on_a_crowded_list(limit: int | None) -> None:
+    """Radius 12, confirm radius 12, the 8 flips/rotations of an upload whose list is crowded
+    around it and its mirror image (crops of one photo), some entries with close pHashes."""
+    rng = random.Random(1207)
+    generator = np.random.default_rng(1207)
+    checked = 0
+    for _ in range(12):
+        ahash, phash = rng.getrandbits(64), rng.getrandbits(64)
+        mirrored = permute(ahash, "flip_left_right")
+        size = rng.choice([1, 3, 50, 4000])
+        ahashes = _entries(generator, [ahash, mirrored], size, 18)
+        phashes = [
+            None if rng.random() < 0.2 else _flip(phash, rng, rng.randint(0, 40)) for _ in ahashes
+        ]
+        queries = [
+            (permute(ahash, name), _flip(phash, rng, rng.randint(0, 3))) for name in TRANSFORMS
+        ]
+        mirror = _mirror(ahashes, phashes, 4)
+        expected = _oracle(ahashes, phashes, queries, 12, 12, limit)
+        assert _as_rows(mirror.rank(queries, 12, 12, limit)) == expected
+        checked += len(expected)
+    assert checked > (100 if limit is None else 8)  # the crowd was near enough to matter
 
 
 @pytest.mark.parametrize("bands", BAND_COUNTS)
