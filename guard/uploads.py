@@ -8,6 +8,7 @@ once the body is delivered.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -24,7 +25,8 @@ from guard.errors import BodyTooLarge, MalformedBody, NotAnImage
 from guard.images import sniff_format
 from guard.types import Message, Receive
 
-#: Size of the chunks replayed to the app and read from the spool (as Starlette and uvicorn use).
+#: Size of the chunks read from a spooled file, and up to which the small chunks of a body held
+#: in memory are joined for the app (as Starlette and uvicorn use).
 CHUNK_SIZE = 64 * 1024
 # The part of a data: URL before its base64 payload; the media type in it is not trusted.
 _DATA_URL = re.compile(r"data:[^,]*;base64,", re.IGNORECASE)
@@ -37,13 +39,15 @@ class ClientDisconnected(Exception):
 class Spool:
     """A request body: kept in memory up to ``memory_limit`` bytes, then in a temporary file.
 
-    Writes to and reads from the file run in a worker thread, never on the event loop
-    (CVE-2025-54121 was exactly that mistake). Call :meth:`close` on every path.
+    In memory the body is the server's own chunks, as they came: nothing is copied on the event
+    loop, and the app is handed the same chunks back (:class:`Replay`). Writes to and reads from
+    the file run in a worker thread, never on the event loop (CVE-2025-54121 was exactly that
+    mistake). Call :meth:`close` on every path.
     """
 
     def __init__(self, memory_limit: int) -> None:
         self._memory_limit = memory_limit
-        self._memory = bytearray()
+        self._memory: list[bytes] = []
         self._file: IO[bytes] | None = None
         self.size = 0
 
@@ -51,20 +55,22 @@ class Spool:
         if not data:
             return
         self.size += len(data)
-        if self._file is None and len(self._memory) + len(data) <= self._memory_limit:
-            self._memory += data
+        if self._file is None and self.size <= self._memory_limit:
+            # bytes are immutable; anything else the server hands over is copied once
+            self._memory.append(data if type(data) is bytes else bytes(data))
             return
         if self._file is None:
             # Written as they are, not joined first: a copy would double the memory held.
             self._file = await anyio.to_thread.run_sync(tempfile.TemporaryFile)
-            await anyio.to_thread.run_sync(self._file.write, self._memory)
-            self._memory = bytearray()
+            await anyio.to_thread.run_sync(_write_each, self._file, self._memory)
+            self._memory = []
         await anyio.to_thread.run_sync(self._file.write, data)
 
     def read_all(self) -> bytes:
-        """The whole body (blocking when on disk: call from a worker thread)."""
+        """The whole body (blocking when on disk, and a copy of a large one: call from a worker
+        thread)."""
         if self._file is None:
-            return bytes(self._memory)
+            return self._memory[0] if len(self._memory) == 1 else b"".join(self._memory)
         self._file.seek(0)
         return self._file.read()
 
@@ -75,21 +81,36 @@ class Spool:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._memory = bytearray()
+        self._memory = []
+
+
+def _write_each(file: IO[bytes], chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        file.write(chunk)
 
 
 class _Chunks:
-    """Reads a spool back in CHUNK_SIZE pieces."""
+    """Reads a spool back: in memory the chunks as received (small ones joined up to
+    CHUNK_SIZE), from the file CHUNK_SIZE pieces."""
 
     def __init__(self, spool: Spool) -> None:
         self._spool = spool
         self._offset = 0
+        self._index = 0
 
     async def next(self) -> tuple[bytes, bool]:
         """The next chunk and whether more follow."""
         spool = self._spool
         if spool._file is None:
-            chunk = bytes(spool._memory[self._offset : self._offset + CHUNK_SIZE])
+            # The server's chunks as they are; runs of small ones joined up to CHUNK_SIZE, so a
+            # body that came in dribs is not replayed a dozen bytes a message.
+            memory, start = spool._memory, self._index
+            stop, size = start, 0
+            while stop < len(memory) and (stop == start or size + len(memory[stop]) <= CHUNK_SIZE):
+                size += len(memory[stop])
+                stop += 1
+            chunk = memory[start] if stop == start + 1 else b"".join(memory[start:stop])
+            self._index = stop
         else:
             chunk = await anyio.to_thread.run_sync(self._read_file, spool._file, self._offset)
         self._offset += len(chunk)
@@ -118,12 +139,21 @@ class PartCounter:
         self.count = 0
 
     def feed(self, data: bytes) -> None:
-        window = self._tail + data
-        self.count += window.count(self._delimiter)
-        # max(0, ...): a window shorter than the delimiter is kept whole. A negative start would
-        # drop its head, and with chunks under half a delimiter long no delimiter was ever seen
-        # (tools/fuzz.py: the same body gave 413 whole and 400 split).
-        self._tail = window[max(0, len(window) - len(self._delimiter) + 1) :]
+        # The delimiters inside the chunk, and those that start in the tail and end in the
+        # chunk (within its first len - 1 bytes): the chunk itself is not copied. A delimiter
+        # cannot overlap itself (a boundary holds no CR or LF), so the two counts are disjoint.
+        keep = len(self._delimiter) - 1
+        self.count += data.count(self._delimiter) + (self._tail + data[:keep]).count(
+            self._delimiter
+        )
+        if len(data) >= keep:
+            self._tail = data[len(data) - keep :]
+        else:
+            # max(0, ...): a window shorter than the delimiter is kept whole. A negative start
+            # would drop its head, and with chunks under half a delimiter long no delimiter was
+            # ever seen (tools/fuzz.py: the same body gave 413 whole and 400 split).
+            window = self._tail + data
+            self._tail = window[max(0, len(window) - keep) :]
         if self.count > self._max_parts + 1:
             raise BodyTooLarge(f"multipart body has more than max_parts={self._max_parts} parts")
 
@@ -184,20 +214,31 @@ class Replay:
 
     After the last chunk every call goes to the server's ``receive``, which blocks until
     ``http.disconnect``: the app can still notice a client leaving, and never spins on an
-    empty body (a naive replay was polled 26,519 times in 150 ms, hostile case H07).
+    empty body (a naive replay was polled 26,519 times in 150 ms, hostile case H07). ``pending``
+    is a call of the server's ``receive`` still under way (guard's disconnect watcher): the
+    app's first call after the body takes its message if it has one, else cancels it and asks
+    the server itself, so nothing the server says is lost or read twice.
     """
 
-    def __init__(self, spool: Spool, receive: Receive) -> None:
+    def __init__(
+        self, spool: Spool, receive: Receive, pending: asyncio.Future[Message] | None = None
+    ) -> None:
         self._chunks = spool.chunks()
         self._receive = receive
+        self._pending = pending
         self._done = False
 
     async def __call__(self) -> Message:
-        if self._done:
-            return await self._receive()
-        chunk, more = await self._chunks.next()
-        self._done = not more
-        return {"type": "http.request", "body": chunk, "more_body": more}
+        if not self._done:
+            chunk, more = await self._chunks.next()
+            self._done = not more
+            return {"type": "http.request", "body": chunk, "more_body": more}
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            if pending.done() and not pending.cancelled():
+                return pending.result()
+            pending.cancel()
+        return await self._receive()
 
 
 @dataclass(frozen=True)
