@@ -43,8 +43,9 @@ _MARK_SHARE = 16
 
 def bands_for(size: int, order: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     """Bands for ``size`` hashes: consecutive chunks of the bit ``order``, about log2(size) bits
-    each (16 below 4M hashes, else 21-22), so a run holds a few hashes of a uniform list."""
-    count = 4 if size < 4_000_000 else 3
+    each (8 below 4096 hashes, 16 below 4M, else 21-22), so a run holds a few hashes of a
+    uniform list and the tables stay small beside the list."""
+    count = 8 if size < 4096 else 4 if size < 4_000_000 else 3
     widths = [HASH_BITS // count + (i < HASH_BITS % count) for i in range(count)]
     starts = np.cumsum([0, *widths])
     return tuple(tuple(order[starts[i] : starts[i + 1]]) for i in range(count))

@@ -38,14 +38,14 @@ def _flip(value: int, rng: random.Random, bits: int) -> int:
 def _random_bands(rng: random.Random) -> tuple[tuple[int, ...], ...]:
     """A random cut of a random bit order into 1..8 bands of uneven widths (each <= 16 bits),
     or one of the mirror's own cuts."""
-    if rng.random() < 0.3:
-        return bands_for(rng.choice([10, 5_000_000]), SEARCH_BIT_ORDER)
+    if rng.random() < 0.4:  # the 21-22 bit tables are large: build them for few cases
+        return bands_for(rng.choice([10, 10, 10_000, 10_000, 5_000_000]), SEARCH_BIT_ORDER)
     order = rng.sample(range(HASH_BITS), HASH_BITS)
     count = rng.randint(4, 8)
     cuts = sorted(rng.sample(range(1, HASH_BITS), count - 1))
     bands = [tuple(order[a:b]) for a, b in zip([0, *cuts], [*cuts, HASH_BITS], strict=True)]
     if max(len(b) for b in bands) > 16:  # keep tables and probe balls small
-        return bands_for(10, tuple(order))
+        return bands_for(10_000, tuple(order))
     return tuple(bands)
 
 
@@ -78,19 +78,16 @@ def test_near_equals_the_brute_force_oracle_over_many_random_cases() -> None:
         ]
         expected = _oracle(hashes, queries, radius)
         wanted = np.array(queries, dtype=np.uint64)
-        for share in (PROBE, SCAN, None):
-            index = (
-                HammingIndex(np.array(hashes, dtype=np.uint64), bands)
-                if share is None
-                else HammingIndex(np.array(hashes, dtype=np.uint64), bands, scan_share=share)
-            )
+        index = HammingIndex(np.array(hashes, dtype=np.uint64), bands)
+        for share in (index.scan_share, PROBE, SCAN):
+            index.scan_share = share
             got = index.near(wanted, radius)
             assert got.dtype == np.intp
             assert got.tolist() == expected, (case, share, radius, [len(b) for b in bands])
             if share is PROBE and size:
                 assert index.candidates(wanted, radius) >= len(expected)
         found += bool(expected)
-    assert found > 150, found  # most cases had an answer to get right
+    assert found > 100, found  # many cases had an answer to get right, not just nothing
 
 
 def test_it_probes_a_spread_list_and_scans_a_crowded_one() -> None:
@@ -133,7 +130,9 @@ def test_hashes_exactly_at_the_radius_are_in_and_one_bit_further_out(share: floa
     query = rng.getrandbits(HASH_BITS)
     hashes = [_flip(query, rng, d) for d in range(0, 18) for _ in range(10)]
     hashes += [rng.getrandbits(HASH_BITS) for _ in range(500)]
-    index = HammingIndex(np.array(hashes, dtype=np.uint64), bands_for(10, SEARCH_BIT_ORDER), share)
+    index = HammingIndex(
+        np.array(hashes, dtype=np.uint64), bands_for(10_000, SEARCH_BIT_ORDER), share
+    )
     for radius in range(17):
         got = index.near(np.array([query], dtype=np.uint64), radius).tolist()
         assert got == _oracle(hashes, [query], radius)
@@ -153,11 +152,18 @@ def test_no_queries_or_no_hashes_find_nothing() -> None:
 
 
 def test_bands_grow_with_the_list_and_cover_every_bit_once() -> None:
-    for size, widths in ((0, [16] * 4), (3_999_999, [16] * 4), (4_000_000, [22, 21, 21])):
+    for size, widths in (
+        (0, [8] * 8),
+        (4095, [8] * 8),
+        (4096, [16] * 4),
+        (3_999_999, [16] * 4),
+        (4_000_000, [22, 21, 21]),
+    ):
         bands = bands_for(size, SEARCH_BIT_ORDER)
         assert [len(b) for b in bands] == widths
         assert sorted(bit for band in bands for bit in band) == list(range(HASH_BITS))
     assert band_radii(4, 12) == (3, 2, 2, 2) and band_radii(3, 12) == (4, 3, 3)
+    assert band_radii(8, 12) == (1, 1, 1, 1, 1, 0, 0, 0)
     assert band_radii(4, 2) == (0, 0, 0, -1)  # sum(rho + 1) = radius + 1: one band unprobed
 
 
