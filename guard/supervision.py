@@ -8,6 +8,7 @@ decides nothing about a request: a lookup's failures go back to :func:`guard.ver
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,7 +29,7 @@ from guard.errors import (
 from guard.hashing import FrameHash
 from guard.observers import Observer
 from guard.store import Store
-from guard.store.allow import numbered
+from guard.store.allow import allow_list, numbered
 from guard.types import Match
 from guard.verdict import action_for, refuses, suppresses
 
@@ -128,7 +129,8 @@ class StoreSupervisor:
             return None
         try:
             with anyio.fail_after(self.config.http.decision_timeout):
-                problems = await self._list_problems(await self._open_store(), list(routes))
+                store = await self._open_store()
+                problems = await self._list_problems(store, list(routes))
         except (StoreError, TimeoutError) as error:
             reason = str(error) or "no answer within http.decision_timeout"
             logger.error(
@@ -138,6 +140,7 @@ class StoreSupervisor:
                 reason,
             )
             return None
+        await self._load_mirrors(store, [name for name in routes if name not in problems])
         failures = []
         for name, problem in problems.items():
             used = ", ".join(f"{'|'.join(sorted(r.methods))} {r.path}" for r in routes[name])
@@ -151,6 +154,22 @@ class StoreSupervisor:
             else:
                 logger.warning("guard: start-up: %s (required: false: serving without it)", text)
         return "guard: " + "; ".join(failures) if failures else None
+
+    async def _load_mirrors(self, store: Store, names: list[str]) -> None:
+        """Load the lists' mirrors (and their allow-lists') before serving, one after the other,
+        within ``http.decision_timeout`` in all: the first requests then find them ready. What
+        is not loaded by then goes on loading; requests wait for it within their deadline."""
+        try:
+            with anyio.fail_after(self.config.http.decision_timeout):
+                for name in names:
+                    for stored in (name, allow_list(name)):
+                        with contextlib.suppress(StoreError):  # no allow-list; Redis failing
+                            await store.refresh_mirror(stored)
+        except TimeoutError:
+            logger.warning(
+                "guard: start-up: the lists' mirrors are still loading after "
+                "http.decision_timeout: the first requests wait for them"
+            )
 
     async def _list_problems(self, store: Store, names: list[str]) -> dict[str, str]:
         """What is wrong with each list that is missing, empty or unusable."""

@@ -1,9 +1,12 @@
 """A store's worker-local mirrors (guard.mirror): loaded in the background, trusted only at the
-(incarnation, version) they were loaded at.
+(incarnation, version) they were loaded at or caught up to.
 
 A lookup through a mirror costs one MULTI round trip that checks both and fetches the records to
-return; a stale mirror answers nothing (the lookup goes to the Redis index) and is reloaded, at
-most once per ``retry_seconds``.
+return. A mirror found behind catches up from the list's change log (guard.store.changes): one
+more round trip and the changed records applied in memory, then the lookup runs again. Only a
+mirror the log cannot bring up to date (idle for longer than the log keeps changes, or another
+incarnation) loads the whole snapshot again; lookups wait for that load (within their own
+deadline) rather than walk the Redis index, which takes seconds on big lists.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 
 from guard.errors import StoreError
 from guard.mirror import RECORD_SIZE, Mirror, Ranked
+from guard.mirror_patch import PatchedMirror
 from guard.spelling import to_signed
+from guard.store.changes import changes_since
 from guard.store.connection import Gone, Recreated, is_cluster, read_in_one_step, translated
 from guard.store.index import INLINE_QUERIES, Query, run
 from guard.store.records import ListMeta, entries_from_json, keys, text
@@ -34,9 +39,9 @@ class MirrorSettings:
     """The worker-local mirror of each list a store looks up (see guard.mirror).
 
     A worker holds about 73 bytes per entry at 4 bands (73 MB per million).
-    Lists with more than ``max_entries`` aHashes stay on the Redis index. After a change, a
-    mirror is reloaded in the background at most once per ``retry_seconds``; lookups use the
-    Redis index until it is ready.
+    Lists with more than ``max_entries`` aHashes stay on the Redis index. A mirror that failed to
+    load is tried again at most once per ``retry_seconds``; lookups use the Redis index
+    meanwhile.
     """
 
     max_entries: int = 2_000_000
@@ -45,6 +50,11 @@ class MirrorSettings:
 
 DEFAULT_MIRROR = MirrorSettings()
 
+#: Rounds of (look up, find the list changed, catch up) before a lookup gives the mirror up.
+_CATCH_UP_TRIES = 3
+#: Changes with more snapshot bytes than this are applied in a worker thread.
+_INLINE_RECORD_BYTES = 64 * 17
+
 
 class MirrorCache:
     """The loaded mirrors of one store, and the background loads under way."""
@@ -52,9 +62,10 @@ class MirrorCache:
     def __init__(self, client: aioredis.Redis, settings: MirrorSettings | None) -> None:
         self._client = client
         self.settings = settings
-        self.mirrors: dict[str, Mirror] = {}
+        self.mirrors: dict[str, PatchedMirror] = {}
         self._tried: dict[str, float] = {}  # list -> monotonic time of the last refresh
-        self._refreshes: dict[str, asyncio.Task[Mirror | None]] = {}
+        self._refreshes: dict[str, asyncio.Task[PatchedMirror | None]] = {}
+        self._catch_ups: dict[str, asyncio.Task[PatchedMirror | None]] = {}
         self._snapshot_warned: set[str] = set()  # lists whose snapshot disagrees: said once
 
     def forget(self, list_name: str) -> None:
@@ -62,41 +73,45 @@ class MirrorCache:
 
     async def close(self) -> None:
         """Cancel the loads under way."""
-        for task in self._refreshes.values():
+        tasks = [*self._refreshes.values(), *self._catch_ups.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._refreshes.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._refreshes.clear()
+        self._catch_ups.clear()
 
-    async def refresh(self, list_name: str, meta: ListMeta) -> Mirror | None:
+    async def refresh(self, list_name: str, meta: ListMeta) -> PatchedMirror | None:
         """Load the list's mirror now (or wait for the load under way)."""
         task = self._refreshes.get(list_name)
         if task is None:
             task = self._start_refresh(list_name, meta)
         return await asyncio.shield(task)
 
-    def mirror_for(self, list_name: str, meta: ListMeta) -> Mirror | None:
-        """The list's mirror if one is loaded; else start loading one (at most once per
-        ``retry_seconds``) and answer from the Redis index meanwhile."""
+    async def mirror_for(self, list_name: str, meta: ListMeta) -> PatchedMirror | None:
+        """The list's mirror: the loaded one, or the one being loaded (waited for: the caller's
+        deadline bounds the wait, and the load goes on for the next request). None when there
+        is none to have (mirrors off, a list over ``max_entries``, a load that failed less than
+        ``retry_seconds`` ago): the lookup then uses the Redis index."""
         if self.settings is None:
             return None
         mirror = self.mirrors.get(list_name)
         if mirror is not None:
             return mirror
-        last = self._tried.get(list_name)
-        if list_name not in self._refreshes and (
-            last is None or time.monotonic() - last >= self.settings.retry_seconds
-        ):
+        if list_name not in self._refreshes:
+            last = self._tried.get(list_name)
+            if last is not None and time.monotonic() - last < self.settings.retry_seconds:
+                return None
             self._start_refresh(list_name, meta)
-        return None
+        return await asyncio.shield(self._refreshes[list_name])
 
-    def _start_refresh(self, list_name: str, meta: ListMeta) -> asyncio.Task[Mirror | None]:
+    def _start_refresh(self, list_name: str, meta: ListMeta) -> asyncio.Task[PatchedMirror | None]:
         self._tried[list_name] = time.monotonic()
         task = asyncio.ensure_future(self._load(list_name, meta))
         self._refreshes[list_name] = task
         task.add_done_callback(lambda _: self._refreshes.pop(list_name, None))
         return task
 
-    async def _load(self, list_name: str, meta: ListMeta) -> Mirror | None:
+    async def _load(self, list_name: str, meta: ListMeta) -> PatchedMirror | None:
         names = keys(list_name)
         assert self.settings is not None
         try:
@@ -129,13 +144,14 @@ class MirrorCache:
                 list_name,
             )
             return None
-        mirror = await asyncio.to_thread(
+        base = await asyncio.to_thread(
             Mirror.from_snapshot,
             snapshot,
             meta.layout,
             int(version or 0),
             text(incarnation or b""),
         )
+        mirror = PatchedMirror(base, version=base.version)
         self.mirrors[list_name] = mirror
         return mirror
 
@@ -143,14 +159,14 @@ class MirrorCache:
         self,
         list_name: str,
         meta: ListMeta,
-        mirror: Mirror,
+        mirror: PatchedMirror,
         queries: Sequence[Query],
         radius: int,
         confirm_radius: int,
         limit: int | None,
     ) -> list[Match] | None:
-        """Matches from ``mirror``, best first, or None if it is stale (then a reload starts, as
-        often as ``retry_seconds`` allows).
+        """Matches from ``mirror`` (caught up first if the list changed since), best first, or
+        None if it could not be brought up to date (the caller then uses the Redis index).
 
         The incarnation and version check and the entries' records come in one MULTI, so the
         answer is exact for the (incarnation, version) the mirror holds, or not used at all.
@@ -159,20 +175,67 @@ class MirrorCache:
         """
         many = len(queries) > INLINE_QUERIES
         pairs = [(q[0], q[1]) for q in queries]
-        ranked = await run(many, mirror.rank, pairs, radius, confirm_radius, limit)
-        return await self._fetch_ranked(list_name, meta, mirror, ranked, queries, limit)
+        for _ in range(_CATCH_UP_TRIES):
+            ranked = await run(many, mirror.rank, pairs, radius, confirm_radius, limit)
+            found, version = await self._fetch_ranked(
+                list_name, meta, mirror, ranked, queries, limit
+            )
+            if found is not None:
+                return found
+            caught_up = await self._catch_up(list_name, meta, mirror, version)
+            if caught_up is None:
+                return None
+            mirror = caught_up
+        return None
+
+    async def _catch_up(
+        self, list_name: str, meta: ListMeta, mirror: PatchedMirror, version: int
+    ) -> PatchedMirror | None:
+        """The list's mirror at ``version`` or later: ``mirror`` with the change log applied,
+        else (a gap in the log) the snapshot loaded again. One catch-up per list at a time:
+        concurrent lookups wait for it."""
+        current = self.mirrors.get(list_name)
+        if current is not None and current is not mirror and current.version >= version:
+            return current  # another lookup caught up meanwhile
+        task = self._catch_ups.get(list_name)
+        if task is None:
+            task = asyncio.ensure_future(self._apply_changes(list_name, meta, mirror, version))
+            self._catch_ups[list_name] = task
+            task.add_done_callback(lambda _: self._catch_ups.pop(list_name, None))
+        caught_up = await asyncio.shield(task)
+        if caught_up is not None:
+            return caught_up
+        if self.mirrors.get(list_name) is mirror:
+            del self.mirrors[list_name]
+        return await self.refresh(list_name, meta)
+
+    async def _apply_changes(
+        self, list_name: str, meta: ListMeta, mirror: PatchedMirror, version: int
+    ) -> PatchedMirror | None:
+        if mirror.incarnation != meta.incarnation:
+            return None
+        changes = await changes_since(self._client, list_name, mirror.version, version)
+        if changes is None:
+            return None
+        records = [(change.added, change.removed) for change in changes]
+        big = sum(len(a) + len(r) for a, r in records) > _INLINE_RECORD_BYTES
+        patched = await run(big, mirror.patched, records, changes[-1].version)
+        self.mirrors[list_name] = patched
+        return patched
 
     async def _fetch_ranked(
         self,
         list_name: str,
         meta: ListMeta,
-        mirror: Mirror,
+        mirror: PatchedMirror,
         ranked: Ranked,
         queries: Sequence[Query],
         limit: int | None,
-    ) -> list[Match] | None:
+    ) -> tuple[list[Match] | None, int]:
+        """The matches ``ranked`` names, with the list's version; None for the matches if the
+        list is not at the mirror's version."""
         chosen = range(len(ranked) if limit is None else min(limit, len(ranked)))
-        fields = list(dict.fromkeys(int(mirror.ahashes[ranked.positions[i]]) for i in chosen))
+        fields = list(dict.fromkeys(mirror.hashes_at(int(ranked.positions[i]))[0] for i in chosen))
         names = keys(list_name)
 
         def reads(pipe: Any) -> None:
@@ -189,11 +252,9 @@ class MirrorCache:
         incarnation = text(incarnation or b"")
         if incarnation != meta.incarnation:
             raise Recreated
-        if (incarnation, int(replies[0] or 0)) != (mirror.incarnation, mirror.version):
-            if self.mirrors.get(list_name) is mirror:
-                del self.mirrors[list_name]
-            self.mirror_for(list_name, meta)  # reload it (rate-limited)
-            return None
+        version = int(replies[0] or 0)
+        if (incarnation, version) != (mirror.incarnation, mirror.version):
+            return None, version
         records = {
             ahash: entries_from_json(ahash, record)
             for ahash, record in zip(fields, replies[1] if fields else [], strict=True)
@@ -201,9 +262,7 @@ class MirrorCache:
         }
         matches = []
         for i in chosen:
-            position = ranked.positions[i]
-            ahash = int(mirror.ahashes[position])
-            phash = int(mirror.phashes[position]) if mirror.has_phash[position] else None
+            ahash, phash = mirror.hashes_at(int(ranked.positions[i]))
             entry = next((e for e in records.get(ahash, []) if e.phash == phash), None)
             if entry is None:
                 continue  # cannot happen at a matching version; never invent an entry
@@ -219,7 +278,7 @@ class MirrorCache:
                     frame=query[3],
                 )
             )
-        return matches
+        return matches, version
 
 
 async def read_together(client: aioredis.Redis, reads: Callable[[Any], object]) -> list[Any]:

@@ -10,6 +10,9 @@ Every key of a list shares the hash tag ``{<list>}`` (so a Lua script may touch 
     guard:{<list>}:entries       HASH    aHash (signed decimal) -> JSON list of its entries
     guard:{<list>}:ver           STRING  INCR on every change
     guard:{<list>}:snap          STRING  17 bytes per entry: aHash, pHash, has-pHash (guard.mirror)
+    guard:{<list>}:changes       STREAM  the last minutes of changes to the index, one item per
+                                         version: v, add, del (snapshot records): workers'
+                                         mirrors catch up from it (guard.store.changes)
     guard:{<list>}:disabled      HASH    aHash (signed decimal) -> JSON list of its disabled
                                          entries (`guard disable`): kept, in no band set, entries
                                          record or snapshot, so no lookup path can match them
@@ -55,6 +58,11 @@ def keys(list_name: str) -> ListKeys:
         list_key(list_name, "meta"),
         list_key(list_name, "snap"),
     )
+
+
+def changes_key(list_name: str) -> str:
+    """The stream of a list's recent changes (guard.store.changes)."""
+    return list_key(list_name, "changes")
 
 
 def disabled_key(list_name: str) -> str:

@@ -16,7 +16,7 @@ from redis.exceptions import RedisClusterException
 from guard.bands import BAND_COUNTS, LISTS_KEY
 from guard.errors import StoreError, StoreUnavailable, UnknownList
 from guard.hashing import TRANSFORMS, FrameHash, from_signed, to_signed
-from guard.mirror import Mirror
+from guard.mirror_patch import PatchedMirror
 from guard.store import index, integrity, writes
 from guard.store import stream as stream_calls
 from guard.store.allow import allow_list, owner_of
@@ -186,7 +186,7 @@ class Store:
         return f"{scheme}://{host}:{port}/{settings.get('db', 0)}"
 
     @property
-    def _mirrors(self) -> dict[str, Mirror]:
+    def _mirrors(self) -> dict[str, PatchedMirror]:
         """The mirrors loaded now (tests look here to tell which path a lookup took)."""
         return self._mirror_cache.mirrors
 
@@ -436,8 +436,9 @@ class Store:
         ]
 
         async def lookup(meta: ListMeta) -> list[Match]:
-            # The worker-local mirror when one is loaded and current, else the Redis index.
-            mirror = self._mirror_cache.mirror_for(list_name, meta)
+            # The worker-local mirror (waiting for its load, catching it up), else the Redis
+            # index: mirrors off, a list over their limit, or a mirror that would not load.
+            mirror = await self._mirror_cache.mirror_for(list_name, meta)
             if mirror is not None:
                 found = await self._mirror_cache.lookup(
                     list_name, meta, mirror, queries, radius, confirm_radius, limit
@@ -450,7 +451,7 @@ class Store:
 
         return await self._catalog.on_current(list_name, lookup)
 
-    async def refresh_mirror(self, list_name: str) -> Mirror | None:
+    async def refresh_mirror(self, list_name: str) -> PatchedMirror | None:
         """Load the list's mirror now (lookups otherwise load it in the background on first use).
 
         None when the mirror is off, the list has more than ``max_entries`` entries, or its

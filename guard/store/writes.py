@@ -45,10 +45,12 @@ from guard.mirror import RECORD_SIZE, snapshot_record
 from guard.spelling import from_signed, to_hex, to_signed
 from guard.store.allow import validate_stored_name
 from guard.store.catalog import Catalog
+from guard.store.changes import CHANGES_KEPT
 from guard.store.connection import ListExists, Recreated, replicated, translated
 from guard.store.records import (
     LOADING,
     ListMeta,
+    changes_key,
     disabled_key,
     drop_marker,
     entries_from_json,
@@ -73,12 +75,16 @@ def _script(name: str) -> str:
 
 #: Lua shared by the scripts that write snapshot records themselves (prepended to them).
 _SNAPSHOT_LUA = _script("snapshot.lua")
+#: Lua shared by the scripts that change a list's version: its change log (prepended to them).
+_CHANGES_LUA = _script("changes.lua").replace("CHANGES_KEPT", str(CHANGES_KEPT))
 
 
-ADD_SCRIPT = _script("add.lua")
-REMOVE_SCRIPT = _SNAPSHOT_LUA + _script("remove.lua").replace("RECORD_SIZE", str(RECORD_SIZE))
+ADD_SCRIPT = _CHANGES_LUA + _script("add.lua")
+REMOVE_SCRIPT = (
+    _CHANGES_LUA + _SNAPSHOT_LUA + _script("remove.lua").replace("RECORD_SIZE", str(RECORD_SIZE))
+)
 DROP_SCRIPT = _script("drop.lua")
-ENABLE_SCRIPT = _SNAPSHOT_LUA + _script("enable.lua")
+ENABLE_SCRIPT = _CHANGES_LUA + _SNAPSHOT_LUA + _script("enable.lua")
 
 #: Which entries of an aHash :func:`disable` and :func:`enable` take: the one with this pHash,
 #: the one without a pHash (None), or every one (EVERY).
@@ -185,6 +191,7 @@ async def _add_batch(
         names.snap,
         drop_marker(list_name),
         disabled_key(list_name),
+        changes_key(list_name),
     ]
     args: list[str | int | bytes] = [
         len(meta.layout.bands),
@@ -272,7 +279,14 @@ async def _one_hash(
     bands = [band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(ahash))]
     which = "*" if isinstance(phash, str) else phash_text(phash)
     args: list[str | int | bytes] = [to_signed(ahash), which, packed(ahash), meta.layout_text]
-    script_keys = [names.entries, names.ver, names.meta, names.snap, disabled_key(list_name)]
+    script_keys = [
+        names.entries,
+        names.ver,
+        names.meta,
+        names.snap,
+        disabled_key(list_name),
+        changes_key(list_name),
+    ]
     async with translated():
         done, other = await script(
             keys=[*script_keys, *bands], args=args if mode is None else [*args, mode]

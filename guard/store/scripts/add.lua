@@ -1,5 +1,6 @@
 -- Add entries to a list, creating the list with its first entries (guard/store/writes.py).
--- KEYS: entries, ver, meta, snap, the drop marker, disabled, then `bands` band keys per entry.
+-- KEYS: entries, ver, meta, snap, the drop marker, disabled, the change log, then `bands` band
+-- keys per entry.
 -- ARGV: bands, layout JSON, hash version, created, a fresh incarnation, a pending note ('' for
 -- none: see below), 'disabled' to write the entries disabled (`guard rename` copying disabled
 -- entries) or '', then per entry: field (signed aHash), pHash hex, entry JSON, its snapshot
@@ -34,6 +35,7 @@ else
   redis.call('HSETNX', KEYS[3], 'incarnation', ARGV[5])
 end
 local added, present = 0, 0
+local records = {}  -- the snapshot records added to the index, for the change log
 local count = (#ARGV - 7) / 4
 for i = 0, count - 1 do
   local at = 8 + 4 * i
@@ -61,12 +63,13 @@ for i = 0, count - 1 do
     table.insert(entries, cjson.decode(entry))
     redis.call('HSET', KEYS[1], field, cjson.encode(entries))
     redis.call('APPEND', KEYS[4], record)
-    for b = 1, bands do redis.call('SADD', KEYS[6 + i * bands + b], field) end
+    table.insert(records, record)
+    for b = 1, bands do redis.call('SADD', KEYS[7 + i * bands + b], field) end
     added = added + 1
   end
 end
 if added > 0 then
-  redis.call('INCR', KEYS[2])
+  log_change(KEYS[7], redis.call('INCR', KEYS[2]), table.concat(records), '')
   redis.call('HINCRBY', KEYS[3], ARGV[7] == 'disabled' and 'disabled' or 'entries', added)
 end
 return {added, present, redis.call('HGET', KEYS[3], 'incarnation')}

@@ -1,6 +1,6 @@
 -- Put disabled entries of one aHash back into a list's index (guard/store/writes.py), as the add
 -- script writes an entry: its `entries` record, band members and snapshot record at once.
--- KEYS: entries, ver, meta, snap, disabled, band keys of the aHash. ARGV: field, which entries
+-- KEYS: entries, ver, meta, snap, disabled, the change log, band keys of the aHash. ARGV: field, which entries
 -- (a pHash hex, '' for the entry without a pHash, '*' for every entry of the aHash), the aHash as
 -- 8 big-endian bytes, the layout the band keys follow (refused if the list was re-created with
 -- another). Returns {entries enabled, matching entries found in the index already}.
@@ -46,8 +46,8 @@ end
 if back > 0 then
   redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(listed))
   redis.call('APPEND', KEYS[4], snap)
-  for k = 6, #KEYS do redis.call('SADD', KEYS[k], ARGV[1]) end
+  for k = 7, #KEYS do redis.call('SADD', KEYS[k], ARGV[1]) end
   redis.call('HINCRBY', KEYS[3], 'entries', back)
 end
-redis.call('INCR', KEYS[2])
+log_change(KEYS[6], redis.call('INCR', KEYS[2]), snap, '')
 return {back, enabled_already}

@@ -1,6 +1,6 @@
 -- Take the entries of one aHash out of a list's index (guard/store/writes.py; RECORD_SIZE is
 -- filled in on loading): removed for good, or moved to the list's `disabled` hash.
--- KEYS: entries, ver, meta, snap, disabled, band keys of the aHash. ARGV: field, which entries
+-- KEYS: entries, ver, meta, snap, disabled, the change log, band keys of the aHash. ARGV: field, which entries
 -- (a pHash hex, '' for the entry without a pHash, '*' for every entry of the aHash), the aHash as
 -- 8 big-endian bytes, the layout the band keys follow (refused if the list was re-created with
 -- another), the mode: 'remove' (the matching disabled entries are removed too) or 'disable'.
@@ -40,12 +40,14 @@ if ARGV[5] == 'remove' and #was_disabled > 0 then
   redis.call('HINCRBY', KEYS[3], 'disabled', -#was_disabled)
 end
 if #removed == 0 then
-  if ARGV[5] == 'remove' and #was_disabled > 0 then redis.call('INCR', KEYS[2]) end
+  if ARGV[5] == 'remove' and #was_disabled > 0 then
+    log_change(KEYS[6], redis.call('INCR', KEYS[2]), '', '')
+  end
   return {0, #was_disabled}
 end
 store(KEYS[1], kept)
 if #kept == 0 then
-  for k = 6, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
+  for k = 7, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
 end
 if ARGV[5] == 'disable' then
   local disabled = still_disabled
@@ -56,16 +58,17 @@ if ARGV[5] == 'disable' then
 end
 -- Splice each removed entry's record out of the snapshot (records are RECORD_SIZE bytes long:
 -- a match only counts on a record boundary).
+local taken = {}  -- the snapshot records taken out of the index, for the change log
+for _, entry in ipairs(removed) do table.insert(taken, snapshot_record(ARGV[3], entry['phash'])) end
 local snap = redis.call('GET', KEYS[4])
 if snap then
-  for _, entry in ipairs(removed) do
-    local record = snapshot_record(ARGV[3], entry['phash'])
+  for _, record in ipairs(taken) do
     local at = string.find(snap, record, 1, true)
     while at and (at - 1) % RECORD_SIZE ~= 0 do at = string.find(snap, record, at + 1, true) end
     if at then snap = string.sub(snap, 1, at - 1) .. string.sub(snap, at + RECORD_SIZE) end
   end
   redis.call('SET', KEYS[4], snap)
 end
-redis.call('INCR', KEYS[2])
+log_change(KEYS[6], redis.call('INCR', KEYS[2]), '', table.concat(taken))
 redis.call('HINCRBY', KEYS[3], 'entries', -#removed)
 return {#removed, #was_disabled}
