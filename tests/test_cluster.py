@@ -35,7 +35,7 @@ from guard.config import Config, OperationsSettings, resolve_redis_url
 from guard.errors import EvictionUnsafe, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash
 from guard.middleware import GuardMiddleware
-from guard.store import MirrorSettings, Store
+from guard.store import MirrorSettings, Store, index
 from guard.types import Entry
 
 pytestmark = pytest.mark.cluster
@@ -77,6 +77,35 @@ def entries(count: int, seed: int = 1) -> list[Entry]:
 
 def frame(ahash: int) -> FrameHash:
     return _frame(ahash)
+
+
+def test_a_worker_mirror_follows_the_change_log_on_a_cluster(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The change log lives with its list (same hash tag): a worker catches up from it."""
+    stored = entries(300, seed=4)
+    new = entries(1, seed=5)[0]
+
+    async def refused(*args: object, **kwargs: object) -> object:
+        raise AssertionError("a lookup walked the Redis index")
+
+    async def body() -> None:
+        async with (
+            Store.from_url(cluster.url, socket_timeout=5) as operator,
+            Store.from_url(cluster.url, socket_timeout=5) as worker,
+        ):
+            await operator.add("alpha", stored)
+            loaded = await worker.refresh_mirror("alpha")
+            assert loaded is not None
+            monkeypatch.setattr(index, "lookup", refused)
+            await operator.add("alpha", [new])
+            found = await worker.lookup("alpha", [frame(new.ahash ^ 0b101)], radius=4)
+            assert [m.entry.source for m in found] == [new.source]
+            assert worker._mirrors["alpha"].base is loaded.base  # a delta, not a reload
+            assert await operator.remove("alpha", new.ahash) == 1
+            assert await worker.lookup("alpha", [frame(new.ahash)], radius=4) == []
+
+    run(body())
 
 
 # --- the URL -----------------------------------------------------------------------------------
