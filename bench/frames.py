@@ -48,7 +48,7 @@ from PIL import Image, features
 from guard import hash_bytes
 from guard.errors import ImageError
 from guard.hashing import FrameHash
-from guard.images import _flatten, _load, _open, _shrink
+from guard.images import _grey, _load, _open, _shrink
 from guard.types import DEFAULT_LIMITS, ImageLimits
 
 DEFAULT_SHARED = "../shared/data/hard"
@@ -189,7 +189,7 @@ def first_frame_only(data: bytes) -> FrameHash:
     """hash_bytes' steps on the first frame alone: the baseline."""
     image = _open(data, UNBOUNDED)
     try:
-        return FrameHash.of(_shrink(_flatten(_load(image)).convert("L")))
+        return FrameHash.of(_shrink(_grey(_load(image))))
     finally:
         image.close()
 

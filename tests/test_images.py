@@ -164,6 +164,30 @@ def test_bilevel_hashes_like_the_same_pixels_in_grey() -> None:
     assert not hashes.low_information
 
 
+@pytest.mark.parametrize("mode", ["P", "RGBA", "I;16"])
+def test_each_mode_normalises_exactly_like_its_grey_pixels(mode: str) -> None:
+    """Palette, alpha and 16-bit frames go to grey in one step: the same grey pixels, bit for bit,
+    as the RGB (or scaled) image the step replaces, so the hashes and the 32x32 detail agree."""
+    image = photo("photos/thorn-image8.jpg").resize((200, 150))
+    if mode == "P":
+        source = image.quantize(64)
+        expected = source.convert("RGB").convert("L")
+    elif mode == "RGBA":
+        source = image.copy()
+        source.putalpha(Image.linear_gradient("L").resize(image.size))
+        black = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        expected = Image.alpha_composite(black, source).convert("RGB").convert("L")
+    else:
+        deep = np.asarray(image.convert("L"), dtype=np.uint16) * 257 + 200  # low bytes differ
+        source = Image.fromarray(deep)
+        expected = Image.fromarray((deep >> 8).astype(np.uint8), "L")
+    (got,) = images.normalise(encode(source))
+    (want,) = images.normalise(encode(expected))
+    assert np.array_equal(got.detail, want.detail)
+    assert np.array_equal(got.cells, want.cells)
+    assert got.content_size == want.content_size
+
+
 def test_progressive_jpeg_hashes_like_baseline() -> None:
     image = photo("photos/threatexchange-labelme-q0746.jpg")
     baseline = hash_bytes(encode(image, "JPEG", quality=90))
