@@ -231,6 +231,42 @@ def test_allowed_requests_reach_the_app_byte_for_byte(shape: str, size: str, loa
     assert "x-guard-verdict" not in result.headers
 
 
+@pytest.mark.parametrize(
+    ("sizes", "replayed"),
+    [
+        pytest.param([100_000, 50_000], [100_000, 50_000], id="big chunks as they came"),
+        pytest.param([4096] * 20, [65536, 16384], id="small ones joined up to 64 KiB"),
+        pytest.param([70_000, 1000, 1000, 70_000], [70_000, 2000, 70_000], id="mixed"),
+    ],
+)
+def test_the_app_gets_the_servers_chunks(
+    sizes: list[int], replayed: list[int], loaded: str
+) -> None:
+    """Protects: a body held in memory is replayed as the server's own chunks (not copied into
+    one buffer and cut again), runs of small chunks joined up to 64 KiB, every byte once."""
+    image = jpeg(UNRELATED)
+    head = multipart(("u.jpg", image))
+    body = head + b" " * (sum(sizes) - len(head))  # whitespace after the closing boundary
+    assert len(head) <= len(body) == sum(sizes)
+    cuts = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    pieces = [body[start:stop] for start, stop in zip(cuts, cuts[1:], strict=False)]
+    lengths: list[int] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        more = True
+        while more:
+            message = await receive()
+            lengths.append(len(message["body"]))
+            more = message["more_body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guard, _ = guarded(loaded, app=app)
+    result = run(call(guard, body, pieces=pieces))
+    assert result.status == 200
+    assert lengths == replayed
+
+
 def test_flagged_request_reaches_the_app_with_the_verdict(
     loaded: str, caplog: pytest.LogCaptureFixture
 ) -> None:
