@@ -13,6 +13,9 @@ answer is read by its Content-Length, and connections are kept alive. With W uvi
 connections are spread evenly over them: each new connection asks ``GET /pid`` which worker
 accepted it, and surplus connections to a busy worker are closed (the kernel, not uvicorn, picks
 the worker, and 4 connections could otherwise all land on one).
+
+Loop lag: after the warm-up each connection asks ``GET /lag`` (starting a new series in its
+worker), and after the timed run again; the samples of every worker reached are pooled.
 """
 
 from __future__ import annotations
@@ -119,6 +122,9 @@ async def drive(spec: dict[str, Any], body: bytes) -> dict[str, Any]:
 
     # All at once: a connection left idle past uvicorn's keep-alive timeout would be closed.
     await asyncio.gather(*(warm_up(c) for c in connections))
+    lag_request = f"GET /lag HTTP/1.1\r\nHost: {spec['host']}:{spec['port']}\r\n\r\n".encode()
+    for connection in connections:
+        await exchange(connection, lag_request)  # a new series from here
     issued = 0
     start = time.perf_counter()
     deadline = start + spec["seconds"]
@@ -144,10 +150,29 @@ async def drive(spec: dict[str, Any], body: bytes) -> dict[str, Any]:
                 tally.wrong(f"{status} {answer[:200]!r}")
 
     await asyncio.gather(*(worker(c) for c in connections))
+    lags: list[int] = []
+    for connection in connections:
+        status, answer = await exchange(connection, lag_request)
+        if status == 200:
+            lags += json.loads(answer)["lag_us"]
     pids = sorted({c.pid for c in connections})
     for connection in connections:
         connection.close()
-    return summary(tally, finished - start, [sum(c.pid == p for c in connections) for p in pids])
+    per_worker = [sum(c.pid == p for c in connections) for p in pids]
+    return summary(tally, finished - start, per_worker) | {"lag": lag_summary(lags)}
+
+
+def lag_summary(lags: list[int]) -> dict[str, Any]:
+    """p50, p99 and max of the loop lag samples (microseconds in, milliseconds out)."""
+    ordered = sorted(lags)
+    if not ordered:
+        return {"samples": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+    return {
+        "samples": len(ordered),
+        "p50_ms": statistics.median(ordered) / 1000,
+        "p99_ms": ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)] / 1000,
+        "max_ms": ordered[-1] / 1000,
+    }
 
 
 def summary(tally: Tally, seconds: float, per_worker: list[int]) -> dict[str, Any]:
