@@ -326,8 +326,9 @@ async def measure(
         Store.from_url(url, socket_timeout=60) as mirrored,
         Store.from_url(url, socket_timeout=60, mirror=None) as indexed,
     ):
-        mirror = await mirrored.refresh_mirror(list_name)
-        assert mirror is not None and len(mirror) == len(stored), "the mirror did not load"
+        patched = await mirrored.refresh_mirror(list_name)
+        assert patched is not None and len(patched) == len(stored), "the mirror did not load"
+        mirror = patched.base  # just loaded: the whole list, no changes laid over it
         for radius in RADII:
             queries = queries_for(population, stored, radius, query_count, held_out, rng)
             truth = [scan(stored, q, radius) for q in queries]
