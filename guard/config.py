@@ -177,6 +177,9 @@ class RedisSettings:
     #: entry) and looked up there, with one round trip to check the copy is current; bigger lists,
     #: and every list when 0, are looked up in Redis's band index (slower on large lists).
     mirror_max_entries: int = setting(2_000_000, _ints(0, 10**9))
+    #: True: the processes of one machine share each list's copy (one copy per machine, through
+    #: files in a private shared-memory directory: guard.store.shared_mirrors).
+    mirror_shared: bool = setting(True, _BOOL)
 
     def __post_init__(self) -> None:
         _check(self)

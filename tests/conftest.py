@@ -67,6 +67,9 @@ def encode(image: Image.Image, image_format: str = "PNG", **options: object) -> 
 
 
 # The small real photos copied into tests/data: the always-available real-image sample.
+# The mirrors processes share (guard.store.shared_mirrors) go to this run's own directory.
+os.environ.setdefault("GUARD_MIRROR_DIR", tempfile.mkdtemp(prefix="guard-mirrors-"))
+
 LOCAL_PHOTOS = [
     "photos/thorn-image2.jpg",
     "photos/thorn-image5.jpg",

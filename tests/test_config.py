@@ -45,7 +45,7 @@ POLICY_KEYS = (
 )
 REDIS_KEYS = (
     "allow_eviction, breaker_cooldown, breaker_failures, breaker_max_cooldown, "
-    "connect_timeout, embedded_path, mirror_max_entries, socket_timeout, url"
+    "connect_timeout, embedded_path, mirror_max_entries, mirror_shared, socket_timeout, url"
 )
 LIMIT_KEYS = "allowed_formats, max_animation_pixels, max_file_bytes, max_frames, max_image_pixels"
 URLS = "a URL starting redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
@@ -935,7 +935,7 @@ def test_the_field_tables_cover_every_setting() -> None:
     names = {name for table in (INT_FIELDS, FLOAT_FIELDS, BOOL_FIELDS) for _, name in table}
     every = {item.name for kind in SETTINGS for item in dataclasses.fields(kind)}
     assert every - names == OTHER_FIELDS
-    assert len(INT_FIELDS) == 25 and len(FLOAT_FIELDS) == 7 and len(BOOL_FIELDS) == 4
+    assert len(INT_FIELDS) == 25 and len(FLOAT_FIELDS) == 7 and len(BOOL_FIELDS) == 5
     assert {
         (ListPolicy, "reject_radius"),
         (ListPolicy, "bands"),

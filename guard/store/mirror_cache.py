@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -29,6 +30,7 @@ from guard.store.changes import changes_since
 from guard.store.connection import Gone, Recreated, is_cluster, read_in_one_step, translated
 from guard.store.index import INLINE_QUERIES, Query, run
 from guard.store.records import ListMeta, entries_from_json, keys, text
+from guard.store.shared_mirrors import SharedMirrors, default_directory
 from guard.types import Match
 
 logger = logging.getLogger("guard")
@@ -46,6 +48,11 @@ class MirrorSettings:
 
     max_entries: int = 2_000_000
     retry_seconds: float = 1.0
+    #: One copy per machine: mirrors are shared with the machine's other processes through
+    #: files (guard.store.shared_mirrors); False: each process builds its own.
+    shared: bool = True
+    #: Where those files go (None: guard.store.shared_mirrors.default_directory()).
+    shared_directory: Path | None = None
 
 
 DEFAULT_MIRROR = MirrorSettings()
@@ -61,9 +68,18 @@ _CATCH_UP_TRIES = 3
 class MirrorCache:
     """The loaded mirrors of one store, and the background loads under way."""
 
-    def __init__(self, client: aioredis.Redis, settings: MirrorSettings | None) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        settings: MirrorSettings | None,
+        location: Callable[[], str] = str,
+    ) -> None:
         self._client = client
         self.settings = settings
+        self._shared = None
+        if settings is not None and settings.shared:
+            directory = settings.shared_directory or default_directory()
+            self._shared = SharedMirrors(directory, location)
         self.mirrors: dict[str, PatchedMirror] = {}
         self._tried: dict[str, float] = {}  # list -> monotonic time of the last refresh
         self._refreshes: dict[str, asyncio.Task[PatchedMirror | None]] = {}
@@ -121,6 +137,11 @@ class MirrorCache:
                 size = int(await self._client.hget(names.meta, "entries") or 0)
                 if size > self.settings.max_entries:
                     return None
+                shared = await self._open_shared(list_name)
+                if shared is not None:
+                    mirror = PatchedMirror(shared, version=shared.version)
+                    self.mirrors[list_name] = mirror
+                    return mirror
                 version, incarnation, snapshot, size = await read_together(
                     self._client,
                     lambda pipe: (
@@ -147,7 +168,8 @@ class MirrorCache:
             )
             return None
         base = await asyncio.to_thread(
-            Mirror.from_snapshot,
+            self._build,
+            list_name,
             snapshot,
             meta.layout,
             int(version or 0),
@@ -155,6 +177,26 @@ class MirrorCache:
         )
         mirror = PatchedMirror(base, version=base.version)
         self.mirrors[list_name] = mirror
+        return mirror
+
+    async def _open_shared(self, list_name: str) -> Mirror | None:
+        """The list's mirror at its current version from another process of this machine, if
+        one published it (guard.store.shared_mirrors)."""
+        if self._shared is None:
+            return None
+        names = keys(list_name)
+        version, incarnation = await read_together(
+            self._client, lambda pipe: (pipe.get(names.ver), pipe.hget(names.meta, "incarnation"))
+        )
+        return await asyncio.to_thread(
+            self._shared.open, list_name, text(incarnation or b""), int(version or 0)
+        )
+
+    def _build(self, list_name: str, snapshot: bytes, *args: Any) -> Mirror:
+        """Build a mirror from its snapshot (in a worker thread) and share it."""
+        mirror = Mirror.from_snapshot(snapshot, *args)
+        if self._shared is not None:
+            self._shared.publish(list_name, mirror)
         return mirror
 
     async def lookup(

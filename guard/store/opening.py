@@ -54,7 +54,7 @@ def store_settings(
     and :func:`guard.config.resolve_embedded_path` for the environment's)."""
     redis = config.redis
     limit = redis.mirror_max_entries
-    mirror = MirrorSettings(max_entries=limit) if limit else None
+    mirror = MirrorSettings(max_entries=limit, shared=redis.mirror_shared) if limit else None
     url = resolve_redis_url(config, redis_url)
     if url:
         return StoreSettings(url, None, redis.socket_timeout, redis.connect_timeout, mirror)

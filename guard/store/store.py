@@ -88,7 +88,7 @@ class Store:
 
     def _use(self, client: aioredis.Redis) -> None:
         self._client = client
-        self._mirror_cache = MirrorCache(client, self._mirror_settings)
+        self._mirror_cache = MirrorCache(client, self._mirror_settings, lambda: self.location)
         self._catalog = Catalog(client, on_forget=self._mirror_cache.forget)
         self._add = client.register_script(writes.ADD_SCRIPT)
         self._remove = client.register_script(writes.REMOVE_SCRIPT)
