@@ -193,11 +193,13 @@ class MirrorCache:
         )
 
     def _build(self, list_name: str, snapshot: bytes, *args: Any) -> Mirror:
-        """Build a mirror from its snapshot (in a worker thread) and share it."""
+        """Build a mirror from its snapshot (in a worker thread) and share it: this process
+        then maps the shared copy too, and lets its own go (one copy per machine)."""
         mirror = Mirror.from_snapshot(snapshot, *args)
-        if self._shared is not None:
-            self._shared.publish(list_name, mirror)
-        return mirror
+        if self._shared is None:
+            return mirror
+        self._shared.publish(list_name, mirror)
+        return self._shared.open(list_name, mirror.incarnation, mirror.version) or mirror
 
     async def lookup(
         self,
