@@ -82,7 +82,7 @@ the loop thread's CPU under cProfile; the loop lag with 4 uploads in flight. Abo
 
 ``--scaling``: the guarded app only, uploads/s and p50/p99 of the allowed upload against server
 workers (1, 2, 4) and uploads in flight (1, 4, 16), each W's runs next to the W-process floor,
-with the loop lag. About 7 minutes at ``--reps 2``.
+with the loop lag. About 2.5 minutes at ``--reps 2``.
 """
 
 from __future__ import annotations
@@ -1122,9 +1122,10 @@ def scaling(photos: Path, reps: int, quick: bool, stock: bool) -> dict[str, Any]
                 server = start_server("guarded", workers, url, folder, stock)
                 try:
                     for rep in range(reps):
-                        seconds = FLOOR_SECONDS[quick]
-                        floor = floor_processes(uploads.allowed, workers, seconds)
                         for concurrency in SCALING_CONCURRENCY:
+                            # just before each run: the machine's load changes by the second
+                            seconds = FLOOR_SECONDS[quick]
+                            floor = floor_processes(uploads.allowed, workers, seconds)
                             bounds = (80, 2.5) if quick else (400, 6.0)
                             case = Case(
                                 "allowed",
@@ -1189,8 +1190,8 @@ def scaling_markdown(document: dict[str, Any]) -> str:
             f"- upload: {upload['name']} at 1920x1080 JPEG q{QUALITY} "
             f"({upload['bytes'] / 1000:.0f} KB), allowed, list `{LIST_NAME}` of {LISTED} "
             f"photos; guarded app only; {document['repetitions']} repetition(s), medians; floor: "
-            "W processes only decoding and hashing (guard.hash_bytes), measured before each "
-            "repetition's runs; errors must be 0"
+            "W processes only decoding and hashing (guard.hash_bytes), measured just before each "
+            "run; / floor: the median of per-run ratios; errors must be 0"
         ),
         "",
         (
