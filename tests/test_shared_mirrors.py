@@ -171,3 +171,40 @@ def test_older_files_of_a_list_are_removed_after_a_while(
     shared.publish("spam", newer)
     assert not old.exists() and shared.path("spam", "abc", 8).exists()
     assert mirror.version == 7
+
+
+def test_a_mirror_merged_with_its_changes_is_shared_too(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from guard import mirror_patch
+
+    monkeypatch.setattr(mirror_patch, "COMPACT_ENTRIES", 10)
+    listed = _entries(5, 100)
+    more = _entries(6, 20)
+    directory = tmp_path / "mirrors"
+
+    async def body() -> None:
+        settings = _settings(directory)
+        async with (
+            Store.from_url(redis_url, mirror=settings) as operator,
+            Store.from_url(redis_url, mirror=settings) as first,
+            Store.from_url(redis_url, mirror=settings) as second,
+        ):
+            await operator.add("spam", listed)
+            loaded = await first.refresh_mirror("spam")
+            assert loaded is not None and await second.refresh_mirror("spam") is not None
+            await operator.add("spam", more)  # past COMPACT_ENTRIES: merged into a new mirror
+            for worker in (first, second):
+                found = await worker.lookup("spam", [_frame(more[3].ahash)], radius=0)
+                assert [m.entry.source for m in found] == [more[3].source]
+            one, other = first._mirrors["spam"], second._mirrors["spam"]
+            assert one.base is not loaded.base and len(one.added) == 0
+            assert not one.base.ahashes.flags.writeable and not other.base.ahashes.flags.writeable
+            version = await operator.version("spam")
+            assert shared_path(directory, redis_url, version).exists()
+
+    def shared_path(directory: Path, url: str, version: int) -> Path:
+        files = sorted(directory.glob(f"*-{version}.mirror"))
+        return files[0] if files else directory / "missing"
+
+    run(body())

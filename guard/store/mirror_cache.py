@@ -201,6 +201,24 @@ class MirrorCache:
         self._shared.publish(list_name, mirror)
         return self._shared.open(list_name, mirror.incarnation, mirror.version) or mirror
 
+    def _patch(
+        self,
+        list_name: str,
+        mirror: PatchedMirror,
+        records: list[tuple[bytes, bytes]],
+        version: int,
+    ) -> PatchedMirror:
+        """``mirror`` with the changes applied (in a worker thread); merged into a new mirror,
+        that one is shared as a loaded one is (or the copy another process shared is taken)."""
+        patched = mirror.patched(records, version)
+        if patched.base is mirror.base or self._shared is None:
+            return patched
+        shared = self._shared.open(list_name, patched.incarnation, version)
+        if shared is None:
+            self._shared.publish(list_name, patched.base)
+            shared = self._shared.open(list_name, patched.incarnation, version)
+        return patched if shared is None else PatchedMirror(shared, version=version)
+
     async def lookup(
         self,
         list_name: str,
@@ -267,7 +285,9 @@ class MirrorCache:
         records = [(change.added, change.removed) for change in changes]
         # In a thread: even one record rebuilds the small mirror of everything added since the
         # load (up to 1/16 of the list), or merges it all into a new one.
-        patched = await asyncio.to_thread(mirror.patched, records, changes[-1].version)
+        patched = await asyncio.to_thread(
+            self._patch, list_name, mirror, records, changes[-1].version
+        )
         self.mirrors[list_name] = patched
         return patched
 
