@@ -12,9 +12,10 @@ any mirror (guard.mirror_patch).
 
 A file holds the mirror pickled (protocol 5) with its numpy arrays out of band, each at an
 aligned offset, so the arrays are views of the mapping: nothing is copied. Files are named by a
-digest of the store's location and the list, then the incarnation and version (a file always
-holds what the snapshot held at that version), written under a temporary name and renamed (no
-reader sees half a file), and removed once another version of the list has been published for
+digest of guard's mirror code (another guard, in a rolling upgrade, never reads them), the
+store's location and the list, then the incarnation and version (a file always holds what the
+snapshot held at that version); written under a temporary name and renamed (no reader sees half
+a file); and removed once another version of the list has been published for
 :data:`KEEP_SECONDS` (a process that mapped a removed file keeps its mapping). The directory must
 be the user's own and closed to others (``0700``), and so must each file: anything else is not
 read (a file is a pickle), and mirrors are then built per process, as without sharing.
@@ -22,6 +23,7 @@ read (a file is a pickle), and mirrors are then built per process, as without sh
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import mmap
@@ -35,6 +37,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import guard.bands
+import guard.mih
+import guard.mirror
 from guard.mirror import Mirror
 
 logger = logging.getLogger("guard")
@@ -90,8 +95,8 @@ class SharedMirrors:
         return self._usable
 
     def _prefix(self, list_name: str) -> str:
-        digest = hashlib.sha256(f"{self._location()}\0{list_name}".encode()).hexdigest()
-        return digest[:32]
+        named = f"{_code_digest()}\0{self._location()}\0{list_name}"
+        return hashlib.sha256(named.encode()).hexdigest()[:32]
 
     def path(self, list_name: str, incarnation: str, version: int) -> Path:
         tag = hashlib.sha256(incarnation.encode()).hexdigest()[:16]
@@ -157,6 +162,16 @@ class SharedMirrors:
                     old.unlink()
             except OSError:
                 pass  # another process removed it first
+
+
+@functools.cache
+def _code_digest() -> str:
+    """A digest of the code a pickled mirror needs: processes running another guard (a rolling
+    upgrade) never read each other's files."""
+    digest = hashlib.sha256()
+    for module in (guard.mirror, guard.mih, guard.bands):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()
 
 
 def _pack(mirror: Mirror) -> list[bytes | memoryview]:
