@@ -208,3 +208,12 @@ def test_a_mirror_merged_with_its_changes_is_shared_too(
         return files[0] if files else directory / "missing"
 
     run(body())
+
+
+def test_another_guard_never_reads_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared, _ = _published(tmp_path)
+    assert shared.open("spam", "abc", 7) is not None
+    monkeypatch.setattr(shared_module, "_code_digest", lambda: "another guard's mirror code")
+    assert shared.open("spam", "abc", 7) is None
