@@ -173,10 +173,11 @@ class RedisSettings:
     #: False: refuse to use a Redis whose maxmemory-policy may evict guard's keys (allkeys-*);
     #: True: only warn. Eviction silently empties band sets: uploads would pass unchecked.
     allow_eviction: bool = setting(False, _BOOL)
-    #: Lists with up to this many entries are copied into each worker process (about 73 bytes an
-    #: entry) and looked up there, with one round trip to check the copy is current; bigger lists,
-    #: and every list when 0, are looked up in Redis's band index (slower on large lists).
-    mirror_max_entries: int = setting(2_000_000, _ints(0, 10**9))
+    #: Lists with up to this many entries are copied into memory (about 66 bytes an entry, one
+    #: copy per machine with mirror_shared) and looked up there, with one round trip to check the
+    #: copy is current; bigger lists, and every list when 0, are looked up in Redis's band index
+    #: (seconds per lookup at millions of entries).
+    mirror_max_entries: int = setting(20_000_000, _ints(0, 10**9))
     #: True: the processes of one machine share each list's copy (one copy per machine, through
     #: files in a private shared-memory directory: guard.store.shared_mirrors).
     mirror_shared: bool = setting(True, _BOOL)

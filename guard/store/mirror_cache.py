@@ -40,13 +40,13 @@ logger = logging.getLogger("guard")
 class MirrorSettings:
     """The worker-local mirror of each list a store looks up (see guard.mirror).
 
-    A worker holds about 73 bytes per entry at 4 bands (73 MB per million).
+    A mirror holds about 66 bytes per entry at a million (one copy per machine when shared).
     Lists with more than ``max_entries`` aHashes stay on the Redis index. A mirror that failed to
     load is tried again at most once per ``retry_seconds``; lookups use the Redis index
     meanwhile.
     """
 
-    max_entries: int = 2_000_000
+    max_entries: int = 20_000_000
     retry_seconds: float = 1.0
     #: One copy per machine: mirrors are shared with the machine's other processes through
     #: files (guard.store.shared_mirrors); False: each process builds its own.
