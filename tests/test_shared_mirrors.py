@@ -217,3 +217,23 @@ def test_another_guard_never_reads_the_files(
     assert shared.open("spam", "abc", 7) is not None
     monkeypatch.setattr(shared_module, "_code_digest", lambda: "another guard's mirror code")
     assert shared.open("spam", "abc", 7) is None
+
+
+def test_files_nobody_opened_for_a_while_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared, _ = _published(tmp_path)
+    idle = shared.path("spam", "abc", 7)
+    from guard.bands import default_layout
+
+    other = Mirror.from_snapshot(b"", default_layout(4), 1, "xyz")
+    later = shared_module.time.time() + shared_module.IDLE_SECONDS / 2
+    monkeypatch.setattr(shared_module.time, "time", lambda: later)
+    shared.publish("ham", other)
+    assert idle.exists()  # not idle long enough
+    os.utime(idle, (1, 1))
+    assert shared.open("spam", "abc", 7) is not None
+    assert idle.stat().st_mtime > 1  # opening it marks it in use
+    os.utime(idle, (later - shared_module.IDLE_SECONDS - 1,) * 2)  # as if last opened long ago
+    shared.publish("ham", other)
+    assert not idle.exists() and shared.path("ham", "xyz", 1).exists()

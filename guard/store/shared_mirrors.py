@@ -23,6 +23,7 @@ read (a file is a pickle), and mirrors are then built per process, as without sh
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -47,6 +48,10 @@ logger = logging.getLogger("guard")
 MAGIC = b"guard-mirror-1\n\x00"
 #: Seconds a list's older files stay after a newer one is published.
 KEEP_SECONDS = 60.0
+#: Seconds a file stays after it was last published or opened: shared memory is memory, and a
+#: one-off command (``guard check``) must not leave a list's copy behind for good. A process
+#: that mapped a removed file keeps its mapping; the next one builds and publishes again.
+IDLE_SECONDS = 600.0
 _ALIGN = 64
 _HEADER = struct.Struct("<QQ")  # the pickle's length, the number of buffers
 _BUFFER = struct.Struct("<QQ")  # a buffer's offset and length
@@ -127,6 +132,8 @@ class SharedMirrors:
             return None
         if (mirror.incarnation, mirror.version) != (incarnation, version):
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # in use: not idle
         return mirror
 
     def publish(self, list_name: str, mirror: Mirror) -> None:
@@ -155,13 +162,15 @@ class SharedMirrors:
         self._remove_old(list_name, keep=path)
 
     def _remove_old(self, list_name: str, keep: Path) -> None:
-        cutoff = time.time() - KEEP_SECONDS
-        for old in self.directory.glob(f"{self._prefix(list_name)}-*.mirror"):
-            try:
+        """Remove this list's other files older than KEEP_SECONDS, and any list's files idle
+        for IDLE_SECONDS."""
+        now = time.time()
+        mine = f"{self._prefix(list_name)}-"
+        for old in self.directory.glob("*.mirror"):
+            cutoff = now - (KEEP_SECONDS if old.name.startswith(mine) else IDLE_SECONDS)
+            with contextlib.suppress(OSError):  # another process removed it first
                 if old != keep and old.stat().st_mtime < cutoff:
                     old.unlink()
-            except OSError:
-                pass  # another process removed it first
 
 
 @functools.cache
