@@ -197,3 +197,39 @@ def test_start_up_loads_the_mirrors_of_the_routes_lists(
         await guard.aclose()
 
     run(body())
+
+
+def test_a_mirror_dropped_after_a_good_load_is_loaded_again_at_once(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a load that gave no mirror holds the next one off (retry_seconds)."""
+    listed = _entries(random.Random(8), 30)
+
+    async def body() -> None:
+        async with Store.from_url(redis_url) as operator, Store.from_url(redis_url) as worker:
+            await operator.add("spam", listed)
+            assert await worker.refresh_mirror("spam") is not None
+            _no_index(monkeypatch)
+            worker._mirror_cache.forget("spam")  # as when the list is read again
+            assert await _found(worker, _frame(listed[1].ahash)) == {listed[1].ahash}
+            assert "spam" in worker._mirrors
+
+    run(body())
+
+
+def test_a_mirror_that_cannot_be_built_leaves_lookups_on_the_index(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed = _entries(random.Random(9), 30)
+
+    def broken(*args: object) -> object:
+        raise MemoryError("no room")
+
+    async def body() -> None:
+        async with Store.from_url(redis_url) as operator, Store.from_url(redis_url) as worker:
+            await operator.add("spam", listed)
+            monkeypatch.setattr(worker._mirror_cache, "_build", broken)
+            assert await _found(worker, _frame(listed[2].ahash)) == {listed[2].ahash}
+            assert "spam" not in worker._mirrors
+
+    run(body())

@@ -81,7 +81,7 @@ class MirrorCache:
             directory = settings.shared_directory or default_directory()
             self._shared = SharedMirrors(directory, location)
         self.mirrors: dict[str, PatchedMirror] = {}
-        self._tried: dict[str, float] = {}  # list -> monotonic time of the last refresh
+        self._tried: dict[str, float] = {}  # list -> when a load last gave no mirror
         self._refreshes: dict[str, asyncio.Task[PatchedMirror | None]] = {}
         self._catch_ups: dict[str, asyncio.Task[PatchedMirror | None]] = {}
         self._snapshot_warned: set[str] = set()  # lists whose snapshot disagrees: said once
@@ -123,11 +123,18 @@ class MirrorCache:
         return await asyncio.shield(self._refreshes[list_name])
 
     def _start_refresh(self, list_name: str, meta: ListMeta) -> asyncio.Task[PatchedMirror | None]:
-        self._tried[list_name] = time.monotonic()
         task = asyncio.ensure_future(self._load(list_name, meta))
         self._refreshes[list_name] = task
-        task.add_done_callback(lambda _: self._refreshes.pop(list_name, None))
+        task.add_done_callback(lambda done: self._loaded(list_name, done))
         return task
+
+    def _loaded(self, list_name: str, task: asyncio.Task[PatchedMirror | None]) -> None:
+        """A load ended: only one that gave no mirror holds the next off for retry_seconds."""
+        self._refreshes.pop(list_name, None)
+        if not task.cancelled() and task.exception() is None and task.result() is not None:
+            self._tried.pop(list_name, None)
+        else:
+            self._tried[list_name] = time.monotonic()
 
     async def _load(self, list_name: str, meta: ListMeta) -> PatchedMirror | None:
         names = keys(list_name)
@@ -167,14 +174,22 @@ class MirrorCache:
                 list_name,
             )
             return None
-        base = await asyncio.to_thread(
-            self._build,
-            list_name,
-            snapshot,
-            meta.layout,
-            int(version or 0),
-            text(incarnation or b""),
-        )
+        try:
+            base = await asyncio.to_thread(
+                self._build,
+                list_name,
+                snapshot,
+                meta.layout,
+                int(version or 0),
+                text(incarnation or b""),
+            )
+        except (ValueError, MemoryError) as error:
+            logger.warning(
+                "guard: cannot build the mirror of list %r (%s): lookups use the Redis index",
+                list_name,
+                error,
+            )
+            return None
         mirror = PatchedMirror(base, version=base.version)
         self.mirrors[list_name] = mirror
         return mirror
