@@ -66,6 +66,10 @@ SEARCH_BIT_ORDER = DEFAULT_PERMUTATIONS[4]
 
 #: Confirmation tiers, best first (the order of a lookup's results).
 CONFIRMED, UNCONFIRMABLE, CONTRADICTED = 0, 1, 2
+# Mirror.rank's 16-bit score: tier << 14 | aHash distance << 7 | pHash distance.
+_DISTANCE_BITS = np.uint16(0x7F << 7)
+_UNCONFIRMABLE_BITS = np.uint16(UNCONFIRMABLE << 14)
+_FAR = np.uint16(0xFFFF)  # no query within the radius
 
 
 def confirmation_tier(
@@ -169,34 +173,39 @@ class Mirror:
             )
         wanted = np.array([a for a, _ in queries], dtype=np.uint64)
         wanted_p = np.array([p for _, p in queries], dtype=np.uint64)
-        distance = popcount(self.ahashes[positions][:, None] ^ wanted[None, :])
-        phash_distance = popcount(self.phashes[positions][:, None] ^ wanted_p[None, :])
-        phash_distance[~self.has_phash[positions]] = 0
-        tier = confirmation_tier(phash_distance, self.has_phash[positions][:, None], confirm_radius)
-        score = (
-            tier.astype(np.int32) << 16
-            | distance.astype(np.int32) << 8
-            | phash_distance.astype(np.int32)
-        )
-        score[distance > radius] = np.iinfo(np.int32).max
-        best = np.argmin(score, axis=1)
-        rows = np.arange(len(positions))
-        best_score = score[rows, best]
-        if limit is not None and limit < len(rows):
+        has_phash = self.has_phash[positions]
+        # One 16-bit score per (query, entry), smaller is better: tier (bits 14-15), aHash
+        # distance (bits 7-13), pHash distance (bits 0-6); a row per query, so that the best
+        # per entry is a reduction over a few contiguous rows. Crowded queries (hundreds of
+        # thousands of matches) are bound by memory traffic: no wider arrays than this.
+        distance = popcount(wanted[:, None] ^ self.ahashes[positions][None, :])
+        phash_distance = popcount(wanted_p[:, None] ^ self.phashes[positions][None, :])
+        score = distance.astype(np.uint16) << 7
+        score |= phash_distance
+        score |= (phash_distance > confirm_radius).view(np.uint8).astype(np.uint16) << 15
+        if not has_phash.all():  # entries imported without a pHash: tier 1, pHash distance 0
+            score[:, ~has_phash] = (score[:, ~has_phash] & _DISTANCE_BITS) | _UNCONFIRMABLE_BITS
+        score |= (distance > radius).view(np.uint8).astype(np.uint16) * _FAR
+        best_score = score.min(axis=0)
+        if limit == 1:
+            rows = np.array([np.argmin(best_score)])  # ties: the lowest position, as below
+        elif limit is not None and limit < len(best_score):
             # The best few without sorting them all; ties go to the lowest position, as the
             # stable sort below would break them.
             cut = np.partition(best_score, limit - 1)[limit - 1]
             better = np.flatnonzero(best_score < cut)
             tied = np.flatnonzero(best_score == cut)[: limit - len(better)]
             rows = np.concatenate([better, tied])
+        else:
+            rows = np.arange(len(best_score))
         order = rows[np.argsort(best_score[rows], kind="stable")]
-        best = best[order]
+        chosen = best_score[order]
         return Ranked(
             positions=positions[order],
-            query=best,
-            distance=distance[order, best],
-            phash_distance=phash_distance[order, best],
-            confirmed=tier[order, best] == CONFIRMED,
+            query=np.argmin(score[:, order], axis=0),  # the first query with the best score
+            distance=((chosen >> 7) & 0x7F).astype(np.uint8),
+            phash_distance=(chosen & 0x7F).astype(np.uint8),
+            confirmed=(chosen >> 14) == CONFIRMED,
         )
 
     def _near_positions(self, queries: list[int], radius: int) -> npt.NDArray[np.intp]:
