@@ -64,21 +64,13 @@ class Ranked:
 SEARCH_BIT_ORDER = DEFAULT_PERMUTATIONS[4]
 
 
-#: Confirmation tiers, best first (the order of a lookup's results).
+#: Confirmation tiers, best first (the order of a lookup's results): the pHash confirms the
+#: match, the entry has no pHash (imported from another tool), or its pHash is further.
 CONFIRMED, UNCONFIRMABLE, CONTRADICTED = 0, 1, 2
 # Mirror.rank's 16-bit score: tier << 14 | aHash distance << 7 | pHash distance.
 _DISTANCE_BITS = np.uint16(0x7F << 7)
 _UNCONFIRMABLE_BITS = np.uint16(UNCONFIRMABLE << 14)
 _FAR = np.uint16(0xFFFF)  # no query within the radius
-
-
-def confirmation_tier(
-    phash_distance: npt.NDArray[np.uint8], has_phash: npt.NDArray[np.bool_], confirm_radius: int
-) -> npt.NDArray[np.uint8]:
-    """Per candidate: CONFIRMED (pHash within the radius), UNCONFIRMABLE (the entry has no pHash:
-    imported from another tool) or CONTRADICTED (its pHash is further)."""
-    tier = np.where(phash_distance > confirm_radius, CONTRADICTED, CONFIRMED)
-    return np.where(has_phash, tier, UNCONFIRMABLE).astype(np.uint8)
 
 
 def popcount(values: Hashes) -> npt.NDArray[np.uint8]:
@@ -158,7 +150,7 @@ class Mirror:
 
         ``queries`` are (aHash, pHash) pairs (the variants of the uploaded frames). An entry's
         best query confirms it if possible (pHash within ``confirm_radius``), then is nearest in
-        aHash, then in pHash. Entries rank by :func:`confirmation_tier` first: confirmed, then
+        aHash, then in pHash. Entries rank by confirmation tier first: confirmed, then
         those without a pHash (nothing can confirm them), then those their pHash contradicts.
         """
         positions = self._near_positions([a for a, _ in queries], radius)

@@ -144,7 +144,8 @@ def matches_among(
 
 
 def tier_of(match: Match) -> int:
-    """The match's confirmation tier (:func:`guard.mirror.confirmation_tier`'s order)."""
+    """The match's confirmation tier (:data:`guard.mirror.CONFIRMED` and the others, in their
+    order)."""
     if match.confirmed:
         return CONFIRMED
     return UNCONFIRMABLE if match.phash_distance is None else CONTRADICTED
