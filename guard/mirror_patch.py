@@ -130,12 +130,9 @@ class PatchedMirror:
     ) -> tuple[npt.NDArray[np.void], npt.NDArray[np.bool_]]:
         """Take the ``gone`` records out: from the entries added since the load if there, else
         from the loaded ones (a record is one entry: a list never holds it twice)."""
-        keys = {(int(r["ahash"]), int(r["phash"]), int(r["has_phash"])) for r in gone}
-        in_added = np.array(
-            [(int(r["ahash"]), int(r["phash"]), int(r["has_phash"])) in keys for r in added],
-            dtype=bool,
-        )
-        keys -= {(int(r["ahash"]), int(r["phash"]), int(r["has_phash"])) for r in added[in_added]}
+        in_added = np.isin(_as_bytes(added), _as_bytes(gone))
+        left = gone[~np.isin(_as_bytes(gone), _as_bytes(added[in_added]))]
+        keys = {(int(r["ahash"]), int(r["phash"]), int(r["has_phash"])) for r in left}
         if keys:
             wanted = np.array(sorted({a for a, _, _ in keys}), dtype=np.uint64)
             for at in np.flatnonzero(np.isin(self.base.ahashes, wanted) & ~removed):
@@ -147,6 +144,11 @@ class PatchedMirror:
                 if key in keys:
                     removed[at] = True
         return added[~in_added], removed
+
+
+def _as_bytes(records: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
+    """Each record as one opaque value, so that whole records compare (and sort) at once."""
+    return np.ascontiguousarray(records).view(np.dtype((np.void, RECORD.itemsize)))
 
 
 def _subset(ranked: Ranked, which: npt.NDArray[np.bool_] | npt.NDArray[np.intp] | slice) -> Ranked:
