@@ -452,11 +452,12 @@ class Store:
         return await self._catalog.on_current(list_name, lookup)
 
     async def refresh_mirror(self, list_name: str) -> PatchedMirror | None:
-        """Load the list's mirror now (lookups otherwise load it in the background on first use).
+        """Load the list's mirror now (a lookup otherwise loads it on first use, and waits for
+        it; the middleware loads its lists' at start-up).
 
-        None when the mirror is off, the list has more than ``max_entries`` entries, or its
-        snapshot does not agree with its entries (a list written by an older guard: lookups then
-        stay on the Redis index, which is always exact).
+        None when the mirror is off, the list has more than ``max_entries`` entries, its
+        snapshot does not agree with its entries (a list written by an older guard), or the
+        mirror cannot be built: lookups then stay on the Redis index, which is always exact.
         """
         self._follow_loop()
         if self._mirror_cache.settings is None:
