@@ -93,8 +93,8 @@ class SharedMirrors:
                 self._usable = False
             if not self._usable:
                 logger.warning(
-                    "guard: %s is not a directory of this user's closed to others: each "
-                    "process builds its own mirrors",
+                    "guard: %s is not a directory of this user's own, closed to others: "
+                    "each process builds its own mirrors (redis.mirror_shared)",
                     self.directory,
                 )
         return self._usable
