@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import inspect
 import json
@@ -549,6 +550,48 @@ def _with_store(args: argparse.Namespace, work: Callable[[Store], Coroutine[Any,
             return await work(store)
 
     return asyncio.run(body())
+
+
+class _Interruptible:
+    """Ctrl-C cancels the task that entered it, and cancels it again every half second until
+    it leaves: a cancellation that lands just as a Redis read completes can be lost inside the
+    client (a blocking ``XREAD`` of ``guard events --follow`` then reads on, and one Ctrl-C
+    would not stop it). Where the loop cannot take the signal (not the main thread, Windows),
+    Ctrl-C stays Python's KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._leaving = False
+
+    def __enter__(self) -> _Interruptible:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        try:
+            self._loop.add_signal_handler(signal.SIGINT, self._interrupt)
+            self._installed = True
+        except (NotImplementedError, RuntimeError, ValueError):
+            self._installed = False
+        return self
+
+    def _interrupt(self) -> None:
+        self.pressed = True
+        if not self._leaving and self._task is not None and not self._task.done():
+            self._task.cancel()
+            self._loop.call_later(0.5, self._interrupt)
+
+    def done(self) -> int:
+        """Stop cancelling and take back the cancellations made: the task goes on to close
+        its store. Returns EXIT_OK."""
+        self._leaving = True
+        if self._task is not None:
+            while self._task.cancelling():
+                self._task.uncancel()
+        return EXIT_OK
+
+    def __exit__(self, *exc: object) -> None:
+        self._leaving = True
+        if self._installed:
+            self._loop.remove_signal_handler(signal.SIGINT)
 
 
 async def _check_server(store: Store, config: Config) -> None:
@@ -1744,17 +1787,23 @@ def _cmd_events(args: argparse.Namespace) -> int:
 
     async def work(store: Store) -> int:
         printed = 0
-        async for event in read_events(
-            store,
-            stream,
-            last=args.last,
-            since=since,
-            follow=args.follow,
-            lists=args.lists or (),
-            actions=args.actions or (),
-        ):
-            print(json.dumps(event.as_json()) if args.json else event.line(), flush=True)
-            printed += 1
+        with _Interruptible() if args.follow else contextlib.nullcontext() as ctrl_c:
+            try:
+                async for event in read_events(
+                    store,
+                    stream,
+                    last=args.last,
+                    since=since,
+                    follow=args.follow,
+                    lists=args.lists or (),
+                    actions=args.actions or (),
+                ):
+                    print(json.dumps(event.as_json()) if args.json else event.line(), flush=True)
+                    printed += 1
+            except asyncio.CancelledError:
+                if ctrl_c is None or not ctrl_c.pressed:
+                    raise
+                return ctrl_c.done()  # the way to stop --follow
         if not printed:
             print(f"guard: no records in the decision stream {stream!r}", file=sys.stderr)
         return EXIT_OK
