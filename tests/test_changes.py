@@ -25,8 +25,13 @@ from guard.types import Entry
 pytestmark = pytest.mark.every_redis
 
 
+def _entry(rng: random.Random, source: str) -> Entry:
+    """A random listable entry (its low byte set: never a low-information hash)."""
+    return Entry(rng.getrandbits(64) | 0xFF, rng.getrandbits(64), source)
+
+
 def _entries(rng: random.Random, count: int) -> list[Entry]:
-    return [Entry(rng.getrandbits(64) | 0xFF, rng.getrandbits(64), f"e{i}") for i in range(count)]
+    return [_entry(rng, f"e{i}") for i in range(count)]
 
 
 async def _found(store: Store, frame: FrameHash) -> set[int]:
@@ -54,7 +59,7 @@ def test_a_worker_sees_every_kind_of_change_as_a_delta(
             loaded = await worker.refresh_mirror("spam")
             assert loaded is not None
             _no_index(monkeypatch)
-            new = Entry(rng.getrandbits(64) | 0xFF, rng.getrandbits(64), "new")
+            new = _entry(rng, "new")
             near_new = _frame(_flip(new.ahash, rng, 2))
             assert await _found(worker, near_new) == set()
 
@@ -92,7 +97,7 @@ def test_a_gap_in_the_log_loads_the_snapshot_again(
             loaded = await worker.refresh_mirror("spam")
             assert loaded is not None
             _no_index(monkeypatch)
-            new = Entry(rng.getrandbits(64) | 0xFF, rng.getrandbits(64), "new")
+            new = _entry(rng, "new")
             await operator.add("spam", [new])
             redis.Redis.from_url(redis_url).delete(changes_key("spam"))  # the log is gone
             assert await _found(worker, _frame(new.ahash)) == {new.ahash}

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import run
+from test_changes import _entries as random_entries
+from test_changes import _entry
 from test_store_oracle import _flip, _frame
 
 from guard.mirror import Mirror
@@ -28,8 +30,7 @@ pytestmark = pytest.mark.every_redis
 
 
 def _entries(seed: int, count: int) -> list[Entry]:
-    rng = random.Random(seed)
-    return [Entry(rng.getrandbits(64) | 0xFF, rng.getrandbits(64), f"e{i}") for i in range(count)]
+    return random_entries(random.Random(seed), count)
 
 
 def _settings(directory: Path) -> MirrorSettings:
@@ -61,7 +62,7 @@ def test_a_second_worker_maps_the_published_mirror(redis_url: str, tmp_path: Pat
                 other = await second.lookup("spam", [query], radius=8, dihedral=True)
                 assert one == other and entry.source in [m.entry.source for m in other]
             # A change is laid over the mapped copy.
-            new = Entry(rng.getrandbits(64) | 0xFF, rng.getrandbits(64), "new")
+            new = _entry(rng, "new")
             await first.add("spam", [new])
             found = await second.lookup("spam", [_frame(new.ahash)], radius=0)
             assert [m.entry.source for m in found] == ["new"]

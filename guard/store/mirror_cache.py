@@ -137,18 +137,37 @@ class MirrorCache:
             self._tried[list_name] = time.monotonic()
 
     async def _load(self, list_name: str, meta: ListMeta) -> PatchedMirror | None:
+        base = await self._load_base(list_name, meta)
+        if base is None:
+            return None
+        mirror = PatchedMirror(base, version=base.version)
+        self.mirrors[list_name] = mirror
+        return mirror
+
+    async def _load_base(self, list_name: str, meta: ListMeta) -> Mirror | None:
+        """The list's mirror at its current version: the copy another process of this machine
+        shared, else built from the snapshot (and shared). None: see :meth:`mirror_for`."""
         names = keys(list_name)
         assert self.settings is not None
         try:
             async with translated():
-                size = int(await self._client.hget(names.meta, "entries") or 0)
-                if size > self.settings.max_entries:
+                size, version, incarnation = await read_together(
+                    self._client,
+                    lambda pipe: (
+                        pipe.hget(names.meta, "entries"),
+                        pipe.get(names.ver),
+                        pipe.hget(names.meta, "incarnation"),
+                    ),
+                )
+                if int(size or 0) > self.settings.max_entries:
                     return None
-                shared = await self._open_shared(list_name)
-                if shared is not None:
-                    mirror = PatchedMirror(shared, version=shared.version)
-                    self.mirrors[list_name] = mirror
-                    return mirror
+                if self._shared is not None:
+                    shared = await asyncio.to_thread(
+                        self._shared.open, list_name, text(incarnation or b""), int(version or 0)
+                    )
+                    if shared is not None:
+                        return shared
+                # Again, with the snapshot: all four of one version.
                 version, incarnation, snapshot, size = await read_together(
                     self._client,
                     lambda pipe: (
@@ -175,7 +194,7 @@ class MirrorCache:
             )
             return None
         try:
-            base = await asyncio.to_thread(
+            return await asyncio.to_thread(
                 self._build,
                 list_name,
                 snapshot,
@@ -190,27 +209,15 @@ class MirrorCache:
                 error,
             )
             return None
-        mirror = PatchedMirror(base, version=base.version)
-        self.mirrors[list_name] = mirror
-        return mirror
-
-    async def _open_shared(self, list_name: str) -> Mirror | None:
-        """The list's mirror at its current version from another process of this machine, if
-        one published it (guard.store.shared_mirrors)."""
-        if self._shared is None:
-            return None
-        names = keys(list_name)
-        version, incarnation = await read_together(
-            self._client, lambda pipe: (pipe.get(names.ver), pipe.hget(names.meta, "incarnation"))
-        )
-        return await asyncio.to_thread(
-            self._shared.open, list_name, text(incarnation or b""), int(version or 0)
-        )
 
     def _build(self, list_name: str, snapshot: bytes, *args: Any) -> Mirror:
-        """Build a mirror from its snapshot (in a worker thread) and share it: this process
-        then maps the shared copy too, and lets its own go (one copy per machine)."""
-        mirror = Mirror.from_snapshot(snapshot, *args)
+        """Build a mirror from its snapshot (in a worker thread) and share it."""
+        return self._share(list_name, Mirror.from_snapshot(snapshot, *args))
+
+    def _share(self, list_name: str, mirror: Mirror) -> Mirror:
+        """The shared copy of ``mirror`` (published now unless another process did): this
+        process maps it too and lets its own go, one copy per machine. ``mirror`` itself when
+        not sharing, or when the copy cannot be written or read."""
         if self._shared is None:
             return mirror
         self._shared.publish(list_name, mirror)
@@ -224,15 +231,11 @@ class MirrorCache:
         version: int,
     ) -> PatchedMirror:
         """``mirror`` with the changes applied (in a worker thread); merged into a new mirror,
-        that one is shared as a loaded one is (or the copy another process shared is taken)."""
+        that one is shared as a loaded one is."""
         patched = mirror.patched(records, version)
-        if patched.base is mirror.base or self._shared is None:
+        if patched.base is mirror.base:
             return patched
-        shared = self._shared.open(list_name, patched.incarnation, version)
-        if shared is None:
-            self._shared.publish(list_name, patched.base)
-            shared = self._shared.open(list_name, patched.incarnation, version)
-        return patched if shared is None else PatchedMirror(shared, version=version)
+        return PatchedMirror(self._share(list_name, patched.base), version=version)
 
     async def lookup(
         self,
