@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -130,8 +131,8 @@ def memory(client: redis.Redis, size: int) -> dict[str, float]:
     for key in keys:
         pipe.memory_usage(key, samples=0)
     sizes = dict(zip(keys, (int(v or 0) for v in pipe.execute()), strict=True))
-    bands = sum(v for k, v in sizes.items() if b":b" in k)
-    entries = sizes.get(list_key(LIST, "entries").encode(), 0)
+    bands = sum(v for k, v in sizes.items() if re.search(rb"}:b\d+:", k))
+    entries = sum(v for k, v in sizes.items() if re.search(rb"}:(e:|entries$)", k))
     snap = sizes.get(list_key(LIST, "snap").encode(), 0)
     return {
         "band_sets": bands / size,
@@ -165,7 +166,8 @@ def load_list(binary: str, root: Path, entries: list[Entry]) -> dict[str, Any]:
     started = time.perf_counter()
     again = embedded.acquire(rdb)
     restart_s = time.perf_counter() - started
-    count = redis.Redis(unix_socket_path=again.socket).hlen(list_key(LIST, "entries"))
+    meta = redis.Redis(unix_socket_path=again.socket).hget(list_key(LIST, "meta"), "entries")
+    count = int(meta or 0)
     again.release(save=False)
     embedded.stop(rdb)
     return {

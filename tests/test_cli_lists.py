@@ -18,11 +18,12 @@ import pytest
 import redis
 from conftest import LOCAL_PHOTOS, data_file, encode, photo, run_guard
 from PIL import Image
+from raw_records import raw_records
 
 from guard import hash_file, to_hex
 from guard.bands import default_layout, list_key
 from guard.cli import main
-from guard.hashing import from_signed, to_signed
+from guard.hashing import to_signed
 
 LISTED = LOCAL_PHOTOS[:5]
 UNLISTED = LOCAL_PHOTOS[5:]
@@ -279,7 +280,7 @@ def _tamper(redis_url: str, how: str) -> str:
     """Damage the loaded list `spam` one way; return the finding `lists --verify` must print."""
     client = redis.Redis.from_url(redis_url)
     try:
-        ahash = from_signed(int(next(iter(client.hkeys(list_key("spam", "entries"))))))
+        ahash = raw_records(client, "spam")[0][0]
         band, value = 2, default_layout(4).values(ahash)[2]
         key = list_key("spam", f"b{band}:{value}")
         if how == "srem":
@@ -294,7 +295,7 @@ def _tamper(redis_url: str, how: str) -> str:
             return "1 stray band members"
         if how == "meta":
             client.hincrby(list_key("spam", "meta"), "entries", 3)
-            return "meta counts 8 entries, `entries` holds 5"
+            return "meta counts 8 entries, the entry records hold 5"
         if how == "snapshot":
             # One record (of the 5, whatever their format) replaced by one that is no entry.
             snap = client.get(list_key("spam", "snap"))

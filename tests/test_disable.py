@@ -13,6 +13,7 @@ import pytest
 import redis
 from asgi_driver import Recorder, call, multipart
 from conftest import LOCAL_PHOTOS, data_file, run
+from raw_records import raw_count
 from test_cli_lists import cli, folder  # noqa: F401 - `folder` is a fixture used here
 from test_store_oracle import _flip, _frame, _oracle
 
@@ -22,7 +23,6 @@ from guard.config import Config, ListPolicy, Route
 from guard.errors import StoreInconsistent
 from guard.middleware import GuardMiddleware
 from guard.store import MirrorSettings, Store
-from guard.store.records import disabled_key
 from guard.types import Entry
 
 #: Run against the bundled Redis 6.2 and, where installed, a current Redis 7+/Valkey.
@@ -35,14 +35,6 @@ OTHER = LOCAL_PHOTOS[1]
 def entry_of(name: str) -> Entry:
     hashes = hash_bytes(data_file(name).read_bytes())
     return Entry(hashes.ahash, hashes.phash, name)
-
-
-def hash_count(redis_url: str, key: str) -> int:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        return int(client.hlen(key))
-    finally:
-        client.close()
 
 
 # --- a running worker sees each change at its next request ------------------------------------
@@ -135,7 +127,7 @@ def test_disable_is_idempotent_counted_apart_and_leaves_the_list_whole(redis_url
             (info,) = await store.lists()
             assert (info.entries, info.disabled) == (3, 0)
             assert (await store.verify("spam")).ok
-            assert hash_count(redis_url, disabled_key("spam")) == 0
+            assert raw_count(redis_url, "spam", disabled=True) == 0
 
     run(body())
 
@@ -165,9 +157,9 @@ def test_drop_deletes_the_disabled_entries(redis_url: str) -> None:
         async with Store.from_url(redis_url) as store:
             await store.add("spam", [listed, entry_of(OTHER)])
             await store.disable("spam", listed.ahash)
-            assert hash_count(redis_url, disabled_key("spam")) == 1
+            assert raw_count(redis_url, "spam", disabled=True) == 1
             await store.drop("spam")
-            assert hash_count(redis_url, disabled_key("spam")) == 0
+            assert raw_count(redis_url, "spam", disabled=True) == 0
             # Re-created, the list starts with nothing disabled.
             await store.add("spam", [listed])
             (info,) = await store.lists()
@@ -375,7 +367,8 @@ def test_disabling_in_a_list_whose_metadata_is_gone_writes_nothing(redis_url: st
 
     try:
         run(body())
-        assert not client.exists("guard:{spam}:meta", disabled_key("spam"))
-        assert client.hlen("guard:{spam}:entries") == 1
+        assert not client.exists("guard:{spam}:meta")
+        assert raw_count(redis_url, "spam", disabled=True) == 0
+        assert raw_count(redis_url, "spam") == 1
     finally:
         client.close()

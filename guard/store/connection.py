@@ -315,6 +315,15 @@ class ListExists(StoreError):
     """``guard rename`` found its new name taken."""
 
 
+#: How the write scripts refuse a list whose entries are still in an older guard's JSON layout.
+UPGRADE_REPLY = "guard: list needs upgrade"
+
+
+class NeedsUpgrade(StoreError):
+    """A write script refused a list an older guard wrote: the store upgrades it
+    (guard.store.upgrade) and writes again."""
+
+
 class Gone(StoreError):
     """A lookup found no metadata for a list it had read: the catalog turns it into
     :class:`guard.errors.StoreInconsistent` (it knows the list and forgets it)."""
@@ -342,6 +351,8 @@ async def translated() -> AsyncIterator[None]:
             raise Recreated(f"Redis refused a command: {error}") from error
         if EXISTS_REPLY in str(error):
             raise ListExists(f"Redis refused a command: {error}") from error
+        if UPGRADE_REPLY in str(error):
+            raise NeedsUpgrade(f"Redis refused a command: {error}") from error
         raise StoreError(f"Redis refused a command: {error}") from error
     except RedisError as error:
         raise StoreError(f"Redis error: {error}") from error

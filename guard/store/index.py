@@ -1,6 +1,7 @@
 """A lookup through the Redis band index: one SUNION over every probed bucket (one round trip per
-list, which also checks the incarnation the layout came from), then one HMGET for the candidates
-within the radius, if there are any. Exact, for any list size; the mirror is faster."""
+list, which also checks the incarnation the layout came from), then one read for the candidates
+within the radius, if there are any (their entry records). Exact, for any list size; the mirror
+is faster."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import redis.asyncio as aioredis
 from guard.bands import BandLayout, band_key
 from guard.hashing import TRANSFORMS, FrameHash
 from guard.mirror import CONFIRMED, CONTRADICTED, UNCONFIRMABLE, popcount
-from guard.spelling import from_signed, hamming, to_signed
+from guard.spelling import from_signed, hamming
 from guard.store.connection import Gone, Recreated, translated
-from guard.store.records import ListMeta, entries_from_json, keys, text
+from guard.store.entry_reads import Labels, read_entries
+from guard.store.records import ListMeta, keys, text
 from guard.types import Entry, Match, Transform
 
 T = TypeVar("T")
@@ -38,6 +40,7 @@ async def run(off_loop: bool, function: Callable[..., T], *args: Any) -> T:
 
 async def lookup(
     client: aioredis.Redis,
+    labels: Labels,
     list_name: str,
     meta: ListMeta,
     queries: Sequence[Query],
@@ -68,9 +71,8 @@ async def lookup(
     if not found:
         return []
     async with translated():
-        records = await client.hmget(names.entries, [to_signed(h) for h in found])
-    found_records = zip(found, records, strict=True)
-    return matches(list_name, found_records, queries, radius, confirm_radius)[:limit]
+        entries = await read_entries(client, labels, list_name, meta, found)
+    return matches(list_name, entries.values(), queries, radius, confirm_radius)[:limit]
 
 
 def probe_keys(
@@ -104,17 +106,16 @@ def near(members: set[bytes], queries: Sequence[Query], radius: int) -> list[int
 
 def matches(
     list_name: str,
-    found: Iterable[tuple[int, bytes | str | None]],
+    found: Iterable[list[Entry]],
     queries: Sequence[Query],
     radius: int,
     confirm_radius: int,
 ) -> list[Match]:
-    """Matches for the near aHashes and their entry records, best first."""
+    """Matches for the entries of the near aHashes, best first (an aHash removed between the
+    two round trips of a Redis-index lookup has none)."""
     result = []
-    for ahash, record in found:
-        if record is None:
-            continue  # removed between the two round trips of a Redis-index lookup
-        for entry in entries_from_json(ahash, record):
+    for entries in found:
+        for entry in entries:
             result.append(best_match(list_name, entry, queries, radius, confirm_radius))
     result.sort(key=lambda m: (tier_of(m), m.distance, m.phash_distance or 0))
     return result

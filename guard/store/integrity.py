@@ -14,9 +14,10 @@ import redis.asyncio as aioredis
 from guard.bands import list_key
 from guard.errors import EvictionUnsafe, StoreError, StoreUnavailable
 from guard.mirror import RECORD_SIZE, band_values_of, snapshot_record
-from guard.spelling import from_signed, to_hex
+from guard.spelling import from_signed, to_hex, to_signed
 from guard.store.connection import is_cluster, translated
-from guard.store.records import LOADING, ListMeta, entries_from_json, keys, text
+from guard.store.entry_reads import every_entry
+from guard.store.records import LOADING, ListMeta, keys, text
 
 
 @dataclass(frozen=True)
@@ -24,14 +25,14 @@ class VerifyReport:
     """What :meth:`guard.store.Store.verify` found in one list (``ok`` when everything agrees)."""
 
     list: str
-    entries: int  # entries in `entries` (an aHash may hold several)
+    entries: int  # entry records (an aHash may have several)
     meta_entries: int  # the count kept in `meta`
-    hashes: int  # distinct aHashes in `entries`
+    hashes: int  # distinct aHashes of the entry records
     bands: int
     missing: int  # (aHash, band) pairs whose band set lacks the aHash
-    stray: int  # band-set members not in `entries`, or in a set their band value does not name
+    stray: int  # band-set members with no entry record, or in a set their band value does not name
     snapshot: int | None  # records in the packed `snap` key; None: the list has no snapshot
-    snapshot_missing: int  # entries of `entries` without their snapshot record
+    snapshot_missing: int  # entry records without their snapshot record
     snapshot_stray: int  # snapshot records that are no entry (and duplicates, a torn tail)
     examples: tuple[str, ...] = ()  # up to 10 mismatches, for the operator
     pending: str = ""  # set while `guard rename` copies into the list (not whole yet)
@@ -58,7 +59,9 @@ class VerifyReport:
                 f"incomplete ({self.pending}, unfinished: guard drop {self.list} and rename again)"
             )
         if self.entries != self.meta_entries:
-            found.append(f"meta counts {self.meta_entries} entries, `entries` holds {self.entries}")
+            found.append(
+                f"meta counts {self.meta_entries} entries, the entry records hold {self.entries}"
+            )
         if self.missing:
             found.append(f"{self.missing} band memberships missing")
         if self.stray:
@@ -110,12 +113,11 @@ async def verify(client: aioredis.Redis, list_name: str, meta: ListMeta) -> Veri
     async with translated():
         meta_entries = int(await client.hget(names.meta, "entries") or 0)
         pending = text(await client.hget(names.meta, "pending") or b"")
-        async for field, value in client.hscan_iter(names.entries, count=1000):
-            fields.append(int(field))
-            for entry in entries_from_json(from_signed(int(field)), value):
-                records += snapshot_record(entry.ahash, entry.phash)
-                counted += 1
-    hashes = np.sort(np.frombuffer(fields.tobytes(), dtype=np.int64).view(np.uint64))
+        async for entry in every_entry(client, list_name):
+            fields.append(to_signed(entry.ahash))
+            records += snapshot_record(entry.ahash, entry.phash)
+            counted += 1
+    hashes = np.unique(np.frombuffer(fields.tobytes(), dtype=np.int64).view(np.uint64))
     bands = len(meta.layout.bands)
     expected = np.array(band_values_of(hashes, meta.layout))
     found = np.zeros((bands, len(hashes)), dtype=bool)

@@ -25,11 +25,11 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 from guard.errors import StoreError
 from guard.mirror import RECORD_SIZE, Mirror, Ranked
 from guard.mirror_patch import PatchedMirror
-from guard.spelling import to_signed
 from guard.store.changes import changes_since
 from guard.store.connection import Gone, Recreated, is_cluster, read_in_one_step, translated
+from guard.store.entry_reads import Labels, RecordsOf
 from guard.store.index import INLINE_QUERIES, Query, run
-from guard.store.records import ListMeta, entries_from_json, keys, text
+from guard.store.records import ListMeta, keys, text
 from guard.store.shared_mirrors import SharedMirrors, default_directory
 from guard.types import Match
 
@@ -81,6 +81,7 @@ class MirrorCache:
             directory = settings.shared_directory or default_directory()
             self._shared = SharedMirrors(directory, location)
         self.mirrors: dict[str, PatchedMirror] = {}
+        self.labels = Labels()  # the store's label cache (lookups and the review page)
         self._tried: dict[str, float] = {}  # list -> when a load last gave no mirror
         self._refreshes: dict[str, asyncio.Task[PatchedMirror | None]] = {}
         self._catch_ups: dict[str, asyncio.Task[PatchedMirror | None]] = {}
@@ -321,15 +322,16 @@ class MirrorCache:
         """The matches ``ranked`` names, with the list's version; None for the matches if the
         list is not at the mirror's version."""
         chosen = range(len(ranked) if limit is None else min(limit, len(ranked)))
-        fields = list(dict.fromkeys(mirror.hashes_at(int(ranked.positions[i]))[0] for i in chosen))
+        records = RecordsOf(
+            list_name, meta, (mirror.hashes_at(int(ranked.positions[i]))[0] for i in chosen)
+        )
         names = keys(list_name)
 
         def reads(pipe: Any) -> None:
             pipe.exists(names.meta)
             pipe.hget(names.meta, "incarnation")
             pipe.get(names.ver)
-            if fields:
-                pipe.hmget(names.entries, [to_signed(h) for h in fields])
+            records.queue(pipe)
 
         async with translated():
             exists, incarnation, *replies = await read_together(self._client, reads)
@@ -341,15 +343,16 @@ class MirrorCache:
         version = int(replies[0] or 0)
         if (incarnation, version) != (mirror.incarnation, mirror.version):
             return None, version
-        records = {
-            ahash: entries_from_json(ahash, record)
-            for ahash, record in zip(fields, replies[1] if fields else [], strict=True)
-            if record is not None
-        }
+        replies = replies[1:]
+        async with translated():
+            labels = await self.labels.resolve(
+                self._client, list_name, incarnation, records.records(replies)
+            )
+        found = records.entries(replies, labels)
         matches = []
         for i in chosen:
             ahash, phash = mirror.hashes_at(int(ranked.positions[i]))
-            entry = next((e for e in records.get(ahash, []) if e.phash == phash), None)
+            entry = next((e for e in found.get(ahash, []) if e.phash == phash), None)
             if entry is None:
                 continue  # cannot happen at a matching version; never invent an entry
             query = queries[int(ranked.query[i])]

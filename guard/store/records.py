@@ -7,19 +7,33 @@ Every key of a list shares the hash tag ``{<list>}`` (so a Lua script may touch 
                                          incarnation, pending (only while `guard rename` copies
                                          into the list: "rename from <old> (<token>)")
     guard:{<list>}:b<i>:<value>  SET     aHashes as signed int64 decimals (Redis intsets)
-    guard:{<list>}:entries       HASH    aHash (signed decimal) -> JSON list of its entries
+    guard:{<list>}:e:<bucket>    HASH    the entry records of the aHashes in one of 65,536 buckets
+                                         (entry_bucket): field: the entry's aHash and pHash, 8
+                                         big-endian bytes each (the aHash alone for an entry
+                                         without a pHash); value: its label id (decimal, empty
+                                         for none), ":", the second it was added (4 bytes), its
+                                         source (UTF-8). Small hashes: Redis keeps each one as a
+                                         packed listpack (about 47 bytes per entry at 1e6)
+    guard:{<list>}:labels        HASH    the list's labels, each kept once: "=<label>" -> id and
+                                         "<id>" -> label (ids count up in meta's `labels`)
     guard:{<list>}:ver           STRING  INCR on every change
     guard:{<list>}:snap          STRING  17 bytes per entry: aHash, pHash, has-pHash (guard.mirror)
     guard:{<list>}:changes       STREAM  the last minutes of changes to the index, one item per
                                          version: v, add, del (snapshot records): workers'
                                          mirrors catch up from it (guard.store.changes)
-    guard:{<list>}:disabled      HASH    aHash (signed decimal) -> JSON list of its disabled
-                                         entries (`guard disable`): kept, in no band set, entries
-                                         record or snapshot, so no lookup path can match them
+    guard:{<list>}:d:<bucket>    HASH    the list's disabled entries (`guard disable`), laid out
+                                         as the entry records: kept, in no band set, entry record
+                                         or snapshot, so no lookup path can match them
     guard:{<list>}:dropped       STRING  drop marker: "dropping <incarnation>" from the first
                                          step of a drop until its last; "dropped <incarnation>"
                                          after a drop that keeps it (until the list is re-created)
     guard:lists                  SET     list names
+
+A list written by an older guard (before compact records) keeps its entries as JSON
+(``guard:{<list>}:entries`` and ``:disabled``: signed aHash -> JSON list of its entries); its
+meta has no ``records`` field.
+Readers read both layouts; the first change to such a list upgrades it in place
+(guard.store.upgrade).
 
 A list's ``pending`` note is also "first load" while the add that creates it runs (cleared
 after its last batch): lookups treat such a list as not there yet (its ``required`` setting
@@ -29,7 +43,9 @@ decides), so a first load that fails half way is never enforced as the whole lis
 from __future__ import annotations
 
 import json
+import struct
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -40,6 +56,13 @@ from guard.types import Entry
 
 #: The ``pending`` note of a list whose first load has not finished (an add creating it).
 LOADING = "first load"
+#: meta's ``records`` for a list whose entries are compact records in buckets (absent: JSON).
+COMPACT = "2"
+#: Entry records are spread over 2**BUCKET_BITS hashes: a few to a hundred entries each from
+#: 1e5 to 6e6 entries, under Redis's listpack limit (hash-max-listpack-entries, 128).
+BUCKET_BITS = 16
+#: An entry record's added-at: whole seconds, 4 bytes, big-endian (until 2106).
+_ADDED_AT = struct.Struct(">I")
 
 
 class ListKeys(NamedTuple):
@@ -60,13 +83,78 @@ def keys(list_name: str) -> ListKeys:
     )
 
 
+def entry_bucket(ahash: int) -> int:
+    """The bucket of an aHash's entry records: its four 16-bit words XORed, so that similar
+    aHashes (which share leading bits) spread evenly."""
+    return (ahash ^ ahash >> 16 ^ ahash >> 32 ^ ahash >> 48) & ((1 << BUCKET_BITS) - 1)
+
+
+def bucket_key(list_name: str, ahash: int, *, disabled: bool = False) -> str:
+    """The hash holding the entry records (or disabled entries) of ``ahash``."""
+    return bucket_key_at(list_name, entry_bucket(ahash), disabled=disabled)
+
+
+def bucket_key_at(list_name: str, bucket: int, *, disabled: bool = False) -> str:
+    return list_key(list_name, f"{'d' if disabled else 'e'}:{bucket:04x}")
+
+
+def labels_key(list_name: str) -> str:
+    """The hash of a list's interned labels."""
+    return list_key(list_name, "labels")
+
+
+def entry_field(ahash: int, phash: int | None) -> bytes:
+    """An entry record's field: its aHash and pHash, or its aHash alone (no pHash)."""
+    return packed(ahash) + (b"" if phash is None else phash.to_bytes(8, "big"))
+
+
+def field_hashes(field: bytes) -> tuple[int, int | None]:
+    """The (aHash, pHash) an entry record's field names."""
+    ahash = int.from_bytes(field[:8], "big")
+    return ahash, int.from_bytes(field[8:16], "big") if len(field) == 16 else None
+
+
+def record_tail(entry: Entry) -> bytes:
+    """An entry record's value after its label id (the add script interns the label)."""
+    added_at = 0 if entry.added_at is None else int(entry.added_at)
+    # surrogatepass: a path guard could not decode (os.fsdecode's surrogates) round-trips.
+    source = entry.source.encode("utf-8", "surrogatepass")
+    return _ADDED_AT.pack(max(0, min(added_at, 2**32 - 1))) + source
+
+
+def label_ids(record: bytes) -> int | None:
+    """The label id an entry record names (None: no label)."""
+    head = record[: record.index(b":")]
+    return int(head) if head else None
+
+
+def entry_from_record(field: bytes, record: bytes, labels: Mapping[int, str]) -> Entry:
+    """The entry an entry record holds, its label looked up in ``labels`` (id -> label)."""
+    head, _, tail = record.partition(b":")
+    ahash, phash = field_hashes(field)
+    return Entry(
+        ahash=ahash,
+        phash=phash,
+        source=_source_text(tail[_ADDED_AT.size :]),
+        label=labels.get(int(head)) if head else None,
+        added_at=float(_ADDED_AT.unpack_from(tail)[0]),
+    )
+
+
+def _source_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:  # not written by guard: show what can be read
+        return raw.decode("utf-8", "replace")
+
+
 def changes_key(list_name: str) -> str:
     """The stream of a list's recent changes (guard.store.changes)."""
     return list_key(list_name, "changes")
 
 
 def disabled_key(list_name: str) -> str:
-    """The hash of a list's disabled entries (laid out as ``entries``; out of the index)."""
+    """The JSON hash of the disabled entries of a list an older guard wrote (see above)."""
     return list_key(list_name, "disabled")
 
 
@@ -91,7 +179,7 @@ def packed(ahash: int) -> bytes:
 
 
 def entry_json(entry: Entry) -> str:
-    """One entry of the ``entries`` record of its aHash (the aHash is the field)."""
+    """One entry of an older guard's JSON record of its aHash (the aHash is the field)."""
     return json.dumps(
         {
             "phash": phash_text(entry.phash),
@@ -104,7 +192,7 @@ def entry_json(entry: Entry) -> str:
 
 
 def entries_from_json(ahash: int, record: bytes | str) -> list[Entry]:
-    """The entries an aHash's ``entries`` record holds."""
+    """The entries an older guard's JSON record of an aHash holds."""
     return [
         Entry(
             ahash=ahash,
@@ -130,6 +218,8 @@ class ListMeta:
     layout_text: str  # the layout as stored (the scripts compare it)
     #: Set while ``guard rename`` copies entries into this list (it is not whole yet).
     pending: str = ""
+    #: How its entries are kept: :data:`COMPACT`, or "" (JSON: written by an older guard).
+    records: str = COMPACT
 
     @classmethod
     def parse(cls, raw: dict[Any, Any]) -> ListMeta:
@@ -141,6 +231,7 @@ class ListMeta:
             incarnation=text(raw.get(b"incarnation", b"")),
             layout_text=text(raw[b"layout"]),
             pending=text(raw.get(b"pending", b"")),
+            records=text(raw.get(b"records", b"")),
         )
 
     @classmethod

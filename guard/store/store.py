@@ -15,7 +15,7 @@ from redis.exceptions import RedisClusterException
 
 from guard.bands import BAND_COUNTS, LISTS_KEY
 from guard.errors import StoreError, StoreUnavailable, UnknownList
-from guard.hashing import TRANSFORMS, FrameHash, from_signed, to_signed
+from guard.hashing import TRANSFORMS, FrameHash, from_signed
 from guard.mirror_patch import PatchedMirror
 from guard.store import index, integrity, writes
 from guard.store import stream as stream_calls
@@ -31,10 +31,18 @@ from guard.store.connection import (
     socket_timeout_of,
     translated,
 )
+from guard.store.entry_reads import BUCKETS, BUCKETS_PER_READ, bucket_records, read_entries
 from guard.store.index import Query
 from guard.store.integrity import VerifyReport
 from guard.store.mirror_cache import DEFAULT_MIRROR, MirrorCache, MirrorSettings
-from guard.store.records import ListMeta, entries_from_json, keys, text
+from guard.store.records import (
+    COMPACT,
+    ListMeta,
+    entries_from_json,
+    entry_from_record,
+    keys,
+    text,
+)
 from guard.store.stream import StreamEntry
 from guard.types import AddResult, Entry, ListInfo, Match, Transform
 
@@ -90,6 +98,7 @@ class Store:
         self._client = client
         self._mirror_cache = MirrorCache(client, self._mirror_settings, lambda: self.location)
         self._catalog = Catalog(client, on_forget=self._mirror_cache.forget)
+        self._labels = self._mirror_cache.labels
         self._add = client.register_script(writes.ADD_SCRIPT)
         self._remove = client.register_script(writes.REMOVE_SCRIPT)
         self._drop = client.register_script(writes.DROP_SCRIPT)
@@ -255,7 +264,9 @@ class Store:
         """
         self._follow_loop()
         removed = await self._catalog.on_current(
-            list_name, lambda meta: writes.remove(self._remove, list_name, meta, ahash, phash)
+            list_name, lambda meta: writes.remove(
+                self._client, self._remove, list_name, meta, ahash, phash
+            )
         )
         await self._replicated(list_name)
         return removed
@@ -334,7 +345,7 @@ class Store:
         self._follow_loop()
         toggled = await self._catalog.on_current(
             list_name,
-            lambda meta: writes.disable(self._remove, list_name, meta, ahash, phash),
+            lambda meta: writes.disable(self._client, self._remove, list_name, meta, ahash, phash),
         )
         await self._replicated(list_name)
         return toggled
@@ -347,7 +358,7 @@ class Store:
         self._follow_loop()
         toggled = await self._catalog.on_current(
             list_name,
-            lambda meta: writes.enable(self._enable, list_name, meta, ahash, phash),
+            lambda meta: writes.enable(self._client, self._enable, list_name, meta, ahash, phash),
         )
         await self._replicated(list_name)
         return toggled
@@ -446,7 +457,7 @@ class Store:
                 if found is not None:
                     return found
             return await index.lookup(
-                self._client, list_name, meta, queries, radius, confirm_radius, limit
+                self._client, self._labels, list_name, meta, queries, radius, confirm_radius, limit
             )
 
         return await self._catalog.on_current(list_name, lookup)
@@ -564,9 +575,9 @@ class Store:
             raise StoreError(f"list {list_name!r} has {len(meta.layout.bands)} bands")
 
     async def verify(self, list_name: str) -> VerifyReport:
-        """Prove a list whole: every aHash of ``entries`` is in exactly its band sets, the band
-        sets hold nothing else, the meta count equals the entries, and the snapshot (if any)
-        holds exactly one record per entry. Reads in batches (SCAN, HSCAN, SSCAN); holds
+        """Prove a list whole: every aHash of its entry records is in exactly its band sets, the
+        band sets hold nothing else, the meta count equals the entries, and the snapshot (if any)
+        holds exactly one record per entry. Reads in batches (SCAN, HGETALL, SSCAN); holds
         8 bytes per distinct aHash and one snapshot record per entry. A list being written
         meanwhile may show transient mismatches.
         """
@@ -617,29 +628,46 @@ class Store:
     async def entries_page(
         self, list_name: str, cursor: int = 0, count: int = 50
     ) -> tuple[int, list[Entry]]:
-        """One page of a list's entries (HSCAN from ``cursor``, about ``count`` aHashes) and the
-        cursor of the next page (0: the last page). Costs the page, never the whole list."""
+        """One page of a list's entries (whole buckets from bucket ``cursor`` until they hold
+        ``count``: a few more at most) and the cursor of the next page (0: the last page).
+        Costs the page, never the whole list."""
         self._follow_loop()
-        await self._catalog.meta(list_name)
+        meta = await self._catalog.meta(list_name)
+        if meta.records != COMPACT:  # an older guard's JSON records: HSCAN's own cursor
+            async with translated():
+                following, fields = await self._client.hscan(
+                    keys(list_name).entries, cursor, count=count
+                )
+            assert isinstance(fields, dict)
+            page = [
+                entry
+                for field, value in fields.items()
+                for entry in entries_from_json(from_signed(int(field)), value)
+            ]
+            return int(following), page
+        records: list[tuple[bytes, bytes]] = []
+        step = 16  # buckets per round trip: doubled while they hold too few entries
         async with translated():
-            following, fields = await self._client.hscan(
-                keys(list_name).entries, cursor, count=count
+            while cursor < BUCKETS and len(records) < count:
+                for bucket in await bucket_records(self._client, list_name, cursor, step):
+                    cursor += 1
+                    records += bucket
+                    if len(records) >= count:
+                        break
+                step = min(step * 2, BUCKETS_PER_READ)
+            labels = await self._labels.resolve(
+                self._client, list_name, meta.incarnation, records
             )
-        assert isinstance(fields, dict)
-        page = [
-            entry
-            for field, value in fields.items()
-            for entry in entries_from_json(from_signed(int(field)), value)
-        ]
-        return int(following), page
+        page = [entry_from_record(field, record, labels) for field, record in records]
+        return (cursor if cursor < BUCKETS else 0), page
 
     async def entries_of(self, list_name: str, ahash: int) -> list[Entry]:
-        """The list's entries with this aHash (one HGET)."""
+        """The list's entries with this aHash (one round trip, or two for a new label)."""
         self._follow_loop()
-        await self._catalog.meta(list_name)
+        meta = await self._catalog.meta(list_name)
         async with translated():
-            value = await self._client.hget(keys(list_name).entries, str(to_signed(ahash)))
-        return entries_from_json(ahash, value) if value is not None else []
+            found = await read_entries(self._client, self._labels, list_name, meta, [ahash])
+        return found.get(ahash, [])
 
     async def mode_overrides(self) -> dict[str, str]:
         """Lists whose mode ("enforce" or "shadow") was switched on the review page, overriding

@@ -1,9 +1,9 @@
 """Changes to a list: adds and removals through the Lua scripts in scripts/ (an entry is written
-with its band members, its ``entries`` record, its snapshot record and the version counter at
+with its band members, its entry record, its snapshot record and the version counter at
 once: no reader sees half an entry), dropping a whole list and renaming one (copy, then drop).
 
 Disabling an entry (:func:`disable`, scripts/remove.lua) takes it out of the index as a removal
-does and keeps it in the list's ``disabled`` hash, in the same step; enabling it
+does and keeps its record among the list's disabled ones, in the same step; enabling it
 (:func:`enable`, scripts/enable.lua) writes it back as an add does. Both bump the version, so a
 worker's mirror reloads at its next lookup. An add never re-enables a disabled entry (it is
 present), a removal removes disabled entries too, a drop deletes them with the list's other
@@ -16,7 +16,7 @@ A drop (:func:`drop`) goes in this order:
    mirror is checked against ``meta`` on every lookup: it answers nothing), ``guard lists``
    skips it, and no add can re-create the list over the keys still to delete;
 2. the name leaves ``guard:lists``;
-3. the list's other keys (band sets, ``entries``, ``snap``) are UNLINKed in batches found by
+3. the list's other keys (band sets, entry records, ``snap``) are UNLINKed in batches found by
    SCAN over its hash tag: nobody reads them any more (every read starts at ``meta``);
 4. the marker becomes "dropped <incarnation>" (kept: a worker that had read the list then
    treats it as never loaded, :class:`guard.errors.UnknownList`, so its ``required`` setting
@@ -41,25 +41,34 @@ import redis.asyncio as aioredis
 from guard.bands import BAND_COUNTS, LISTS_KEY, band_key, list_key
 from guard.errors import LowInformationEntry, StoreError
 from guard.hashing import is_low_information
-from guard.mirror import RECORD_SIZE, snapshot_record
-from guard.spelling import from_signed, to_hex, to_signed
+from guard.mirror import RECORD_SIZE
+from guard.spelling import to_hex, to_signed
 from guard.store.allow import validate_stored_name
 from guard.store.catalog import Catalog
 from guard.store.changes import CHANGES_KEPT
-from guard.store.connection import ListExists, Recreated, replicated, translated
+from guard.store.connection import (
+    ListExists,
+    NeedsUpgrade,
+    Recreated,
+    replicated,
+    translated,
+)
+from guard.store.entry_reads import every_entry
 from guard.store.records import (
+    COMPACT,
     LOADING,
     ListMeta,
+    bucket_key,
     changes_key,
-    disabled_key,
     drop_marker,
-    entries_from_json,
-    entry_json,
+    entry_field,
     keys,
+    labels_key,
     packed,
-    phash_text,
+    record_tail,
     text,
 )
+from guard.store.upgrade import upgrade
 from guard.types import AddResult, Entry
 
 #: A registered Lua script: ``await script(keys=[...], args=[...])``.
@@ -73,18 +82,21 @@ def _script(name: str) -> str:
     return (files("guard.store") / "scripts" / name).read_text(encoding="utf-8")
 
 
-#: Lua shared by the scripts that write snapshot records themselves (prepended to them).
-_SNAPSHOT_LUA = _script("snapshot.lua")
-#: Lua shared by the scripts that change a list's version: its change log (prepended to them).
-_CHANGES_LUA = _script("changes.lua").replace("CHANGES_KEPT", str(CHANGES_KEPT))
+def _records_script(name: str) -> str:
+    """A script that writes entry records, with the Lua it shares prepended."""
+    shared = _script("changes.lua") + _script("snapshot.lua") + _script("labels.lua")
+    return (
+        (shared + _script(name))
+        .replace("CHANGES_KEPT", str(CHANGES_KEPT))
+        .replace("RECORD_SIZE", str(RECORD_SIZE))
+        .replace("'COMPACT'", repr(COMPACT))
+    )
 
 
-ADD_SCRIPT = _CHANGES_LUA + _script("add.lua")
-REMOVE_SCRIPT = (
-    _CHANGES_LUA + _SNAPSHOT_LUA + _script("remove.lua").replace("RECORD_SIZE", str(RECORD_SIZE))
-)
+ADD_SCRIPT = _records_script("add.lua")
+REMOVE_SCRIPT = _records_script("remove.lua")
+ENABLE_SCRIPT = _records_script("enable.lua")
 DROP_SCRIPT = _script("drop.lua")
-ENABLE_SCRIPT = _CHANGES_LUA + _SNAPSHOT_LUA + _script("enable.lua")
 
 #: Which entries of an aHash :func:`disable` and :func:`enable` take: the one with this pHash,
 #: the one without a pHash (None), or every one (EVERY).
@@ -138,6 +150,9 @@ async def add(
         return AddResult(added=0, present=0)
     if not pending and (found is None or found.pending == LOADING):
         pending = LOADING  # a first load: lookups treat the list as absent until it ends
+    if found is not None and found.records != COMPACT:
+        await upgrade(client, list_name)  # written by an older guard: see guard.store.upgrade
+        found = dataclasses.replace(found, records=COMPACT)
     meta = found or ListMeta.new(bands)
     added = present = 0
     now = time.time()
@@ -185,12 +200,11 @@ async def _add_batch(
     the script found or made it)."""
     names = keys(list_name)
     script_keys = [
-        names.entries,
+        labels_key(list_name),
         names.ver,
         names.meta,
         names.snap,
         drop_marker(list_name),
-        disabled_key(list_name),
         changes_key(list_name),
     ]
     args: list[str | int | bytes] = [
@@ -206,13 +220,15 @@ async def _add_batch(
         if entry.added_at is None:
             entry = Entry(entry.ahash, entry.phash, entry.source, entry.label, now)
         script_keys += [
-            band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(entry.ahash))
+            bucket_key(list_name, entry.ahash),
+            bucket_key(list_name, entry.ahash, disabled=True),
+            *(band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(entry.ahash))),
         ]
         args += [
+            entry_field(entry.ahash, entry.phash),
             to_signed(entry.ahash),
-            phash_text(entry.phash),
-            entry_json(entry),
-            snapshot_record(entry.ahash, entry.phash),
+            entry.label or "",
+            record_tail(entry),
         ]
     async with translated():
         done, already, incarnation = await script(keys=script_keys, args=args)
@@ -229,43 +245,57 @@ async def _add_batch(
 async def entries(
     client: aioredis.Redis, list_name: str, *, disabled: bool = False
 ) -> AsyncIterator[Entry]:
-    """Every entry of a list (its disabled ones if ``disabled``), in no particular order (HSCAN:
-    Redis is never blocked long)."""
-    key = disabled_key(list_name) if disabled else keys(list_name).entries
+    """Every entry of a list (its disabled ones if ``disabled``), in no particular order (a
+    bounded read at a time: Redis is never blocked long)."""
     async with translated():
-        async for field, value in client.hscan_iter(key, count=1000):
-            for entry in entries_from_json(from_signed(int(field)), value):
-                yield entry
+        async for entry in every_entry(client, list_name, disabled=disabled):
+            yield entry
 
 
 async def remove(
-    script: Script, list_name: str, meta: ListMeta, ahash: int, phash: int | None
+    client: aioredis.Redis,
+    script: Script,
+    list_name: str,
+    meta: ListMeta,
+    ahash: int,
+    phash: int | None,
 ) -> int:
     """One call of the remove script (``script``) against the list as ``meta`` describes it:
     the entries with this aHash (only the one with this pHash, if given), disabled ones too."""
     taken, disabled = await _one_hash(
-        script, list_name, meta, ahash, EVERY if phash is None else phash, "remove"
+        client, script, list_name, meta, ahash, EVERY if phash is None else phash, "remove"
     )
     return taken + disabled
 
 
 async def disable(
-    script: Script, list_name: str, meta: ListMeta, ahash: int, phash: Selector
+    client: aioredis.Redis,
+    script: Script,
+    list_name: str,
+    meta: ListMeta,
+    ahash: int,
+    phash: Selector,
 ) -> Toggled:
     """The remove script (``script``) moving entries to ``disabled``: (entries disabled now,
     matching entries disabled already)."""
-    return await _one_hash(script, list_name, meta, ahash, phash, "disable")
+    return await _one_hash(client, script, list_name, meta, ahash, phash, "disable")
 
 
 async def enable(
-    script: Script, list_name: str, meta: ListMeta, ahash: int, phash: Selector
+    client: aioredis.Redis,
+    script: Script,
+    list_name: str,
+    meta: ListMeta,
+    ahash: int,
+    phash: Selector,
 ) -> Toggled:
     """The enable script (``script``): (entries enabled now, matching entries enabled
     already)."""
-    return await _one_hash(script, list_name, meta, ahash, phash, None)
+    return await _one_hash(client, script, list_name, meta, ahash, phash, None)
 
 
 async def _one_hash(
+    client: aioredis.Redis,
     script: Script,
     list_name: str,
     meta: ListMeta,
@@ -277,20 +307,27 @@ async def _one_hash(
     (``mode`` None) on the entries of one aHash."""
     names = keys(list_name)
     bands = [band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(ahash))]
-    which = "*" if isinstance(phash, str) else phash_text(phash)
+    which = b"*" if isinstance(phash, str) else entry_field(ahash, phash)
     args: list[str | int | bytes] = [to_signed(ahash), which, packed(ahash), meta.layout_text]
     script_keys = [
-        names.entries,
+        bucket_key(list_name, ahash),
         names.ver,
         names.meta,
         names.snap,
-        disabled_key(list_name),
+        bucket_key(list_name, ahash, disabled=True),
         changes_key(list_name),
     ]
-    async with translated():
-        done, other = await script(
-            keys=[*script_keys, *bands], args=args if mode is None else [*args, mode]
-        )
+    for attempt in range(2):
+        try:
+            async with translated():
+                done, other = await script(
+                    keys=[*script_keys, *bands], args=args if mode is None else [*args, mode]
+                )
+            break
+        except NeedsUpgrade:
+            if attempt:
+                raise
+            await upgrade(client, list_name)  # written by an older guard: guard.store.upgrade
     return Toggled(int(done), int(other))
 
 

@@ -1,10 +1,11 @@
 -- Add entries to a list, creating the list with its first entries (guard/store/writes.py).
--- KEYS: entries, ver, meta, snap, the drop marker, disabled, the change log, then `bands` band
--- keys per entry.
+-- KEYS: labels, ver, meta, snap, the drop marker, the change log, then per entry: its entry
+-- bucket, its disabled bucket and its `bands` band keys.
 -- ARGV: bands, layout JSON, hash version, created, a fresh incarnation, a pending note ('' for
 -- none: see below), 'disabled' to write the entries disabled (`guard rename` copying disabled
--- entries) or '', then per entry: field (signed aHash), pHash hex, entry JSON, its snapshot
--- record. An entry already listed, enabled or disabled, is present: an add never re-enables one.
+-- entries) or '', then per entry: its field (aHash and pHash bytes), its band member (signed
+-- aHash), its label ('' for none) and the rest of its record (guard/store/records.py). An
+-- entry already listed, enabled or disabled, is present: an add never re-enables one.
 -- Creates the list's metadata if it has none (so a list is born with its first entries, never
 -- half made), and gives an incarnation to a list that has none (made before incarnations
 -- existed). Refuses to create a list whose drop is under way or was interrupted (its leftover
@@ -22,7 +23,7 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
   end
   redis.call('DEL', KEYS[5])
   redis.call('HSET', KEYS[3], 'hash_version', ARGV[3], 'bands', ARGV[1], 'layout', ARGV[2],
-    'created', ARGV[4], 'entries', 0, 'incarnation', ARGV[5])
+    'created', ARGV[4], 'entries', 0, 'incarnation', ARGV[5], 'records', 'COMPACT')
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'pending', ARGV[6]) end
 elseif redis.call('HGET', KEYS[3], 'bands') ~= ARGV[1]
     or redis.call('HGET', KEYS[3], 'layout') ~= ARGV[2]
@@ -31,6 +32,8 @@ elseif redis.call('HGET', KEYS[3], 'bands') ~= ARGV[1]
 elseif ARGV[6] ~= '' and ARGV[6] ~= 'first load'
     and redis.call('HGET', KEYS[3], 'pending') ~= ARGV[6] then
   return redis.error_reply('guard: list exists already')
+elseif redis.call('HGET', KEYS[3], 'records') ~= 'COMPACT' then
+  return redis.error_reply('guard: list needs upgrade (entries in the older JSON layout)')
 else
   redis.call('HSETNX', KEYS[3], 'incarnation', ARGV[5])
 end
@@ -39,37 +42,26 @@ local records = {}  -- the snapshot records added to the index, for the change l
 local count = (#ARGV - 7) / 4
 for i = 0, count - 1 do
   local at = 8 + 4 * i
-  local field, phash, entry, record = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  local stored = redis.call('HGET', KEYS[1], field)
-  local entries = {}
-  if stored then entries = cjson.decode(stored) end
-  local found = false
-  for _, existing in ipairs(entries) do
-    if existing['phash'] == phash then found = true break end
-  end
-  local off = redis.call('HGET', KEYS[6], field)
-  local disabled = {}
-  if off then disabled = cjson.decode(off) end
-  for _, existing in ipairs(disabled) do
-    if existing['phash'] == phash then found = true break end
-  end
-  if found then
+  local field, member, label, tail = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local bucket, off = KEYS[7 + i * (bands + 2)], KEYS[8 + i * (bands + 2)]
+  if redis.call('HEXISTS', bucket, field) == 1 or redis.call('HEXISTS', off, field) == 1 then
     present = present + 1
-  elseif ARGV[7] == 'disabled' then
-    table.insert(disabled, cjson.decode(entry))
-    redis.call('HSET', KEYS[6], field, cjson.encode(disabled))
-    added = added + 1
   else
-    table.insert(entries, cjson.decode(entry))
-    redis.call('HSET', KEYS[1], field, cjson.encode(entries))
-    redis.call('APPEND', KEYS[4], record)
-    table.insert(records, record)
-    for b = 1, bands do redis.call('SADD', KEYS[7 + i * bands + b], field) end
+    local record = label_id(KEYS[1], KEYS[3], label) .. ':' .. tail
+    if ARGV[7] == 'disabled' then
+      redis.call('HSET', off, field, record)
+    else
+      redis.call('HSET', bucket, field, record)
+      local snap = record_of(field)
+      redis.call('APPEND', KEYS[4], snap)
+      table.insert(records, snap)
+      for b = 1, bands do redis.call('SADD', KEYS[8 + i * (bands + 2) + b], member) end
+    end
     added = added + 1
   end
 end
 if added > 0 then
-  log_change(KEYS[7], redis.call('INCR', KEYS[2]), table.concat(records), '')
+  log_change(KEYS[6], redis.call('INCR', KEYS[2]), table.concat(records), '')
   redis.call('HINCRBY', KEYS[3], ARGV[7] == 'disabled' and 'disabled' or 'entries', added)
 end
 return {added, present, redis.call('HGET', KEYS[3], 'incarnation')}

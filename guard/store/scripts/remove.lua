@@ -1,10 +1,11 @@
--- Take the entries of one aHash out of a list's index (guard/store/writes.py; RECORD_SIZE is
--- filled in on loading): removed for good, or moved to the list's `disabled` hash.
--- KEYS: entries, ver, meta, snap, disabled, the change log, band keys of the aHash. ARGV: field, which entries
--- (a pHash hex, '' for the entry without a pHash, '*' for every entry of the aHash), the aHash as
--- 8 big-endian bytes, the layout the band keys follow (refused if the list was re-created with
--- another), the mode: 'remove' (the matching disabled entries are removed too) or 'disable'.
--- Returns {entries taken out of the index, matching entries found in `disabled`}.
+-- Take entries of one aHash out of a list's index (guard/store/writes.py; RECORD_SIZE is filled
+-- in on loading): removed for good, or moved to the list's disabled entries.
+-- KEYS: the aHash's entry bucket, ver, meta, snap, its disabled bucket, the change log, its band
+-- keys. ARGV: its band member (signed aHash), which entries (an entry record's field, or '*' for
+-- every entry of the aHash), the aHash as 8 big-endian bytes, the layout the band keys follow
+-- (refused if the list was re-created with another), the mode: 'remove' (the matching disabled
+-- entries are removed too) or 'disable'.
+-- Returns {entries taken out of the index, matching entries found disabled}.
 local layout = redis.call('HGET', KEYS[3], 'layout')
 if not layout and ARGV[5] == 'disable' then
   -- A list being dropped: its entries must not be moved under metadata this would re-create.
@@ -13,30 +14,12 @@ end
 if layout and layout ~= ARGV[4] then
   return redis.error_reply('guard: list metadata changed (re-created with another layout)')
 end
-local function split(record)
-  local kept, matched = {}, {}
-  if record then
-    for _, existing in ipairs(cjson.decode(record)) do
-      if ARGV[2] == '*' or existing['phash'] == ARGV[2] then
-        table.insert(matched, existing)
-      else
-        table.insert(kept, existing)
-      end
-    end
-  end
-  return kept, matched
-end
-local function store(key, entries)
-  if #entries == 0 then
-    redis.call('HDEL', key, ARGV[1])
-  else
-    redis.call('HSET', key, ARGV[1], cjson.encode(entries))
-  end
-end
-local kept, removed = split(redis.call('HGET', KEYS[1], ARGV[1]))
-local still_disabled, was_disabled = split(redis.call('HGET', KEYS[5], ARGV[1]))
+local refused = refuse_old_records(KEYS[3])
+if refused then return refused end
+local removed = entries_of(KEYS[1], ARGV[3], ARGV[2])
+local was_disabled = entries_of(KEYS[5], ARGV[3], ARGV[2])
 if ARGV[5] == 'remove' and #was_disabled > 0 then
-  store(KEYS[5], still_disabled)
+  for _, entry in ipairs(was_disabled) do redis.call('HDEL', KEYS[5], entry[1]) end
   redis.call('HINCRBY', KEYS[3], 'disabled', -#was_disabled)
 end
 if #removed == 0 then
@@ -45,21 +28,18 @@ if #removed == 0 then
   end
   return {0, #was_disabled}
 end
-store(KEYS[1], kept)
-if #kept == 0 then
+for _, entry in ipairs(removed) do redis.call('HDEL', KEYS[1], entry[1]) end
+if #entries_of(KEYS[1], ARGV[3], '*') == 0 then
   for k = 7, #KEYS do redis.call('SREM', KEYS[k], ARGV[1]) end
 end
 if ARGV[5] == 'disable' then
-  local disabled = still_disabled
-  for _, entry in ipairs(was_disabled) do table.insert(disabled, entry) end
-  for _, entry in ipairs(removed) do table.insert(disabled, entry) end
-  store(KEYS[5], disabled)
+  for _, entry in ipairs(removed) do redis.call('HSET', KEYS[5], entry[1], entry[2]) end
   redis.call('HINCRBY', KEYS[3], 'disabled', #removed)
 end
 -- Splice each removed entry's record out of the snapshot (records are RECORD_SIZE bytes long:
 -- a match only counts on a record boundary).
 local taken = {}  -- the snapshot records taken out of the index, for the change log
-for _, entry in ipairs(removed) do table.insert(taken, snapshot_record(ARGV[3], entry['phash'])) end
+for _, entry in ipairs(removed) do table.insert(taken, record_of(entry[1])) end
 local snap = redis.call('GET', KEYS[4])
 if snap then
   for _, record in ipairs(taken) do

@@ -1,0 +1,169 @@
+"""Reading entry records (laid out in guard.store.records): the compact records in buckets, and
+the JSON records of a list an older guard wrote and no change has upgraded yet, with labels
+resolved from their ids.
+
+Reads are queued on a pipeline (or a MULTI, or guard.store.connection.read_in_one_step) by
+:class:`RecordsOf` and decoded from the replies, so a lookup still reads its records in the
+round trip that checks the list's version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from guard.spelling import from_signed, to_signed
+from guard.store.records import (
+    BUCKET_BITS,
+    COMPACT,
+    ListMeta,
+    bucket_key,
+    bucket_key_at,
+    disabled_key,
+    entries_from_json,
+    entry_from_record,
+    field_hashes,
+    keys,
+    label_ids,
+    labels_key,
+    text,
+)
+from guard.types import Entry
+
+#: Buckets read per round trip when a whole list is read (export, verify, rename).
+BUCKETS_PER_READ = 1024
+BUCKETS = 1 << BUCKET_BITS
+
+#: (field, record) pairs of compact entry records, as Redis returns them.
+Records = list[tuple[bytes, bytes]]
+
+
+class Labels:
+    """Label ids to labels, per list incarnation. A list never reuses an id while it lives (its
+    labels are only ever added), so a cached id stays right; an id not cached yet costs one
+    HMGET. A list re-created under the same name starts a new cache."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[str, dict[int, str]]] = {}
+
+    async def resolve(
+        self, client: aioredis.Redis, list_name: str, incarnation: str, records: Records
+    ) -> Mapping[int, str]:
+        """The labels of ``records`` (a cached mapping: read it, do not keep it)."""
+        held = self._known.get(list_name)
+        if held is None or held[0] != incarnation:
+            held = self._known[list_name] = (incarnation, {})
+        known = held[1]
+        missing = sorted({i for _, r in records if (i := label_ids(r)) is not None} - set(known))
+        if missing:
+            values = await client.hmget(labels_key(list_name), [str(i) for i in missing])
+            known.update(
+                (i, text(value)) for i, value in zip(missing, values, strict=True) if value
+            )
+        return known
+
+
+class RecordsOf:
+    """The entries of some aHashes, read in one step: queue the reads on a pipeline with
+    :meth:`queue`, then decode its replies with :meth:`records` and :meth:`entries`."""
+
+    def __init__(self, list_name: str, meta: ListMeta, ahashes: Iterable[int]) -> None:
+        self.list_name = list_name
+        self.ahashes = list(dict.fromkeys(ahashes))
+        self.compact = meta.records == COMPACT
+        self._buckets = list(dict.fromkeys(bucket_key(list_name, a) for a in self.ahashes))
+
+    def queue(self, pipe: Any) -> int:
+        """Queue the reads; returns how many replies they take."""
+        for key in self._buckets:
+            pipe.hgetall(key)
+        if not self.compact and self.ahashes:
+            pipe.hmget(keys(self.list_name).entries, [to_signed(a) for a in self.ahashes])
+        return self.commands
+
+    @property
+    def commands(self) -> int:
+        return len(self._buckets) + (0 if self.compact or not self.ahashes else 1)
+
+    def records(self, replies: Sequence[Any]) -> Records:
+        """The compact records of the aHashes asked for."""
+        wanted = set(self.ahashes)
+        return [
+            (field, record)
+            for found in replies[: len(self._buckets)]
+            for field, record in pairs(found)
+            if field_hashes(field)[0] in wanted
+        ]
+
+    def entries(self, replies: Sequence[Any], labels: Mapping[int, str]) -> dict[int, list[Entry]]:
+        """aHash -> its entries (compact records first, then JSON ones not upgraded yet)."""
+        found: dict[int, list[Entry]] = {}
+        for field, record in self.records(replies):
+            entry = entry_from_record(field, record, labels)
+            found.setdefault(entry.ahash, []).append(entry)
+        if not self.compact and self.ahashes:
+            old = replies[len(self._buckets)]
+            for ahash, value in zip(self.ahashes, old, strict=True):
+                if value is not None:
+                    found.setdefault(ahash, []).extend(entries_from_json(ahash, value))
+        return found
+
+
+def pairs(found: dict[bytes, bytes] | list[bytes] | None) -> Records:
+    """An HGETALL reply's (field, value) pairs: a dict through a pipeline, a flat list through
+    Lua (guard.store.connection.read_in_one_step on a cluster)."""
+    if isinstance(found, dict):
+        return list(found.items())
+    return list(zip(found[::2], found[1::2], strict=True)) if found else []
+
+
+async def read_entries(
+    client: aioredis.Redis, labels: Labels, list_name: str, meta: ListMeta, ahashes: Iterable[int]
+) -> dict[int, list[Entry]]:
+    """aHash -> its entries, for the aHashes that have any (one round trip, two for a label
+    not seen before)."""
+    reads = RecordsOf(list_name, meta, ahashes)
+    if not reads.ahashes:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    reads.queue(pipe)
+    replies = await pipe.execute()
+    names = await labels.resolve(client, list_name, meta.incarnation, reads.records(replies))
+    return reads.entries(replies, names)
+
+
+async def all_labels(client: aioredis.Redis, list_name: str) -> dict[int, str]:
+    """Every label of a list, by id."""
+    found = await client.hgetall(labels_key(list_name))
+    return {int(f): text(v) for f, v in found.items() if not text(f).startswith("=")}
+
+
+async def bucket_records(
+    client: aioredis.Redis, list_name: str, first: int, count: int, *, disabled: bool = False
+) -> list[Records]:
+    """The compact records of ``count`` buckets from ``first`` (entries, or disabled ones),
+    bucket by bucket."""
+    pipe = client.pipeline(transaction=False)
+    for bucket in range(first, min(first + count, BUCKETS)):
+        pipe.hgetall(bucket_key_at(list_name, bucket, disabled=disabled))
+    return [pairs(found) for found in await pipe.execute()]
+
+
+async def every_entry(
+    client: aioredis.Redis, list_name: str, *, disabled: bool = False
+) -> AsyncIterator[Entry]:
+    """Every entry of a list (its disabled ones if ``disabled``): bucket after bucket, then any
+    JSON records an upgrade has not moved yet. Never blocks Redis long."""
+    labels = await all_labels(client, list_name)
+    for first in range(0, BUCKETS, BUCKETS_PER_READ):
+        for bucket in await bucket_records(
+            client, list_name, first, BUCKETS_PER_READ, disabled=disabled
+        ):
+            for field, record in bucket:
+                yield entry_from_record(field, record, labels)
+    old = disabled_key(list_name) if disabled else keys(list_name).entries
+    async for field, value in client.hscan_iter(old, count=1000):
+        for entry in entries_from_json(from_signed(int(field)), value):
+            yield entry

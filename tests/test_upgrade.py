@@ -1,0 +1,157 @@
+"""Lists an older guard wrote (entries as JSON per aHash) are read as they are and upgraded in
+place to compact entry records by the first change (guard.store.upgrade), against a real
+Redis: lookups on both paths, listing, verify, disable/enable, an interrupted upgrade."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import Any
+
+import pytest
+import redis
+from conftest import run
+from raw_records import raw_records
+from test_list_identity import assert_exact, frame_of, queries_for, random_entries
+
+import guard.store.upgrade as upgrading
+from guard.errors import StoreUnavailable
+from guard.spelling import to_signed
+from guard.store import MirrorSettings, Store
+from guard.store.records import disabled_key, entry_from_record, entry_json, keys
+from guard.types import Entry
+
+pytestmark = pytest.mark.every_redis
+
+
+def as_older_guard_wrote_it(client: redis.Redis, list_name: str) -> int:
+    """Rewrite a list's compact entry records as the JSON records of an older guard: an
+    `entries` (and `disabled`) hash of signed aHash -> JSON list, no labels hash, no `records`
+    in meta. Returns the entries rewritten."""
+    entries = list(_records(client, list_name, "e")) + list(_records(client, list_name, "d"))
+    old: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for kind, entry in entries:
+        old[kind, entry.ahash].append(entry_json(entry))
+    for (kind, ahash), records in old.items():
+        key = keys(list_name).entries if kind == "e" else disabled_key(list_name)
+        client.hset(key, str(to_signed(ahash)), "[" + ",".join(records) + "]")
+    for pattern in ("e:*", "d:*", "labels"):
+        for key in client.scan_iter(match=f"guard:{{{list_name}}}:{pattern}"):
+            client.delete(key)
+    client.hdel(f"guard:{{{list_name}}}:meta", "records", "labels")
+    return len(entries)
+
+
+def _records(client: redis.Redis, list_name: str, kind: str) -> list[tuple[str, Entry]]:
+    labels = {
+        int(k): v.decode()
+        for k, v in client.hgetall(f"guard:{{{list_name}}}:labels").items()
+        if not k.startswith(b"=")
+    }
+    found = []
+    for key in client.scan_iter(match=f"guard:{{{list_name}}}:{kind}:*"):
+        for field, value in client.hgetall(key).items():
+            found.append((kind, entry_from_record(field, value, labels)))
+    return found
+
+
+def labelled(entries: list[Entry], rng: random.Random, folder: str = "img") -> list[Entry]:
+    return [
+        Entry(e.ahash, e.phash, f"{folder}/{i}.jpg", rng.choice([None, "spam", "scam"]), 1.7e9 + i)
+        for i, e in enumerate(entries)
+    ]
+
+
+def test_an_older_list_is_read_as_it_is_and_upgraded_by_its_first_change(redis_url: str) -> None:
+    rng = random.Random(11)
+    entries = labelled(random_entries(rng, 60), rng)
+    twin = Entry(entries[0].ahash, (entries[0].phash or 0) ^ 0xFFFF, "twin.jpg", "spam", 1.8e9)
+    entries.append(twin)  # a second entry of one aHash
+    more = labelled(random_entries(rng, 5), rng, "more")
+    client = redis.Redis.from_url(redis_url)
+
+    async def body() -> None:
+        async with (
+            Store.from_url(redis_url, mirror=MirrorSettings(retry_seconds=0)) as worker,
+            Store.from_url(redis_url, mirror=None) as indexed,
+            Store.from_url(redis_url) as loader,
+        ):
+            await loader.add("spam", entries)
+            await loader.disable("spam", entries[1].ahash)
+            assert as_older_guard_wrote_it(client, "spam") == 61
+            assert client.hlen(keys("spam").entries) == 59 and client.hlen(disabled_key("spam"))
+            queries = queries_for(rng, entries[2:])
+            for store in (worker, indexed):  # read as they are, on both lookup paths
+                assert await assert_exact(store, redis_url, queries) >= 59
+                found = await store.lookup("spam", [frame_of(twin.ahash)], radius=0)
+                assert sorted(m.entry.source for m in found) == [entries[0].source, "twin.jpg"]
+                assert {m.entry for m in found} == {entries[0], twin}
+            listed = sorted([e async for e in loader.entries("spam")], key=_source)
+            assert listed == sorted([e for e in entries if e != entries[1]], key=_source)
+            assert (await loader.verify("spam")).ok
+            version = await loader.version("spam")
+
+            await loader.add("spam", more)  # the first change upgrades the list in place
+            assert not client.exists(keys("spam").entries, disabled_key("spam"))
+            assert client.hget("guard:{spam}:meta", "records") == b"2"
+            assert await loader.version("spam") == version + 1
+            whole = [e for e in entries if e != entries[1]] + more
+            assert sorted(raw_records(client, "spam")) == sorted((e.ahash, e.phash) for e in whole)
+            listed = sorted([e async for e in loader.entries("spam")], key=_source)
+            assert listed == sorted(whole, key=_source)  # labels, sources and times kept
+            assert [e async for e in loader.disabled_entries("spam")] == [entries[1]]
+            assert (await loader.enable("spam", entries[1].ahash)).done == 1
+            for store in (worker, indexed):
+                assert await assert_exact(store, redis_url, queries_for(rng, whole)) >= 130
+            assert (await loader.verify("spam")).ok
+
+    try:
+        run(body())
+    finally:
+        client.close()
+
+
+def test_an_interrupted_upgrade_is_read_whole_and_finished_by_the_next_one(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(12)
+    entries = labelled(random_entries(rng, 50), rng)
+    whole = sorted(entries, key=_source)
+    client = redis.Redis.from_url(redis_url)
+    move, calls = upgrading._move, 0
+
+    async def interrupted_after_five(*args: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 5:
+            raise ConnectionError("interrupted")
+        return await move(*args)
+
+    monkeypatch.setattr(upgrading, "UPGRADE_BATCH", 5)
+    monkeypatch.setattr(upgrading, "_move", interrupted_after_five)
+
+    async def body() -> None:
+        async with Store.from_url(redis_url, mirror=None) as store:
+            await store.add("spam", entries)
+            as_older_guard_wrote_it(client, "spam")
+            # Stopped after five batches of five aHashes: half the list moved.
+            with pytest.raises(StoreUnavailable, match="interrupted"):
+                await upgrading.upgrade(store._client, "spam")
+            assert client.hlen(keys("spam").entries) == 25
+            assert client.hget("guard:{spam}:meta", "records") is None
+            assert sorted([e async for e in store.entries("spam")], key=_source) == whole
+            assert await assert_exact(store, redis_url, queries_for(rng, entries)) >= 50
+            monkeypatch.setattr(upgrading, "_move", move)
+            assert await upgrading.upgrade(store._client, "spam") == 25  # the rest
+            assert client.hget("guard:{spam}:meta", "records") == b"2"
+            assert sorted([e async for e in store.entries("spam")], key=_source) == whole
+            assert (await store.verify("spam")).ok
+
+    try:
+        run(body())
+    finally:
+        client.close()
+
+
+def _source(entry: Entry) -> tuple[str, int, int]:
+    return entry.source, entry.ahash, entry.phash or 0
