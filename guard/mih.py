@@ -27,6 +27,9 @@ import numpy.typing as npt
 
 Hashes = npt.NDArray[np.uint64]
 Positions = npt.NDArray[np.intp]
+Int64s = npt.NDArray[np.int64]
+#: What a probe reads (HammingIndex.plan): bits, band starts, tables, mask starts, masks.
+Plan = tuple[Int64s, Int64s, Int64s, Int64s, Int64s]
 
 HASH_BITS = 64
 #: A probed-run hash costs about this share of testing one hash against every query by a scan
@@ -154,6 +157,13 @@ class HammingIndex:
             return False
         return self._runs(queries, radius) is None
 
+    def plan(self, radius: int) -> Plan:
+        """What a probe for ``radius`` reads, as flat arrays for a compiled loop
+        (guard.rank_compiled): the bands' bit positions and where each band's start in them,
+        where each band's table starts in :attr:`offsets`, and the XORs each band probes with
+        (band i: ``masks[mask_starts[i]:mask_starts[i + 1]]``, none for a skipped band)."""
+        return _plan(self.bands, radius)
+
     def scan(self, queries: Hashes, radius: int) -> Positions:
         """:meth:`near` by testing every hash against every query, a cache-sized chunk at a
         time (the nearest query's distance per hash, then one comparison)."""
@@ -196,6 +206,25 @@ class HammingIndex:
         lengths = self.offsets[probed + 1] - starts
         total = int(lengths.sum(dtype=np.int64))
         return None if total > budget else (starts, lengths, total)
+
+
+@lru_cache(maxsize=64)
+def _plan(bands: tuple[tuple[int, ...], ...], radius: int) -> Plan:
+    widths = [len(bits) for bits in bands]
+    masks = [
+        _masks(width, rho) if rho >= 0 else np.empty(0, dtype=np.intp)
+        for width, rho in zip(widths, band_radii(len(bands), radius), strict=True)
+    ]
+    plan: Plan = (
+        np.array([bit for bits in bands for bit in bits], dtype=np.int64),
+        np.cumsum([0, *widths]).astype(np.int64),
+        np.cumsum([0] + [2**width + 1 for width in widths])[:-1].astype(np.int64),
+        np.cumsum([0] + [len(m) for m in masks]).astype(np.int64),
+        np.concatenate(masks).astype(np.int64),
+    )
+    for array in plan:  # shared by every caller: never written
+        array.flags.writeable = False
+    return plan
 
 
 def _stable_order(values: npt.NDArray[np.uint32], width: int) -> npt.NDArray[np.intp]:

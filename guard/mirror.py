@@ -25,6 +25,7 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
+from guard import rank_compiled
 from guard.bands import DEFAULT_PERMUTATIONS, HASH_BITS, BandLayout
 from guard.mih import HammingIndex, bands_for
 
@@ -72,6 +73,13 @@ _DISTANCE_BITS = np.uint16(0x7F << 7)
 _UNCONFIRMABLE_BITS = np.uint16(UNCONFIRMABLE << 14)
 _FAR = np.uint16(0xFFFF)  # no query within the radius
 
+#: Rank a lookup with a ``limit`` in guard.rank_compiled's loops (when numba is installed: the
+#: ``fast`` extra) instead of numpy; both give the same answers.
+COMPILED = rank_compiled.AVAILABLE
+#: The compiled loops' widest ``limit`` (each better match costs up to ``limit`` steps to
+#: place); a wider one ranks in numpy.
+COMPILED_LIMIT = 64
+
 
 def popcount(values: Hashes) -> npt.NDArray[np.uint8]:
     """Set bits per element (numpy >= 2 has it built in; older numpy counts bytes)."""
@@ -97,14 +105,21 @@ class Mirror:
         version: int,
         incarnation: str = "",
     ) -> None:
-        self.ahashes = ahashes.astype(np.uint64, copy=False)
-        self.phashes = phashes.astype(np.uint64, copy=False)
-        self.has_phash = has_phash.astype(bool, copy=False)
+        self.ahashes = np.ascontiguousarray(ahashes, dtype=np.uint64)
+        self.phashes = np.ascontiguousarray(phashes, dtype=np.uint64)
+        self.has_phash = np.ascontiguousarray(has_phash, dtype=bool)
+        self._all_phash = bool(self.has_phash.all())
         self.layout = layout
         self.version = version
         self.incarnation = incarnation  # "" for a list created before incarnations existed
         # The search's own bands (not the Redis layout's): see guard.mih.
         self._index = HammingIndex(self.ahashes, bands_for(len(self.ahashes), SEARCH_BIT_ORDER))
+        rank_compiled.warm()  # here, not in a request
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # A mirror mapped from a shared file (guard.store.shared_mirrors) is built elsewhere.
+        self.__dict__.update(state)
+        rank_compiled.warm()
 
     @classmethod
     def of_hashes(cls, ahashes: Hashes, layout: BandLayout, version: int = 0) -> Mirror:
@@ -153,6 +168,13 @@ class Mirror:
         aHash, then in pHash. Entries rank by confirmation tier first: confirmed, then
         those without a pHash (nothing can confirm them), then those their pHash contradicts.
         """
+        if (
+            COMPILED
+            and limit is not None
+            and 0 < limit <= COMPILED_LIMIT
+            and 0 < len(queries) < rank_compiled.MAX_QUERIES
+        ):
+            return self._rank_compiled(queries, radius, confirm_radius, limit)
         positions = self._near_positions([a for a, _ in queries], radius)
         if not len(positions):  # nothing near (or no query: a flat upload has no hash to ask)
             nothing = np.empty(0, dtype=np.intp)
@@ -198,6 +220,41 @@ class Mirror:
             distance=((chosen >> 7) & 0x7F).astype(np.uint8),
             phash_distance=(chosen & 0x7F).astype(np.uint8),
             confirmed=(chosen >> 14) == CONFIRMED,
+        )
+
+    def _rank_compiled(
+        self, queries: list[tuple[int, int]], radius: int, confirm_radius: int, limit: int
+    ) -> Ranked:
+        """:meth:`rank` with a ``limit``, in guard.rank_compiled's loops."""
+        wanted = np.array(queries, dtype=np.uint64).reshape(-1, 2)
+        keys = np.empty(limit, dtype=np.uint64)
+        which = np.empty(limit, dtype=np.int64)
+        index = self._index
+        found, _ = rank_compiled.best(
+            index.hashes,
+            index.order,
+            index.source,
+            self.phashes,
+            self.has_phash,
+            self._all_phash,
+            index.offsets,
+            *index.plan(radius),
+            np.ascontiguousarray(wanted[:, 0]),
+            np.ascontiguousarray(wanted[:, 1]),
+            radius,
+            confirm_radius,
+            rank_compiled.SCAN_SHARE,
+            keys,
+            which,
+        )
+        chosen = keys[:found]
+        score = chosen >> np.uint64(rank_compiled.POSITION_BITS)
+        return Ranked(
+            positions=(chosen & np.uint64((1 << rank_compiled.POSITION_BITS) - 1)).astype(np.intp),
+            query=which[:found].astype(np.intp),
+            distance=((score >> np.uint64(7)) & np.uint64(0x7F)).astype(np.uint8),
+            phash_distance=(score & np.uint64(0x7F)).astype(np.uint8),
+            confirmed=(score >> np.uint64(14)) == CONFIRMED,
         )
 
     def _near_positions(self, queries: list[int], radius: int) -> npt.NDArray[np.intp]:

@@ -8,7 +8,9 @@ by their pHash; ties in entry order; ``limit`` keeps the first ones.
 Many random cases, over every band count, both of the search's paths (band index and linear
 scan), with duplicate aHashes, entries without a pHash and queries near the entries; and the
 middleware's real query (radius 12 over the 8 flips/rotations) on a crowded list. guard.mih's
-own oracle test covers the search alone over more radii and band cuts.
+own oracle test covers the search alone over more radii and band cuts. A lookup with a limit
+ranks in guard.rank_compiled's loops when numba is installed: every case runs on that path
+(both of its loops) and on the numpy one.
 """
 
 from __future__ import annotations
@@ -19,10 +21,26 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from guard import mih
+from guard import mih, rank_compiled
+from guard import mirror as mirror_module
 from guard.bands import BAND_COUNTS, default_layout
 from guard.hashing import TRANSFORMS, permute
 from guard.mirror import RECORD_SIZE, Mirror, Ranked, snapshot_record
+
+#: Rank in numpy, or in the compiled loops (skipped without numba: install the test extra).
+PATHS = [
+    "numpy",
+    pytest.param(
+        "compiled",
+        marks=pytest.mark.skipif(not rank_compiled.AVAILABLE, reason="numba is not installed"),
+    ),
+]
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(mirror_module, "COMPILED", request.param == "compiled")
+    return str(request.param)
 
 
 def _popcount(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
@@ -122,11 +140,13 @@ def _entries(
 
 
 def test_rank_equals_the_brute_force_oracle_over_many_random_cases(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     rng = random.Random(20261207)
     default_share = mih.SCAN_SHARE
+    compiled_share = rank_compiled.SCAN_SHARE
     paths = {"index": 0, "scan": 0}
+    compiled_paths = {"index": 0, "scan": 0}
     found = limited = unconfirmed = 0
     for case in range(600):
         bands = rng.choice(BAND_COUNTS)
@@ -145,8 +165,11 @@ def test_rank_equals_the_brute_force_oracle_over_many_random_cases(
             queries.append((ahash, phash if rng.random() < 0.7 else rng.getrandbits(64)))
         limit = rng.choice([None, None, 1, 3, 10])
         # The search picks probing or scanning by cost; a third of the cases force each path.
-        share = rng.choice([default_share, float("inf"), 0.0])
-        monkeypatch.setattr(mih, "SCAN_SHARE", share)
+        share = rng.choice([None, float("inf"), -1.0])
+        monkeypatch.setattr(mih, "SCAN_SHARE", default_share if share is None else share)
+        monkeypatch.setattr(rank_compiled, "SCAN_SHARE", compiled_share if share is None else share)
+        if share is not None and limit is not None:
+            compiled_paths["index" if share > 0 else "scan"] += 1
         mirror = _mirror(ahashes, phashes, bands)
         expected = _oracle(ahashes, phashes, queries, radius, confirm_radius, limit)
         got = _as_rows(mirror.rank(queries, radius, confirm_radius, limit))
@@ -158,11 +181,12 @@ def test_rank_equals_the_brute_force_oracle_over_many_random_cases(
         unconfirmed += any(not row[4] for row in expected)
     # Every kind of case came up: both paths, answers found, cut by limit, not confirmed.
     assert min(paths.values()) > 100, paths
+    assert min(compiled_paths.values()) > 80, compiled_paths
     assert found > 300 and limited > 50 and unconfirmed > 50, (found, limited, unconfirmed)
 
 
-@pytest.mark.parametrize("limit", [None, 1])
-def test_the_real_query_equals_the_oracle_on_a_crowded_list(limit: int | None) -> None:
+@pytest.mark.parametrize("limit", [None, 1, 2])
+def test_the_real_query_equals_the_oracle_on_a_crowded_list(limit: int | None, path: str) -> None:
     """Radius 12, confirm radius 12, the 8 flips/rotations of an upload whose list is crowded
     around it and its mirror image (crops of one photo), some entries with close pHashes."""
     rng = random.Random(1207)

@@ -1,0 +1,473 @@
+"""Mirror.rank's best few matches in one compiled loop (numba: the optional ``fast`` extra).
+
+Why: the middleware asks a list for its best match only, but in numpy even that costs passes
+over large temporaries for every candidate (the probed runs expanded, gathered, deduplicated,
+then a score per query and match), and a crowded upload has a million candidates and a hundred
+thousand matches. Here one loop walks the probed runs of guard.mih's index (or, when they would
+hold more than a pass over the list costs, every entry), scores each (query, entry) pair within
+the radius as it meets it, with the score of guard.mirror, and keeps only the best ``limit``
+distinct entries: no temporaries, and no deduplication (a pair met twice scores the same).
+
+Everything is exact: the answer is the first ``limit`` of Mirror.rank's full order, which the
+oracle tests check on both this path and the numpy one. Without numba, :data:`AVAILABLE` is
+False and guard.mirror ranks in numpy. The loops are compiled once per machine (numba's cache,
+next to this file or in ``NUMBA_CACHE_DIR``) and loaded by :func:`warm`, which guard calls when
+it builds or maps a mirror, so that no request waits for a compilation.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+try:
+    import numba
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils as _cgutils
+    from numba.extending import intrinsic
+except ImportError:  # pragma: no cover - the numpy path is tested by switching this off
+    numba = None  # type: ignore[assignment]
+
+#: Whether the compiled loops can run here (numba importable).
+AVAILABLE = numba is not None
+
+#: The compiled loop scans every entry when the probed runs hold more than this share of
+#: entries x queries (bench/lookup.py --in-process: a probed hash costs about this share of an
+#: entry compared with a block of 8 queries in vector lanes).
+SCAN_SHARE = 0.06
+#: Where a result key keeps the entry's position: below this many bits (the score above them).
+POSITION_BITS = 40
+#: How many runs ahead the loop asks for a run's hashes.
+_AHEAD = 8
+#: Hashes within the radius gathered before their pHashes are read.
+_GATHER = 4096
+#: Queries a scan ranks at most (it packs a query's index in 16 bits).
+MAX_QUERIES = 1 << 16
+#: The widest query block the scan compares an entry with at once (its inner loop is unrolled).
+_BLOCK = 8
+#: Entries per step of a scan (their nearest distances stay in the CPU's cache).
+_CHUNK = 4096
+
+_warmed = False
+_warm_lock = threading.Lock()
+
+
+def warm() -> None:
+    """Compile the loops (or load them from numba's cache) now, once per process, for every
+    kind of array a mirror hands them: positions as int32 or int64, arrays of a mirror built
+    here (writable) or mapped from a shared file (read-only)."""
+    global _warmed
+    if not AVAILABLE or _warmed:
+        return
+    with _warm_lock:
+        if _warmed:
+            return
+        plan = [np.zeros(2, dtype=np.int64) for _ in range(5)]
+        for fixed in plan:
+            fixed.flags.writeable = False
+        for position_type in (np.int32, np.int64):
+            for writable in (True, False):
+                arrays: list[npt.NDArray[Any]] = [
+                    np.zeros(2, dtype=np.uint64),
+                    np.zeros(2, dtype=position_type),
+                    np.zeros(2, dtype=np.uint64),
+                    np.zeros(2, dtype=np.uint64),
+                    np.zeros(2, dtype=np.bool_),
+                    np.zeros(3, dtype=position_type),
+                ]
+                for array in arrays:
+                    array.flags.writeable = writable
+                _best(  # compiles the scan too (a callee)
+                    *arrays[:5],
+                    True,
+                    arrays[5],
+                    *plan,
+                    np.zeros(1, dtype=np.uint64),
+                    np.zeros(1, dtype=np.uint64),
+                    1,
+                    1,
+                    1.0,
+                    np.empty(1, dtype=np.uint64),
+                    np.empty(1, dtype=np.int64),
+                )
+        _warmed = True
+
+
+def best(
+    hashes: npt.NDArray[np.uint64],
+    order: npt.NDArray[Any],
+    source: npt.NDArray[np.uint64],
+    phashes: npt.NDArray[np.uint64],
+    has_phash: npt.NDArray[np.bool_],
+    all_phash: bool,
+    offsets: npt.NDArray[Any],
+    bits: npt.NDArray[np.int64],
+    band_starts: npt.NDArray[np.int64],
+    tables: npt.NDArray[np.int64],
+    mask_starts: npt.NDArray[np.int64],
+    masks: npt.NDArray[np.int64],
+    queries: npt.NDArray[np.uint64],
+    query_phashes: npt.NDArray[np.uint64],
+    radius: int,
+    confirm_radius: int,
+    scan_share: float,
+    keys: npt.NDArray[np.uint64],
+    which: npt.NDArray[np.int64],
+) -> tuple[int, bool]:
+    """Fill ``keys`` (score << POSITION_BITS | position, ascending) and ``which`` (the first
+    query with that score) with the best ``len(keys)`` entries; return how many were found and
+    whether it scanned. ``hashes``, ``order`` and ``offsets`` are the index's band-ordered
+    hashes, their positions and the run offsets (guard.mih), ``source`` the hashes by position;
+    ``bits`` the bands' bit positions
+    (band i is ``bits[band_starts[i]:band_starts[i + 1]]``), ``tables`` where each band's
+    offsets start, ``masks[mask_starts[i]:mask_starts[i + 1]]`` the XORs band i probes
+    (none for a skipped band). ``phashes``/``has_phash`` are by position."""
+    found, scanned = _best(
+        hashes,
+        order,
+        source,
+        phashes,
+        has_phash,
+        all_phash,
+        offsets,
+        bits,
+        band_starts,
+        tables,
+        mask_starts,
+        masks,
+        queries,
+        query_phashes,
+        radius,
+        confirm_radius,
+        scan_share,
+        keys,
+        which,
+    )
+    return int(found), bool(scanned)
+
+
+if AVAILABLE:  # pragma: no cover - compiled: coverage cannot trace it (the oracle tests run it)
+    # numba's decorators, as opaque to mypy as the loops they compile are.
+    _jit: Any = numba.njit
+    _intrinsic: Any = intrinsic
+    cgutils: Any = _cgutils
+    _U = np.uint64
+    _NONE = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+    _POSITION_MASK = np.uint64((1 << POSITION_BITS) - 1)
+
+    @_intrinsic  # type: ignore[untyped-decorator]
+    def _popcount(typingctx: Any, value: Any) -> Any:
+        """The CPU's population count (numba has none for integers)."""
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.ctpop(args[0])
+
+        return types.uint64(types.uint64), codegen
+
+    @_intrinsic  # type: ignore[untyped-decorator]
+    def _prefetch(typingctx: Any, array: Any, index: Any) -> Any:
+        """Ask the CPU to load ``array[index]`` into its cache, without waiting for it."""
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            kind = signature.args[0]
+            view = context.make_array(kind)(context, builder, args[0])
+            pointer = cgutils.get_item_pointer(context, builder, kind, view, [args[1]])
+            byte, word = ir.IntType(8).as_pointer(), ir.IntType(32)
+            function = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(ir.VoidType(), [byte, word, word, word]),
+                "llvm.prefetch.p0i8",
+            )
+            # read, keep in every cache level, data
+            builder.call(function, [builder.bitcast(pointer, byte), word(0), word(3), word(1)])
+            return context.get_dummy_value()
+
+        return types.void(array, types.intp), codegen
+
+    @_jit(inline="always", cache=True)  # type: ignore[untyped-decorator]
+    def _key(distance: Any, phash_distance: Any, has: Any, confirm: Any, position: Any) -> Any:
+        # guard.mirror's score: tier << 14 | aHash distance << 7 | pHash distance.
+        if has:
+            tier = _U(0) if phash_distance <= confirm else _U(2)
+        else:
+            tier, phash_distance = _U(1), _U(0)
+        score = (tier << _U(14)) | (distance << _U(7)) | phash_distance
+        return (score << _U(POSITION_BITS)) | position
+
+    @_jit(inline="always", cache=True)  # type: ignore[untyped-decorator]
+    def _offer(keys: Any, which: Any, filled: Any, key: Any, query: Any) -> Any:
+        """Keep ``key`` among the best ``len(keys)`` distinct entries (ascending); called only
+        for a key below the current bound. An entry met again with a better key moves up."""
+        size = len(keys)
+        position = key & _POSITION_MASK
+        for at in range(filled):
+            if (keys[at] & _POSITION_MASK) == position:
+                if keys[at] <= key:  # an earlier query scored it as well or better
+                    return filled
+                for later in range(at, filled - 1):
+                    keys[later] = keys[later + 1]
+                    which[later] = which[later + 1]
+                filled -= 1
+                break
+        at = filled if filled < size else size - 1
+        while at > 0 and keys[at - 1] > key:
+            keys[at] = keys[at - 1]
+            which[at] = which[at - 1]
+            at -= 1
+        keys[at] = key
+        which[at] = query
+        return filled + 1 if filled < size else size
+
+    @_jit(inline="always", cache=True)  # type: ignore[untyped-decorator]
+    def _band_value(query: Any, bits: Any, start: Any, end: Any) -> Any:
+        value = np.int64(0)
+        for k in range(start, end):  # bit 0 is the hash's most significant
+            value = (value << 1) | np.int64((query >> _U(63 - bits[k])) & _U(1))
+        return value
+
+    @_jit(nogil=True, cache=True)  # type: ignore[untyped-decorator]
+    def _best(
+        hashes: Any,
+        order: Any,
+        source: Any,
+        phashes: Any,
+        has_phash: Any,
+        all_phash: Any,
+        offsets: Any,
+        bits: Any,
+        band_starts: Any,
+        tables: Any,
+        mask_starts: Any,
+        masks: Any,
+        queries: Any,
+        query_phashes: Any,
+        radius: Any,
+        confirm_radius: Any,
+        scan_share: Any,
+        keys: Any,
+        which: Any,
+    ) -> Any:
+        bands = len(band_starts) - 1
+        probes = mask_starts[-1]  # per query
+        starts = np.empty(len(queries) * probes, dtype=np.int64)
+        ends = np.empty(len(queries) * probes, dtype=np.int64)
+        total: Any = 0
+        longest: Any = 0
+        for j in range(len(queries)):
+            for i in range(bands):
+                value = _band_value(queries[j], bits, band_starts[i], band_starts[i + 1])
+                for m in range(mask_starts[i], mask_starts[i + 1]):
+                    at = tables[i] + (value ^ masks[m])
+                    start, end = np.int64(offsets[at]), np.int64(offsets[at + 1])
+                    starts[j * probes + m], ends[j * probes + m] = start, end
+                    total += end - start
+                    longest = max(longest, end - start)
+        if total > scan_share * len(source) * len(queries):
+            found = _scan(
+                source,
+                phashes,
+                has_phash,
+                all_phash,
+                queries,
+                query_phashes,
+                radius,
+                confirm_radius,
+                keys,
+                which,
+            )
+            return found, True
+        limit, confirm = _U(radius), _U(confirm_radius)
+        # The hashes within the radius, gathered over many runs before their pHashes are
+        # read: those reads land anywhere in a big list, and in one loop the CPU overlaps them.
+        capacity = max(_GATHER, longest)
+        near = np.empty(capacity, dtype=np.int64)
+        near_distances = np.empty(capacity, dtype=np.uint64)
+        near_positions = np.empty(capacity, dtype=np.int64)
+        near_phashes = np.empty(capacity, dtype=np.uint64)
+        state = np.empty(2, dtype=np.uint64)  # filled, bound
+        state[0], state[1] = 0, _NONE
+        runs = len(starts)
+        for j in range(len(queries)):
+            query = queries[j]
+            gathered = 0
+            for run in range(j * probes, (j + 1) * probes):
+                # Runs lie anywhere in the index: ask for the next ones' first hashes early,
+                # so that their cache misses overlap (a big list's index is not in the cache).
+                if run + _AHEAD < runs and starts[run + _AHEAD] < ends[run + _AHEAD]:
+                    _prefetch(hashes, starts[run + _AHEAD])
+                # How many of the run's hashes are within the radius (in vector lanes); most
+                # runs have none. Then which, without a branch per hash (in a crowded run
+                # about every other one is, and a guessed branch would miss often).
+                count = 0
+                for index in range(starts[run], ends[run]):
+                    count += _popcount(hashes[index] ^ query) <= limit
+                if not count:
+                    continue
+                if gathered + count > capacity:
+                    _rank_gathered(
+                        near,
+                        near_distances,
+                        near_positions,
+                        near_phashes,
+                        gathered,
+                        order,
+                        phashes,
+                        has_phash,
+                        all_phash,
+                        query_phashes[j],
+                        confirm,
+                        j,
+                        keys,
+                        which,
+                        state,
+                    )
+                    gathered = 0
+                for index in range(starts[run], ends[run]):
+                    distance = _popcount(hashes[index] ^ query)
+                    near[gathered] = index
+                    near_distances[gathered] = distance
+                    gathered += distance <= limit
+            _rank_gathered(
+                near,
+                near_distances,
+                near_positions,
+                near_phashes,
+                gathered,
+                order,
+                phashes,
+                has_phash,
+                all_phash,
+                query_phashes[j],
+                confirm,
+                j,
+                keys,
+                which,
+                state,
+            )
+        filled = np.int64(state[0])
+        return filled, False
+
+    @_jit(inline="always", cache=True)  # type: ignore[untyped-decorator]
+    def _rank_gathered(
+        near: Any,
+        near_distances: Any,
+        near_positions: Any,
+        near_phashes: Any,
+        gathered: Any,
+        order: Any,
+        phashes: Any,
+        has_phash: Any,
+        all_phash: Any,
+        query_phash: Any,
+        confirm: Any,
+        query: Any,
+        keys: Any,
+        which: Any,
+        state: Any,
+    ) -> None:
+        """Score the gathered hashes of one query and offer those below the bound (``state``:
+        how many keys are kept, and the bound)."""
+        for k in range(gathered):
+            position = order[near[k]]
+            near_positions[k] = position
+            near_phashes[k] = phashes[position]
+        filled, bound = np.int64(state[0]), state[1]
+        for k in range(gathered):
+            position = near_positions[k]
+            key = _key(
+                near_distances[k],
+                _popcount(near_phashes[k] ^ query_phash),
+                all_phash or has_phash[position],
+                confirm,
+                _U(position),
+            )
+            if key < bound:
+                filled = _offer(keys, which, filled, key, query)
+                if filled == len(keys):
+                    bound = keys[filled - 1]
+        state[0], state[1] = filled, bound
+
+    @_jit(nogil=True, cache=True)  # type: ignore[untyped-decorator]
+    def _scan(
+        source: Any,
+        phashes: Any,
+        has_phash: Any,
+        all_phash: Any,
+        queries: Any,
+        query_phashes: Any,
+        radius: Any,
+        confirm_radius: Any,
+        keys: Any,
+        which: Any,
+    ) -> Any:
+        """Every entry against every query, a cache-sized chunk at a time: each entry's
+        nearest query distance (8 queries at a time held in registers, so that the loop runs
+        in vector lanes), then the entries within the radius copied side by side and scored
+        against each query (again in vector lanes), then offered."""
+        size, count = len(source), len(queries)
+        blocks = (count + _BLOCK - 1) // _BLOCK
+        padded = np.empty(blocks * _BLOCK, dtype=np.uint64)
+        padded[:count] = queries
+        padded[count:] = queries[0]  # a repeat changes no minimum
+        nearest = np.empty(_CHUNK, dtype=np.uint64)
+        where = np.empty(_CHUNK, dtype=np.int64)
+        near = np.empty(_CHUNK, dtype=np.uint64)
+        near_phash = np.empty(_CHUNK, dtype=np.uint64)
+        near_has = np.empty(_CHUNK, dtype=np.bool_)
+        best = np.empty(_CHUNK, dtype=np.uint64)
+        limit, confirm = _U(radius), _U(confirm_radius)
+        bound = _NONE
+        filled = 0
+        for begin in range(0, size, _CHUNK):
+            width = min(size, begin + _CHUNK) - begin
+            for i in range(width):
+                nearest[i] = _U(64)
+            for block in range(blocks):
+                at = block * _BLOCK
+                q0, q1, q2, q3 = padded[at], padded[at + 1], padded[at + 2], padded[at + 3]
+                q4, q5, q6, q7 = padded[at + 4], padded[at + 5], padded[at + 6], padded[at + 7]
+                for i in range(width):
+                    value = source[begin + i]
+                    low = min(
+                        min(_popcount(value ^ q0), _popcount(value ^ q1)),
+                        min(_popcount(value ^ q2), _popcount(value ^ q3)),
+                    )
+                    high = min(
+                        min(_popcount(value ^ q4), _popcount(value ^ q5)),
+                        min(_popcount(value ^ q6), _popcount(value ^ q7)),
+                    )
+                    nearest[i] = min(nearest[i], min(low, high))
+            found = 0
+            for i in range(width):
+                where[found] = begin + i
+                found += nearest[i] <= limit
+            if not found:
+                continue
+            for k in range(found):
+                near[k] = source[where[k]]
+                near_phash[k] = phashes[where[k]]
+                near_has[k] = all_phash or has_phash[where[k]]
+                best[k] = _NONE
+            for j in range(count):
+                query, query_phash = queries[j], query_phashes[j]
+                for k in range(found):
+                    # score << 16 | query: the minimum is the best score, then the first query.
+                    distance = _popcount(near[k] ^ query)
+                    phash_distance = _popcount(near_phash[k] ^ query_phash)
+                    tier = _U(0) if phash_distance <= confirm else _U(2)
+                    if not near_has[k]:
+                        tier, phash_distance = _U(1), _U(0)
+                    score = (tier << _U(14)) | (distance << _U(7)) | phash_distance
+                    ranked = (score << _U(16)) | _U(j)
+                    best[k] = min(best[k], ranked if distance <= limit else _NONE)
+            for k in range(found):
+                key = ((best[k] >> _U(16)) << _U(POSITION_BITS)) | _U(where[k])
+                if key < bound:
+                    filled = _offer(keys, which, filled, key, np.int64(best[k] & _U(0xFFFF)))
+                    if filled == len(keys):
+                        bound = keys[filled - 1]
+        return filled

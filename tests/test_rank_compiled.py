@@ -1,0 +1,91 @@
+"""guard.rank_compiled: how guard.mirror uses it (its answers are oracle-tested in
+tests/test_mirror.py and tests/test_mirror_patch.py, on this path and the numpy one).
+
+A lookup with a small limit goes to the compiled loops when numba is installed; a mirror mapped
+read-only from a shared file ranks there too, without compiling anything during the lookup.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+
+from guard import mirror as mirror_module
+from guard import rank_compiled
+from guard.bands import default_layout
+from guard.mirror import Mirror
+
+pytestmark = pytest.mark.skipif(not rank_compiled.AVAILABLE, reason="numba is not installed")
+
+
+def _mirror(size: int, seed: int) -> Mirror:
+    generator = np.random.default_rng(seed)
+    centre = int(generator.integers(0, 2**63))
+    flips = generator.random((size, 64)) < 0.08  # a crowd around one hash
+    masks = np.packbits(flips, axis=1).view(">u8")[:, 0].astype(np.uint64)
+    ahashes = np.uint64(centre) ^ masks
+    phashes = generator.integers(0, 2**64, size, dtype=np.uint64, endpoint=False)
+    has_phash = generator.random(size) < 0.8
+    return Mirror(ahashes, phashes, has_phash, default_layout(4), version=1)
+
+
+def _rows(mirror: Mirror, queries: list[tuple[int, int]], limit: int | None) -> list[Any]:
+    ranked = mirror.rank(queries, 12, 12, limit)
+    return list(
+        zip(
+            ranked.positions.tolist(),
+            ranked.query.tolist(),
+            ranked.distance.tolist(),
+            ranked.phash_distance.tolist(),
+            ranked.confirmed.tolist(),
+            strict=True,
+        )
+    )
+
+
+def _queries(mirror: Mirror, rng: random.Random) -> list[tuple[int, int]]:
+    ahash = int(mirror.ahashes[rng.randrange(len(mirror))])
+    return [(ahash ^ (1 << rng.randrange(64)), rng.getrandbits(64)) for _ in range(8)]
+
+
+def test_a_limited_lookup_ranks_in_the_compiled_loops(monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = _mirror(3000, 1)
+    queries = _queries(mirror, random.Random(1))
+    calls: list[int] = []
+    real = rank_compiled.best
+
+    def spy(*args: Any) -> tuple[int, bool]:
+        calls.append(len(args[-2]))  # the keys it fills: one per wanted entry
+        return real(*args)
+
+    monkeypatch.setattr(rank_compiled, "best", spy)
+    compiled = [_rows(mirror, queries, limit) for limit in (1, 5)]
+    assert calls == [1, 5]
+    _rows(mirror, queries, None)  # every match: numpy
+    monkeypatch.setattr(mirror_module, "COMPILED_LIMIT", 4)
+    _rows(mirror, queries, 5)  # wider than the compiled loops take: numpy
+    assert calls == [1, 5]
+    monkeypatch.setattr(mirror_module, "COMPILED", False)
+    assert [_rows(mirror, queries, limit) for limit in (1, 5)] == compiled
+    assert len(compiled[1]) == 5  # the crowd was near enough to fill the limit
+
+
+def test_a_mirror_mapped_read_only_ranks_without_compiling() -> None:
+    """As guard.store.shared_mirrors maps it: pickle protocol 5, every array out of band and
+    read-only. The loops for such arrays were compiled when the first mirror was built."""
+    built = _mirror(2000, 2)
+    buffers: list[pickle.PickleBuffer] = []
+    meta = pickle.dumps(built, protocol=5, buffer_callback=buffers.append)
+    mapped = pickle.loads(meta, buffers=[memoryview(b.raw()).toreadonly() for b in buffers])
+    assert not mapped.ahashes.flags.writeable and not mapped._index.hashes.flags.writeable
+    compiled_before = len(rank_compiled._best.signatures)
+    rng = random.Random(2)
+    for _ in range(20):
+        queries = _queries(built, rng)
+        assert _rows(mapped, queries, 1) == _rows(built, queries, 1)
+        assert _rows(mapped, queries, 3) == _rows(built, queries, 3)
+    assert len(rank_compiled._best.signatures) == compiled_before
