@@ -46,10 +46,11 @@ as JSON. The exit status is 1 if any guard lookup differed from the oracle.
 Redis (``Mirror.rank``: flag radius 12 over the 8 flips/rotations, confirm radius 12, limit 1),
 against the numpy scan, on realistic lists of ``--sizes`` (default 1e5,1e6; 1e7 takes a few
 minutes and about 2 GB), ``--queries`` per size (default 400; half unlisted, half listed with
-0..12 bits flipped), each query on both in turn: p50/p99 of the whole rank and of its candidate
+0..12 bits flipped), each query on all in turn: p50/p99 of the whole rank on its compiled path
+(numba, when installed: the table names the path) and on its numpy one, of the numpy candidate
 search alone, candidates and matches per query, the index's bytes per entry, its build time and
 the process's peak RSS. See bench/mirror_lookup.py. The exit status is 1 if the search ever
-differs from the scan.
+differs from the scan or the two paths' best matches differ.
 
 ``--cluster`` measures instead the middleware's real query (``Store.lookup_under`` with the
 default ``ListPolicy``: flag radius 12, the 8 flips/rotations, limit 1) on a single redis-server

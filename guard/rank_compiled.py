@@ -43,6 +43,8 @@ SCAN_SHARE = 0.06
 POSITION_BITS = 40
 #: How many runs ahead the loop asks for a run's hashes.
 _AHEAD = 8
+#: A run with fewer than one hash in this many within the radius is sifted with a branch.
+_SPARSE = 16
 #: Hashes within the radius gathered before their pHashes are read.
 _GATHER = 4096
 #: Queries a scan ranks at most (it packs a query's index in 16 bits).
@@ -326,11 +328,19 @@ if AVAILABLE:  # pragma: no cover - compiled: coverage cannot trace it (the orac
                         state,
                     )
                     gathered = 0
-                for index in range(starts[run], ends[run]):
-                    distance = _popcount(hashes[index] ^ query)
-                    near[gathered] = index
-                    near_distances[gathered] = distance
-                    gathered += distance <= limit
+                if count * _SPARSE < ends[run] - starts[run]:  # a few: a branch guesses well
+                    for index in range(starts[run], ends[run]):
+                        distance = _popcount(hashes[index] ^ query)
+                        if distance <= limit:
+                            near[gathered] = index
+                            near_distances[gathered] = distance
+                            gathered += 1
+                else:
+                    for index in range(starts[run], ends[run]):
+                        distance = _popcount(hashes[index] ^ query)
+                        near[gathered] = index
+                        near_distances[gathered] = distance
+                        gathered += distance <= limit
             _rank_gathered(
                 near,
                 near_distances,
@@ -417,7 +427,7 @@ if AVAILABLE:  # pragma: no cover - compiled: coverage cannot trace it (the orac
         where = np.empty(_CHUNK, dtype=np.int64)
         near = np.empty(_CHUNK, dtype=np.uint64)
         near_phash = np.empty(_CHUNK, dtype=np.uint64)
-        near_has = np.empty(_CHUNK, dtype=np.bool_)
+        near_has = np.empty(_CHUNK, dtype=np.uint64)  # 1 if the entry has a pHash
         best = np.empty(_CHUNK, dtype=np.uint64)
         limit, confirm = _U(radius), _U(confirm_radius)
         bound = _NONE
@@ -441,26 +451,28 @@ if AVAILABLE:  # pragma: no cover - compiled: coverage cannot trace it (the orac
                         min(_popcount(value ^ q6), _popcount(value ^ q7)),
                     )
                     nearest[i] = min(nearest[i], min(low, high))
+            # The entries within the radius, side by side (without a branch per entry: in a
+            # crowded list a guessed one would miss often).
             found = 0
             for i in range(width):
                 where[found] = begin + i
                 found += nearest[i] <= limit
-            if not found:
-                continue
             for k in range(found):
-                near[k] = source[where[k]]
-                near_phash[k] = phashes[where[k]]
-                near_has[k] = all_phash or has_phash[where[k]]
+                position = where[k]
+                near[k] = source[position]
+                near_phash[k] = phashes[position]
+                near_has[k] = _U(all_phash or has_phash[position])
                 best[k] = _NONE
             for j in range(count):
                 query, query_phash = queries[j], query_phashes[j]
                 for k in range(found):
                     # score << 16 | query: the minimum is the best score, then the first query.
+                    # Arithmetic, not branches, so that the loop runs in vector lanes: an entry
+                    # without a pHash is tier 1 at pHash distance 0.
                     distance = _popcount(near[k] ^ query)
-                    phash_distance = _popcount(near_phash[k] ^ query_phash)
-                    tier = _U(0) if phash_distance <= confirm else _U(2)
-                    if not near_has[k]:
-                        tier, phash_distance = _U(1), _U(0)
+                    has = near_has[k]
+                    phash_distance = _popcount(near_phash[k] ^ query_phash) * has
+                    tier = _U(1) - has + has * (_U(phash_distance > confirm) << _U(1))
                     score = (tier << _U(14)) | (distance << _U(7)) | phash_distance
                     ranked = (score << _U(16)) | _U(j)
                     best[k] = min(best[k], ranked if distance <= limit else _NONE)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_mirror import _oracle
 
 from guard import mirror as mirror_module
 from guard import rank_compiled
@@ -89,3 +90,22 @@ def test_a_mirror_mapped_read_only_ranks_without_compiling() -> None:
         assert _rows(mapped, queries, 1) == _rows(built, queries, 1)
         assert _rows(mapped, queries, 3) == _rows(built, queries, 3)
     assert len(rank_compiled._best.signatures) == compiled_before
+
+
+@pytest.mark.parametrize("share", [float("inf"), -1.0])  # the probed runs, then the scan
+def test_a_list_crowded_past_the_loops_buffers_equals_the_oracle(
+    monkeypatch: pytest.MonkeyPatch, share: float
+) -> None:
+    """Thousands of entries within the radius of each query: more than the runs loop gathers
+    before it ranks them (4096) and more than a scan's chunk (4096 entries)."""
+    monkeypatch.setattr(rank_compiled, "SCAN_SHARE", share)
+    mirror = _mirror(14_000, 3)
+    ahashes = [int(a) for a in mirror.ahashes]
+    phashes = [int(p) if h else None for p, h in zip(mirror.phashes, mirror.has_phash, strict=True)]
+    rng = random.Random(3)
+    for _ in range(3):
+        queries = _queries(mirror, rng)
+        for limit in (1, 4):
+            expected = _oracle(ahashes, phashes, queries, 12, 12, None)
+            assert len(expected) > 5000  # crowded indeed
+            assert _rows(mirror, queries, limit) == expected[:limit]
