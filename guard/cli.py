@@ -463,6 +463,17 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("new", metavar="NEW")
 
     sub = command(
+        "upgrade",
+        _cmd_upgrade,
+        "move lists an older guard wrote to this guard's compact records, in place",
+        ["guard upgrade", "guard upgrade spam --json"],
+        "0 every list named is upgraded (or was); 1 no list of that name",
+    )
+    sub.add_argument(
+        "names", nargs="*", metavar="NAME", help="lists to upgrade (default: every list)"
+    )
+
+    sub = command(
         "events",
         _cmd_events,
         "print the decision stream: rejects, flags, shadow outcomes, unchecked passes",
@@ -1264,6 +1275,7 @@ def _cmd_lists(args: argparse.Namespace) -> int:
                         "hash_version": i.hash_version,
                         "created": i.created,
                         "disabled": i.disabled,
+                        "needs_upgrade": i.needs_upgrade,
                     }
                     for i in infos
                 ]
@@ -1277,9 +1289,10 @@ def _cmd_lists(args: argparse.Namespace) -> int:
         else:
             for info in infos:
                 disabled = f" (+{info.disabled} disabled)" if info.disabled else ""
+                old = f" (older records: guard upgrade {info.name})" if info.needs_upgrade else ""
                 print(
                     f"{info.name}: {info.entries} entries{disabled}, {info.bands} bands, "
-                    f"version {info.version}, {info.hash_version}"
+                    f"version {info.version}, {info.hash_version}{old}"
                 )
                 if info.name in allowed:
                     print(f"  {info.name}'s allow-list: {allowed[info.name]} entries")
@@ -1589,6 +1602,42 @@ def _cmd_rename(args: argparse.Namespace) -> int:
         else:
             print(f"{old}: renamed to {new} ({copied} entries)")
         return EXIT_OK
+
+    return _with_store(args, work)
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    """Move the entries of lists an older guard wrote to this guard's compact records, in place
+    (with each list's allow-list). Until then such a list is read as it is and refuses changes
+    (guard load, remove, disable, enable, allow) with a message naming this command.
+
+    Upgrade every worker first: a worker still running the older guard cannot read an upgraded
+    list's entries. Lookups carry on during the upgrade (the band index and snapshot do not
+    change); interrupted, run it again to finish. docs/cli.md says more.
+    """
+    names = [_list_name(name) for name in args.names]
+
+    async def work(store: Store) -> int:
+        known = {info.name: info for info in await store.lists()}
+        allowed = await store.allow_lists()
+        missing = [name for name in names if name not in known and name not in allowed]
+        for name in missing:
+            print(f"guard: no list named {name!r} (guard lists shows them)", file=sys.stderr)
+        report = []
+        for name in names or sorted({*known, *allowed}):
+            if name in missing:
+                continue
+            old = [info for info in (known.get(name), allowed.get(name)) if info]
+            if not any(info.needs_upgrade for info in old):
+                report.append({"list": name, "upgraded": False, "moved": 0})
+                continue
+            report.append({"list": name, "upgraded": True, "moved": await store.upgrade(name)})
+        if args.json:
+            _print_json(report)
+        for item in [] if args.json else report:
+            moved = f"upgraded ({item['moved']} aHashes moved to compact records)"
+            print(f"{item['list']}: {moved if item['upgraded'] else 'compact already'}")
+        return EXIT_FOUND if missing else EXIT_OK
 
     return _with_store(args, work)
 

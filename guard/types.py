@@ -135,6 +135,8 @@ class ListInfo:
     version: int
     #: Entries kept but not enforced (``guard disable``); ``entries`` counts the enforced ones.
     disabled: int = 0
+    #: Written by an older guard: readable, not writable until ``guard upgrade`` (docs/cli.md).
+    needs_upgrade: bool = False
 
 
 # --- what the app sees ----------------------------------------------------------------------------

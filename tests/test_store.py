@@ -17,9 +17,9 @@ from conftest import LOCAL_PHOTOS, encode, photo, run
 from PIL import Image
 
 from guard import hash_bytes
+from guard.embedded import HASH_PACKED_ENTRIES
 from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash, phash_of_coefficients, to_signed
-from guard.embedded import HASH_PACKED_ENTRIES
 from guard.store import INTSET_ENTRIES, MirrorSettings, Store
 from guard.store.index import tier_of
 from guard.store.records import entry_bucket

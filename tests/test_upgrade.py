@@ -4,6 +4,7 @@ Redis: lookups on both paths, listing, verify, disable/enable, an interrupted up
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
 from typing import Any
@@ -12,12 +13,14 @@ import pytest
 import redis
 from conftest import run
 from raw_records import raw_records
+from test_cli_lists import cli
 from test_list_identity import assert_exact, frame_of, queries_for, random_entries
 
 import guard.store.upgrade as upgrading
 from guard.errors import StoreUnavailable
 from guard.spelling import to_signed
 from guard.store import MirrorSettings, Store
+from guard.store.connection import NeedsUpgrade
 from guard.store.records import disabled_key, entry_from_record, entry_json, keys
 from guard.types import Entry
 
@@ -62,7 +65,7 @@ def labelled(entries: list[Entry], rng: random.Random, folder: str = "img") -> l
     ]
 
 
-def test_an_older_list_is_read_as_it_is_and_upgraded_by_its_first_change(redis_url: str) -> None:
+def test_an_older_list_is_read_as_it_is_and_changed_only_once_upgraded(redis_url: str) -> None:
     rng = random.Random(11)
     entries = labelled(random_entries(rng, 60), rng)
     twin = Entry(entries[0].ahash, (entries[0].phash or 0) ^ 0xFFFF, "twin.jpg", "spam", 1.8e9)
@@ -90,11 +93,29 @@ def test_an_older_list_is_read_as_it_is_and_upgraded_by_its_first_change(redis_u
             assert listed == sorted([e for e in entries if e != entries[1]], key=_source)
             assert (await loader.verify("spam")).ok
             version = await loader.version("spam")
+            (info,) = await loader.lists()
+            assert (info.entries, info.disabled, info.needs_upgrade) == (60, 1, True)
 
-            await loader.add("spam", more)  # the first change upgrades the list in place
+            # No change until the operator upgrades it: older workers could not read it after.
+            for change in (
+                loader.add("spam", more),
+                loader.remove("spam", entries[2].ahash),
+                loader.disable("spam", entries[3].ahash),
+                loader.enable("spam", entries[1].ahash),
+            ):
+                with pytest.raises(NeedsUpgrade, match="run `guard upgrade spam` once every"):
+                    await change
+            assert await loader.version("spam") == version
+            assert not client.keys("guard:{spam}:e:*")  # nothing written either
+            assert (client.hlen(keys("spam").entries), client.hlen(disabled_key("spam"))) == (59, 1)
+
+            assert await loader.upgrade("spam") == 60  # aHashes, one of them disabled
             assert not client.exists(keys("spam").entries, disabled_key("spam"))
             assert client.hget("guard:{spam}:meta", "records") == b"2"
-            assert await loader.version("spam") == version + 1
+            assert await loader.version("spam") == version  # the index did not change
+            assert not (await loader.lists())[0].needs_upgrade
+            assert await loader.upgrade("spam") == 0
+            await loader.add("spam", more)
             whole = [e for e in entries if e != entries[1]] + more
             assert sorted(raw_records(client, "spam")) == sorted((e.ahash, e.phash) for e in whole)
             listed = sorted([e async for e in loader.entries("spam")], key=_source)
@@ -142,7 +163,7 @@ def test_an_interrupted_upgrade_is_read_whole_and_finished_by_the_next_one(
             assert sorted([e async for e in store.entries("spam")], key=_source) == whole
             assert await assert_exact(store, redis_url, queries_for(rng, entries)) >= 50
             monkeypatch.setattr(upgrading, "_move", move)
-            assert await upgrading.upgrade(store._client, "spam") == 25  # the rest
+            assert await store.upgrade("spam") == 25  # the rest
             assert client.hget("guard:{spam}:meta", "records") == b"2"
             assert sorted([e async for e in store.entries("spam")], key=_source) == whole
             assert (await store.verify("spam")).ok
@@ -155,3 +176,39 @@ def test_an_interrupted_upgrade_is_read_whole_and_finished_by_the_next_one(
 
 def _source(entry: Entry) -> tuple[str, int, int]:
     return entry.source, entry.ahash, entry.phash or 0
+
+
+def test_guard_upgrade_moves_the_lists_that_need_it(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = random.Random(13)
+    client = redis.Redis.from_url(redis_url)
+
+    async def fill() -> None:
+        async with Store.from_url(redis_url) as store:
+            await store.add("spam", labelled(random_entries(rng, 30), rng))
+            await store.add("scam", labelled(random_entries(rng, 3), rng))
+            await store.allow("spam", labelled(random_entries(rng, 2), rng, "ok"))
+
+    try:
+        run(fill())
+        as_older_guard_wrote_it(client, "spam")
+        as_older_guard_wrote_it(client, "spam/allow")
+        code, out, _ = cli(capsys, "lists", "--redis-url", redis_url)
+        assert "spam: 30 entries, 4 bands" in out and "(older records: guard upgrade spam)" in out
+        assert "scam: 3 entries" in out and "guard upgrade scam" not in out
+        code, _, err = cli(
+            capsys, "remove", "--list", "spam", "00ff00ff00ff00ff", "--redis-url", redis_url
+        )
+        assert code == 3 and "run `guard upgrade spam` once every worker runs this version" in err
+        code, out, err = cli(capsys, "upgrade", "spam", "nosuch", "--redis-url", redis_url)
+        assert code == 1 and "no list named 'nosuch'" in err
+        assert out == "spam: upgraded (32 aHashes moved to compact records)\n"
+        assert not client.exists(keys("spam").entries, keys("spam/allow").entries)
+        code, out, _ = cli(capsys, "upgrade", "--json", "--redis-url", redis_url)
+        assert code == 0 and json.loads(out) == [
+            {"list": "scam", "upgraded": False, "moved": 0},
+            {"list": "spam", "upgraded": False, "moved": 0},
+        ]
+    finally:
+        client.close()

@@ -319,9 +319,19 @@ class ListExists(StoreError):
 UPGRADE_REPLY = "guard: list needs upgrade"
 
 
+
+
 class NeedsUpgrade(StoreError):
-    """A write script refused a list an older guard wrote: the store upgrades it
-    (guard.store.upgrade) and writes again."""
+    """A list an older guard wrote is read, never changed, until ``guard upgrade`` moves its
+    entries to compact records (guard.store.upgrade): an upgraded list cannot be read by
+    workers that still run the older guard, so the operator chooses when."""
+
+    def __init__(self, list_name: str) -> None:
+        super().__init__(
+            f"list {list_name!r} was written by an older guard: run `guard upgrade "
+            f"{list_name}` once every worker runs this version (older ones cannot read an "
+            "upgraded list), then try again"
+        )
 
 
 class Gone(StoreError):
@@ -351,8 +361,6 @@ async def translated() -> AsyncIterator[None]:
             raise Recreated(f"Redis refused a command: {error}") from error
         if EXISTS_REPLY in str(error):
             raise ListExists(f"Redis refused a command: {error}") from error
-        if UPGRADE_REPLY in str(error):
-            raise NeedsUpgrade(f"Redis refused a command: {error}") from error
         raise StoreError(f"Redis refused a command: {error}") from error
     except RedisError as error:
         raise StoreError(f"Redis error: {error}") from error
@@ -360,6 +368,19 @@ async def translated() -> AsyncIterator[None]:
         raise StoreError(
             f"Redis Cluster error: {error} (a single server takes a redis:// URL)"
         ) from error
+
+
+@asynccontextmanager
+async def refusing_old_records(list_name: str) -> AsyncIterator[None]:
+    """:func:`translated`, and a write script's refusal of a list an older guard wrote as
+    :class:`NeedsUpgrade`."""
+    try:
+        async with translated():
+            yield
+    except StoreError as error:
+        if UPGRADE_REPLY in str(error):
+            raise NeedsUpgrade(list_name) from error
+        raise
 
 
 def lease_embedded(path: Path | None) -> embedded.Lease:

@@ -32,8 +32,8 @@ Every key of a list shares the hash tag ``{<list>}`` (so a Lua script may touch 
 A list written by an older guard (before compact records) keeps its entries as JSON
 (``guard:{<list>}:entries`` and ``:disabled``: signed aHash -> JSON list of its entries); its
 meta has no ``records`` field.
-Readers read both layouts; the first change to such a list upgrades it in place
-(guard.store.upgrade).
+Readers read both layouts; the write scripts refuse such a list until ``guard upgrade`` moves
+its entries to compact records in place (guard.store.upgrade).
 
 A list's ``pending`` note is also "first load" while the add that creates it runs (cleared
 after its last batch): lookups treat such a list as not there yet (its ``required`` setting

@@ -44,6 +44,7 @@ from guard.store.records import (
     text,
 )
 from guard.store.stream import StreamEntry
+from guard.store.upgrade import upgrade
 from guard.types import AddResult, Entry, ListInfo, Match, Transform
 
 StoreT = TypeVar("StoreT", bound="Store")
@@ -242,6 +243,7 @@ class Store:
                     created=float(meta[b"created"]),
                     version=int(version or 0),
                     disabled=int(meta.get(b"disabled", 0)),
+                    needs_upgrade=text(meta.get(b"records", b"")) != COMPACT,
                 )
             )
         return infos
@@ -264,9 +266,7 @@ class Store:
         """
         self._follow_loop()
         removed = await self._catalog.on_current(
-            list_name, lambda meta: writes.remove(
-                self._client, self._remove, list_name, meta, ahash, phash
-            )
+            list_name, lambda meta: writes.remove(self._remove, list_name, meta, ahash, phash)
         )
         await self._replicated(list_name)
         return removed
@@ -296,6 +296,21 @@ class Store:
         return deleted + await writes.drop(
             self._client, self._drop, self._catalog, list_name, keep_marker=keep_marker
         )
+
+    async def upgrade(self, list_name: str) -> int:
+        """Move the entries of a list an older guard wrote to compact records, in place (see
+        :mod:`guard.store.upgrade`: lookups carry on meanwhile; run again if interrupted).
+        Its allow-list (``guard allow``) goes with it. Returns the aHashes moved: 0 for a list
+        that is compact already. Workers running an older guard cannot read an upgraded list:
+        upgrade them first."""
+        self._follow_loop()
+        await self._catalog.meta(list_name)  # UnknownList if there is none
+        moved = 0
+        names = [list_name] if owner_of(list_name) else [list_name, allow_list(list_name)]
+        for name in names:
+            moved += await upgrade(self._client, name)
+            self._catalog.forget(name)
+        return moved
 
     async def unfinished_drop(self, list_name: str) -> bool:
         """Whether a drop of the list began and did not finish (:meth:`drop` it again)."""
@@ -345,7 +360,7 @@ class Store:
         self._follow_loop()
         toggled = await self._catalog.on_current(
             list_name,
-            lambda meta: writes.disable(self._client, self._remove, list_name, meta, ahash, phash),
+            lambda meta: writes.disable(self._remove, list_name, meta, ahash, phash),
         )
         await self._replicated(list_name)
         return toggled
@@ -358,7 +373,7 @@ class Store:
         self._follow_loop()
         toggled = await self._catalog.on_current(
             list_name,
-            lambda meta: writes.enable(self._client, self._enable, list_name, meta, ahash, phash),
+            lambda meta: writes.enable(self._enable, list_name, meta, ahash, phash),
         )
         await self._replicated(list_name)
         return toggled

@@ -3,10 +3,11 @@ records, in place (the layout: guard.store.records).
 
 Only where entries keep their source, label and time changes: band sets, snapshot and version
 stay, so lookups and workers' mirrors go on undisturbed, and readers read both layouts meanwhile
-(guard.store.entry_reads). The write scripts refuse a list until it is upgraded; the store then
-upgrades it and writes again, so the first change by this guard upgrades a list. Each batch moves
-whole aHashes in one Lua step, and only if their JSON is still what was read: an upgrade
-interrupted anywhere is finished by running it again.
+(guard.store.entry_reads). The write scripts refuse a list until it is upgraded, and the
+operator runs ``guard upgrade`` (:meth:`guard.store.Store.upgrade`) once every worker runs this
+guard: an older worker finds no record for a match in an upgraded list, so it would let listed
+images through. Each batch moves whole aHashes in one Lua step, and only if their JSON is still
+what was read: an upgrade interrupted anywhere is finished by running it again.
 """
 
 from __future__ import annotations

@@ -43,13 +43,14 @@ from guard.errors import LowInformationEntry, StoreError
 from guard.hashing import is_low_information
 from guard.mirror import RECORD_SIZE
 from guard.spelling import to_hex, to_signed
-from guard.store.allow import validate_stored_name
+from guard.store.allow import owner_of, validate_stored_name
 from guard.store.catalog import Catalog
 from guard.store.changes import CHANGES_KEPT
 from guard.store.connection import (
     ListExists,
     NeedsUpgrade,
     Recreated,
+    refusing_old_records,
     replicated,
     translated,
 )
@@ -68,7 +69,6 @@ from guard.store.records import (
     record_tail,
     text,
 )
-from guard.store.upgrade import upgrade
 from guard.types import AddResult, Entry
 
 #: A registered Lua script: ``await script(keys=[...], args=[...])``.
@@ -151,8 +151,9 @@ async def add(
     if not pending and (found is None or found.pending == LOADING):
         pending = LOADING  # a first load: lookups treat the list as absent until it ends
     if found is not None and found.records != COMPACT:
-        await upgrade(client, list_name)  # written by an older guard: see guard.store.upgrade
-        found = dataclasses.replace(found, records=COMPACT)
+        found = await catalog.read(list_name)  # upgraded since it was cached?
+        if found is not None and found.records != COMPACT:
+            raise NeedsUpgrade(owner_of(list_name) or list_name)
     meta = found or ListMeta.new(bands)
     added = present = 0
     now = time.time()
@@ -230,7 +231,7 @@ async def _add_batch(
             entry.label or "",
             record_tail(entry),
         ]
-    async with translated():
+    async with refusing_old_records(owner_of(list_name) or list_name):
         done, already, incarnation = await script(keys=script_keys, args=args)
     incarnation = text(incarnation or b"")
     if incarnation != meta.incarnation:
@@ -253,49 +254,33 @@ async def entries(
 
 
 async def remove(
-    client: aioredis.Redis,
-    script: Script,
-    list_name: str,
-    meta: ListMeta,
-    ahash: int,
-    phash: int | None,
+    script: Script, list_name: str, meta: ListMeta, ahash: int, phash: int | None
 ) -> int:
     """One call of the remove script (``script``) against the list as ``meta`` describes it:
     the entries with this aHash (only the one with this pHash, if given), disabled ones too."""
     taken, disabled = await _one_hash(
-        client, script, list_name, meta, ahash, EVERY if phash is None else phash, "remove"
+        script, list_name, meta, ahash, EVERY if phash is None else phash, "remove"
     )
     return taken + disabled
 
 
 async def disable(
-    client: aioredis.Redis,
-    script: Script,
-    list_name: str,
-    meta: ListMeta,
-    ahash: int,
-    phash: Selector,
+    script: Script, list_name: str, meta: ListMeta, ahash: int, phash: Selector
 ) -> Toggled:
     """The remove script (``script``) moving entries to ``disabled``: (entries disabled now,
     matching entries disabled already)."""
-    return await _one_hash(client, script, list_name, meta, ahash, phash, "disable")
+    return await _one_hash(script, list_name, meta, ahash, phash, "disable")
 
 
 async def enable(
-    client: aioredis.Redis,
-    script: Script,
-    list_name: str,
-    meta: ListMeta,
-    ahash: int,
-    phash: Selector,
+    script: Script, list_name: str, meta: ListMeta, ahash: int, phash: Selector
 ) -> Toggled:
     """The enable script (``script``): (entries enabled now, matching entries enabled
     already)."""
-    return await _one_hash(client, script, list_name, meta, ahash, phash, None)
+    return await _one_hash(script, list_name, meta, ahash, phash, None)
 
 
 async def _one_hash(
-    client: aioredis.Redis,
     script: Script,
     list_name: str,
     meta: ListMeta,
@@ -317,17 +302,10 @@ async def _one_hash(
         bucket_key(list_name, ahash, disabled=True),
         changes_key(list_name),
     ]
-    for attempt in range(2):
-        try:
-            async with translated():
-                done, other = await script(
-                    keys=[*script_keys, *bands], args=args if mode is None else [*args, mode]
-                )
-            break
-        except NeedsUpgrade:
-            if attempt:
-                raise
-            await upgrade(client, list_name)  # written by an older guard: guard.store.upgrade
+    async with refusing_old_records(owner_of(list_name) or list_name):
+        done, other = await script(
+            keys=[*script_keys, *bands], args=args if mode is None else [*args, mode]
+        )
     return Toggled(int(done), int(other))
 
 
