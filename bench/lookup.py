@@ -17,7 +17,8 @@ same queries go to:
 - **guard (Redis index)**: ``Store.lookup(..., limit=1)`` with the mirror off: one SUNION over
   every probed bucket, then one HMGET for the matches (a cold worker's path).
 - **numpy scan**: every hash of the list held in process, XOR + popcount (the oracle too).
-- **fetch all + scan**: HKEYS of the list's entries from Redis, then the numpy scan, per query.
+- **fetch all + scan**: GET of the list's snapshot from Redis (every aHash, in 17-byte records),
+  then the numpy scan, per query.
 - **pybktree**: a BK-tree of the N hashes in process (``pybktree.BKTree(hamming)``), ``find``.
 
 Populations: **uniform** random 64-bit hashes, and **realistic** ones: aHashes of random crops of
@@ -107,7 +108,7 @@ from servers import redis_server  # bench/servers.py
 from guard.bands import default_layout, list_key
 from guard.errors import StoreUnavailable
 from guard.hashing import FrameHash, is_low_information
-from guard.mirror import Mirror, popcount
+from guard.mirror import RECORD, Mirror, popcount
 from guard.store import Store
 from guard.types import Entry, Match
 
@@ -219,25 +220,21 @@ def queries_for(
 
 
 def memory_per_hash(client: redis.Redis, list_name: str, size: int) -> dict[str, float]:
-    """MEMORY USAGE of the band sets, the snapshot and the entries, per stored hash."""
-    band_bytes = 0
-    batch: list[bytes] = []
+    """MEMORY USAGE of the band sets, the snapshot and the entry records, per stored hash."""
 
-    def flush() -> int:
-        pipe = client.pipeline(transaction=False)
-        for key in batch:
-            pipe.memory_usage(key, samples=0)
-        return sum(int(v or 0) for v in pipe.execute())
+    def usage(pattern: str) -> int:
+        keys = list(client.scan_iter(match=list_key(list_name, pattern), count=5000))
+        total = 0
+        for start in range(0, len(keys), 5000):
+            pipe = client.pipeline(transaction=False)
+            for key in keys[start : start + 5000]:
+                pipe.memory_usage(key, samples=0)
+            total += sum(int(v or 0) for v in pipe.execute())
+        return total
 
-    for key in client.scan_iter(match=list_key(list_name, "b*"), count=5000):
-        batch.append(key)
-        if len(batch) >= 5000:
-            band_bytes += flush()
-            batch = []
-    if batch:
-        band_bytes += flush()
+    band_bytes = usage("b*")
+    entries = usage("e:*")
     snapshot = int(client.memory_usage(list_key(list_name, "snap"), samples=0) or 0)
-    entries = int(client.memory_usage(list_key(list_name, "entries"), samples=0) or 0)
     return {
         "band_sets": band_bytes / size,
         "snapshot": snapshot / size,
@@ -363,9 +360,9 @@ async def measure(
             began = time.perf_counter()
             for query in queries[:FETCH_QUERIES]:
                 start = time.perf_counter()
-                keys = await client.hkeys(list_key(list_name, "entries"))
-                everything = np.array([int(k) for k in keys], dtype=np.int64).view(np.uint64)
-                scan(everything, query, radius)
+                snapshot = await client.get(list_key(list_name, "snap"))
+                everything = np.frombuffer(snapshot or b"", dtype=RECORD)["ahash"]
+                scan(everything.astype(np.uint64), query, radius)
                 fetch_timing.samples.append(time.perf_counter() - start)
                 if time.perf_counter() - began > FETCH_SECONDS:
                     break
@@ -761,7 +758,7 @@ def print_report(report: dict[str, Any], rows: list[Row]) -> None:
     print(table(rows))
     print("\nMemory in Redis, bytes per stored hash (MEMORY USAGE summed over the keys):\n")
     print(
-        "| list | band sets | snapshot | entries hash | add rate (hashes/s) "
+        "| list | band sets | snapshot | entry records | add rate (hashes/s) "
         "| pybktree build s | mirror build s |"
     )
     print("|---|---|---|---|---|---|---|")
