@@ -170,6 +170,8 @@ class Mirror:
         """
         if (
             COMPILED
+            and rank_compiled.AVAILABLE
+            and radius >= 0
             and limit is not None
             and 0 < limit <= COMPILED_LIMIT
             and 0 < len(queries) < rank_compiled.MAX_QUERIES

@@ -17,6 +17,7 @@ it builds or maps a mirror, so that no request waits for a compilation.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -36,8 +37,8 @@ except ImportError:  # pragma: no cover - the numpy path is tested by switching 
 AVAILABLE = numba is not None
 
 #: The compiled loop scans every entry when the probed runs hold more than this share of
-#: entries x queries (bench/lookup.py --in-process: a probed hash costs about this share of an
-#: entry compared with a block of 8 queries in vector lanes).
+#: entries x queries (where probing started to cost more than the scan in bench/lookup.py
+#: --in-process at 1e6; docs/performance.md).
 SCAN_SHARE = 0.06
 #: Where a result key keeps the entry's position: below this many bits (the score above them).
 POSITION_BITS = 40
@@ -54,6 +55,7 @@ _BLOCK = 8
 #: Entries per step of a scan (their nearest distances stay in the CPU's cache).
 _CHUNK = 4096
 
+logger = logging.getLogger("guard")
 _warmed = False
 _warm_lock = threading.Lock()
 
@@ -61,42 +63,54 @@ _warm_lock = threading.Lock()
 def warm() -> None:
     """Compile the loops (or load them from numba's cache) now, once per process, for every
     kind of array a mirror hands them: positions as int32 or int64, arrays of a mirror built
-    here (writable) or mapped from a shared file (read-only)."""
-    global _warmed
+    here (writable) or mapped from a shared file (read-only). If numba fails to, guard says
+    so once and ranks in numpy (:data:`AVAILABLE` turns False)."""
+    global _warmed, AVAILABLE
     if not AVAILABLE or _warmed:
         return
     with _warm_lock:
         if _warmed:
             return
-        plan = [np.zeros(2, dtype=np.int64) for _ in range(5)]
-        for fixed in plan:
-            fixed.flags.writeable = False
-        for position_type in (np.int32, np.int64):
-            for writable in (True, False):
-                arrays: list[npt.NDArray[Any]] = [
-                    np.zeros(2, dtype=np.uint64),
-                    np.zeros(2, dtype=position_type),
-                    np.zeros(2, dtype=np.uint64),
-                    np.zeros(2, dtype=np.uint64),
-                    np.zeros(2, dtype=np.bool_),
-                    np.zeros(3, dtype=position_type),
-                ]
-                for array in arrays:
-                    array.flags.writeable = writable
-                _best(  # compiles the scan too (a callee)
-                    *arrays[:5],
-                    True,
-                    arrays[5],
-                    *plan,
-                    np.zeros(1, dtype=np.uint64),
-                    np.zeros(1, dtype=np.uint64),
-                    1,
-                    1,
-                    1.0,
-                    np.empty(1, dtype=np.uint64),
-                    np.empty(1, dtype=np.int64),
-                )
+        try:
+            _compile()
+        except Exception as error:  # a broken numba must not stop guard: numpy ranks the same
+            logger.warning(
+                "numba could not compile guard's ranking loops, so numpy ranks: %s", error
+            )
+            AVAILABLE = False
         _warmed = True
+
+
+def _compile() -> None:
+    """Run the loops once on tiny arrays of every kind, which compiles them."""
+    plan = [np.zeros(2, dtype=np.int64) for _ in range(5)]
+    for fixed in plan:
+        fixed.flags.writeable = False
+    for position_type in (np.int32, np.int64):
+        for writable in (True, False):
+            arrays: list[npt.NDArray[Any]] = [
+                np.zeros(2, dtype=np.uint64),
+                np.zeros(2, dtype=position_type),
+                np.zeros(2, dtype=np.uint64),
+                np.zeros(2, dtype=np.uint64),
+                np.zeros(2, dtype=np.bool_),
+                np.zeros(3, dtype=position_type),
+            ]
+            for array in arrays:
+                array.flags.writeable = writable
+            _best(  # compiles the scan too (a callee)
+                *arrays[:5],
+                True,
+                arrays[5],
+                *plan,
+                np.zeros(1, dtype=np.uint64),
+                np.zeros(1, dtype=np.uint64),
+                1,
+                1,
+                1.0,
+                np.empty(1, dtype=np.uint64),
+                np.empty(1, dtype=np.int64),
+            )
 
 
 def best(

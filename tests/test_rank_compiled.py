@@ -7,6 +7,7 @@ read-only from a shared file ranks there too, without compiling anything during 
 
 from __future__ import annotations
 
+import logging
 import pickle
 import random
 from typing import Any
@@ -109,3 +110,30 @@ def test_a_list_crowded_past_the_loops_buffers_equals_the_oracle(
             expected = _oracle(ahashes, phashes, queries, 12, 12, None)
             assert len(expected) > 5000  # crowded indeed
             assert _rows(mirror, queries, limit) == expected[:limit]
+
+
+def test_loops_that_fail_to_compile_leave_ranking_to_numpy(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(rank_compiled, "_warmed", False)
+    monkeypatch.setattr(rank_compiled, "AVAILABLE", True)
+
+    def broken() -> None:
+        raise RuntimeError("no LLVM here")
+
+    def never(*args: Any) -> tuple[int, bool]:
+        raise AssertionError("the compiled loops ran")
+
+    monkeypatch.setattr(rank_compiled, "_compile", broken)
+    with caplog.at_level(logging.WARNING, logger="guard"):
+        mirror = _mirror(3000, 4)  # building a mirror compiles the loops
+    assert not rank_compiled.AVAILABLE
+    assert "numba could not compile guard's ranking loops, so numpy ranks: no LLVM here" in (
+        caplog.text
+    )
+    monkeypatch.setattr(rank_compiled, "best", never)
+    queries = _queries(mirror, random.Random(4))
+    got = _rows(mirror, queries, 3)
+    ahashes = [int(a) for a in mirror.ahashes]
+    phashes = [int(p) if h else None for p, h in zip(mirror.phashes, mirror.has_phash, strict=True)]
+    assert got == _oracle(ahashes, phashes, queries, 12, 12, 3) and len(got) == 3
