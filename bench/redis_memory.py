@@ -84,7 +84,8 @@ def structure_of(key: bytes) -> str:
         return "band sets"
     if part.startswith(("e:", "d:")) or part in ("entries", "disabled"):
         return "entry records"
-    return {"snap": "snapshot", "changes": "change log", "labels": "labels"}.get(part, "other")
+    names = {"snap": "snapshot", "snapdel": "snapshot", "changes": "change log"}
+    return names.get(part, "labels" if part == "labels" else "other")
 
 
 def measure(checkout: Path, size: int, args: argparse.Namespace) -> dict[str, Any]:

@@ -310,15 +310,20 @@ def test_drop_deletes_every_key_of_one_list_only(make_store: StoreFactory) -> No
 
 
 def _snapshot(client: redis.Redis) -> list[tuple[int, int | None]]:
-    """The snapshot's records as (aHash, pHash or None)."""
+    """The snapshot's records as (aHash, pHash or None), less its tombstones (each takes the
+    first record equal to it)."""
     packed = client.get("guard:{spam}:snap") or b""
-    assert len(packed) % 17 == 0
+    dead = client.get("guard:{spam}:snapdel") or b""
+    assert len(packed) % 17 == 0 and len(dead) % 17 == 0
+    records = [packed[i : i + 17] for i in range(0, len(packed), 17)]
+    for i in range(0, len(dead), 17):
+        records.remove(dead[i : i + 17])
     return [
         (
-            int.from_bytes(packed[i : i + 8], "big"),
-            int.from_bytes(packed[i + 8 : i + 16], "big") if packed[i + 16] else None,
+            int.from_bytes(r[:8], "big"),
+            int.from_bytes(r[8:16], "big") if r[16] else None,
         )
-        for i in range(0, len(packed), 17)
+        for r in records
     ]
 
 
@@ -354,6 +359,45 @@ def test_the_snapshot_holds_each_entry_once(redis_url: str) -> None:
             assert (packed.find(record) - 8) % 17 == 0  # the first occurrence is misaligned
             assert await store.remove("spam", a) == 1
             assert _snapshot(client)[-2:] == [(first.ahash, a), (second.ahash, 3)]
+
+    run(body())
+    client.close()
+
+
+def test_removals_leave_tombstones_until_they_pass_a_sixteenth_then_compact(
+    redis_url: str,
+) -> None:
+    """A removal appends its record to the snapshot's tombstones (no rewrite of the snapshot in
+    the script); past 1/16 of the records the snapshot is rewritten without them, at the same
+    version. An entry removed and added again is in the snapshot once."""
+    client = redis.Redis.from_url(redis_url)
+    entries = [Entry(h, 7) for h in HASHES]  # 50
+
+    async def body() -> None:
+        async with Store.from_url(redis_url) as store, Store.from_url(redis_url) as worker:
+            await store.add("spam", entries)
+            await store.remove("spam", HASHES[0])
+            await store.add("spam", [entries[0]])  # back again: two records, one tombstone
+            assert client.strlen("guard:{spam}:snap") == 51 * 17
+            assert client.strlen("guard:{spam}:snapdel") == 17
+            assert sorted(_snapshot(client)) == sorted((e.ahash, 7) for e in entries)
+            mirror = await worker.refresh_mirror("spam")
+            assert mirror is not None and len(mirror) == 50
+            await store.remove("spam", HASHES[1])
+            await store.remove("spam", HASHES[2])  # 3 tombstones of 51 records: under 1/16
+            assert client.strlen("guard:{spam}:snapdel") == 3 * 17
+            version = await store.version("spam")
+            await store.disable("spam", HASHES[3])  # 4 of 51: past it
+            assert not client.exists("guard:{spam}:snapdel")
+            assert client.strlen("guard:{spam}:snap") == 47 * 17
+            assert await store.version("spam") == version + 1  # the disable, not the compaction
+            want = sorted((e.ahash, 7) for e in entries if e.ahash not in HASHES[1:4])
+            assert sorted(_snapshot(client)) == want
+            mirror = await worker.refresh_mirror("spam")
+            assert mirror is not None and len(mirror) == 47 and (await store.verify("spam")).ok
+            for h in HASHES[:6]:
+                found = await worker.lookup("spam", [frame_of(h)], radius=0)
+                assert [m.entry.ahash for m in found] == ([h] if h not in HASHES[1:4] else [])
 
     run(body())
     client.close()

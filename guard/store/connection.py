@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
     MovedError,
+    OutOfMemoryError,
     RedisClusterException,
     RedisClusterUnreachableError,
     RedisError,
@@ -285,6 +286,32 @@ async def read_in_one_step(redis: aioredis.Redis, reads: Callable[[Any], object]
     queued = _Queued()
     reads(queued)
     return list(await redis.register_script(READ_SCRIPT)(keys=queued.keys, args=queued.args))
+
+
+async def read_together(client: aioredis.Redis, reads: Callable[[Any], object]) -> list[Any]:
+    """Run ``reads`` (queued on a pipeline) in one MULTI: one consistent (incarnation, version)
+    with the records read.
+
+    A Redis over ``maxmemory`` refuses every command queued in a MULTI, reads included (Redis 6
+    and 7): lookups would then fail until memory is freed. So under OOM the reads run again as a
+    plain pipeline. A full ``noeviction`` Redis refuses the writes that could come between them,
+    except removals, which at worst take a record away: the answer then skips that entry, as it
+    skips one removed between two round trips. On a Redis Cluster: one Lua call instead
+    (:func:`guard.store.connection.read_in_one_step`).
+    """
+    if is_cluster(client):
+        return await read_in_one_step(client, reads)
+    pipe = client.pipeline(transaction=True)
+    reads(pipe)
+    try:
+        return list(await pipe.execute())
+    except ResponseError as error:
+        # redis-py turns "-OOM ..." into OutOfMemoryError and drops the "OOM" from the text.
+        if not isinstance(error, OutOfMemoryError) and "maxmemory" not in str(error):
+            raise
+    pipe = client.pipeline(transaction=False)
+    reads(pipe)
+    return list(await pipe.execute())
 
 
 def cluster_location(url: str) -> str:

@@ -20,17 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import OutOfMemoryError, ResponseError
 
 from guard.errors import StoreError
 from guard.mirror import RECORD_SIZE, Mirror, Ranked
 from guard.mirror_patch import PatchedMirror
 from guard.store.changes import changes_since
-from guard.store.connection import Gone, Recreated, is_cluster, read_in_one_step, translated
+from guard.store.connection import Gone, Recreated, read_together, translated
 from guard.store.entry_reads import Labels, RecordsOf
 from guard.store.index import INLINE_QUERIES, Query, run
 from guard.store.records import ListMeta, keys, text
 from guard.store.shared_mirrors import SharedMirrors, default_directory
+from guard.store.snapshot import live_records, tombstones_key
 from guard.types import Match
 
 logger = logging.getLogger("guard")
@@ -168,20 +168,21 @@ class MirrorCache:
                     )
                     if shared is not None:
                         return shared
-                # Again, with the snapshot: all four of one version.
-                version, incarnation, snapshot, size = await read_together(
+                # Again, with the snapshot: all five of one version.
+                version, incarnation, snapshot, tombstones, size = await read_together(
                     self._client,
                     lambda pipe: (
                         pipe.get(names.ver),
                         pipe.hget(names.meta, "incarnation"),
                         pipe.get(names.snap),
+                        pipe.get(tombstones_key(list_name)),
                         pipe.hget(names.meta, "entries"),
                     ),
                 )
         except StoreError:
             return None  # the lookup that needs Redis reports the failure
-        snapshot = snapshot or b""
-        if len(snapshot) != RECORD_SIZE * int(size or 0):
+        snapshot, tombstones = snapshot or b"", tombstones or b""
+        if len(snapshot) - len(tombstones) != RECORD_SIZE * int(size or 0):
             if list_name in self._snapshot_warned:
                 return None
             self._snapshot_warned.add(list_name)
@@ -190,7 +191,7 @@ class MirrorCache:
                 "index only (guard lists --verify %s)",
                 list_name,
                 int(size or 0),
-                len(snapshot) // RECORD_SIZE,
+                (len(snapshot) - len(tombstones)) // RECORD_SIZE,
                 list_name,
             )
             return None
@@ -199,6 +200,7 @@ class MirrorCache:
                 self._build,
                 list_name,
                 snapshot,
+                tombstones,
                 meta.layout,
                 int(version or 0),
                 text(incarnation or b""),
@@ -211,9 +213,11 @@ class MirrorCache:
             )
             return None
 
-    def _build(self, list_name: str, snapshot: bytes, *args: Any) -> Mirror:
-        """Build a mirror from its snapshot (in a worker thread) and share it."""
-        return self._share(list_name, Mirror.from_snapshot(snapshot, *args))
+    def _build(self, list_name: str, snapshot: bytes, tombstones: bytes, *args: Any) -> Mirror:
+        """Build a mirror from its snapshot less its tombstones (in a worker thread) and share
+        it."""
+        live = live_records(snapshot, tombstones)
+        return self._share(list_name, Mirror.from_snapshot(live, *args))
 
     def _share(self, list_name: str, mirror: Mirror) -> Mirror:
         """The shared copy of ``mirror`` (published now unless another process did): this
@@ -368,29 +372,3 @@ class MirrorCache:
                 )
             )
         return matches, version
-
-
-async def read_together(client: aioredis.Redis, reads: Callable[[Any], object]) -> list[Any]:
-    """Run ``reads`` (queued on a pipeline) in one MULTI: one consistent (incarnation, version)
-    with the records read.
-
-    A Redis over ``maxmemory`` refuses every command queued in a MULTI, reads included (Redis 6
-    and 7): lookups would then fail until memory is freed. So under OOM the reads run again as a
-    plain pipeline. A full ``noeviction`` Redis refuses the writes that could come between them,
-    except removals, which at worst take a record away: the answer then skips that entry, as it
-    skips one removed between two round trips. On a Redis Cluster: one Lua call instead
-    (:func:`guard.store.connection.read_in_one_step`).
-    """
-    if is_cluster(client):
-        return await read_in_one_step(client, reads)
-    pipe = client.pipeline(transaction=True)
-    reads(pipe)
-    try:
-        return list(await pipe.execute())
-    except ResponseError as error:
-        # redis-py turns "-OOM ..." into OutOfMemoryError and drops the "OOM" from the text.
-        if not isinstance(error, OutOfMemoryError) and "maxmemory" not in str(error):
-            raise
-    pipe = client.pipeline(transaction=False)
-    reads(pipe)
-    return list(await pipe.execute())

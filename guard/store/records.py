@@ -18,6 +18,8 @@ Every key of a list shares the hash tag ``{<list>}`` (so a Lua script may touch 
                                          "<id>" -> label (ids count up in meta's `labels`)
     guard:{<list>}:ver           STRING  INCR on every change
     guard:{<list>}:snap          STRING  17 bytes per entry: aHash, pHash, has-pHash (guard.mirror)
+    guard:{<list>}:snapdel       STRING  the snapshot's tombstones: records removed since it was
+                                         last compacted (guard.store.snapshot)
     guard:{<list>}:changes       STREAM  the last minutes of changes to the index, one item per
                                          version: v, add, del (snapshot records): workers'
                                          mirrors catch up from it (guard.store.changes)

@@ -266,7 +266,8 @@ class Store:
         """
         self._follow_loop()
         removed = await self._catalog.on_current(
-            list_name, lambda meta: writes.remove(self._remove, list_name, meta, ahash, phash)
+            list_name,
+            lambda meta: writes.remove(self._client, self._remove, list_name, meta, ahash, phash),
         )
         await self._replicated(list_name)
         return removed
@@ -360,7 +361,7 @@ class Store:
         self._follow_loop()
         toggled = await self._catalog.on_current(
             list_name,
-            lambda meta: writes.disable(self._remove, list_name, meta, ahash, phash),
+            lambda meta: writes.disable(self._client, self._remove, list_name, meta, ahash, phash),
         )
         await self._replicated(list_name)
         return toggled

@@ -69,6 +69,7 @@ from guard.store.records import (
     record_tail,
     text,
 )
+from guard.store.snapshot import compact, needs_compacting, tombstones_key
 from guard.types import AddResult, Entry
 
 #: A registered Lua script: ``await script(keys=[...], args=[...])``.
@@ -254,22 +255,35 @@ async def entries(
 
 
 async def remove(
-    script: Script, list_name: str, meta: ListMeta, ahash: int, phash: int | None
+    client: aioredis.Redis,
+    script: Script,
+    list_name: str,
+    meta: ListMeta,
+    ahash: int,
+    phash: int | None,
 ) -> int:
     """One call of the remove script (``script``) against the list as ``meta`` describes it:
     the entries with this aHash (only the one with this pHash, if given), disabled ones too."""
-    taken, disabled = await _one_hash(
+    reply = await _one_hash(
         script, list_name, meta, ahash, EVERY if phash is None else phash, "remove"
     )
-    return taken + disabled
+    await _compact_if_due(client, list_name, reply)
+    return int(reply[0]) + int(reply[1])
 
 
 async def disable(
-    script: Script, list_name: str, meta: ListMeta, ahash: int, phash: Selector
+    client: aioredis.Redis,
+    script: Script,
+    list_name: str,
+    meta: ListMeta,
+    ahash: int,
+    phash: Selector,
 ) -> Toggled:
     """The remove script (``script``) moving entries to ``disabled``: (entries disabled now,
     matching entries disabled already)."""
-    return await _one_hash(script, list_name, meta, ahash, phash, "disable")
+    reply = await _one_hash(script, list_name, meta, ahash, phash, "disable")
+    await _compact_if_due(client, list_name, reply)
+    return Toggled(int(reply[0]), int(reply[1]))
 
 
 async def enable(
@@ -277,7 +291,8 @@ async def enable(
 ) -> Toggled:
     """The enable script (``script``): (entries enabled now, matching entries enabled
     already)."""
-    return await _one_hash(script, list_name, meta, ahash, phash, None)
+    reply = await _one_hash(script, list_name, meta, ahash, phash, None)
+    return Toggled(int(reply[0]), int(reply[1]))
 
 
 async def _one_hash(
@@ -287,9 +302,9 @@ async def _one_hash(
     ahash: int,
     phash: Selector,
     mode: str | None,
-) -> Toggled:
+) -> list[int]:
     """One call of the remove script (``mode``: remove or disable) or of the enable script
-    (``mode`` None) on the entries of one aHash."""
+    (``mode`` None) on the entries of one aHash: its reply."""
     names = keys(list_name)
     bands = [band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(ahash))]
     which = b"*" if isinstance(phash, str) else entry_field(ahash, phash)
@@ -301,12 +316,20 @@ async def _one_hash(
         names.snap,
         bucket_key(list_name, ahash, disabled=True),
         changes_key(list_name),
+        tombstones_key(list_name),
     ]
     async with refusing_old_records(owner_of(list_name) or list_name):
-        done, other = await script(
+        reply = await script(
             keys=[*script_keys, *bands], args=args if mode is None else [*args, mode]
         )
-    return Toggled(int(done), int(other))
+    return [int(value) for value in reply]
+
+
+async def _compact_if_due(client: aioredis.Redis, list_name: str, reply: list[int]) -> None:
+    """After a removal: compact the snapshot once its tombstones have grown (reply: the remove
+    script's, ending with the snapshot's and the tombstones' lengths)."""
+    if needs_compacting(reply[2], reply[3]):
+        await compact(client, list_name)
 
 
 async def drop(

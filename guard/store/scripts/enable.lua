@@ -1,7 +1,7 @@
 -- Put disabled entries of one aHash back into a list's index (guard/store/writes.py), as the add
 -- script writes an entry: its entry record, band members and snapshot record at once.
--- KEYS: the aHash's entry bucket, ver, meta, snap, its disabled bucket, the change log, its band
--- keys. ARGV: its band member (signed aHash), which entries (an entry record's field, or '*' for
+-- KEYS: the aHash's entry bucket, ver, meta, snap, its disabled bucket, the change log, the
+-- snapshot's tombstones (unused here: see remove.lua), its band keys. ARGV: its band member (signed aHash), which entries (an entry record's field, or '*' for
 -- every entry of the aHash), the aHash as 8 big-endian bytes, the layout the band keys follow
 -- (refused if the list was re-created with another).
 -- Returns {entries enabled, matching entries found in the index already}.
@@ -26,7 +26,7 @@ for _, entry in ipairs(matched) do
 end
 if back > 0 then
   redis.call('APPEND', KEYS[4], snap)
-  for k = 7, #KEYS do redis.call('SADD', KEYS[k], ARGV[1]) end
+  for k = 8, #KEYS do redis.call('SADD', KEYS[k], ARGV[1]) end
   redis.call('HINCRBY', KEYS[3], 'entries', back)
 end
 log_change(KEYS[6], redis.call('INCR', KEYS[2]), snap, '')
