@@ -37,3 +37,9 @@ def raw_count(url: str, list_name: str, *, disabled: bool = False) -> int:
         return len(raw_records(client, list_name, disabled=disabled))
     finally:
         client.close()
+
+
+def raw_buckets(client: redis.Redis, list_name: str) -> dict[bytes, dict[bytes, bytes]]:
+    """Every entry bucket of the list with its fields and records, as Redis holds them."""
+    pattern = f"guard:{{{list_name}}}:e:*"
+    return {key: client.hgetall(key) for key in client.scan_iter(match=pattern, count=1000)}

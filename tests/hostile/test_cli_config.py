@@ -23,6 +23,7 @@ import redis
 from asgi_driver import Recorder
 from conftest import LOCAL_PHOTOS, data_file, encode, photo, run
 from PIL import Image
+from raw_records import raw_records
 
 import guard.store
 from guard import hash_file
@@ -30,7 +31,7 @@ from guard.bands import BandLayout, band_key, list_key
 from guard.cli import main
 from guard.config import MAX_CONFIG_BYTES, load_config, resolve_redis_url
 from guard.errors import ConfigError, ImageError
-from guard.hashing import from_signed, hash_bytes, to_signed
+from guard.hashing import hash_bytes, to_signed
 from guard.middleware import GuardMiddleware
 from guard.store import Store
 
@@ -53,7 +54,8 @@ def whole_entries(redis_url: str, name: str) -> set[int]:
     try:
         meta = client.hgetall(list_key(name, "meta"))
         layout = BandLayout(tuple(tuple(band) for band in json.loads(meta[b"layout"])))
-        hashes = {from_signed(int(field)) for field in client.hkeys(list_key(name, "entries"))}
+        records = raw_records(client, name)
+        hashes = {ahash for ahash, _ in records}
         for ahash in hashes:
             for band, value in enumerate(layout.values(ahash)):
                 assert client.sismember(band_key(name, band, value), to_signed(ahash))
@@ -61,11 +63,7 @@ def whole_entries(redis_url: str, name: str) -> set[int]:
             client.scard(key) for key in client.scan_iter(match=list_key(name, "b*"), count=1000)
         )
         assert members == len(layout.bands) * len(hashes)
-        entries = sum(
-            len(json.loads(value)) if value.startswith(b"[") else 1
-            for value in client.hvals(list_key(name, "entries"))
-        )
-        assert int(meta[b"entries"]) == entries
+        assert int(meta[b"entries"]) == len(records)
         return hashes
     finally:
         client.close()

@@ -25,6 +25,7 @@ import redis
 from asgi_driver import BOUNDARY, Recorder, Result, call
 from conftest import LOCAL_PHOTOS, data_file, encode, photo, run
 from PIL import Image, ImageFile, features
+from raw_records import raw_buckets
 from test_middleware import ALSO_BLOCKED, BLOCKED, UNRELATED
 
 from guard import hash_bytes
@@ -635,7 +636,7 @@ def test_H31_a_list_of_another_hash_version_is_refused_clearly(
     in) and fails closed in the middleware."""
     client = redis.Redis.from_url(loaded)
     client.hset(list_key("spam", "meta"), "hash_version", "guard-ahash-v0")
-    before = client.hgetall(list_key("spam", "entries"))
+    before = raw_buckets(client, "spam")
     message = (
         f"guard: list 'spam' holds guard-ahash-v0 hashes; this guard computes {HASH_VERSION}: "
         "re-load the list from its images"
@@ -650,7 +651,7 @@ def test_H31_a_list_of_another_hash_version_is_refused_clearly(
         out, err = capsys.readouterr()
         assert (code, err.strip()) == (3, message)
         assert "Traceback" not in out + err
-    assert client.hgetall(list_key("spam", "entries")) == before
+    assert raw_buckets(client, "spam") == before
     client.close()
     body = data_file(BLOCKED).read_bytes()
     guard, recorder = guarded_by(loaded)

@@ -33,6 +33,7 @@ from asgi_driver import Recorder, Result, call, multipart
 from conftest import LOCAL_PHOTOS, data_file, run
 from faultproxy import FaultProxy, RedisProcess
 from PIL import Image
+from raw_records import raw_records
 
 from guard import hash_bytes
 from guard.bands import default_layout, list_key
@@ -543,8 +544,8 @@ def _images(folder: Path, count: int) -> None:
 def _whole_entries(client: redis.Redis, name: str) -> set[int]:
     """Assert the list holds whole entries only (an independent check, not Store.verify)."""
     layout = default_layout(4)
-    entries = client.hgetall(list_key(name, "entries"))
-    hashes = {from_signed(int(field)) for field in entries}
+    records = raw_records(client, name)
+    hashes = {ahash for ahash, _ in records}
     for ahash in hashes:
         for band, value in enumerate(layout.values(ahash)):
             assert client.sismember(list_key(name, f"b{band}:{value}"), to_signed(ahash))
@@ -554,7 +555,7 @@ def _whole_entries(client: redis.Redis, name: str) -> set[int]:
             assert from_signed(int(member)) in hashes
             members += 1
     assert members == 4 * len(hashes)
-    assert int(client.hget(list_key(name, "meta"), "entries") or 0) == len(hashes)
+    assert int(client.hget(list_key(name, "meta"), "entries") or 0) == len(records)
     return hashes
 
 
