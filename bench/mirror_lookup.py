@@ -112,7 +112,7 @@ def measure_in_process(
     """Build a mirror of ``stored`` (random pHashes), then time the real query per base query."""
     phashes = rng.integers(0, 2**64, len(stored), dtype=np.uint64)
     start = time.perf_counter()
-    rank_compiled.warm()  # once per process (compiled, or loaded from numba's cache): not a build
+    rank_compiled.warm(wait=True)  # once per process (compiled, or from numba's cache): no build
     if rank_compiled.AVAILABLE:
         progress(f"compiled loops ready in {time.perf_counter() - start:.2f} s")
     gc.collect()

@@ -114,7 +114,7 @@ class Mirror:
         self.incarnation = incarnation  # "" for a list created before incarnations existed
         # The search's own bands (not the Redis layout's): see guard.mih.
         self._index = HammingIndex(self.ahashes, bands_for(len(self.ahashes), SEARCH_BIT_ORDER))
-        rank_compiled.warm()  # here, not in a request
+        rank_compiled.warm()  # starts it, in the background: numpy ranks until it is ready
 
     def __setstate__(self, state: dict[str, object]) -> None:
         # A mirror mapped from a shared file (guard.store.shared_mirrors) is built elsewhere.
@@ -170,7 +170,7 @@ class Mirror:
         """
         if (
             COMPILED
-            and rank_compiled.AVAILABLE
+            and rank_compiled.ready()
             and radius >= 0
             and limit is not None
             and 0 < limit <= COMPILED_LIMIT

@@ -12,7 +12,9 @@ Everything is exact: the answer is the first ``limit`` of Mirror.rank's full ord
 oracle tests check on both this path and the numpy one. Without numba, :data:`AVAILABLE` is
 False and guard.mirror ranks in numpy. The loops are compiled once per machine (numba's cache,
 next to this file or in ``NUMBA_CACHE_DIR``) and loaded by :func:`warm`, which guard calls when
-it builds or maps a mirror, so that no request waits for a compilation.
+it builds or maps a mirror: in a background thread, because a first compilation takes seconds
+(7-10 s here) and neither a worker's start nor a request may wait for it. Until the loops are
+ready (:func:`ready`), numpy ranks.
 """
 
 from __future__ import annotations
@@ -56,29 +58,42 @@ _BLOCK = 8
 _CHUNK = 4096
 
 logger = logging.getLogger("guard")
-_warmed = False
+_started = False
+_ready = threading.Event()
 _warm_lock = threading.Lock()
 
 
-def warm() -> None:
-    """Compile the loops (or load them from numba's cache) now, once per process, for every
-    kind of array a mirror hands them: positions as int32 or int64, arrays of a mirror built
-    here (writable) or mapped from a shared file (read-only). If numba fails to, guard says
-    so once and ranks in numpy (:data:`AVAILABLE` turns False)."""
-    global _warmed, AVAILABLE
-    if not AVAILABLE or _warmed:
+def warm(*, wait: bool = False) -> None:
+    """Start compiling the loops (or loading them from numba's cache), once per process, in a
+    background thread, for every kind of array a mirror hands them: positions as int32 or
+    int64, arrays of a mirror built here (writable) or mapped from a shared file (read-only).
+    If numba fails to, guard says so once and ranks in numpy (:data:`AVAILABLE` turns False).
+    ``wait``: return only once they are ready or have failed (benchmarks, tests)."""
+    global _started
+    if not AVAILABLE and not _started:
         return
     with _warm_lock:
-        if _warmed:
-            return
-        try:
-            _compile()
-        except Exception as error:  # a broken numba must not stop guard: numpy ranks the same
-            logger.warning(
-                "numba could not compile guard's ranking loops, so numpy ranks: %s", error
-            )
-            AVAILABLE = False
-        _warmed = True
+        if not _started:
+            _started = True
+            threading.Thread(target=_warm_now, name="guard-compile", daemon=True).start()
+    if wait:
+        _ready.wait()
+
+
+def ready() -> bool:
+    """Whether the compiled loops can rank now."""
+    return AVAILABLE and _ready.is_set()
+
+
+def _warm_now() -> None:
+    global AVAILABLE
+    try:
+        _compile()
+    except Exception as error:  # a broken numba must not stop guard: numpy ranks the same
+        logger.warning("numba could not compile guard's ranking loops, so numpy ranks: %s", error)
+        AVAILABLE = False
+    finally:
+        _ready.set()
 
 
 def _compile() -> None:

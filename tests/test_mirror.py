@@ -40,6 +40,8 @@ PATHS = [
 @pytest.fixture(params=PATHS)
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(mirror_module, "COMPILED", request.param == "compiled")
+    if request.param == "compiled":
+        rank_compiled.warm(wait=True)  # a mirror only starts it: numpy ranks until it is done
     return str(request.param)
 
 

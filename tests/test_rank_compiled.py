@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import pickle
 import random
+import threading
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,12 @@ from guard.bands import default_layout
 from guard.mirror import Mirror
 
 pytestmark = pytest.mark.skipif(not rank_compiled.AVAILABLE, reason="numba is not installed")
+
+
+@pytest.fixture(autouse=True)
+def compiled() -> None:
+    """The loops ready: a mirror only starts compiling them, in the background."""
+    rank_compiled.warm(wait=True)
 
 
 def _mirror(size: int, seed: int) -> Mirror:
@@ -112,10 +119,41 @@ def test_a_list_crowded_past_the_loops_buffers_equals_the_oracle(
             assert _rows(mirror, queries, limit) == expected[:limit]
 
 
+def test_a_mirror_does_not_wait_for_the_loops_and_numpy_ranks_until_they_are_ready(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first compilation takes seconds: building a mirror only starts it in the background,
+    and lookups meanwhile rank in numpy, with the same answers."""
+    gate = threading.Event()
+    compiling = threading.Event()
+    real = rank_compiled._compile
+
+    def slow() -> None:
+        compiling.set()
+        assert gate.wait(30)
+        real()
+
+    monkeypatch.setattr(rank_compiled, "_started", False)
+    monkeypatch.setattr(rank_compiled, "_ready", threading.Event())
+    monkeypatch.setattr(rank_compiled, "_compile", slow)
+    calls: list[int] = []
+    best = rank_compiled.best
+    monkeypatch.setattr(rank_compiled, "best", lambda *args: calls.append(1) or best(*args))
+    mirror = _mirror(3000, 5)  # returns while the loops are still compiling
+    assert compiling.wait(30) and not rank_compiled.ready()
+    queries = _queries(mirror, random.Random(5))
+    before = _rows(mirror, queries, 3)
+    assert calls == []  # numpy ranked
+    gate.set()
+    rank_compiled.warm(wait=True)
+    assert rank_compiled.ready() and _rows(mirror, queries, 3) == before and calls == [1]
+
+
 def test_loops_that_fail_to_compile_leave_ranking_to_numpy(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(rank_compiled, "_warmed", False)
+    monkeypatch.setattr(rank_compiled, "_started", False)
+    monkeypatch.setattr(rank_compiled, "_ready", threading.Event())
     monkeypatch.setattr(rank_compiled, "AVAILABLE", True)
 
     def broken() -> None:
@@ -126,8 +164,9 @@ def test_loops_that_fail_to_compile_leave_ranking_to_numpy(
 
     monkeypatch.setattr(rank_compiled, "_compile", broken)
     with caplog.at_level(logging.WARNING, logger="guard"):
-        mirror = _mirror(3000, 4)  # building a mirror compiles the loops
-    assert not rank_compiled.AVAILABLE
+        mirror = _mirror(3000, 4)  # building a mirror starts compiling the loops
+        rank_compiled.warm(wait=True)
+    assert not rank_compiled.AVAILABLE and not rank_compiled.ready()
     assert "numba could not compile guard's ranking loops, so numpy ranks: no LLVM here" in (
         caplog.text
     )
