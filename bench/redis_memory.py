@@ -5,9 +5,10 @@
                                                    [--before CHECKOUT] [--photos DIR] [--json]
 
 For each size N and checkout, a fresh redis-server (bench/servers.py, persistence off, with
-``set-max-intset-entries`` as guard's embedded server sets it, and as the README recommends for
-any other: ``--intset-entries``, 4096; Redis's default 512 turns the crowded band sets of real
-photo hashes into hash tables) and a
+``set-max-intset-entries 4096`` and ``hash-max-ziplist-entries 512`` as guard's embedded server
+sets them and docs/operations.md recommends for any other: ``--intset-entries``,
+``--hash-entries``; Redis's defaults, 512 and 128, turn the crowded band sets of real photo
+hashes, and the entry buckets of lists over about 6 million entries, into hash tables) and a
 child process with that checkout's guard on PYTHONPATH writes N entries with ``Store.add`` (the
 path ``guard load`` takes, in one call: batches of 500 entries, one version each): aHashes from
 bench/lookup.py's populations (realistic: crops of ../shared/data/photos), random pHashes,
@@ -90,6 +91,7 @@ def structure_of(key: bytes) -> str:
 
 def measure(checkout: Path, size: int, args: argparse.Namespace) -> dict[str, Any]:
     options = ("--set-max-intset-entries", str(args.intset_entries))
+    options += ("--hash-max-ziplist-entries", str(args.hash_entries))
     with tempfile.TemporaryDirectory() as temporary, redis_server(Path(temporary), *options) as url:
         client = redis.Redis.from_url(url)
         before = int(client.info("memory")["used_memory"])
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=Path, default=ROOT.parent / "shared/data/photos")
     parser.add_argument("--before", type=Path, help="a checkout of guard: the baseline")
     parser.add_argument("--intset-entries", type=int, default=4096, help="Redis's setting")
+    parser.add_argument("--hash-entries", type=int, default=512, help="Redis's setting")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--fill", help=argparse.SUPPRESS)  # child: write the list to this URL
     args = parser.parse_args(argv)
@@ -162,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"\n{args.population} aHashes, random pHashes, sources IMG_0001234.jpg, 3 labels; "
-        f"redis-server {rows[0][2]['redis']}, set-max-intset-entries {args.intset_entries}; "
-        "bytes per entry\n"
+        f"redis-server {rows[0][2]['redis']}, set-max-intset-entries {args.intset_entries}, "
+        f"hash-max-ziplist-entries {args.hash_entries}; bytes per entry\n"
     )
     print(table(rows))
     print("\n| target | value | result |\n|---|---|---|")
