@@ -91,13 +91,13 @@ def test_a_mirror_mapped_read_only_ranks_without_compiling() -> None:
     meta = pickle.dumps(built, protocol=5, buffer_callback=buffers.append)
     mapped = pickle.loads(meta, buffers=[memoryview(b.raw()).toreadonly() for b in buffers])
     assert not mapped.ahashes.flags.writeable and not mapped._index.hashes.flags.writeable
-    compiled_before = len(rank_compiled._best.signatures)
+    compiled_before = len(rank_compiled._kernels._best.signatures)
     rng = random.Random(2)
     for _ in range(20):
         queries = _queries(built, rng)
         assert _rows(mapped, queries, 1) == _rows(built, queries, 1)
         assert _rows(mapped, queries, 3) == _rows(built, queries, 3)
-    assert len(rank_compiled._best.signatures) == compiled_before
+    assert len(rank_compiled._kernels._best.signatures) == compiled_before
 
 
 @pytest.mark.parametrize("share", [float("inf"), -1.0])  # the probed runs, then the scan
