@@ -115,3 +115,13 @@ def ratio(top: float | None, bottom: float | None) -> float | None:
 def number(value: float | None, spec: str) -> str:
     """A table cell: ``value`` formatted with ``spec``, empty where it is missing."""
     return "" if value is None else format(value, spec)
+
+
+def before_and_now(
+    rows: list[tuple[str, int, dict[str, Any]]], sizes: Iterable[int]
+) -> Iterable[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """(size, the baseline's row, this checkout's row) for each size, from the rows of a
+    benchmark run with ``--before`` (each row: checkout name "before" or "this", size, row)."""
+    found = {(name, size): row for name, size, row in rows}
+    for size in sizes:
+        yield size, found["before", size], found["this", size]

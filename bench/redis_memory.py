@@ -44,6 +44,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
+from machine import before_and_now  # noqa: E402  (bench/machine.py)
 from servers import redis_server  # noqa: E402  (bench/servers.py)
 
 LIST = "mem"
@@ -178,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['all_structures']:.1f} | {met} |"
             )
     if args.before:
-        for size in sizes:
-            old = next(r for n, s, r in rows if n == "before" and s == size)
-            new = next(r for n, s, r in rows if n == "this" and s == size)
+        for size, old, new in before_and_now(rows, sizes):
             smaller = old["all_structures"] / new["all_structures"]
             used = old["used_memory"] / new["used_memory"]
             print(f"\nN={size:.0e}: all structures {smaller:.2f}x smaller, used_memory {used:.2f}x")

@@ -31,6 +31,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
+from machine import before_and_now  # noqa: E402  (bench/machine.py)
 from servers import redis_server  # noqa: E402  (bench/servers.py)
 
 LIST = "removals"
@@ -115,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['redis_us_per_call']:,.0f} |"
         )
     if args.before:
-        for size in sizes:
-            old = next(r for n, s, r in rows if n == "before" and s == size)
-            new = next(r for n, s, r in rows if n == "this" and s == size)
+        for size, old, new in before_and_now(rows, sizes):
             ratio = old["redis_us_per_call"] / max(new["redis_us_per_call"], 1e-9)
             print(f"\nN={size:.0e}: Redis time per removal {ratio:.0f}x less")
     return 0

@@ -4,7 +4,8 @@ again after a drop or a flush from the one a worker mirrored, even at the same v
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
@@ -62,6 +63,18 @@ def queries_for(rng: random.Random, *lists: Sequence[Entry]) -> list[int]:
                 flipped ^= 1 << bit
             found.append(flipped)
     return found
+
+
+@asynccontextmanager
+async def worker_indexed_loader(redis_url: str) -> AsyncIterator[tuple[Store, Store, Store]]:
+    """Three stores on one Redis: a worker with a mirror (reloaded at once when it changes), a
+    worker on the Redis index alone (no mirror), and one that writes the list."""
+    async with (
+        Store.from_url(redis_url, mirror=MirrorSettings(retry_seconds=0)) as worker,
+        Store.from_url(redis_url, mirror=None) as indexed,
+        Store.from_url(redis_url) as loader,
+    ):
+        yield worker, indexed, loader
 
 
 async def mirrored(store: Store) -> int:
@@ -168,11 +181,7 @@ def test_a_list_made_before_incarnations_works_and_gets_one_at_its_next_add(
     client = redis.Redis.from_url(redis_url)
 
     async def body() -> None:
-        async with (
-            Store.from_url(redis_url, mirror=MirrorSettings(retry_seconds=0)) as worker,
-            Store.from_url(redis_url, mirror=None) as indexed,
-            Store.from_url(redis_url) as loader,
-        ):
+        async with worker_indexed_loader(redis_url) as (worker, indexed, loader):
             await loader.add("spam", entries)
             client.hdel("guard:{spam}:meta", "incarnation")  # as an older guard wrote it
             assert await mirrored(worker) == 40

@@ -14,12 +14,18 @@ import redis
 from conftest import run
 from raw_records import raw_records
 from test_cli_lists import cli
-from test_list_identity import assert_exact, frame_of, queries_for, random_entries
+from test_list_identity import (
+    assert_exact,
+    frame_of,
+    queries_for,
+    random_entries,
+    worker_indexed_loader,
+)
 
 import guard.store.upgrade as upgrading
 from guard.errors import StoreUnavailable
 from guard.spelling import to_signed
-from guard.store import MirrorSettings, Store
+from guard.store import Store
 from guard.store.connection import NeedsUpgrade
 from guard.store.records import disabled_key, entry_from_record, entry_json, keys
 from guard.types import Entry
@@ -74,11 +80,7 @@ def test_an_older_list_is_read_as_it_is_and_changed_only_once_upgraded(redis_url
     client = redis.Redis.from_url(redis_url)
 
     async def body() -> None:
-        async with (
-            Store.from_url(redis_url, mirror=MirrorSettings(retry_seconds=0)) as worker,
-            Store.from_url(redis_url, mirror=None) as indexed,
-            Store.from_url(redis_url) as loader,
-        ):
+        async with worker_indexed_loader(redis_url) as (worker, indexed, loader):
             await loader.add("spam", entries)
             await loader.disable("spam", entries[1].ahash)
             assert as_older_guard_wrote_it(client, "spam") == 61
