@@ -24,6 +24,7 @@ from test_list_identity import (
 
 import guard.store.upgrade as upgrading
 from guard.errors import StoreUnavailable
+from guard.mirror import snapshot_record
 from guard.spelling import to_signed
 from guard.store import Store
 from guard.store.connection import NeedsUpgrade
@@ -212,5 +213,40 @@ def test_guard_upgrade_moves_the_lists_that_need_it(
             {"list": "scam", "upgraded": False, "moved": 0},
             {"list": "spam", "upgraded": False, "moved": 0},
         ]
+    finally:
+        client.close()
+
+
+def test_an_entry_an_older_guard_writes_into_an_upgraded_list_is_enforced(redis_url: str) -> None:
+    """During a rolling upgrade an older `guard load` may still add to a compact list, as JSON:
+    both lookup paths and the listing still find that entry's record."""
+    rng = random.Random(14)
+    entries = labelled(random_entries(rng, 20), rng)
+    old = Entry(rng.getrandbits(64), rng.getrandbits(64), "old-guard.jpg", "spam", 1.75e9)
+    client = redis.Redis.from_url(redis_url)
+
+    async def body() -> None:
+        async with worker_indexed_loader(redis_url) as (worker, indexed, loader):
+            await loader.add("spam", entries)
+            for store in (worker, indexed):
+                assert await store.lookup("spam", [frame_of(old.ahash)], radius=0) == []
+            # What an older guard's add script writes for one entry, in one step.
+            layout = (await loader._catalog.meta("spam")).layout
+            pipe = client.pipeline(transaction=True)
+            pipe.hset(keys("spam").entries, str(to_signed(old.ahash)), f"[{entry_json(old)}]")
+            for band, value in enumerate(layout.values(old.ahash)):
+                pipe.sadd(f"guard:{{spam}}:b{band}:{value}", to_signed(old.ahash))
+            pipe.append(keys("spam").snap, snapshot_record(old.ahash, old.phash))
+            pipe.hincrby(keys("spam").meta, "entries", 1)
+            pipe.incr(keys("spam").ver)
+            pipe.execute()
+            for store in (worker, indexed):
+                found = await store.lookup("spam", [frame_of(old.ahash)], radius=0)
+                assert [m.entry for m in found] == [old]
+            assert old in [e async for e in loader.entries("spam")]
+            assert (await loader.verify("spam")).ok
+
+    try:
+        run(body())
     finally:
         client.close()

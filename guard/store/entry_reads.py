@@ -1,6 +1,6 @@
 """Reading entry records (laid out in guard.store.records): the compact records in buckets, and
-the JSON records of a list an older guard wrote and no change has upgraded yet, with labels
-resolved from their ids.
+the JSON records an older guard writes (a list not upgraded yet, or one an older guard still
+writes to during a rolling upgrade), with labels resolved from their ids.
 
 Reads are queued on a pipeline (or a MULTI, or guard.store.connection.read_in_one_step) by
 :class:`RecordsOf` and decoded from the replies, so a lookup still reads its records in the
@@ -17,7 +17,6 @@ import redis.asyncio as aioredis
 from guard.spelling import from_signed, to_signed
 from guard.store.records import (
     BUCKET_BITS,
-    COMPACT,
     ListMeta,
     bucket_key,
     bucket_key_at,
@@ -69,23 +68,24 @@ class RecordsOf:
     """The entries of some aHashes, read in one step: queue the reads on a pipeline with
     :meth:`queue`, then decode its replies with :meth:`records` and :meth:`entries`."""
 
-    def __init__(self, list_name: str, meta: ListMeta, ahashes: Iterable[int]) -> None:
+    def __init__(self, list_name: str, ahashes: Iterable[int]) -> None:
         self.list_name = list_name
         self.ahashes = list(dict.fromkeys(ahashes))
-        self.compact = meta.records == COMPACT
         self._buckets = list(dict.fromkeys(bucket_key(list_name, a) for a in self.ahashes))
 
     def queue(self, pipe: Any) -> int:
-        """Queue the reads; returns how many replies they take."""
+        """Queue the reads; returns how many replies they take. The JSON records are read for
+        every list, upgraded or not: an older guard still writing to a compact list (a rolling
+        upgrade) writes them there, and its entries must be enforced as well."""
         for key in self._buckets:
             pipe.hgetall(key)
-        if not self.compact and self.ahashes:
+        if self.ahashes:
             pipe.hmget(keys(self.list_name).entries, [to_signed(a) for a in self.ahashes])
         return self.commands
 
     @property
     def commands(self) -> int:
-        return len(self._buckets) + (0 if self.compact or not self.ahashes else 1)
+        return len(self._buckets) + (1 if self.ahashes else 0)
 
     def records(self, replies: Sequence[Any]) -> Records:
         """The compact records of the aHashes asked for."""
@@ -98,12 +98,12 @@ class RecordsOf:
         ]
 
     def entries(self, replies: Sequence[Any], labels: Mapping[int, str]) -> dict[int, list[Entry]]:
-        """aHash -> its entries (compact records first, then JSON ones not upgraded yet)."""
+        """aHash -> its entries (compact records first, then JSON ones)."""
         found: dict[int, list[Entry]] = {}
         for field, record in self.records(replies):
             entry = entry_from_record(field, record, labels)
             found.setdefault(entry.ahash, []).append(entry)
-        if not self.compact and self.ahashes:
+        if self.ahashes:
             old = replies[len(self._buckets)]
             for ahash, value in zip(self.ahashes, old, strict=True):
                 if value is not None:
@@ -124,7 +124,7 @@ async def read_entries(
 ) -> dict[int, list[Entry]]:
     """aHash -> its entries, for the aHashes that have any (one round trip, two for a label
     not seen before)."""
-    reads = RecordsOf(list_name, meta, ahashes)
+    reads = RecordsOf(list_name, ahashes)
     if not reads.ahashes:
         return {}
     pipe = client.pipeline(transaction=False)

@@ -327,7 +327,7 @@ class MirrorCache:
         list is not at the mirror's version."""
         chosen = range(len(ranked) if limit is None else min(limit, len(ranked)))
         records = RecordsOf(
-            list_name, meta, (mirror.hashes_at(int(ranked.positions[i]))[0] for i in chosen)
+            list_name, (mirror.hashes_at(int(ranked.positions[i]))[0] for i in chosen)
         )
         names = keys(list_name)
 
