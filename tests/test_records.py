@@ -13,7 +13,7 @@ from guard.store.records import (
     entry_field,
     entry_from_record,
     field_hashes,
-    label_ids,
+    record_label_id,
     record_tail,
 )
 from guard.types import Entry
@@ -23,7 +23,7 @@ def stored(entry: Entry, label_id: int | None) -> Entry:
     """The entry as the add script writes it (label id, ':', tail) and a reader reads it."""
     head = b"" if label_id is None else str(label_id).encode()
     record = head + b":" + record_tail(entry)
-    assert label_ids(record) == label_id
+    assert record_label_id(record) == label_id
     labels = {} if label_id is None else {label_id: entry.label or ""}
     return entry_from_record(entry_field(entry.ahash, entry.phash), record, labels)
 

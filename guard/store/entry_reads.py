@@ -25,8 +25,8 @@ from guard.store.records import (
     entry_from_record,
     field_hashes,
     keys,
-    label_ids,
     labels_key,
+    record_label_id,
     text,
 )
 from guard.types import Entry
@@ -55,7 +55,8 @@ class Labels:
         if held is None or held[0] != incarnation:
             held = self._known[list_name] = (incarnation, {})
         known = held[1]
-        missing = sorted({i for _, r in records if (i := label_ids(r)) is not None} - set(known))
+        ids = {record_label_id(record) for _, record in records}
+        missing = sorted(i for i in ids - set(known) if i is not None)
         if missing:
             values = await client.hmget(labels_key(list_name), [str(i) for i in missing])
             known.update(

@@ -124,7 +124,7 @@ def record_tail(entry: Entry) -> bytes:
     return _ADDED_AT.pack(max(0, min(added_at, 2**32 - 1))) + source
 
 
-def label_ids(record: bytes) -> int | None:
+def record_label_id(record: bytes) -> int | None:
     """The label id an entry record names (None: no label)."""
     head = record[: record.index(b":")]
     return int(head) if head else None
