@@ -150,6 +150,18 @@ def _logging_levels_restored() -> Iterator[None]:
         logger.setLevel(level)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ranking_loops_compiled() -> None:
+    """guard's compiled ranking loops (the fast extra), ready before the first test. guard
+    compiles them in a background thread when a mirror is first built; in the suite that thread
+    would run into whichever tests come next, and one that patches what numba uses (tempfile,
+    in tests/hostile/test_body.py) made the compilation fail for the rest of the session."""
+    from guard import rank_compiled
+
+    rank_compiled.warm(wait=True)
+    assert rank_compiled.ready() or not rank_compiled.AVAILABLE
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a real Redis server for the whole session.
