@@ -76,6 +76,8 @@ _FAR = np.uint16(0xFFFF)  # no query within the radius
 #: Rank a lookup with a ``limit`` in guard.rank_compiled's loops (when numba is installed: the
 #: ``fast`` extra) instead of numpy; both give the same answers.
 COMPILED = rank_compiled.AVAILABLE
+#: Mirrors of at least this many entries start compiling the loops (see Mirror._start_compiling).
+COMPILE_FROM = 10_000
 #: The compiled loops' widest ``limit`` (each better match costs up to ``limit`` steps to
 #: place); a wider one ranks in numpy.
 COMPILED_LIMIT = 64
@@ -114,12 +116,19 @@ class Mirror:
         self.incarnation = incarnation  # "" for a list created before incarnations existed
         # The search's own bands (not the Redis layout's): see guard.mih.
         self._index = HammingIndex(self.ahashes, bands_for(len(self.ahashes), SEARCH_BIT_ORDER))
-        rank_compiled.warm()  # starts it, in the background: numpy ranks until it is ready
+        self._start_compiling()
 
     def __setstate__(self, state: dict[str, object]) -> None:
         # A mirror mapped from a shared file (guard.store.shared_mirrors) is built elsewhere.
         self.__dict__.update(state)
-        rank_compiled.warm()
+        self._start_compiling()
+
+    def _start_compiling(self) -> None:
+        """A big list's mirror starts compiling the ranking loops, in the background (numpy
+        ranks until they are ready). A small one does not: numpy ranks it about as fast, and a
+        short-lived process (a CLI command on a small list) would spend its CPU compiling."""
+        if len(self.ahashes) >= COMPILE_FROM:
+            rank_compiled.warm()
 
     @classmethod
     def of_hashes(cls, ahashes: Hashes, layout: BandLayout, version: int = 0) -> Mirror:

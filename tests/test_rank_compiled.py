@@ -136,6 +136,7 @@ def test_a_mirror_does_not_wait_for_the_loops_and_numpy_ranks_until_they_are_rea
     monkeypatch.setattr(rank_compiled, "_started", False)
     monkeypatch.setattr(rank_compiled, "_ready", threading.Event())
     monkeypatch.setattr(rank_compiled, "_compile", slow)
+    monkeypatch.setattr(mirror_module, "COMPILE_FROM", 3000)
     calls: list[int] = []
     best = rank_compiled.best
     monkeypatch.setattr(rank_compiled, "best", lambda *args: calls.append(1) or best(*args))
@@ -147,6 +148,20 @@ def test_a_mirror_does_not_wait_for_the_loops_and_numpy_ranks_until_they_are_rea
     gate.set()
     rank_compiled.warm(wait=True)
     assert rank_compiled.ready() and _rows(mirror, queries, 3) == before and calls == [1]
+
+
+def test_only_a_big_mirror_starts_compiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[int] = []
+    monkeypatch.setattr(rank_compiled, "warm", lambda: started.append(1))
+    monkeypatch.setattr(mirror_module, "COMPILE_FROM", 3000)
+    _mirror(2999, 6)
+    assert started == []
+    mirror = _mirror(3000, 6)
+    assert started == [1]
+    buffers: list[pickle.PickleBuffer] = []
+    meta = pickle.dumps(mirror, protocol=5, buffer_callback=buffers.append)
+    pickle.loads(meta, buffers=buffers)  # a shared copy mapped by another worker
+    assert started == [1, 1]
 
 
 def test_loops_that_fail_to_compile_leave_ranking_to_numpy(
@@ -163,6 +178,7 @@ def test_loops_that_fail_to_compile_leave_ranking_to_numpy(
         raise AssertionError("the compiled loops ran")
 
     monkeypatch.setattr(rank_compiled, "_compile", broken)
+    monkeypatch.setattr(mirror_module, "COMPILE_FROM", 3000)
     with caplog.at_level(logging.WARNING, logger="guard"):
         mirror = _mirror(3000, 4)  # building a mirror starts compiling the loops
         rank_compiled.warm(wait=True)
