@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import numpy as np
@@ -20,7 +21,7 @@ from guard import hash_bytes
 from guard.embedded import HASH_PACKED_ENTRIES
 from guard.errors import LowInformationEntry, StoreError, StoreUnavailable, UnknownList
 from guard.hashing import FrameHash, phash_of_coefficients, to_signed
-from guard.store import INTSET_ENTRIES, MirrorSettings, Store
+from guard.store import INTSET_ENTRIES, MirrorSettings, Store, entry_reads
 from guard.store.index import tier_of
 from guard.store.records import entry_bucket
 from guard.types import Entry, Match
@@ -539,3 +540,33 @@ def test_a_lookup_without_query_frames_finds_nothing_on_both_paths(redis_url: st
             return [before, after]
 
     assert run(body()) == [[], []]
+
+
+def test_listing_a_small_list_reads_only_its_buckets(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing reads the buckets of the snapshot's aHashes (a few), not all 65,536; verify,
+    which must not trust the snapshot, reads every one."""
+    read: list[int] = []
+    real = entry_reads.records_in
+
+    async def spy(client: Any, list_name: str, buckets: Any, *, disabled: bool = False) -> Any:
+        buckets = list(buckets)
+        read.extend(buckets)
+        return await real(client, list_name, buckets, disabled=disabled)
+
+    monkeypatch.setattr(entry_reads, "records_in", spy)
+    entries = [Entry(h, 1, f"s{i}") for i, h in enumerate(HASHES[:20])]
+
+    async def body() -> None:
+        async with Store.from_url(redis_url) as store:
+            await store.add("spam", entries)
+            await store.remove("spam", HASHES[0])  # a tombstone: its bucket is not read
+            listed = [e async for e in store.entries("spam")]
+            assert sorted(e.ahash for e in listed) == sorted(HASHES[1:20])
+            assert sorted(read) == sorted({entry_bucket(h) for h in HASHES[1:20]})
+            read.clear()
+            assert [e async for e in store.disabled_entries("spam")] == [] and read == []
+            assert (await store.verify("spam")).ok and len(read) == 2**16
+
+    run(body())

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import redis.asyncio as aioredis
 
+from guard.mirror import RECORD
 from guard.spelling import from_signed, to_signed
 from guard.store.records import (
     BUCKET_BITS,
@@ -29,6 +31,7 @@ from guard.store.records import (
     record_label_id,
     text,
 )
+from guard.store.snapshot import live_records, read_snapshot
 from guard.types import Entry
 
 #: Buckets read per round trip when a whole list is read (export, verify, rename).
@@ -146,25 +149,61 @@ async def bucket_records(
 ) -> list[Records]:
     """The compact records of ``count`` buckets from ``first`` (entries, or disabled ones),
     bucket by bucket."""
+    buckets = range(first, min(first + count, BUCKETS))
+    return await records_in(client, list_name, buckets, disabled=disabled)
+
+
+async def records_in(
+    client: aioredis.Redis, list_name: str, buckets: Iterable[int], *, disabled: bool = False
+) -> list[Records]:
+    """The compact records of these buckets, bucket by bucket (one round trip)."""
     pipe = client.pipeline(transaction=False)
-    for bucket in range(first, min(first + count, BUCKETS)):
+    for bucket in buckets:
         pipe.hgetall(bucket_key_at(list_name, bucket, disabled=disabled))
     return [pairs(found) for found in await pipe.execute()]
 
 
 async def every_entry(
-    client: aioredis.Redis, list_name: str, *, disabled: bool = False
+    client: aioredis.Redis, list_name: str, *, disabled: bool = False, every_bucket: bool = False
 ) -> AsyncIterator[Entry]:
-    """Every entry of a list (its disabled ones if ``disabled``): bucket after bucket, then any
-    JSON records an upgrade has not moved yet. Never blocks Redis long."""
+    """Every entry of a list (its disabled ones if ``disabled``): bucket after bucket, then the
+    JSON records an older guard wrote. Never blocks Redis long. Only the buckets that can hold
+    records are read (:func:`occupied_buckets`), unless ``every_bucket`` (a check that must not
+    trust the snapshot: guard lists --verify)."""
     labels = await all_labels(client, list_name)
-    for first in range(0, BUCKETS, BUCKETS_PER_READ):
-        for bucket in await bucket_records(
-            client, list_name, first, BUCKETS_PER_READ, disabled=disabled
-        ):
+    if every_bucket:
+        buckets: list[int] = list(range(BUCKETS))
+    else:
+        buckets = await occupied_buckets(client, list_name, disabled=disabled)
+    for start in range(0, len(buckets), BUCKETS_PER_READ):
+        chunk = buckets[start : start + BUCKETS_PER_READ]
+        for bucket in await records_in(client, list_name, chunk, disabled=disabled):
             for field, record in bucket:
                 yield entry_from_record(field, record, labels)
     old = disabled_key(list_name) if disabled else keys(list_name).entries
     async for field, value in client.hscan_iter(old, count=1000):
         for entry in entries_from_json(from_signed(int(field)), value):
             yield entry
+
+
+async def occupied_buckets(
+    client: aioredis.Redis, list_name: str, *, disabled: bool = False
+) -> list[int]:
+    """The buckets that can hold the list's records: for its entries, those of the aHashes in
+    its snapshot (each entry in the index has its record there), so a small list costs a few
+    reads, not 65,536; for disabled entries none if meta counts none. Every bucket where that
+    cannot be known (no snapshot, a torn one)."""
+    if disabled:
+        count = await client.hget(keys(list_name).meta, "disabled")
+        return [] if int(count or 0) == 0 else list(range(BUCKETS))
+    read = await read_snapshot(client, list_name)
+    try:
+        live = live_records(*read) if read is not None else None
+    except ValueError:
+        live = None
+    if live is None:
+        return list(range(BUCKETS))
+    ahashes = np.frombuffer(live, dtype=RECORD)["ahash"].astype(np.uint64)
+    folded = ahashes ^ (ahashes >> np.uint64(16)) ^ (ahashes >> np.uint64(32))
+    folded ^= ahashes >> np.uint64(48)
+    return [int(b) for b in np.unique(folded & np.uint64(BUCKETS - 1))]

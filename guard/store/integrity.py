@@ -114,7 +114,7 @@ async def verify(client: aioredis.Redis, list_name: str, meta: ListMeta) -> Veri
     async with translated():
         meta_entries = int(await client.hget(names.meta, "entries") or 0)
         pending = text(await client.hget(names.meta, "pending") or b"")
-        async for entry in every_entry(client, list_name):
+        async for entry in every_entry(client, list_name, every_bucket=True):
             fields.append(to_signed(entry.ahash))
             records += snapshot_record(entry.ahash, entry.phash)
             counted += 1
