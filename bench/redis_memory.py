@@ -84,7 +84,7 @@ def structure_of(key: bytes) -> str:
     part = key.decode().split("}:", 1)[1]
     if part[0] == "b" and part[1:2].isdigit():
         return "band sets"
-    if part.startswith(("e:", "d:")) or part in ("entries", "disabled"):
+    if part.startswith("e:") or part in ("off", "entries", "disabled"):
         return "entry records"
     names = {"snap": "snapshot", "snapdel": "snapshot", "changes": "change log"}
     return names.get(part, "labels" if part == "labels" else "other")

@@ -16,7 +16,7 @@ def raw_records(
     client: redis.Redis, list_name: str, *, disabled: bool = False
 ) -> list[tuple[int, int | None]]:
     """Every (aHash, pHash) of the list's entry records (or its disabled ones)."""
-    pattern = f"guard:{{{list_name}}}:{'d' if disabled else 'e'}:*"
+    pattern = f"guard:{{{list_name}}}:{'off' if disabled else 'e:*'}"
     compact = [
         field_hashes(field)
         for key in client.scan_iter(match=pattern, count=1000)

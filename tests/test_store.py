@@ -550,10 +550,10 @@ def test_listing_a_small_list_reads_only_its_buckets(
     read: list[int] = []
     real = entry_reads.records_in
 
-    async def spy(client: Any, list_name: str, buckets: Any, *, disabled: bool = False) -> Any:
+    async def spy(client: Any, list_name: str, buckets: Any) -> Any:
         buckets = list(buckets)
         read.extend(buckets)
-        return await real(client, list_name, buckets, disabled=disabled)
+        return await real(client, list_name, buckets)
 
     monkeypatch.setattr(entry_reads, "records_in", spy)
     entries = [Entry(h, 1, f"s{i}") for i, h in enumerate(HASHES[:20])]

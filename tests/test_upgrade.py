@@ -38,14 +38,14 @@ def as_older_guard_wrote_it(client: redis.Redis, list_name: str) -> int:
     """Rewrite a list's compact entry records as the JSON records of an older guard: an
     `entries` (and `disabled`) hash of signed aHash -> JSON list, no labels hash, no `records`
     in meta. Returns the entries rewritten."""
-    entries = list(_records(client, list_name, "e")) + list(_records(client, list_name, "d"))
+    entries = _records(client, list_name, "e:*") + _records(client, list_name, "off")
     old: dict[tuple[str, int], list[str]] = defaultdict(list)
     for kind, entry in entries:
         old[kind, entry.ahash].append(entry_json(entry))
     for (kind, ahash), records in old.items():
-        key = keys(list_name).entries if kind == "e" else disabled_key(list_name)
+        key = keys(list_name).entries if kind == "e:*" else disabled_key(list_name)
         client.hset(key, str(to_signed(ahash)), "[" + ",".join(records) + "]")
-    for pattern in ("e:*", "d:*", "labels"):
+    for pattern in ("e:*", "off", "labels"):
         for key in client.scan_iter(match=f"guard:{{{list_name}}}:{pattern}"):
             client.delete(key)
     client.hdel(f"guard:{{{list_name}}}:meta", "records", "labels")
@@ -59,7 +59,7 @@ def _records(client: redis.Redis, list_name: str, kind: str) -> list[tuple[str, 
         if not k.startswith(b"=")
     }
     found = []
-    for key in client.scan_iter(match=f"guard:{{{list_name}}}:{kind}:*"):
+    for key in client.scan_iter(match=f"guard:{{{list_name}}}:{kind}"):
         for field, value in client.hgetall(key).items():
             found.append((kind, entry_from_record(field, value, labels)))
     return found

@@ -346,8 +346,6 @@ class ListExists(StoreError):
 UPGRADE_REPLY = "guard: list needs upgrade"
 
 
-
-
 class NeedsUpgrade(StoreError):
     """A list an older guard wrote is read, never changed, until ``guard upgrade`` moves its
     entries to compact records (guard.store.upgrade): an upgraded list cannot be read by

@@ -28,10 +28,11 @@ from guard.store.records import (
     field_hashes,
     keys,
     labels_key,
+    off_key,
     record_label_id,
     text,
 )
-from guard.store.snapshot import live_records, read_snapshot
+from guard.store.snapshot import read_snapshot
 from guard.types import Entry
 
 #: Buckets read per round trip when a whole list is read (export, verify, rename).
@@ -145,60 +146,56 @@ async def all_labels(client: aioredis.Redis, list_name: str) -> dict[int, str]:
 
 
 async def bucket_records(
-    client: aioredis.Redis, list_name: str, first: int, count: int, *, disabled: bool = False
+    client: aioredis.Redis, list_name: str, first: int, count: int
 ) -> list[Records]:
-    """The compact records of ``count`` buckets from ``first`` (entries, or disabled ones),
-    bucket by bucket."""
-    buckets = range(first, min(first + count, BUCKETS))
-    return await records_in(client, list_name, buckets, disabled=disabled)
+    """The compact records of ``count`` buckets from ``first``, bucket by bucket."""
+    return await records_in(client, list_name, range(first, min(first + count, BUCKETS)))
 
 
 async def records_in(
-    client: aioredis.Redis, list_name: str, buckets: Iterable[int], *, disabled: bool = False
+    client: aioredis.Redis, list_name: str, buckets: Iterable[int]
 ) -> list[Records]:
     """The compact records of these buckets, bucket by bucket (one round trip)."""
     pipe = client.pipeline(transaction=False)
     for bucket in buckets:
-        pipe.hgetall(bucket_key_at(list_name, bucket, disabled=disabled))
+        pipe.hgetall(bucket_key_at(list_name, bucket))
     return [pairs(found) for found in await pipe.execute()]
 
 
 async def every_entry(
     client: aioredis.Redis, list_name: str, *, disabled: bool = False, every_bucket: bool = False
 ) -> AsyncIterator[Entry]:
-    """Every entry of a list (its disabled ones if ``disabled``): bucket after bucket, then the
-    JSON records an older guard wrote. Never blocks Redis long. Only the buckets that can hold
-    records are read (:func:`occupied_buckets`), unless ``every_bucket`` (a check that must not
-    trust the snapshot: guard lists --verify)."""
+    """Every entry of a list (its disabled ones if ``disabled``), then the JSON records an older
+    guard wrote. Never blocks Redis long. Only the buckets that can hold records are read
+    (:func:`occupied_buckets`), unless ``every_bucket`` (a check that must not trust the
+    snapshot: guard lists --verify)."""
     labels = await all_labels(client, list_name)
-    if every_bucket:
-        buckets: list[int] = list(range(BUCKETS))
+    if disabled:
+        async for field, record in client.hscan_iter(off_key(list_name), count=1000):
+            yield entry_from_record(field, record, labels)
     else:
-        buckets = await occupied_buckets(client, list_name, disabled=disabled)
-    for start in range(0, len(buckets), BUCKETS_PER_READ):
-        chunk = buckets[start : start + BUCKETS_PER_READ]
-        for bucket in await records_in(client, list_name, chunk, disabled=disabled):
-            for field, record in bucket:
-                yield entry_from_record(field, record, labels)
+        if every_bucket:
+            buckets = list(range(BUCKETS))
+        else:
+            buckets = await occupied_buckets(client, list_name)
+        for start in range(0, len(buckets), BUCKETS_PER_READ):
+            chunk = buckets[start : start + BUCKETS_PER_READ]
+            for bucket in await records_in(client, list_name, chunk):
+                for field, record in bucket:
+                    yield entry_from_record(field, record, labels)
     old = disabled_key(list_name) if disabled else keys(list_name).entries
     async for field, value in client.hscan_iter(old, count=1000):
         for entry in entries_from_json(from_signed(int(field)), value):
             yield entry
 
 
-async def occupied_buckets(
-    client: aioredis.Redis, list_name: str, *, disabled: bool = False
-) -> list[int]:
-    """The buckets that can hold the list's records: for its entries, those of the aHashes in
-    its snapshot (each entry in the index has its record there), so a small list costs a few
-    reads, not 65,536; for disabled entries none if meta counts none. Every bucket where that
-    cannot be known (no snapshot, a torn one)."""
-    if disabled:
-        count = await client.hget(keys(list_name).meta, "disabled")
-        return [] if int(count or 0) == 0 else list(range(BUCKETS))
+async def occupied_buckets(client: aioredis.Redis, list_name: str) -> list[int]:
+    """The buckets that can hold the list's records: those of the aHashes in its snapshot (each
+    entry in the index has its record there), so a small list costs a few reads, not 65,536.
+    Every bucket where that cannot be known (no snapshot, a torn one)."""
     read = await read_snapshot(client, list_name)
     try:
-        live = live_records(*read) if read is not None else None
+        live = read.live() if read is not None else None
     except ValueError:
         live = None
     if live is None:

@@ -18,7 +18,7 @@ from guard.spelling import from_signed, to_hex, to_signed
 from guard.store.connection import is_cluster, translated
 from guard.store.entry_reads import every_entry
 from guard.store.records import LOADING, ListMeta, keys, text
-from guard.store.snapshot import live_records, read_snapshot
+from guard.store.snapshot import read_snapshot
 
 
 @dataclass(frozen=True)
@@ -171,9 +171,9 @@ async def _verify_snapshot(
     read = await read_snapshot(client, list_name)
     if read is None:
         return None, 0, 0
-    packed, tombstones = read
-    if len(tombstones) % RECORD_SIZE == 0 and len(packed) % RECORD_SIZE == 0:
-        packed = live_records(packed, tombstones)  # else compare as is: torn, so stray
+    packed = read.records
+    if len(read.tombstones) % RECORD_SIZE == 0 and len(packed) % RECORD_SIZE == 0:
+        packed = read.live()  # else compare as is: torn, so stray
     whole = len(packed) - len(packed) % RECORD_SIZE
     record = np.dtype(f"V{RECORD_SIZE}")
     snap = np.frombuffer(packed[:whole], dtype=record)

@@ -23,9 +23,10 @@ Every key of a list shares the hash tag ``{<list>}`` (so a Lua script may touch 
     guard:{<list>}:changes       STREAM  the last minutes of changes to the index, one item per
                                          version: v, add, del (snapshot records): workers'
                                          mirrors catch up from it (guard.store.changes)
-    guard:{<list>}:d:<bucket>    HASH    the list's disabled entries (`guard disable`), laid out
-                                         as the entry records: kept, in no band set, entry record
-                                         or snapshot, so no lookup path can match them
+    guard:{<list>}:off           HASH    the list's disabled entries (`guard disable`), fields and
+                                         values as the entry records', in one hash (a list holds
+                                         few): kept, in no band set, entry bucket or snapshot, so
+                                         no lookup path can match them
     guard:{<list>}:dropped       STRING  drop marker: "dropping <incarnation>" from the first
                                          step of a drop until its last; "dropped <incarnation>"
                                          after a drop that keeps it (until the list is re-created)
@@ -91,13 +92,19 @@ def entry_bucket(ahash: int) -> int:
     return (ahash ^ ahash >> 16 ^ ahash >> 32 ^ ahash >> 48) & ((1 << BUCKET_BITS) - 1)
 
 
-def bucket_key(list_name: str, ahash: int, *, disabled: bool = False) -> str:
-    """The hash holding the entry records (or disabled entries) of ``ahash``."""
-    return bucket_key_at(list_name, entry_bucket(ahash), disabled=disabled)
+def bucket_key(list_name: str, ahash: int) -> str:
+    """The hash holding the entry records of ``ahash``."""
+    return bucket_key_at(list_name, entry_bucket(ahash))
 
 
-def bucket_key_at(list_name: str, bucket: int, *, disabled: bool = False) -> str:
-    return list_key(list_name, f"{'d' if disabled else 'e'}:{bucket:04x}")
+def bucket_key_at(list_name: str, bucket: int) -> str:
+    return list_key(list_name, f"e:{bucket:04x}")
+
+
+def off_key(list_name: str) -> str:
+    """The hash of a list's disabled entries, laid out as the entry records (one hash: a list
+    holds few, and ``guard check`` reads them all for every image it checks)."""
+    return list_key(list_name, "off")
 
 
 def labels_key(list_name: str) -> str:

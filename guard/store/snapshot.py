@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import NamedTuple
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -66,14 +67,32 @@ def live_records(snapshot: bytes, tombstones: bytes) -> bytes:
     return snapshot if keep.all() else records[keep].tobytes()
 
 
-async def read_snapshot(client: aioredis.Redis, list_name: str) -> tuple[bytes, bytes] | None:
-    """(snapshot, tombstones) as one version holds them (None: the list has no snapshot)."""
+class Snapshot(NamedTuple):
+    """A list's snapshot and tombstones as one version holds them."""
+
+    version: bytes
+    records: bytes
+    tombstones: bytes
+
+    def live(self) -> bytes:
+        """:func:`live_records` of these."""
+        return live_records(self.records, self.tombstones)
+
+
+async def read_snapshot(client: aioredis.Redis, list_name: str) -> Snapshot | None:
+    """The list's snapshot and tombstones, with the version they are of, in one step (None: the
+    list has no snapshot)."""
     names = keys(list_name)
     async with translated():
-        snap, dels = await read_together(
-            client, lambda pipe: (pipe.get(names.snap), pipe.get(tombstones_key(list_name)))
+        version, snap, dels = await read_together(
+            client,
+            lambda pipe: (
+                pipe.get(names.ver),
+                pipe.get(names.snap),
+                pipe.get(tombstones_key(list_name)),
+            ),
         )
-    return None if snap is None else (snap, dels or b"")
+    return None if snap is None else Snapshot(version or b"0", snap, dels or b"")
 
 
 def needs_compacting(snapshot_length: int, tombstones_length: int) -> bool:
@@ -85,26 +104,18 @@ async def compact(client: aioredis.Redis, list_name: str) -> bool:
     """Rewrite the snapshot without its tombstones, unless the list changed meanwhile (the next
     removal tries again). Returns whether it did. The records are the same, so the version does
     not move and no worker reloads."""
-    names = keys(list_name)
-    async with translated():
-        version, snap, dels = await read_together(
-            client,
-            lambda pipe: (
-                pipe.get(names.ver),
-                pipe.get(names.snap),
-                pipe.get(tombstones_key(list_name)),
-            ),
-        )
-    if snap is None or not dels:
+    read = await read_snapshot(client, list_name)
+    if read is None or not read.tombstones:
         return False
     try:
-        live = await asyncio.to_thread(live_records, snap, dels)  # off the event loop
+        live = await asyncio.to_thread(read.live)  # off the event loop
     except ValueError:
         return False  # a damaged snapshot: guard lists --verify says so; never make it worse
+    names = keys(list_name)
     script = client.register_script(_COMPACT_LUA)
     async with translated():
         done = await script(
             keys=[names.ver, names.snap, tombstones_key(list_name)],
-            args=[version or b"0", len(dels), live],
+            args=[read.version, len(read.tombstones), live],
         )
     return bool(done)

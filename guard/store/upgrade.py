@@ -26,6 +26,7 @@ from guard.store.records import (
     entry_field,
     keys,
     labels_key,
+    off_key,
     record_tail,
 )
 
@@ -75,7 +76,7 @@ async def _move(
     for field, value in batch:
         ahash = from_signed(int(field))
         entries = entries_from_json(ahash, value)
-        script_keys.append(bucket_key(list_name, ahash, disabled=disabled))
+        script_keys.append(off_key(list_name) if disabled else bucket_key(list_name, ahash))
         args += [field, value, len(entries)]
         for entry in entries:
             args += [entry_field(entry.ahash, entry.phash), entry.label or "", record_tail(entry)]

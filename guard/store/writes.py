@@ -41,7 +41,6 @@ import redis.asyncio as aioredis
 from guard.bands import BAND_COUNTS, LISTS_KEY, band_key, list_key
 from guard.errors import LowInformationEntry, StoreError
 from guard.hashing import is_low_information
-from guard.mirror import RECORD_SIZE
 from guard.spelling import to_hex, to_signed
 from guard.store.allow import owner_of, validate_stored_name
 from guard.store.catalog import Catalog
@@ -65,6 +64,7 @@ from guard.store.records import (
     entry_field,
     keys,
     labels_key,
+    off_key,
     packed,
     record_tail,
     text,
@@ -89,7 +89,6 @@ def _records_script(name: str) -> str:
     return (
         (shared + _script(name))
         .replace("CHANGES_KEPT", str(CHANGES_KEPT))
-        .replace("RECORD_SIZE", str(RECORD_SIZE))
         .replace("'COMPACT'", repr(COMPACT))
     )
 
@@ -223,7 +222,7 @@ async def _add_batch(
             entry = Entry(entry.ahash, entry.phash, entry.source, entry.label, now)
         script_keys += [
             bucket_key(list_name, entry.ahash),
-            bucket_key(list_name, entry.ahash, disabled=True),
+            off_key(list_name),
             *(band_key(list_name, i, v) for i, v in enumerate(meta.layout.values(entry.ahash))),
         ]
         args += [
@@ -268,7 +267,7 @@ async def remove(
         script, list_name, meta, ahash, EVERY if phash is None else phash, "remove"
     )
     await _compact_if_due(client, list_name, reply)
-    return int(reply[0]) + int(reply[1])
+    return reply[0] + reply[1]
 
 
 async def disable(
@@ -283,7 +282,7 @@ async def disable(
     matching entries disabled already)."""
     reply = await _one_hash(script, list_name, meta, ahash, phash, "disable")
     await _compact_if_due(client, list_name, reply)
-    return Toggled(int(reply[0]), int(reply[1]))
+    return Toggled(reply[0], reply[1])
 
 
 async def enable(
@@ -292,7 +291,7 @@ async def enable(
     """The enable script (``script``): (entries enabled now, matching entries enabled
     already)."""
     reply = await _one_hash(script, list_name, meta, ahash, phash, None)
-    return Toggled(int(reply[0]), int(reply[1]))
+    return Toggled(reply[0], reply[1])
 
 
 async def _one_hash(
@@ -314,7 +313,7 @@ async def _one_hash(
         names.ver,
         names.meta,
         names.snap,
-        bucket_key(list_name, ahash, disabled=True),
+        off_key(list_name),
         changes_key(list_name),
         tombstones_key(list_name),
     ]
