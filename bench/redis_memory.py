@@ -22,7 +22,7 @@ three labels. Then this process measures:
 
 ``--before CHECKOUT`` measures the same with the guard of another checkout first (for example
 ``git worktree add /tmp/before <commit>``), the named baseline, and prints the ratios.
-The target (issue 14): <= 120 bytes per entry at 1e6, all structures.
+The target: <= 120 bytes per entry at 1e6, all structures.
 """
 
 from __future__ import annotations
