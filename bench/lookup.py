@@ -101,6 +101,8 @@ from mirror_lookup import (  # bench/mirror_lookup.py
     in_process_targets,
     measure_in_process,
     progress,
+    real_queries,
+    realistic_pairs,
 )
 from PIL import Image
 from servers import redis_server  # bench/servers.py
@@ -636,12 +638,12 @@ def in_process_main(args: argparse.Namespace) -> int:
     rows: list[InProcessRow] = []
     for size in sizes:
         start = time.perf_counter()
-        stored = realistic_population(size, listed, rng)
+        ahashes, phashes = realistic_pairs(size, listed, rng)
         progress(f"N={size:,}: population in {time.perf_counter() - start:.0f} s")
-        queries = queries_for("realistic", stored, RADIUS, query_count, held_out, rng)
-        rows.append(measure_in_process(stored, queries, rng))
+        queries = real_queries(ahashes, phashes, query_count, listed, held_out, rng)
+        rows.append(measure_in_process(ahashes, phashes, queries))
         progress(f"N={size:,}: done")
-        del stored
+        del ahashes, phashes
     report = {
         "machine": _machine("none (in process)"),
         "query": {"radius": RADIUS, "confirm_radius": CONFIRM_RADIUS, "variants": 8, "limit": 1},

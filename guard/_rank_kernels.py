@@ -112,6 +112,7 @@ def _best(
     radius: Any,
     confirm_radius: Any,
     scan_share: Any,
+    give_up_above: Any,
     keys: Any,
     which: Any,
 ) -> Any:
@@ -130,6 +131,8 @@ def _best(
                 starts[j * probes + m], ends[j * probes + m] = start, end
                 total += end - start
                 longest = max(longest, end - start)
+    if total > give_up_above:
+        return np.int64(-1), False
     if total > scan_share * len(source) * len(queries):
         found = _scan(
             source,
@@ -345,3 +348,55 @@ def _scan(
                 if filled == len(keys):
                     bound = keys[filled - 1]
     return filled
+
+@_jit(nogil=True, cache=True)  # type: ignore[untyped-decorator]
+def _pairs_within(
+    hashes: Any,
+    order: Any,
+    offsets: Any,
+    bits: Any,
+    band_starts: Any,
+    tables: Any,
+    mask_starts: Any,
+    masks: Any,
+    queries: Any,
+    radius: Any,
+    other: Any,
+    other_queries: Any,
+    other_radius: Any,
+    positions: Any,
+    which: Any,
+) -> Any:
+    """Every (entry, query) pair within ``radius`` of the index's hashes (probed, as _best
+    probes) and within ``other_radius`` of the entry's ``other`` hash: written to
+    ``positions``/``which`` while they have room (a pair met on two bands twice); returns how
+    many there are."""
+    bands = len(band_starts) - 1
+    probes = mask_starts[-1]  # per query
+    runs = len(queries) * probes
+    starts = np.empty(runs, dtype=np.int64)
+    ends = np.empty(runs, dtype=np.int64)
+    for j in range(len(queries)):
+        for i in range(bands):
+            value = _band_value(queries[j], bits, band_starts[i], band_starts[i + 1])
+            for m in range(mask_starts[i], mask_starts[i + 1]):
+                at = tables[i] + (value ^ masks[m])
+                starts[j * probes + m] = np.int64(offsets[at])
+                ends[j * probes + m] = np.int64(offsets[at + 1])
+    limit, other_limit = _U(radius), _U(other_radius)
+    room = len(positions)
+    found = 0
+    for j in range(len(queries)):
+        query, other_query = queries[j], other_queries[j]
+        for run in range(j * probes, (j + 1) * probes):
+            if run + _AHEAD < runs and starts[run + _AHEAD] < ends[run + _AHEAD]:
+                _prefetch(hashes, starts[run + _AHEAD])
+            for index in range(starts[run], ends[run]):
+                if _popcount(hashes[index] ^ query) <= limit:
+                    position = order[index]
+                    if _popcount(other[position] ^ other_query) <= other_limit:
+                        if found < room:
+                            positions[found] = position
+                            which[found] = j
+                        found += 1
+    return found

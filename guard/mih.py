@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from functools import lru_cache
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -101,12 +101,22 @@ class HammingIndex:
         """Bytes of the index beyond the hashes themselves."""
         return self.offsets.nbytes + self.order.nbytes + self.hashes.nbytes
 
-    def near(self, queries: Hashes, radius: int) -> Positions:
-        """Every position within ``radius`` of at least one query, each once, ascending."""
+    @overload
+    def near(self, queries: Hashes, radius: int) -> Positions: ...
+    @overload
+    def near(self, queries: Hashes, radius: int, give_up_above: float) -> Positions | None: ...
+    def near(
+        self, queries: Hashes, radius: int, give_up_above: float | None = None
+    ) -> Positions | None:
+        """Every position within ``radius`` of at least one query, each once, ascending; or
+        None if ``give_up_above`` is given and :meth:`probes_more_than` it (the caller has a
+        cheaper way)."""
         queries = np.asarray(queries, dtype=np.uint64)
         if not len(self.source) or not len(queries):
             return np.empty(0, dtype=np.intp)
         runs = self._runs(queries, radius)
+        if give_up_above is not None and (runs is None or runs[2] > give_up_above):
+            return None
         if runs is None:
             return self.scan(queries, radius)
         starts, lengths, total = runs
@@ -140,6 +150,25 @@ class HammingIndex:
         tested ^= query
         near: npt.NDArray[Any] = self.order[index[popcount(tested) <= radius]]
         return near
+
+    def probes_more_than(self, queries: Hashes, radius: int, bound: float) -> bool:
+        """Whether a lookup would test more than ``bound`` hashes (or scan: then it tests every
+        hash once per query, and the check stops at the cheap bound on the probed runs)."""
+        queries = np.asarray(queries, dtype=np.uint64)
+        if not len(self.source) or not len(queries):
+            return False
+        runs = self._runs(queries, radius)
+        return runs is None or runs[2] > bound
+
+    def expected_candidates(self, queries: int, radius: int) -> float:
+        """How many hashes a lookup of ``queries`` queries tests on average if the hashes were
+        uniform: the probed band values times the hashes per band value."""
+        radii = band_radii(len(self.bands), radius)
+        per_query = sum(
+            _ball_size(len(bits), rho) * len(self.source) / float(2 ** len(bits))
+            for bits, rho in zip(self.bands, radii, strict=True)
+        )
+        return queries * per_query
 
     def candidates(self, queries: Hashes, radius: int) -> int:
         """How many hashes a lookup tests: the probed runs' hashes (with repeats), or every hash

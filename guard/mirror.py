@@ -60,6 +60,26 @@ class Ranked:
     def __len__(self) -> int:
         return len(self.positions)
 
+    def subset(self, which: npt.NDArray[np.bool_] | npt.NDArray[np.intp] | slice) -> Ranked:
+        """The rows ``which`` selects, in its order."""
+        return Ranked(
+            positions=self.positions[which],
+            query=self.query[which],
+            distance=self.distance[which],
+            phash_distance=self.phash_distance[which],
+            confirmed=self.confirmed[which],
+        )
+
+    def then(self, other: Ranked) -> Ranked:
+        """These rows, then ``other``'s."""
+        return Ranked(
+            positions=np.concatenate([self.positions, other.positions]),
+            query=np.concatenate([self.query, other.query]),
+            distance=np.concatenate([self.distance, other.distance]),
+            phash_distance=np.concatenate([self.phash_distance, other.phash_distance]),
+            confirmed=np.concatenate([self.confirmed, other.confirmed]),
+        )
+
 
 #: The bit order the search's bands are cut from (the decorrelating order of guard.bands).
 SEARCH_BIT_ORDER = DEFAULT_PERMUTATIONS[4]
@@ -81,6 +101,15 @@ COMPILE_FROM = 10_000
 #: The compiled loops' widest ``limit`` (each better match costs up to ``limit`` steps to
 #: place); a wider one ranks in numpy.
 COMPILED_LIMIT = 64
+#: Mirrors of at least this many entries, every one with a pHash, index their pHashes too (see
+#: Mirror.rank); below it, a crowded query costs little anyway.
+CONFIRM_INDEX_FROM = 250_000
+#: Mirror.rank asks the pHash index first when the aHash probes would test more than this many
+#: times the hashes the pHash probes test on average (bench/lookup.py --in-process).
+ROUTE_FACTOR = 2.0
+#: The radii at which Mirror.rank then looks for the nearest contradicted match, before the
+#: query's own (a crowded query has one a few bits away).
+NEAREST_RADII = (1, 3, 6)
 
 
 def popcount(values: Hashes) -> npt.NDArray[np.uint8]:
@@ -116,6 +145,12 @@ class Mirror:
         self.incarnation = incarnation  # "" for a list created before incarnations existed
         # The search's own bands (not the Redis layout's): see guard.mih.
         self._index = HammingIndex(self.ahashes, bands_for(len(self.ahashes), SEARCH_BIT_ORDER))
+        # A second index, of the pHashes, for crowded queries: see rank.
+        self._confirm_index = (
+            HammingIndex(self.phashes, bands_for(len(self.phashes), SEARCH_BIT_ORDER))
+            if self._all_phash and len(self.phashes) >= CONFIRM_INDEX_FROM
+            else None
+        )
         self._start_compiling()
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -159,8 +194,9 @@ class Mirror:
         return len(self.ahashes)
 
     def index_bytes(self) -> int:
-        """Bytes the search index takes beyond the entries' own arrays."""
-        return self._index.nbytes()
+        """Bytes the search indexes take beyond the entries' own arrays."""
+        confirm = self._confirm_index.nbytes() if self._confirm_index is not None else 0
+        return self._index.nbytes() + confirm
 
     def rank(
         self,
@@ -176,7 +212,44 @@ class Mirror:
         best query confirms it if possible (pHash within ``confirm_radius``), then is nearest in
         aHash, then in pHash. Entries rank by confirmation tier first: confirmed, then
         those without a pHash (nothing can confirm them), then those their pHash contradicts.
+
+        A query in a crowded region of the list (a simple layout: a tenth of a big list can lie
+        within 12 aHash bits of it) would test a large share of the entries. With a ``limit``,
+        such a query goes by the pHash index instead (:meth:`_rank_by_confirmation`): the
+        same answer, from far fewer entries.
         """
+        give_up_above = self._route_bound(len(queries), radius, confirm_radius, limit)
+        ranked = self._rank_plain(queries, radius, confirm_radius, limit, give_up_above)
+        if ranked is None:
+            assert limit is not None  # (a bound is only set with one)
+            return self._rank_by_confirmation(queries, radius, confirm_radius, limit)
+        return ranked
+
+    def _route_bound(
+        self, queries: int, radius: int, confirm_radius: int, limit: int | None
+    ) -> float | None:
+        """How many aHashes a query may test before the pHash index answers it instead (None:
+        it cannot)."""
+        if (
+            self._confirm_index is None
+            or limit is None
+            or limit <= 0
+            or min(radius, confirm_radius) < 0
+            or not 0 < queries < rank_compiled.MAX_QUERIES
+        ):
+            return None
+        return ROUTE_FACTOR * self._confirm_index.expected_candidates(queries, confirm_radius)
+
+    def _rank_plain(
+        self,
+        queries: list[tuple[int, int]],
+        radius: int,
+        confirm_radius: int,
+        limit: int | None,
+        give_up_above: float | None = None,
+    ) -> Ranked | None:
+        """:meth:`rank` by the aHash index alone; None if it would test more than
+        ``give_up_above`` aHashes."""
         if (
             COMPILED
             and rank_compiled.ready()
@@ -185,8 +258,15 @@ class Mirror:
             and 0 < limit <= COMPILED_LIMIT
             and 0 < len(queries) < rank_compiled.MAX_QUERIES
         ):
-            return self._rank_compiled(queries, radius, confirm_radius, limit)
-        positions = self._near_positions([a for a, _ in queries], radius)
+            return self._rank_compiled(queries, radius, confirm_radius, limit, give_up_above)
+        wanted_a = np.array([a for a, _ in queries], dtype=np.uint64)
+        if give_up_above is None:
+            positions = self._index.near(wanted_a, radius)
+        else:
+            near = self._index.near(wanted_a, radius, give_up_above)
+            if near is None:
+                return None
+            positions = near
         if not len(positions):  # nothing near (or no query: a flat upload has no hash to ask)
             nothing = np.empty(0, dtype=np.intp)
             return Ranked(
@@ -233,10 +313,90 @@ class Mirror:
             confirmed=(chosen >> 14) == CONFIRMED,
         )
 
-    def _rank_compiled(
+    def _rank_by_confirmation(
         self, queries: list[tuple[int, int]], radius: int, confirm_radius: int, limit: int
     ) -> Ranked:
-        """:meth:`rank` with a ``limit``, in guard.rank_compiled's loops."""
+        """:meth:`rank` for a crowded query, on a list whose entries all have a pHash.
+
+        Confirmed entries rank first, and a confirmed entry is within ``confirm_radius`` of a
+        query on its pHash: the pHash index finds every one, testing about as many pHashes as
+        an uncrowded query tests aHashes (pHashes of unrelated photos spread out where their
+        aHashes crowd). If fewer than ``limit`` are confirmed, the rest are the nearest
+        contradicted entries: the aHash index finds them at a small radius first (a crowded
+        query has near neighbours), and at the query's own radius only if it must."""
+        confirmed = self._confirmed(queries, radius, confirm_radius, limit)
+        if len(confirmed) == limit:
+            return confirmed
+        wanted = limit - len(confirmed)
+        for near_radius in [*(r for r in NEAREST_RADII if r < radius), radius]:
+            # Asking for len(confirmed) more leaves room for the confirmed ones found again.
+            near = self._rank_plain(queries, near_radius, confirm_radius, limit + len(confirmed))
+            assert near is not None  # (no bound)
+            rest = near.subset(~np.isin(near.positions, confirmed.positions))
+            if len(rest) >= wanted or near_radius == radius:
+                # Entries without a confirmed query within ``radius`` rank after all confirmed
+                # ones, and each by its nearest query: found within ``near_radius`` if it is.
+                return confirmed.then(rest.subset(slice(0, wanted)))
+        raise AssertionError("unreachable: the last radius is the query's own")
+
+    def _confirmed(
+        self, queries: list[tuple[int, int]], radius: int, confirm_radius: int, limit: int
+    ) -> Ranked:
+        """The best ``limit`` confirmed entries (a query within ``radius`` on the aHash and
+        ``confirm_radius`` on the pHash), from the pHash index."""
+        assert self._confirm_index is not None
+        index = self._confirm_index
+        wanted = np.array(queries, dtype=np.uint64).reshape(-1, 2)
+        wanted_a, wanted_p = wanted[:, 0].copy(), wanted[:, 1].copy()
+        if COMPILED and rank_compiled.ready():
+            positions, which = rank_compiled.pairs_within(
+                index.hashes,
+                index.order,
+                index.offsets,
+                index.plan(confirm_radius),
+                wanted_p,
+                confirm_radius,
+                self.ahashes,
+                wanted_a,
+                radius,
+            )
+        else:
+            near = index.near(wanted_p, confirm_radius)
+            both = (popcount(wanted_p[:, None] ^ self.phashes[near][None, :]) <= confirm_radius) & (
+                popcount(wanted_a[:, None] ^ self.ahashes[near][None, :]) <= radius
+            )
+            which, at = np.nonzero(both)
+            positions = near[at]
+        distance = popcount(self.ahashes[positions] ^ wanted_a[which]).astype(np.int64)
+        phash_distance = popcount(self.phashes[positions] ^ wanted_p[which]).astype(np.int64)
+        # Each entry's best query (nearest in aHash, then pHash, then the first), then the best
+        # entries (by the same, then the lowest position).
+        key = (((distance << 7) | phash_distance) << 16) | which
+        by_entry = np.lexsort((key, positions))
+        positions, key = positions[by_entry], key[by_entry]
+        first = np.ones(len(positions), dtype=bool)
+        first[1:] = positions[1:] != positions[:-1]
+        positions, key = positions[first], key[first]
+        best = np.lexsort((positions, key >> 16))[:limit]
+        score = key[best] >> 16
+        return Ranked(
+            positions=positions[best].astype(np.intp),
+            query=(key[best] & 0xFFFF).astype(np.intp),
+            distance=(score >> 7).astype(np.uint8),
+            phash_distance=(score & 0x7F).astype(np.uint8),
+            confirmed=np.ones(len(best), dtype=bool),
+        )
+
+    def _rank_compiled(
+        self,
+        queries: list[tuple[int, int]],
+        radius: int,
+        confirm_radius: int,
+        limit: int,
+        give_up_above: float | None,
+    ) -> Ranked | None:
+        """:meth:`rank` with a ``limit``, in guard.rank_compiled's loops (None: see
+        :meth:`_rank_plain`)."""
         wanted = np.array(queries, dtype=np.uint64).reshape(-1, 2)
         keys = np.empty(limit, dtype=np.uint64)
         which = np.empty(limit, dtype=np.int64)
@@ -257,7 +417,10 @@ class Mirror:
             rank_compiled.SCAN_SHARE,
             keys,
             which,
+            np.inf if give_up_above is None else give_up_above,
         )
+        if found < 0:
+            return None
         chosen = keys[:found]
         score = chosen >> np.uint64(rank_compiled.POSITION_BITS)
         return Ranked(

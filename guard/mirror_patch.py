@@ -12,6 +12,7 @@ the changes grow past a share of the list, the two are merged into one mirror ag
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -79,17 +80,11 @@ class PatchedMirror:
         wider = None if limit is None else limit + self._removed_count
         loaded = self.base.rank(queries, radius, confirm_radius, wider)
         if self._removed_count:
-            loaded = _subset(loaded, ~self.removed[loaded.positions])
+            loaded = loaded.subset(~self.removed[loaded.positions])
         if not len(self.added):
-            return loaded if limit is None else _subset(loaded, slice(0, limit))
+            return loaded if limit is None else loaded.subset(slice(0, limit))
         new = self.added.rank(queries, radius, confirm_radius, limit)
-        merged = Ranked(
-            positions=np.concatenate([loaded.positions, new.positions + len(self.base)]),
-            query=np.concatenate([loaded.query, new.query]),
-            distance=np.concatenate([loaded.distance, new.distance]),
-            phash_distance=np.concatenate([loaded.phash_distance, new.phash_distance]),
-            confirmed=np.concatenate([loaded.confirmed, new.confirmed]),
-        )
+        merged = loaded.then(replace(new, positions=new.positions + len(self.base)))
         has_phash = np.concatenate(
             [self.base.has_phash[loaded.positions], self.added.has_phash[new.positions]]
         )
@@ -98,7 +93,7 @@ class PatchedMirror:
         )
         # Mirror.rank's order: tier, then aHash distance, then pHash distance.
         order = np.lexsort((merged.phash_distance, merged.distance, tier))
-        return _subset(merged, order if limit is None else order[:limit])
+        return merged.subset(order if limit is None else order[:limit])
 
     def patched(self, changes: Sequence[tuple[bytes, bytes]], version: int) -> PatchedMirror:
         """This mirror with ``changes`` (each: the records added, the records removed; in log
@@ -149,13 +144,3 @@ class PatchedMirror:
 def _as_bytes(records: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
     """Each record as one opaque value, so that whole records compare (and sort) at once."""
     return np.ascontiguousarray(records).view(np.dtype((np.void, RECORD.itemsize)))
-
-
-def _subset(ranked: Ranked, which: npt.NDArray[np.bool_] | npt.NDArray[np.intp] | slice) -> Ranked:
-    return Ranked(
-        positions=ranked.positions[which],
-        query=ranked.query[which],
-        distance=ranked.distance[which],
-        phash_distance=ranked.phash_distance[which],
-        confirmed=ranked.confirmed[which],
-    )

@@ -112,6 +112,19 @@ def _compile() -> None:
             ]
             for array in arrays:
                 array.flags.writeable = writable
+            _kernels._pairs_within(
+                arrays[0],
+                arrays[1],
+                arrays[5],
+                *plan,
+                np.zeros(1, dtype=np.uint64),
+                1,
+                arrays[2],
+                np.zeros(1, dtype=np.uint64),
+                1,
+                np.empty(1, dtype=np.int64),
+                np.empty(1, dtype=np.int64),
+            )
             _kernels._best(  # compiles the scan too (a callee)
                 *arrays[:5],
                 True,
@@ -122,6 +135,7 @@ def _compile() -> None:
                 1,
                 1,
                 1.0,
+                np.inf,
                 np.empty(1, dtype=np.uint64),
                 np.empty(1, dtype=np.int64),
             )
@@ -147,6 +161,7 @@ def best(
     scan_share: float,
     keys: npt.NDArray[np.uint64],
     which: npt.NDArray[np.int64],
+    give_up_above: float = np.inf,
 ) -> tuple[int, bool]:
     """Fill ``keys`` (score << POSITION_BITS | position, ascending) and ``which`` (the first
     query with that score) with the best ``len(keys)`` entries; return how many were found and
@@ -155,7 +170,8 @@ def best(
     ``bits`` the bands' bit positions
     (band i is ``bits[band_starts[i]:band_starts[i + 1]]``), ``tables`` where each band's
     offsets start, ``masks[mask_starts[i]:mask_starts[i + 1]]`` the XORs band i probes
-    (none for a skipped band). ``phashes``/``has_phash`` are by position."""
+    (none for a skipped band). ``phashes``/``has_phash`` are by position. If the probed runs
+    hold more than ``give_up_above`` hashes, it returns (-1, False) at once."""
     found, scanned = _kernels._best(
         hashes,
         order,
@@ -174,7 +190,47 @@ def best(
         radius,
         confirm_radius,
         scan_share,
+        give_up_above,
         keys,
         which,
     )
     return int(found), bool(scanned)
+
+
+def pairs_within(
+    hashes: npt.NDArray[np.uint64],
+    order: npt.NDArray[Any],
+    offsets: npt.NDArray[Any],
+    plan: tuple[npt.NDArray[np.int64], ...],
+    queries: npt.NDArray[np.uint64],
+    radius: int,
+    other: npt.NDArray[np.uint64],
+    other_queries: npt.NDArray[np.uint64],
+    other_radius: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Every (position, query) pair within ``radius`` on an index's hashes (``hashes``,
+    ``order``, ``offsets`` and a probe ``plan`` for ``radius``, as :func:`best` takes them) and
+    within ``other_radius`` of the query's other hash on ``other`` (by position); a pair found
+    on two bands comes twice."""
+    room = 256
+    while True:
+        positions = np.empty(room, dtype=np.int64)
+        which = np.empty(room, dtype=np.int64)
+        found = int(
+            _kernels._pairs_within(
+                hashes,
+                order,
+                offsets,
+                *plan,
+                queries,
+                radius,
+                other,
+                other_queries,
+                other_radius,
+                positions,
+                which,
+            )
+        )
+        if found <= room:
+            return positions[:found], which[:found]
+        room = found

@@ -106,6 +106,32 @@ def test_it_probes_a_spread_list_and_scans_a_crowded_one() -> None:
     assert len(index.near(query, 8)) == 50_000
 
 
+def test_the_expected_candidates_of_uniform_hashes_and_giving_up_on_a_crowd() -> None:
+    """expected_candidates is what uniform hashes test on average (within a few percent over
+    many queries); a lookup given a bound gives up (None) only where its probes exceed it."""
+    rng = np.random.default_rng(6)
+    spread = rng.integers(0, 2**64, 200_000, dtype=np.uint64)
+    index = HammingIndex(spread, bands_for(len(spread), SEARCH_BIT_ORDER))
+    queries = rng.integers(0, 2**64, 400, dtype=np.uint64)
+    for radius in (4, 8, 12):
+        tested = np.mean([index.candidates(queries[i : i + 1], radius) for i in range(400)])
+        expected = index.expected_candidates(1, radius)
+        assert abs(tested - expected) < 0.05 * expected, (radius, tested, expected)
+        assert index.expected_candidates(8, radius) == 8 * expected
+    query = queries[:1]
+    bound = 2 * index.expected_candidates(1, 12)
+    assert not index.probes_more_than(query, 12, bound)
+    assert index.near(query, 12, give_up_above=bound) is not None
+    crowded = spread.copy()
+    crowded[:20_000] = int(query[0]) ^ rng.integers(0, 2**10, 20_000, dtype=np.uint64)
+    for share in (1.0, None):  # probes however many, or scans as it does by default
+        index = HammingIndex(crowded, bands_for(len(crowded), SEARCH_BIT_ORDER), share)
+        assert index.scans(query, 12) is (share is None)
+        assert index.probes_more_than(query, 12, bound)
+        assert index.near(query, 12, give_up_above=bound) is None
+        assert len(index.near(query, 12)) >= 20_000
+
+
 @pytest.mark.parametrize("share", [PROBE, SCAN])
 def test_the_real_query_on_a_crowded_list(share: float) -> None:
     """Radius 12 over the 8 flips/rotations of one hash, on a list crowded around it and its

@@ -212,6 +212,92 @@ def test_the_real_query_equals_the_oracle_on_a_crowded_list(limit: int | None, p
     assert checked > (100 if limit is None else 8)  # the crowd was near enough to matter
 
 
+def test_a_crowded_query_answered_by_the_phash_index_equals_the_oracle(
+    monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """Mirror.rank's other way for a crowded query (confirmed entries by the pHash index, then
+    the nearest contradicted ones by the aHash index at growing radii) gives the oracle's
+    answer: forced here on every list, small ones included, whenever the aHash probes would
+    test anything."""
+    monkeypatch.setattr(mirror_module, "CONFIRM_INDEX_FROM", 0)
+    monkeypatch.setattr(mirror_module, "ROUTE_FACTOR", 0.0)
+    routed = 0
+    real = Mirror._rank_by_confirmation
+
+    def counted(self: Mirror, *args: object) -> Ranked:
+        nonlocal routed
+        routed += 1
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Mirror, "_rank_by_confirmation", counted)
+    rng = random.Random(1208)
+    generator = np.random.default_rng(1208)
+    outcomes = {"confirmed only": 0, "mixed": 0, "contradicted only": 0, "nothing": 0}
+    for case in range(300):
+        radius = rng.randint(0, 14)
+        confirm_radius = rng.randint(0, 16)
+        limit = rng.choice([1, 1, 1, 2, 3, 6])
+        ahash, phash = rng.getrandbits(64), rng.getrandbits(64)
+        size = rng.choice([1, 20, 300, 3000])
+        ahashes = _entries(generator, [ahash, permute(ahash, "rotate_90")], size, radius + 4)
+        # pHashes: most far from the upload's (a crowd of unrelated photos), some near it.
+        phashes: list[int | None] = [
+            _flip(phash, rng, rng.randint(0, 20)) if rng.random() < 0.05 else rng.getrandbits(64)
+            for _ in ahashes
+        ]
+        queries = [
+            (permute(ahash, name), _flip(phash, rng, rng.randint(0, 2)))
+            for name in rng.sample(list(TRANSFORMS), rng.randint(1, 8))
+        ]
+        mirror = _mirror(ahashes, phashes, rng.choice([4, 8]))
+        expected = _oracle(ahashes, phashes, queries, radius, confirm_radius, limit)
+        got = _as_rows(mirror.rank(queries, radius, confirm_radius, limit))
+        assert got == expected, (case, radius, confirm_radius, limit)
+        confirmed = sum(row[4] for row in expected)
+        kind = (
+            "nothing"
+            if not expected
+            else "confirmed only"
+            if confirmed == len(expected)
+            else "contradicted only"
+            if not confirmed
+            else "mixed"
+        )
+        outcomes[kind] += 1
+    assert routed > 250, routed
+    assert min(outcomes.values()) > 10, outcomes
+
+
+def test_a_big_crowded_list_answers_by_the_phash_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the default settings: a mirror of CONFIRM_INDEX_FROM entries with a pHash each
+    indexes their pHashes, and a query in its crowd goes that way; one entry without a pHash
+    and it has no pHash index (nothing could rank that entry among the confirmed ones)."""
+    generator = np.random.default_rng(1209)
+    rng = random.Random(1209)
+    ahash, phash = rng.getrandbits(64), rng.getrandbits(64)
+    size = mirror_module.CONFIRM_INDEX_FROM
+    ahashes = _entries(generator, [ahash], size, 14)
+    phashes: list[int | None] = [rng.getrandbits(64) for _ in ahashes]
+    ahashes[7], phashes[7] = _flip(ahash, rng, 3), _flip(phash, rng, 5)
+    queries = [(permute(ahash, name), phash) for name in TRANSFORMS]
+    routed: list[int] = []
+    real = Mirror._rank_by_confirmation
+    monkeypatch.setattr(
+        Mirror,
+        "_rank_by_confirmation",
+        lambda self, *args: routed.append(1) or real(self, *args),
+    )
+    mirror = _mirror(ahashes, phashes, 4)
+    assert mirror._confirm_index is not None
+    for limit in (1, 2):
+        expected = _oracle(ahashes, phashes, queries, 12, 12, limit)
+        assert _as_rows(mirror.rank(queries, 12, 12, limit)) == expected
+        assert expected[0][0] == 7 and expected[0][4]  # the one confirmed entry, first
+    assert routed == [1, 1]
+    phashes[3] = None
+    assert _mirror(ahashes, phashes, 4)._confirm_index is None
+
+
 @pytest.mark.parametrize("bands", BAND_COUNTS)
 def test_rank_finds_every_entry_at_every_distance_up_to_the_radius(bands: int) -> None:
     """No false negatives at the edge: entries exactly radius bits away are in, radius + 1 out."""

@@ -100,6 +100,45 @@ def test_a_mirror_mapped_read_only_ranks_without_compiling() -> None:
     assert len(rank_compiled._kernels._best.signatures) == compiled_before
 
 
+def test_a_mapped_mirror_answers_crowded_queries_by_its_phash_index_without_compiling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pHash index's loop (guard.mirror's way for a crowded query) on read-only arrays too,
+    with the numpy answer; forced on a small list."""
+    monkeypatch.setattr(mirror_module, "CONFIRM_INDEX_FROM", 0)
+    monkeypatch.setattr(mirror_module, "ROUTE_FACTOR", 0.0)
+    generator = np.random.default_rng(4)
+    built = _mirror(3000, 4)
+    built = Mirror(built.ahashes, built.phashes, np.ones(3000, bool), default_layout(4), 1)
+    buffers: list[pickle.PickleBuffer] = []
+    meta = pickle.dumps(built, protocol=5, buffer_callback=buffers.append)
+    mapped = pickle.loads(meta, buffers=[memoryview(b.raw()).toreadonly() for b in buffers])
+    assert not mapped._confirm_index.hashes.flags.writeable
+    kernels = rank_compiled._kernels
+    compiled_before = len(kernels._pairs_within.signatures), len(kernels._best.signatures)
+    calls = 0
+    real = rank_compiled.pairs_within
+
+    def counted(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(*args)
+
+    monkeypatch.setattr(rank_compiled, "pairs_within", counted)
+    rng = random.Random(4)
+    for turn in range(20):
+        queries = _queries(built, rng)
+        if turn % 2:  # an upload whose pHash is near an entry's: confirmed matches
+            near = int(built.phashes[rng.randrange(3000)])
+            queries = [(a, near ^ int(generator.integers(0, 16))) for a, _ in queries]
+        monkeypatch.setattr(mirror_module, "COMPILED", True)
+        compiled = [_rows(mapped, queries, limit) for limit in (1, 3)]
+        monkeypatch.setattr(mirror_module, "COMPILED", False)
+        assert compiled == [_rows(built, queries, limit) for limit in (1, 3)]
+    assert calls >= 40
+    assert (len(kernels._pairs_within.signatures), len(kernels._best.signatures)) == compiled_before
+
+
 @pytest.mark.parametrize("share", [float("inf"), -1.0])  # the probed runs, then the scan
 def test_a_list_crowded_past_the_loops_buffers_equals_the_oracle(
     monkeypatch: pytest.MonkeyPatch, share: float
