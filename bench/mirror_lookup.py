@@ -13,7 +13,11 @@ each of the 8 variants, OR'd (what ``Mirror`` falls back to when probing would c
 ``rank`` is timed on both of its paths in turn: the compiled loops of guard.rank_compiled (what a
 worker runs when numba, the ``fast`` extra, is installed; the table names it) and numpy (without
 it). "exact" means that for every query the candidate search found what the scan found and both
-paths returned the same best match.
+paths returned the best match a brute force over the scan's matches picks.
+
+The pHashes matter: a big mirror answers a crowded query by its pHash index (guard.mirror), so
+random pHashes would flatter it. Entries and queries are crops of real photos hashed by guard's
+rules from the photo's integral image (:func:`crops`), the pHash from 32x32 cell means.
 """
 
 from __future__ import annotations

@@ -170,6 +170,13 @@ class HammingIndex:
         )
         return queries * per_query
 
+    def probes(self, queries: int, radius: int) -> int:
+        """How many runs a lookup of ``queries`` queries probes (band values it looks up)."""
+        radii = band_radii(len(self.bands), radius)
+        return queries * sum(
+            _ball_size(len(bits), rho) for bits, rho in zip(self.bands, radii, strict=True)
+        )
+
     def candidates(self, queries: Hashes, radius: int) -> int:
         """How many hashes a lookup tests: the probed runs' hashes (with repeats), or every hash
         once per query when it scans."""

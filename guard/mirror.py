@@ -104,9 +104,13 @@ COMPILED_LIMIT = 64
 #: Mirrors of at least this many entries, every one with a pHash, index their pHashes too (see
 #: Mirror.rank); below it, a crowded query costs little anyway.
 CONFIRM_INDEX_FROM = 250_000
-#: Mirror.rank asks the pHash index first when the aHash probes would test more than this many
-#: times the hashes the pHash probes test on average (bench/lookup.py --in-process).
-ROUTE_FACTOR = 2.0
+#: Mirror.rank asks the pHash index first when the aHash probes would test more hashes than the
+#: pHash probes cost: the hashes they test on average, plus PROBE_COST per probe (a random read
+#: of a run's offsets). Fitted on realistic lists of 1e6 and 1e7 entries (bench/lookup.py
+#: --in-process), where the best choice fell at 1.5-2 and 3-4 times the hashes alone.
+PROBE_COST = 10.0
+#: A scale on that bound (0: every query that probes anything goes by the pHash index).
+ROUTE_FACTOR = 1.0
 #: The radii at which Mirror.rank then looks for the nearest contradicted match, before the
 #: query's own (a crowded query has one a few bits away).
 NEAREST_RADII = (1, 3, 6)
@@ -238,7 +242,9 @@ class Mirror:
             or not 0 < queries < rank_compiled.MAX_QUERIES
         ):
             return None
-        return ROUTE_FACTOR * self._confirm_index.expected_candidates(queries, confirm_radius)
+        index = self._confirm_index
+        cost = index.expected_candidates(queries, confirm_radius)
+        return ROUTE_FACTOR * (cost + PROBE_COST * index.probes(queries, confirm_radius))
 
     def _rank_plain(
         self,

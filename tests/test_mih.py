@@ -118,6 +118,7 @@ def test_the_expected_candidates_of_uniform_hashes_and_giving_up_on_a_crowd() ->
         expected = index.expected_candidates(1, radius)
         assert abs(tested - expected) < 0.05 * expected, (radius, tested, expected)
         assert index.expected_candidates(8, radius) == 8 * expected
+    assert index.probes(8, 12) == 8 * (697 + 3 * 137)  # 4 bands of 16 bits: radii 3, 2, 2, 2
     query = queries[:1]
     bound = 2 * index.expected_candidates(1, 12)
     assert not index.probes_more_than(query, 12, bound)
