@@ -10,6 +10,7 @@ import random
 import numpy as np
 import pytest
 
+from guard import mirror as mirror_module
 from guard import mirror_patch
 from guard.bands import default_layout
 from guard.mirror import Mirror, Ranked, snapshot_record
@@ -63,13 +64,13 @@ def _score(row: tuple[object, ...]) -> tuple[int, int, int]:
     return tier, int(distance), int(phash_distance)  # type: ignore[call-overload]
 
 
-def _scenario(seed: int) -> None:
+def _scenario(seed: int, without_phash: float = 0.15) -> None:
     rng = random.Random(seed)
     centres = [rng.getrandbits(64) for _ in range(6)]  # clustered, as real lists are
 
     def new_record() -> Record:
         ahash = _near(rng, rng.choice(centres), rng.randint(0, 14))
-        phash = None if rng.random() < 0.15 else rng.getrandbits(64)
+        phash = None if rng.random() < without_phash else rng.getrandbits(64)
         return ahash, phash
 
     listed = list(dict.fromkeys(new_record() for _ in range(rng.randint(0, 300))))
@@ -94,7 +95,11 @@ def _scenario(seed: int) -> None:
         fresh_mirror = _mirror(listed, version)
         for _ in range(4):
             centre = _near(rng, rng.choice(centres), rng.randint(0, 10))
-            queries = [(_near(rng, centre, rng.randint(0, 3)), rng.getrandbits(64))]
+            phashes = [p for _, p in listed if p is not None]
+            phash = rng.getrandbits(64)
+            if phashes and rng.random() < 0.5:  # an upload whose pHash confirms an entry
+                phash = _near(rng, rng.choice(phashes), rng.randint(0, 14))
+            queries = [(_near(rng, centre, rng.randint(0, 3)), phash)]
             queries += [
                 (rng.getrandbits(64), rng.getrandbits(64)) for _ in range(rng.randint(0, 7))
             ]
@@ -113,6 +118,27 @@ def _scenario(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(60))
 def test_a_patched_mirror_answers_as_a_fresh_one(seed: int) -> None:
     _scenario(seed)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_patched_mirror_answers_as_a_fresh_one_by_the_phash_index(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, with every limited query of a mirror whose entries all have a pHash answered
+    by its pHash index (guard.mirror's way for crowded queries), a removed entry's included."""
+    monkeypatch.setattr(mirror_module, "CONFIRM_INDEX_FROM", 0)
+    monkeypatch.setattr(mirror_module, "ROUTE_FACTOR", 0.0)
+    routed = 0
+    real = Mirror._rank_by_confirmation
+
+    def counted(self: Mirror, *args: object) -> Ranked:
+        nonlocal routed
+        routed += 1
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Mirror, "_rank_by_confirmation", counted)
+    _scenario(seed, without_phash=0.0)
+    assert routed > 0
 
 
 @pytest.mark.parametrize("seed", range(20))
