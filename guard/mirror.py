@@ -104,15 +104,18 @@ COMPILED_LIMIT = 64
 #: Mirrors of at least this many entries, every one with a pHash, index their pHashes too (see
 #: Mirror.rank); below it, a crowded query costs little anyway.
 CONFIRM_INDEX_FROM = 250_000
-#: Mirror.rank asks the pHash index first when the aHash probes would test more hashes than the
-#: pHash probes cost: the hashes they test on average, plus PROBE_COST per probe (a random read
-#: of a run's offsets). Fitted on realistic lists of 1e6 and 1e7 entries (bench/lookup.py
-#: --in-process), where the best choice fell at 1.5-2 and 3-4 times the hashes alone.
+#: Mirror.rank asks the pHash index when the aHash probes would test more hashes than the pHash
+#: probes cost: the hashes they test on average, plus PROBE_COST per probe (a random read of a
+#: run's offsets). Fitted on realistic lists of 1e6 and 1e7 entries (bench/lookup.py
+#: --in-process): 4-10 gave the same p99 at 1e6, 8-10 the lowest at 1e7.
 PROBE_COST = 10.0
 #: A scale on that bound (0: every query that probes anything goes by the pHash index).
 ROUTE_FACTOR = 1.0
-#: The radii at which Mirror.rank then looks for the nearest contradicted match, before the
-#: query's own (a crowded query has one a few bits away).
+#: The radii at which a crowded query looks for its best matches on the aHash index first
+#: (where an edited copy of a listed image usually is), then, if they are not all confirmed,
+#: for the nearest contradicted ones after the pHash index, before the query's own radius.
+#: Searching radius 6 first as well cost more than it saved (bench/lookup.py --in-process).
+FIRST_RADII = (1, 3)
 NEAREST_RADII = (1, 3, 6)
 
 
@@ -324,19 +327,41 @@ class Mirror:
     ) -> Ranked:
         """:meth:`rank` for a crowded query, on a list whose entries all have a pHash.
 
-        Confirmed entries rank first, and a confirmed entry is within ``confirm_radius`` of a
-        query on its pHash: the pHash index finds every one, testing about as many pHashes as
-        an uncrowded query tests aHashes (pHashes of unrelated photos spread out where their
-        aHashes crowd). If fewer than ``limit`` are confirmed, the rest are the nearest
-        contradicted entries: the aHash index finds them at a small radius first (a crowded
-        query has near neighbours), and at the query's own radius only if it must."""
+        A crowded query has entries a few bits away: the aHash index finds them cheaply at a
+        small radius. If the best ``limit`` there are confirmed, they are the answer (an entry
+        further away ranks after them even if confirmed). Otherwise every confirmed entry is
+        within ``confirm_radius`` of a query on its pHash, and the pHash index finds them all,
+        testing about as many pHashes as an uncrowded query tests aHashes (pHashes of
+        unrelated photos spread out where their aHashes crowd). If fewer than ``limit`` are
+        confirmed, the rest are the nearest contradicted entries, from the aHash index at the
+        smallest of those radii that has enough (the query's own radius only if none has)."""
+        radii = [*(r for r in NEAREST_RADII if r < radius), radius]
+        answers: dict[tuple[int, int], Ranked] = {}
+
+        def nearest(near_radius: int, size: int, bound: float | None = None) -> Ranked | None:
+            if (near_radius, size) not in answers:
+                near = self._rank_plain(queries, near_radius, confirm_radius, size, bound)
+                if near is None:
+                    return None
+                answers[near_radius, size] = near
+            return answers[near_radius, size]
+
+        # While a small radius costs less than the pHash index (a crowd can be dense even a
+        # few bits away).
+        bound = self._route_bound(len(queries), radius, confirm_radius, limit)
+        for near_radius in (r for r in FIRST_RADII if r < radius):
+            near = nearest(near_radius, limit, bound)
+            if near is None:
+                break
+            if len(near) == limit and near.confirmed.all():
+                return near
         confirmed = self._confirmed(queries, radius, confirm_radius, limit)
         if len(confirmed) == limit:
             return confirmed
         wanted = limit - len(confirmed)
-        for near_radius in [*(r for r in NEAREST_RADII if r < radius), radius]:
+        for near_radius in radii:
             # Asking for len(confirmed) more leaves room for the confirmed ones found again.
-            near = self._rank_plain(queries, near_radius, confirm_radius, limit + len(confirmed))
+            near = nearest(near_radius, limit + len(confirmed))
             assert near is not None  # (no bound)
             rest = near.subset(~np.isin(near.positions, confirmed.positions))
             if len(rest) >= wanted or near_radius == radius:
