@@ -45,10 +45,13 @@ _MARK_SHARE = 16
 
 
 def bands_for(size: int, order: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """Bands for ``size`` hashes: consecutive chunks of the bit ``order``, about log2(size) bits
-    each (8 below 4096 hashes, 16 below 4M, else 21-22), so a run holds a few hashes of a
-    uniform list and the tables stay small beside the list."""
-    count = 8 if size < 4096 else 4 if size < 4_000_000 else 3
+    """Bands for ``size`` hashes: consecutive chunks of the bit ``order``, 8 bits each below
+    4096 hashes, else 16. Bands of about log2(size) bits would keep a run of a uniform list to a
+    few hashes, but from a few million entries 3 bands of 21-22 bits cost 11 times the probes of
+    4 bands of 16 for a radius of 12 (12,000 a variant), each a read of a 16 MB table that
+    misses the cache after other work: at 1e7 that cost more than the longer runs of 16-bit
+    bands, which are read in order (bench/lookup.py --in-process; docs/performance.md)."""
+    count = 8 if size < 4096 else 4
     widths = [HASH_BITS // count + (i < HASH_BITS % count) for i in range(count)]
     starts = np.cumsum([0, *widths])
     return tuple(tuple(order[starts[i] : starts[i + 1]]) for i in range(count))

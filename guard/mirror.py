@@ -111,11 +111,8 @@ CONFIRM_INDEX_FROM = 250_000
 PROBE_COST = 10.0
 #: A scale on that bound (0: every query that probes anything goes by the pHash index).
 ROUTE_FACTOR = 1.0
-#: The radii at which a crowded query looks for its best matches on the aHash index first
-#: (where an edited copy of a listed image usually is), then, if they are not all confirmed,
-#: for the nearest contradicted ones after the pHash index, before the query's own radius.
-#: Searching radius 6 first as well cost more than it saved (bench/lookup.py --in-process).
-FIRST_RADII = (1, 3)
+#: The radii at which a crowded query looks for its nearest entries on the aHash index, before
+#: its own radius (see Mirror._rank_by_confirmation).
 NEAREST_RADII = (1, 3, 6)
 
 
@@ -346,15 +343,23 @@ class Mirror:
                 answers[near_radius, size] = near
             return answers[near_radius, size]
 
-        # While a small radius costs less than the pHash index (a crowd can be dense even a
-        # few bits away).
+        # Out to the first radius with ``limit`` entries, while searching it costs less than
+        # the pHash index (a crowd can be dense even a few bits away).
         bound = self._route_bound(len(queries), radius, confirm_radius, limit)
-        for near_radius in (r for r in FIRST_RADII if r < radius):
+        for near_radius in radii[:-1]:
             near = nearest(near_radius, limit, bound)
             if near is None:
                 break
-            if len(near) == limit and near.confirmed.all():
-                return near
+            if len(near) == limit:
+                if near.confirmed.all():
+                    return near
+                break
+        else:
+            # Too few entries near: the search at the query's own radius would follow the
+            # pHash index anyway, and alone it gives the answer.
+            near = nearest(radius, limit)
+            assert near is not None  # (no bound)
+            return near
         confirmed = self._confirmed(queries, radius, confirm_radius, limit)
         if len(confirmed) == limit:
             return confirmed
@@ -390,6 +395,7 @@ class Mirror:
                 self.ahashes,
                 wanted_a,
                 radius,
+                split=len(self.ahashes) >= rank_compiled.SPLIT_FROM,
             )
         else:
             near = index.near(wanted_p, confirm_radius)
@@ -449,6 +455,7 @@ class Mirror:
             keys,
             which,
             np.inf if give_up_above is None else give_up_above,
+            split=len(self.ahashes) >= rank_compiled.SPLIT_FROM,
         )
         if found < 0:
             return None

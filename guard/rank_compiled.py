@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -50,6 +52,11 @@ MAX_QUERIES = 1 << 16
 _BLOCK = 8
 #: Entries per step of a scan (their nearest distances stay in the CPU's cache).
 _CHUNK = 4096
+
+#: A list of at least this many entries ranks a lookup's query variants in two halves at once, on
+#: two threads (the loops release the GIL): a big list's lookup is bound by memory latency, which
+#: a second core halves; below it, handing half over costs more than it saves.
+SPLIT_FROM = 2_000_000
 
 logger = logging.getLogger("guard")
 _started = False
@@ -141,6 +148,24 @@ def _compile() -> None:
             )
 
 
+_helper: ThreadPoolExecutor | None = None
+_helper_pid = 0
+_helper_lock = threading.Lock()
+
+
+def _in_helper(function: Any, *args: Any) -> Future[Any] | None:
+    """``function(*args)`` started on this process's helper thread (a forked worker gets its
+    own), or None on a machine with one core."""
+    global _helper, _helper_pid
+    if (os.cpu_count() or 1) < 2:
+        return None
+    with _helper_lock:
+        if _helper is None or _helper_pid != os.getpid():
+            _helper = ThreadPoolExecutor(1, thread_name_prefix="guard-rank")
+            _helper_pid = os.getpid()
+        return _helper.submit(function, *args)
+
+
 def best(
     hashes: npt.NDArray[np.uint64],
     order: npt.NDArray[Any],
@@ -162,6 +187,7 @@ def best(
     keys: npt.NDArray[np.uint64],
     which: npt.NDArray[np.int64],
     give_up_above: float = np.inf,
+    split: bool = False,
 ) -> tuple[int, bool]:
     """Fill ``keys`` (score << POSITION_BITS | position, ascending) and ``which`` (the first
     query with that score) with the best ``len(keys)`` entries; return how many were found and
@@ -171,30 +197,66 @@ def best(
     (band i is ``bits[band_starts[i]:band_starts[i + 1]]``), ``tables`` where each band's
     offsets start, ``masks[mask_starts[i]:mask_starts[i + 1]]`` the XORs band i probes
     (none for a skipped band). ``phashes``/``has_phash`` are by position. If the probed runs
-    hold more than ``give_up_above`` hashes, it returns (-1, False) at once."""
+    hold more than ``give_up_above`` hashes, it returns (-1, False) at once. ``split``: rank
+    the two halves of the queries at once (see :data:`SPLIT_FROM`)."""
+    fixed = (hashes, order, source, phashes, has_phash, all_phash, offsets)
+    plan = (bits, band_starts, tables, mask_starts, masks)
+    half = len(queries) // 2
+    helper = None
+    if split and half:
+        more_keys, more_which = np.empty_like(keys), np.empty_like(which)
+        share = give_up_above * (len(queries) - half) / len(queries)  # (inf stays inf)
+        helper = _in_helper(
+            _kernels._best,
+            *fixed,
+            *plan,
+            queries[half:],
+            query_phashes[half:],
+            radius,
+            confirm_radius,
+            scan_share,
+            share,
+            more_keys,
+            more_which,
+        )
+    if helper is None:
+        found, scanned = _kernels._best(
+            *fixed,
+            *plan,
+            queries,
+            query_phashes,
+            radius,
+            confirm_radius,
+            scan_share,
+            give_up_above,
+            keys,
+            which,
+        )
+        return int(found), bool(scanned)
     found, scanned = _kernels._best(
-        hashes,
-        order,
-        source,
-        phashes,
-        has_phash,
-        all_phash,
-        offsets,
-        bits,
-        band_starts,
-        tables,
-        mask_starts,
-        masks,
-        queries,
-        query_phashes,
+        *fixed,
+        *plan,
+        queries[:half],
+        query_phashes[:half],
         radius,
         confirm_radius,
         scan_share,
-        give_up_above,
+        give_up_above * half / len(queries),
         keys,
         which,
     )
-    return int(found), bool(scanned)
+    more_found, more_scanned = helper.result()
+    if found < 0 or more_found < 0:
+        return -1, False
+    # Each half's best few by its queries; an entry's key is its best over both.
+    merged = np.concatenate([keys[:found], more_keys[:more_found]])
+    queried = np.concatenate([which[:found], more_which[:more_found] + half])
+    by_key = np.lexsort((queried, merged))  # a tie: the first query
+    merged, queried = merged[by_key], queried[by_key]
+    _, first = np.unique(merged & np.uint64((1 << POSITION_BITS) - 1), return_index=True)
+    kept = np.sort(first)[: len(keys)]
+    keys[: len(kept)], which[: len(kept)] = merged[kept], queried[kept]
+    return len(kept), bool(scanned or more_scanned)
 
 
 def pairs_within(
@@ -207,11 +269,45 @@ def pairs_within(
     other: npt.NDArray[np.uint64],
     other_queries: npt.NDArray[np.uint64],
     other_radius: int,
+    split: bool = False,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Every (position, query) pair within ``radius`` on an index's hashes (``hashes``,
     ``order``, ``offsets`` and a probe ``plan`` for ``radius``, as :func:`best` takes them) and
     within ``other_radius`` of the query's other hash on ``other`` (by position); a pair found
-    on two bands comes twice."""
+    on two bands comes twice. ``split``: the two halves of the queries at once (see
+    :data:`SPLIT_FROM`)."""
+    half = len(queries) // 2
+    helper = None
+    if split and half:
+        helper = _in_helper(
+            pairs_within,
+            hashes,
+            order,
+            offsets,
+            plan,
+            queries[half:],
+            radius,
+            other,
+            other_queries[half:],
+            other_radius,
+        )
+    if helper is not None:
+        positions, which = pairs_within(
+            hashes,
+            order,
+            offsets,
+            plan,
+            queries[:half],
+            radius,
+            other,
+            other_queries[:half],
+            other_radius,
+        )
+        more_positions, more_which = helper.result()
+        return (
+            np.concatenate([positions, more_positions]),
+            np.concatenate([which, more_which + half]),
+        )
     room = 256
     while True:
         positions = np.empty(room, dtype=np.int64)

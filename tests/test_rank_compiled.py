@@ -67,9 +67,9 @@ def test_a_limited_lookup_ranks_in_the_compiled_loops(monkeypatch: pytest.Monkey
     calls: list[int] = []
     real = rank_compiled.best
 
-    def spy(*args: Any) -> tuple[int, bool]:
-        calls.append(len(args[-2]))  # the keys it fills: one per wanted entry
-        return real(*args)
+    def spy(*args: Any, **options: Any) -> tuple[int, bool]:
+        calls.append(len(args[-3]))  # the keys it fills: one per wanted entry
+        return real(*args, **options)
 
     monkeypatch.setattr(rank_compiled, "best", spy)
     compiled = [_rows(mirror, queries, limit) for limit in (1, 5)]
@@ -119,10 +119,10 @@ def test_a_mapped_mirror_answers_crowded_queries_by_its_phash_index_without_comp
     calls = 0
     real = rank_compiled.pairs_within
 
-    def counted(*args: Any) -> Any:
+    def counted(*args: Any, **options: Any) -> Any:
         nonlocal calls
         calls += 1
-        return real(*args)
+        return real(*args, **options)
 
     monkeypatch.setattr(rank_compiled, "pairs_within", counted)
     rng = random.Random(4)
@@ -137,6 +137,44 @@ def test_a_mapped_mirror_answers_crowded_queries_by_its_phash_index_without_comp
         assert compiled == [_rows(built, queries, limit) for limit in (1, 3)]
     assert calls >= 40
     assert (len(kernels._pairs_within.signatures), len(kernels._best.signatures)) == compiled_before
+
+
+@pytest.mark.parametrize("route", [False, True])
+def test_a_lookup_split_over_two_threads_equals_the_oracle(
+    monkeypatch: pytest.MonkeyPatch, route: bool
+) -> None:
+    """A big list ranks the two halves of a query's variants at once (rank_compiled.SPLIT_FROM,
+    forced here): the merged best few, the crowded query's pHash index included, are the
+    oracle's; each half ran on its own thread."""
+    monkeypatch.setattr(rank_compiled, "SPLIT_FROM", 0)
+    monkeypatch.setattr(mirror_module, "CONFIRM_INDEX_FROM", 0)
+    monkeypatch.setattr(mirror_module, "ROUTE_FACTOR", 0.0 if route else float("inf"))
+    threads: list[str] = []
+    real = rank_compiled._in_helper
+
+    def watched(function: Any, *args: Any) -> Any:
+        def run(*inner: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return function(*inner)
+
+        return real(run, *args)
+
+    monkeypatch.setattr(rank_compiled, "_in_helper", watched)
+    rng = random.Random(5)
+    for seed in range(12):
+        built = _mirror(3000, 10 + seed)
+        mirror = Mirror(built.ahashes, built.phashes, np.ones(3000, bool), default_layout(4), 1)
+        ahashes = [int(a) for a in mirror.ahashes]
+        phashes: list[int | None] = [int(p) for p in mirror.phashes]
+        for turn in range(6):
+            queries = _queries(mirror, rng)[: rng.randint(1, 8)]
+            if turn % 2:  # pHashes near an entry's: confirmed matches, in both halves
+                near = int(mirror.phashes[rng.randrange(3000)])
+                queries = [(a, near ^ (1 << rng.randrange(64))) for a, _ in queries]
+            for limit in (1, 3, 5):
+                expected = _oracle(ahashes, phashes, queries, 12, 12, limit)
+                assert _rows(mirror, queries, limit) == expected, (seed, turn, limit)
+    assert threads and set(threads) == {threads[0]} and threads[0].startswith("guard-rank")
 
 
 @pytest.mark.parametrize("share", [float("inf"), -1.0])  # the probed runs, then the scan
@@ -178,7 +216,9 @@ def test_a_mirror_does_not_wait_for_the_loops_and_numpy_ranks_until_they_are_rea
     monkeypatch.setattr(mirror_module, "COMPILE_FROM", 3000)
     calls: list[int] = []
     best = rank_compiled.best
-    monkeypatch.setattr(rank_compiled, "best", lambda *args: calls.append(1) or best(*args))
+    monkeypatch.setattr(
+        rank_compiled, "best", lambda *args, **options: calls.append(1) or best(*args, **options)
+    )
     mirror = _mirror(3000, 5)  # returns while the loops are still compiling
     assert compiling.wait(30) and not rank_compiled.ready()
     queries = _queries(mirror, random.Random(5))
