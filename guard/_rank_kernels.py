@@ -112,7 +112,6 @@ def _best(
     radius: Any,
     confirm_radius: Any,
     scan_share: Any,
-    give_up_above: Any,
     keys: Any,
     which: Any,
 ) -> Any:
@@ -131,8 +130,6 @@ def _best(
                 starts[j * probes + m], ends[j * probes + m] = start, end
                 total += end - start
                 longest = max(longest, end - start)
-    if total > give_up_above:
-        return np.int64(-1), False
     if total > scan_share * len(source) * len(queries):
         found = _scan(
             source,
@@ -400,3 +397,24 @@ def _pairs_within(
                             which[found] = j
                         found += 1
     return found
+
+
+@_jit(nogil=True, cache=True)  # type: ignore[untyped-decorator]
+def _probed(
+    offsets: Any,
+    bits: Any,
+    band_starts: Any,
+    tables: Any,
+    mask_starts: Any,
+    masks: Any,
+    queries: Any,
+) -> Any:
+    """How many hashes the probed runs of ``queries`` hold (what _best would test)."""
+    total = np.int64(0)
+    for j in range(len(queries)):
+        for i in range(len(band_starts) - 1):
+            value = _band_value(queries[j], bits, band_starts[i], band_starts[i + 1])
+            for m in range(mask_starts[i], mask_starts[i + 1]):
+                at = tables[i] + (value ^ masks[m])
+                total += np.int64(offsets[at + 1]) - np.int64(offsets[at])
+    return total

@@ -435,9 +435,13 @@ class Mirror:
         """:meth:`rank` with a ``limit``, in guard.rank_compiled's loops (None: see
         :meth:`_rank_plain`)."""
         wanted = np.array(queries, dtype=np.uint64).reshape(-1, 2)
+        index = self._index
+        if give_up_above is not None:
+            plan = index.plan(radius)
+            if rank_compiled.probed(index.offsets, plan, wanted[:, 0].copy()) > give_up_above:
+                return None
         keys = np.empty(limit, dtype=np.uint64)
         which = np.empty(limit, dtype=np.int64)
-        index = self._index
         found, _ = rank_compiled.best(
             index.hashes,
             index.order,
@@ -454,11 +458,8 @@ class Mirror:
             rank_compiled.SCAN_SHARE,
             keys,
             which,
-            np.inf if give_up_above is None else give_up_above,
             split=len(self.ahashes) >= rank_compiled.SPLIT_FROM,
         )
-        if found < 0:
-            return None
         chosen = keys[:found]
         score = chosen >> np.uint64(rank_compiled.POSITION_BITS)
         return Ranked(

@@ -119,6 +119,7 @@ def _compile() -> None:
             ]
             for array in arrays:
                 array.flags.writeable = writable
+            _kernels._probed(arrays[5], *plan, np.zeros(1, dtype=np.uint64))
             _kernels._pairs_within(
                 arrays[0],
                 arrays[1],
@@ -142,7 +143,6 @@ def _compile() -> None:
                 1,
                 1,
                 1.0,
-                np.inf,
                 np.empty(1, dtype=np.uint64),
                 np.empty(1, dtype=np.int64),
             )
@@ -186,7 +186,6 @@ def best(
     scan_share: float,
     keys: npt.NDArray[np.uint64],
     which: npt.NDArray[np.int64],
-    give_up_above: float = np.inf,
     split: bool = False,
 ) -> tuple[int, bool]:
     """Fill ``keys`` (score << POSITION_BITS | position, ascending) and ``which`` (the first
@@ -196,8 +195,7 @@ def best(
     ``bits`` the bands' bit positions
     (band i is ``bits[band_starts[i]:band_starts[i + 1]]``), ``tables`` where each band's
     offsets start, ``masks[mask_starts[i]:mask_starts[i + 1]]`` the XORs band i probes
-    (none for a skipped band). ``phashes``/``has_phash`` are by position. If the probed runs
-    hold more than ``give_up_above`` hashes, it returns (-1, False) at once. ``split``: rank
+    (none for a skipped band). ``phashes``/``has_phash`` are by position. ``split``: rank
     the two halves of the queries at once (see :data:`SPLIT_FROM`)."""
     fixed = (hashes, order, source, phashes, has_phash, all_phash, offsets)
     plan = (bits, band_starts, tables, mask_starts, masks)
@@ -205,7 +203,6 @@ def best(
     helper = None
     if split and half:
         more_keys, more_which = np.empty_like(keys), np.empty_like(which)
-        share = give_up_above * (len(queries) - half) / len(queries)  # (inf stays inf)
         helper = _in_helper(
             _kernels._best,
             *fixed,
@@ -215,7 +212,6 @@ def best(
             radius,
             confirm_radius,
             scan_share,
-            share,
             more_keys,
             more_which,
         )
@@ -228,7 +224,6 @@ def best(
             radius,
             confirm_radius,
             scan_share,
-            give_up_above,
             keys,
             which,
         )
@@ -241,13 +236,10 @@ def best(
         radius,
         confirm_radius,
         scan_share,
-        give_up_above * half / len(queries),
         keys,
         which,
     )
     more_found, more_scanned = helper.result()
-    if found < 0 or more_found < 0:
-        return -1, False
     # Each half's best few by its queries; an entry's key is its best over both.
     merged = np.concatenate([keys[:found], more_keys[:more_found]])
     queried = np.concatenate([which[:found], more_which[:more_found] + half])
@@ -257,6 +249,16 @@ def best(
     kept = np.sort(first)[: len(keys)]
     keys[: len(kept)], which[: len(kept)] = merged[kept], queried[kept]
     return len(kept), bool(scanned or more_scanned)
+
+
+def probed(
+    offsets: npt.NDArray[Any],
+    plan: tuple[npt.NDArray[np.int64], ...],
+    queries: npt.NDArray[np.uint64],
+) -> int:
+    """How many hashes :func:`best` would test when it probes an index for ``queries`` (its
+    run ``offsets`` and the probe ``plan`` of a radius)."""
+    return int(_kernels._probed(offsets, *plan, queries))
 
 
 def pairs_within(

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from test_mirror import _oracle
 
+from guard import mih, rank_compiled
 from guard import mirror as mirror_module
-from guard import rank_compiled
 from guard.bands import default_layout
 from guard.mirror import Mirror
 
@@ -68,7 +68,7 @@ def test_a_limited_lookup_ranks_in_the_compiled_loops(monkeypatch: pytest.Monkey
     real = rank_compiled.best
 
     def spy(*args: Any, **options: Any) -> tuple[int, bool]:
-        calls.append(len(args[-3]))  # the keys it fills: one per wanted entry
+        calls.append(len(args[-2]))  # the keys it fills: one per wanted entry
         return real(*args, **options)
 
     monkeypatch.setattr(rank_compiled, "best", spy)
@@ -137,6 +137,20 @@ def test_a_mapped_mirror_answers_crowded_queries_by_its_phash_index_without_comp
         assert compiled == [_rows(built, queries, limit) for limit in (1, 3)]
     assert calls >= 40
     assert (len(kernels._pairs_within.signatures), len(kernels._best.signatures)) == compiled_before
+
+
+def test_the_probed_count_is_what_the_index_would_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rank_compiled.probed (which decides whether a crowded query goes by the pHash index)
+    counts the hashes of the probed runs as guard.mih does."""
+    monkeypatch.setattr(mih, "SCAN_SHARE", float("inf"))  # always probe: count every run
+    rng = random.Random(6)
+    for seed in range(6):
+        mirror = _mirror(rng.choice([500, 5000]), 20 + seed)
+        index = mirror._index
+        for radius in (0, 3, 8, 12):
+            queries = np.array([a for a, _ in _queries(mirror, rng)], dtype=np.uint64)
+            counted = rank_compiled.probed(index.offsets, index.plan(radius), queries)
+            assert counted == index.candidates(queries, radius) > 0
 
 
 @pytest.mark.parametrize("route", [False, True])
