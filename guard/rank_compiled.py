@@ -46,6 +46,9 @@ _AHEAD = 8
 _SPARSE = 16
 #: Hashes within the radius gathered before their pHashes are read.
 _GATHER = 4096
+#: Pairs pairs_within makes room for at first (a listed photo's crops can give hundreds near an
+#: upload, and more than fit costs a second pass).
+_PAIRS_ROOM = 8192
 #: Queries a scan ranks at most (it packs a query's index in 16 bits).
 MAX_QUERIES = 1 << 16
 #: The widest query block the scan compares an entry with at once (its inner loop is unrolled).
@@ -310,7 +313,7 @@ def pairs_within(
             np.concatenate([positions, more_positions]),
             np.concatenate([which, more_which + half]),
         )
-    room = 256
+    room = _PAIRS_ROOM
     while True:
         positions = np.empty(room, dtype=np.int64)
         which = np.empty(room, dtype=np.int64)

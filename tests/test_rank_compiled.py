@@ -104,7 +104,8 @@ def test_a_mapped_mirror_answers_crowded_queries_by_its_phash_index_without_comp
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The pHash index's loop (guard.mirror's way for a crowded query) on read-only arrays too,
-    with the numpy answer; forced on a small list."""
+    with the numpy answer; forced on a small list, with room for one pair at first."""
+    monkeypatch.setattr(rank_compiled, "_PAIRS_ROOM", 1)
     monkeypatch.setattr(mirror_module, "CONFIRM_INDEX_FROM", 0)
     monkeypatch.setattr(mirror_module, "ROUTE_FACTOR", 0.0)
     generator = np.random.default_rng(4)
