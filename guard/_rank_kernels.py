@@ -93,6 +93,35 @@ def _band_value(query: Any, bits: Any, start: Any, end: Any) -> Any:
         value = (value << 1) | np.int64((query >> _U(63 - bits[k])) & _U(1))
     return value
 
+@_jit(inline="always", cache=True)  # type: ignore[untyped-decorator]
+def _runs(
+    offsets: Any,
+    bits: Any,
+    band_starts: Any,
+    tables: Any,
+    mask_starts: Any,
+    masks: Any,
+    queries: Any,
+) -> Any:
+    """The probed runs of each query (query after query, band after band): their starts and
+    ends in the index, and the hashes they hold in all and in the longest run."""
+    probes = mask_starts[-1]  # per query
+    starts = np.empty(len(queries) * probes, dtype=np.int64)
+    ends = np.empty(len(queries) * probes, dtype=np.int64)
+    total = np.int64(0)
+    longest = np.int64(0)
+    for j in range(len(queries)):
+        for i in range(len(band_starts) - 1):
+            value = _band_value(queries[j], bits, band_starts[i], band_starts[i + 1])
+            for m in range(mask_starts[i], mask_starts[i + 1]):
+                at = tables[i] + (value ^ masks[m])
+                start, end = np.int64(offsets[at]), np.int64(offsets[at + 1])
+                starts[j * probes + m], ends[j * probes + m] = start, end
+                total += end - start
+                longest = max(longest, end - start)
+    return starts, ends, total, longest
+
+
 @_jit(nogil=True, cache=True)  # type: ignore[untyped-decorator]
 def _best(
     hashes: Any,
@@ -115,21 +144,10 @@ def _best(
     keys: Any,
     which: Any,
 ) -> Any:
-    bands = len(band_starts) - 1
     probes = mask_starts[-1]  # per query
-    starts = np.empty(len(queries) * probes, dtype=np.int64)
-    ends = np.empty(len(queries) * probes, dtype=np.int64)
-    total: Any = 0
-    longest: Any = 0
-    for j in range(len(queries)):
-        for i in range(bands):
-            value = _band_value(queries[j], bits, band_starts[i], band_starts[i + 1])
-            for m in range(mask_starts[i], mask_starts[i + 1]):
-                at = tables[i] + (value ^ masks[m])
-                start, end = np.int64(offsets[at]), np.int64(offsets[at + 1])
-                starts[j * probes + m], ends[j * probes + m] = start, end
-                total += end - start
-                longest = max(longest, end - start)
+    starts, ends, total, longest = _runs(
+        offsets, bits, band_starts, tables, mask_starts, masks, queries
+    )
     if total > scan_share * len(source) * len(queries):
         found = _scan(
             source,
@@ -368,18 +386,9 @@ def _pairs_within(
     probes) and within ``other_radius`` of the entry's ``other`` hash: written to
     ``positions``/``which`` while they have room (a pair met on two bands twice); returns how
     many there are."""
-    bands = len(band_starts) - 1
     probes = mask_starts[-1]  # per query
     runs = len(queries) * probes
-    starts = np.empty(runs, dtype=np.int64)
-    ends = np.empty(runs, dtype=np.int64)
-    for j in range(len(queries)):
-        for i in range(bands):
-            value = _band_value(queries[j], bits, band_starts[i], band_starts[i + 1])
-            for m in range(mask_starts[i], mask_starts[i + 1]):
-                at = tables[i] + (value ^ masks[m])
-                starts[j * probes + m] = np.int64(offsets[at])
-                ends[j * probes + m] = np.int64(offsets[at + 1])
+    starts, ends, _, _ = _runs(offsets, bits, band_starts, tables, mask_starts, masks, queries)
     limit, other_limit = _U(radius), _U(other_radius)
     room = len(positions)
     found = 0
@@ -410,11 +419,4 @@ def _probed(
     queries: Any,
 ) -> Any:
     """How many hashes the probed runs of ``queries`` hold (what _best would test)."""
-    total = np.int64(0)
-    for j in range(len(queries)):
-        for i in range(len(band_starts) - 1):
-            value = _band_value(queries[j], bits, band_starts[i], band_starts[i + 1])
-            for m in range(mask_starts[i], mask_starts[i + 1]):
-                at = tables[i] + (value ^ masks[m])
-                total += np.int64(offsets[at + 1]) - np.int64(offsets[at])
-    return total
+    return _runs(offsets, bits, band_starts, tables, mask_starts, masks, queries)[2]

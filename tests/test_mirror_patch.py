@@ -9,6 +9,7 @@ import random
 
 import numpy as np
 import pytest
+from test_mirror import count_routes
 
 from guard import mirror as mirror_module
 from guard import mirror_patch
@@ -128,17 +129,9 @@ def test_a_patched_mirror_answers_as_a_fresh_one_by_the_phash_index(
     by its pHash index (guard.mirror's way for crowded queries), a removed entry's included."""
     monkeypatch.setattr(mirror_module, "CONFIRM_INDEX_FROM", 0)
     monkeypatch.setattr(mirror_module, "ROUTE_FACTOR", 0.0)
-    routed = 0
-    real = Mirror._rank_by_confirmation
-
-    def counted(self: Mirror, *args: object) -> Ranked:
-        nonlocal routed
-        routed += 1
-        return real(self, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Mirror, "_rank_by_confirmation", counted)
+    routed = count_routes(monkeypatch)
     _scenario(seed, without_phash=0.0)
-    assert routed > 0
+    assert routed
 
 
 @pytest.mark.parametrize("seed", range(20))
