@@ -112,8 +112,8 @@ class HammingIndex:
         self, queries: Hashes, radius: int, give_up_above: float | None = None
     ) -> Positions | None:
         """Every position within ``radius`` of at least one query, each once, ascending; or
-        None if ``give_up_above`` is given and :meth:`probes_more_than` it (the caller has a
-        cheaper way)."""
+        None if ``give_up_above`` is given and the lookup would test more hashes than that, or
+        scan (the caller has a cheaper way)."""
         queries = np.asarray(queries, dtype=np.uint64)
         if not len(self.source) or not len(queries):
             return np.empty(0, dtype=np.intp)
@@ -153,15 +153,6 @@ class HammingIndex:
         tested ^= query
         near: npt.NDArray[Any] = self.order[index[popcount(tested) <= radius]]
         return near
-
-    def probes_more_than(self, queries: Hashes, radius: int, bound: float) -> bool:
-        """Whether a lookup would test more than ``bound`` hashes (or scan: then it tests every
-        hash once per query, and the check stops at the cheap bound on the probed runs)."""
-        queries = np.asarray(queries, dtype=np.uint64)
-        if not len(self.source) or not len(queries):
-            return False
-        runs = self._runs(queries, radius)
-        return runs is None or runs[2] > bound
 
     def expected_candidates(self, queries: int, radius: int) -> float:
         """How many hashes a lookup of ``queries`` queries tests on average if the hashes were

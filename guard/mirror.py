@@ -331,7 +331,9 @@ class Mirror:
         testing about as many pHashes as an uncrowded query tests aHashes (pHashes of
         unrelated photos spread out where their aHashes crowd). If fewer than ``limit`` are
         confirmed, the rest are the nearest contradicted entries, from the aHash index at the
-        smallest of those radii that has enough (the query's own radius only if none has)."""
+        smallest of those radii that has enough (the query's own radius only if none has). And
+        if even the widest of them has too few entries, the search at the query's own radius
+        alone gives the answer, as it would have without the pHash index."""
         radii = [*(r for r in NEAREST_RADII if r < radius), radius]
         answers: dict[tuple[int, int], Ranked] = {}
 
