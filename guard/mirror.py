@@ -222,11 +222,11 @@ class Mirror:
         such a query goes by the pHash index instead (:meth:`_rank_by_confirmation`): the
         same answer, from far fewer entries.
         """
-        give_up_above = self._route_bound(len(queries), radius, confirm_radius, limit)
-        ranked = self._rank_plain(queries, radius, confirm_radius, limit, give_up_above)
+        bound = self._route_bound(len(queries), radius, confirm_radius, limit)
+        ranked = self._rank_plain(queries, radius, confirm_radius, limit, bound)
         if ranked is None:
-            assert limit is not None  # (a bound is only set with one)
-            return self._rank_by_confirmation(queries, radius, confirm_radius, limit)
+            assert limit is not None and bound is not None  # (a bound is only set with a limit)
+            return self._rank_by_confirmation(queries, radius, confirm_radius, limit, bound)
         return ranked
 
     def _route_bound(
@@ -282,14 +282,13 @@ class Mirror:
                 np.empty(0, dtype=np.uint8),
                 np.empty(0, dtype=bool),
             )
-        wanted = np.array([a for a, _ in queries], dtype=np.uint64)
         wanted_p = np.array([p for _, p in queries], dtype=np.uint64)
         has_phash = self.has_phash[positions]
         # One 16-bit score per (query, entry), smaller is better: tier (bits 14-15), aHash
         # distance (bits 7-13), pHash distance (bits 0-6); a row per query, so that the best
         # per entry is a reduction over a few contiguous rows. Crowded queries (hundreds of
         # thousands of matches) are bound by memory traffic: no wider arrays than this.
-        distance = popcount(wanted[:, None] ^ self.ahashes[positions][None, :])
+        distance = popcount(wanted_a[:, None] ^ self.ahashes[positions][None, :])
         phash_distance = popcount(wanted_p[:, None] ^ self.phashes[positions][None, :])
         score = distance.astype(np.uint16) << 7
         score |= phash_distance
@@ -320,7 +319,12 @@ class Mirror:
         )
 
     def _rank_by_confirmation(
-        self, queries: list[tuple[int, int]], radius: int, confirm_radius: int, limit: int
+        self,
+        queries: list[tuple[int, int]],
+        radius: int,
+        confirm_radius: int,
+        limit: int,
+        bound: float,
     ) -> Ranked:
         """:meth:`rank` for a crowded query, on a list whose entries all have a pHash.
 
@@ -346,8 +350,7 @@ class Mirror:
             return answers[near_radius, size]
 
         # Out to the first radius with ``limit`` entries, while searching it costs less than
-        # the pHash index (a crowd can be dense even a few bits away).
-        bound = self._route_bound(len(queries), radius, confirm_radius, limit)
+        # the pHash index (``bound``: a crowd can be dense even a few bits away).
         for near_radius in radii[:-1]:
             near = nearest(near_radius, limit, bound)
             if near is None:
@@ -437,11 +440,13 @@ class Mirror:
         """:meth:`rank` with a ``limit``, in guard.rank_compiled's loops (None: see
         :meth:`_rank_plain`)."""
         wanted = np.array(queries, dtype=np.uint64).reshape(-1, 2)
+        wanted_a, wanted_p = wanted[:, 0].copy(), wanted[:, 1].copy()
         index = self._index
-        if give_up_above is not None:
-            plan = index.plan(radius)
-            if rank_compiled.probed(index.offsets, plan, wanted[:, 0].copy()) > give_up_above:
-                return None
+        plan = index.plan(radius)
+        if give_up_above is not None and (
+            rank_compiled.probed(index.offsets, plan, wanted_a) > give_up_above
+        ):
+            return None
         keys = np.empty(limit, dtype=np.uint64)
         which = np.empty(limit, dtype=np.int64)
         found, _ = rank_compiled.best(
@@ -452,9 +457,9 @@ class Mirror:
             self.has_phash,
             self._all_phash,
             index.offsets,
-            *index.plan(radius),
-            np.ascontiguousarray(wanted[:, 0]),
-            np.ascontiguousarray(wanted[:, 1]),
+            *plan,
+            wanted_a,
+            wanted_p,
             radius,
             confirm_radius,
             rank_compiled.SCAN_SHARE,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from guard.store.records import (
     BUCKET_BITS,
     entry_bucket,
+    entry_buckets,
     entry_field,
     entry_from_record,
     field_hashes,
@@ -69,3 +71,11 @@ def test_buckets_spread_clustered_hashes_evenly() -> None:
     assert max(counts.values()) < mean + 8 * mean**0.5 + 5
     # and the top bits alone would not: every hash in one bucket
     assert len({(prefix | rng.getrandbits(32)) >> 48 for _ in range(1000)}) == 1
+
+
+def test_the_array_form_of_a_bucket_is_the_same_bucket() -> None:
+    """entry_buckets (the buckets a listing reads) folds as entry_bucket (where writes go)."""
+    rng = random.Random(7)
+    hashes = [rng.getrandbits(64) for _ in range(10_000)] + [0, 2**64 - 1, 0xFFFF << 48]
+    array = entry_buckets(np.array(hashes, dtype=np.uint64))
+    assert [int(bucket) for bucket in array] == [entry_bucket(h) for h in hashes]

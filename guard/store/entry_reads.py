@@ -9,6 +9,7 @@ round trip that checks the list's version.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from guard.store.records import (
     bucket_key_at,
     disabled_key,
     entries_from_json,
+    entry_buckets,
     entry_from_record,
     field_hashes,
     keys,
@@ -32,7 +34,7 @@ from guard.store.records import (
     record_label_id,
     text,
 )
-from guard.store.snapshot import read_snapshot
+from guard.store.snapshot import Snapshot, read_snapshot
 from guard.types import Entry
 
 #: Buckets read per round trip when a whole list is read (export, verify, rename).
@@ -194,13 +196,15 @@ async def occupied_buckets(client: aioredis.Redis, list_name: str) -> list[int]:
     entry in the index has its record there), so a small list costs a few reads, not 65,536.
     Every bucket where that cannot be known (no snapshot, a torn one)."""
     read = await read_snapshot(client, list_name)
+    if read is None:
+        return list(range(BUCKETS))
+    return await asyncio.to_thread(_buckets_of, read)  # a big snapshot: off the event loop
+
+
+def _buckets_of(read: Snapshot) -> list[int]:
     try:
-        live = read.live() if read is not None else None
+        live = read.live()
     except ValueError:
-        live = None
-    if live is None:
         return list(range(BUCKETS))
     ahashes = np.frombuffer(live, dtype=RECORD)["ahash"].astype(np.uint64)
-    folded = ahashes ^ (ahashes >> np.uint64(16)) ^ (ahashes >> np.uint64(32))
-    folded ^= ahashes >> np.uint64(48)
-    return [int(b) for b in np.unique(folded & np.uint64(BUCKETS - 1))]
+    return [int(b) for b in np.unique(entry_buckets(ahashes))]

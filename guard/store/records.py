@@ -52,6 +52,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
+
 from guard.bands import BandLayout, default_layout, list_key
 from guard.hashing import HASH_VERSION
 from guard.spelling import from_hex, to_hex
@@ -90,6 +93,15 @@ def entry_bucket(ahash: int) -> int:
     """The bucket of an aHash's entry records: its four 16-bit words XORed, so that similar
     aHashes (which share leading bits) spread evenly."""
     return (ahash ^ ahash >> 16 ^ ahash >> 32 ^ ahash >> 48) & ((1 << BUCKET_BITS) - 1)
+
+
+def entry_buckets(ahashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """:func:`entry_bucket` of each of an array of aHashes."""
+    folded: npt.NDArray[np.uint64] = ahashes ^ (ahashes >> np.uint64(16))
+    folded ^= ahashes >> np.uint64(32)
+    folded ^= ahashes >> np.uint64(48)
+    folded &= np.uint64((1 << BUCKET_BITS) - 1)
+    return folded
 
 
 def bucket_key(list_name: str, ahash: int) -> str:
