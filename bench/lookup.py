@@ -559,10 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         else [int(float(s)) for s in (args.sizes or "1e4,1e5,1e6").split(",")]
     )
     query_count = 40 if args.quick else (args.queries or 200)
-    photos = sorted(p for p in Path(args.photos).glob("*") if p.suffix.lower() in (".jpg", ".png"))
-    if not photos:
-        raise SystemExit(f"no photos in {args.photos} (pass --photos DIR)")
-    integrals = [_integral(p) for p in photos]
+    integrals = _integrals(args.photos)
     listed = [g for i, g in enumerate(integrals) if i % 10]
     held_out = [g for i, g in enumerate(integrals) if i % 10 == 0]
     rng = np.random.default_rng(SEED)
@@ -620,11 +617,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r.exact for r in rows) else 1
 
 
-def _integrals(folder: str) -> list[np.ndarray]:
+def _photos(folder: str) -> list[Path]:
     photos = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in (".jpg", ".png"))
     if not photos:
         raise SystemExit(f"no photos in {folder} (pass --photos DIR)")
-    return [_integral(p) for p in photos]
+    return photos
+
+
+def _integrals(folder: str) -> list[np.ndarray]:
+    return [_integral(p) for p in _photos(folder)]
 
 
 def in_process_main(args: argparse.Namespace) -> int:
@@ -634,6 +635,7 @@ def in_process_main(args: argparse.Namespace) -> int:
     )
     query_count = 40 if args.quick else (args.queries or 400)
     integrals = _integrals(args.photos)
+    uploads = [p.read_bytes() for p in _photos(args.photos)]
     listed = [g for i, g in enumerate(integrals) if i % 10]
     held_out = [g for i, g in enumerate(integrals) if i % 10 == 0]
     rng = np.random.default_rng(SEED)
@@ -643,7 +645,7 @@ def in_process_main(args: argparse.Namespace) -> int:
         ahashes, phashes = realistic_pairs(size, listed, rng)
         progress(f"N={size:,}: population in {time.perf_counter() - start:.0f} s")
         queries = real_queries(ahashes, phashes, query_count, listed, held_out, rng)
-        rows.append(measure_in_process(ahashes, phashes, queries))
+        rows.append(measure_in_process(ahashes, phashes, queries, uploads))
         progress(f"N={size:,}: done")
         del ahashes, phashes
     report = {
