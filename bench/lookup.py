@@ -46,11 +46,14 @@ as JSON. The exit status is 1 if any guard lookup differed from the oracle.
 ``--in-process`` measures the middleware's real query on the worker-local mirror alone, no
 Redis (``Mirror.rank``: flag radius 12 over the 8 flips/rotations, confirm radius 12, limit 1),
 against the numpy scan, on realistic lists of ``--sizes`` (default 1e5,1e6; 1e7 takes about
-half an hour and 3 GB), whose entries have the aHash and the pHash of a crop;
+15 minutes, 2.6 GB and as much again of shared memory), whose entries have the aHash and
+the pHash of a crop;
 ``--queries`` per size (default 400): uploads, half crops of held-out photos, half crops of
 listed photos whose entry (0..12 aHash bits and 0..8 pHash bits away) is in the list, each with
-its 8 variants as guard computes them; each query on all in turn: p50/p99 of the whole rank on
-its compiled path (numba, when installed: the table names the path) and on its numpy one, of
+its 8 variants as guard computes them. guard's lookups first, as a worker makes them (each
+after the decode and hash of a photo), on the process's own mirror and on the same mirror mapped
+from a shared file; then the baselines, each query on all in turn: p50/p99 of the whole rank
+on its compiled path (numba, when installed: the table names the path) and on its numpy one, of
 the numpy candidate search alone, candidates and matches per query, the indexes' bytes per
 entry, the build time and the process's peak RSS. See bench/mirror_lookup.py. The exit status
 is 1 if the search ever differs from the scan or a best match from the brute-force one.
