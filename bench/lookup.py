@@ -46,7 +46,7 @@ as JSON. The exit status is 1 if any guard lookup differed from the oracle.
 ``--in-process`` measures the middleware's real query on the worker-local mirror alone, no
 Redis (``Mirror.rank``: flag radius 12 over the 8 flips/rotations, confirm radius 12, limit 1),
 against the numpy scan, on realistic lists of ``--sizes`` (default 1e5,1e6; 1e7 takes about
-15 minutes, 2.6 GB and as much again of shared memory), whose entries have the aHash and
+15 minutes, 2.6 GB and 1.1 GB of shared memory), whose entries have the aHash and
 the pHash of a crop;
 ``--queries`` per size (default 400): uploads, half crops of held-out photos, half crops of
 listed photos whose entry (0..12 aHash bits and 0..8 pHash bits away) is in the list, each with
