@@ -263,9 +263,8 @@ def measure_in_process(
         progress(f"compiled loops ready in {time.perf_counter() - start:.2f} s")
     gc.collect()
     start = time.perf_counter()
-    mirror = Mirror(
-        ahashes, phashes, np.ones(len(ahashes), bool), default_layout(4), 1, "bench"
-    )
+    everyone = np.ones(len(ahashes), bool)  # every entry has a pHash
+    mirror = Mirror(ahashes, phashes, everyone, default_layout(4), version=1, incarnation="bench")
     build = time.perf_counter() - start
     with tempfile.TemporaryDirectory(dir=_shared_memory()) as folder:
         shared = SharedMirrors(Path(folder) / "mirrors", lambda: "bench")
