@@ -49,7 +49,7 @@ from guard.hashing import (
 )
 from guard.hashing import transform_coefficients as transformed
 from guard.mirror import Mirror, Ranked, popcount
-from guard.store.shared_mirrors import SharedMirrors
+from guard.store.shared_mirrors import SharedMirrors, default_directory
 
 #: The default policy's query (guard.config.ListPolicy: flag radius 12, confirm radius 12).
 RADIUS, CONFIRM_RADIUS = 12, 12
@@ -266,7 +266,9 @@ def measure_in_process(
     everyone = np.ones(len(ahashes), bool)  # every entry has a pHash
     mirror = Mirror(ahashes, phashes, everyone, default_layout(4), version=1, incarnation="bench")
     build = time.perf_counter() - start
-    with tempfile.TemporaryDirectory(dir=_shared_memory()) as folder:
+    # where guard puts shared mirrors (shared memory where the machine has it), in a folder of
+    # the bench's own
+    with tempfile.TemporaryDirectory(dir=default_directory().parent) as folder:
         shared = SharedMirrors(Path(folder) / "mirrors", lambda: "bench")
         shared.publish("bench", mirror)
         mapped = shared.open("bench", "bench", 1)
@@ -354,11 +356,6 @@ def _time_guard(
             runs[name][0].append(time.perf_counter() - start)
             runs[name][1].append(_best(best))
     return runs
-
-
-def _shared_memory() -> str | None:
-    """Where guard would put a shared mirror file: shared memory if the machine has it."""
-    return str(Path("/dev/shm")) if Path("/dev/shm").is_dir() else None
 
 
 def oracle_best(
