@@ -19,6 +19,7 @@ from guard import (
 )
 from guard.hashing import (
     TRANSFORMS,
+    _all_variants,
     ahash_of_cells,
     bits_to_int,
     int_to_bits,
@@ -184,6 +185,26 @@ def test_coefficient_transform_equals_dct_of_transformed_image(transform: str) -
     expected = low_frequencies(np.ascontiguousarray(grids[transform]))
     actual = transform_coefficients(low_frequencies(detail), transform)  # type: ignore[arg-type]
     np.testing.assert_allclose(actual, expected, atol=1e-6)
+
+
+def test_all_variants_at_once_equal_each_variant_computed_alone() -> None:
+    """FrameHash.variants() computes the 8 variants in one numpy pass: bit for bit what
+    permute() and phash_of_coefficients(transform_coefficients()) give one at a time, on random
+    hashes and on coefficient blocks with ties at the median (whole numbers, repeated values)."""
+    rng = np.random.default_rng(5)
+    for case in range(3000):
+        ahash = int(rng.integers(0, 2**63)) * 2 + int(rng.integers(0, 2))
+        coefficients = rng.normal(size=(8, 8)) * 50
+        if case % 3 == 0:
+            coefficients = np.round(coefficients / 20)  # many equal values, some at the median
+        expected = [
+            (
+                permute(ahash, name),
+                phash_of_coefficients(transform_coefficients(coefficients, name)),
+            )
+            for name in TRANSFORMS
+        ]
+        assert _all_variants(ahash, coefficients) == expected
 
 
 @pytest.mark.parametrize(
