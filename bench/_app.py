@@ -34,9 +34,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route as Endpoint
 
 from guard import Config, GuardMiddleware, Route, hash_bytes
+from guard.config import HttpSettings
 
 LIST_NAME = "bench"
-HASH_WORKERS = 4  # guard's http.hash_workers default
+# guard's http.hash_workers for the guarded app, and the /hash route's own limit: guard's default
+# unless GUARD_BENCH_HASH_WORKERS says otherwise (bench/middleware.py --scaling --hash-workers).
+HASH_WORKERS = int(os.environ.get("GUARD_BENCH_HASH_WORKERS") or HttpSettings().hash_workers)
 LAG_SLEEP = 0.001  # seconds the lag sampler sleeps each time
 _lags: list[int] = []  # microseconds each sleep overshot, since the last GET /lag
 
@@ -99,7 +102,10 @@ def make_app(variant: str) -> Starlette:
         if not os.environ.get("GUARD_REDIS_URL"):
             # Without it guard would start an embedded Redis in the working directory.
             raise SystemExit("the guarded app needs GUARD_REDIS_URL")
-        config = Config(routes=(Route("/upload", (LIST_NAME,), frozenset({"POST"})),))
+        config = Config(
+            routes=(Route("/upload", (LIST_NAME,), frozenset({"POST"})),),
+            http=HttpSettings(hash_workers=HASH_WORKERS),
+        )
         middleware.append(Middleware(GuardMiddleware, config=config))
     elif variant != "bare":
         raise SystemExit(f"GUARD_BENCH_APP must be bare or guarded, got {variant!r}")

@@ -94,6 +94,7 @@ import http.client
 import importlib.metadata
 import importlib.util
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -121,6 +122,7 @@ from PIL import Image
 from servers import free_port, redis_server, stop  # bench/servers.py
 
 from guard import Entry, ListPolicy, Store, hamming, hash_bytes, hash_file, permute
+from guard.config import HttpSettings
 from guard.hashing import TRANSFORMS
 
 BENCH = Path(__file__).resolve().parent
@@ -343,7 +345,14 @@ def post(port: int, body: bytes) -> tuple[int, Any]:
         connection.close()
 
 
-def start_server(app: str, workers: int, redis_url: str, folder: Path, stock: bool) -> Server:
+def start_server(
+    app: str,
+    workers: int,
+    redis_url: str,
+    folder: Path,
+    stock: bool,
+    hash_workers: int | None = None,
+) -> Server:
     port = free_port()
     argv = [sys.executable, str(BENCH / "_serve.py"), "--app-dir", str(BENCH), "_app:app"]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
@@ -351,6 +360,9 @@ def start_server(app: str, workers: int, redis_url: str, folder: Path, stock: bo
     env = {k: v for k, v in os.environ.items() if k not in ("GUARD_CONFIG", "GUARD_REDIS_URL")}
     env |= {"GUARD_BENCH_APP": app, "PYTHONPATH": str(ROOT)}
     env["GUARD_BENCH_STOCK_UVICORN"] = "1" if stock else "0"
+    env.pop("GUARD_BENCH_HASH_WORKERS", None)
+    if hash_workers is not None:
+        env["GUARD_BENCH_HASH_WORKERS"] = str(hash_workers)
     if app == "guarded":
         env["GUARD_REDIS_URL"] = redis_url
     log = folder / f"uvicorn-{app}-{workers}.log"
@@ -1102,12 +1114,20 @@ def metrics_only_markdown(document: dict[str, Any]) -> str:
 
 
 SCALING_WORKERS = (1, 2, 4)
+DEFAULT_HASH_WORKERS = HttpSettings().hash_workers
 SCALING_CONCURRENCY = (1, 4, 16)
 
 
-def scaling(photos: Path, reps: int, quick: bool, stock: bool) -> dict[str, Any]:
-    """``--scaling``: guarded uploads/s of the allowed 1080p upload against server workers and
-    uploads in flight, each W's runs next to the floor of W processes decoding and hashing."""
+def scaling(
+    photos: Path,
+    reps: int,
+    quick: bool,
+    stock: bool,
+    hash_workers: tuple[int | None, ...] = (None,),
+) -> dict[str, Any]:
+    """``--scaling``: guarded uploads/s of the allowed 1080p upload against server workers,
+    uploads in flight and ``http.hash_workers`` (None: guard's default), each W's runs next to
+    the floor of W processes decoding and hashing."""
     start = time.perf_counter()
     load_start = load_average()
     uploads = make_uploads(photos)
@@ -1118,8 +1138,8 @@ def scaling(photos: Path, reps: int, quick: bool, stock: bool) -> dict[str, Any]
         files["allowed"].write_bytes(multipart(uploads.allowed))
         with redis_server(folder) as url:
             asyncio.run(load_list(url, uploads.listed))
-            for workers in SCALING_WORKERS:
-                server = start_server("guarded", workers, url, folder, stock)
+            for workers, threads in itertools.product(SCALING_WORKERS, hash_workers):
+                server = start_server("guarded", workers, url, folder, stock, threads)
                 try:
                     for rep in range(reps):
                         for concurrency in SCALING_CONCURRENCY:
@@ -1140,17 +1160,25 @@ def scaling(photos: Path, reps: int, quick: bool, stock: bool) -> dict[str, Any]
                             result = run_case(server, case, files, quick, folder)
                             runs.append(
                                 result
-                                | {"rep": rep, "concurrency": concurrency, "floor_processes": floor}
+                                | {
+                                    "rep": rep,
+                                    "concurrency": concurrency,
+                                    "hash_workers": threads or DEFAULT_HASH_WORKERS,
+                                    "floor_processes": floor,
+                                }
                             )
                 finally:
                     stop(server.process)
     table = []
-    for workers in SCALING_WORKERS:
+    threads_run = [threads or DEFAULT_HASH_WORKERS for threads in hash_workers]
+    for workers, threads in itertools.product(SCALING_WORKERS, threads_run):
         for concurrency in SCALING_CONCURRENCY:
-            mine = [r for r in runs if (r["workers"], r["concurrency"]) == (workers, concurrency)]
+            key = (workers, threads, concurrency)
+            mine = [r for r in runs if (r["workers"], r["hash_workers"], r["concurrency"]) == key]
             table.append(
                 {
                     "workers": workers,
+                    "hash_workers": threads,
                     "concurrency": concurrency,
                     "requests": sum(r["requests"] for r in mine),
                     "errors": sum(r["errors"] for r in mine),
@@ -1195,14 +1223,15 @@ def scaling_markdown(document: dict[str, Any]) -> str:
         ),
         "",
         (
-            "| workers | in flight | uploads | errors | uploads/s | p50 ms | p99 ms | floor/s "
-            "| / floor | loop lag p50 / p99 / max ms |"
+            "| workers | hash_workers | in flight | uploads | errors | uploads/s | p50 ms | p99 ms "
+            "| floor/s | / floor | loop lag p50 / p99 / max ms |"
         ),
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in document["rows"]:
         lines.append(
-            f"| {r['workers']} | {r['concurrency']} | {r['requests']} | {r['errors']} | "
+            f"| {r['workers']} | {r['hash_workers']} | {r['concurrency']} | {r['requests']} | "
+            f"{r['errors']} | "
             f"{number(r['requests_per_s'], '.1f')} | {number(r['p50_ms'], '.2f')} | "
             f"{number(r['p99_ms'], '.2f')} | {number(r['floor_processes'], '.1f')} | "
             f"{number(r['floor_ratio'], '.3f')} | {_lag(r)} |"
@@ -1319,11 +1348,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="guarded uploads/s against workers (1, 2, 4) and uploads in flight (1, 4, 16)",
     )
     parser.add_argument(
+        "--hash-workers",
+        type=_counts,
+        default=(None,),
+        metavar="N,N,...",
+        help="with --scaling: http.hash_workers values to run (default: guard's default only)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="one guarded upload in process: stages, cProfile, loop lag (no servers)",
     )
     return parser.parse_args(argv)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """``--hash-workers 1,2,4``: whole numbers from 1 to 64, as http.hash_workers takes."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not whole numbers: {text!r}") from None
+    if not counts or not all(1 <= count <= 64 for count in counts):
+        raise argparse.ArgumentTypeError(f"each must be 1 to 64: {text!r}")
+    return counts
 
 
 def run(photos: Path, reps: int, quick: bool, stock: bool) -> dict[str, Any]:
@@ -1386,7 +1433,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     reps = repetitions(args)
     if args.scaling:
-        document = scaling(Path(args.photos), reps, args.quick, args.stock_uvicorn)
+        document = scaling(
+            Path(args.photos), reps, args.quick, args.stock_uvicorn, args.hash_workers
+        )
         print(json.dumps(document, indent=2) if args.json else scaling_markdown(document))
         return 0 if all(r["errors"] == 0 for r in document["rows"]) else 1
     document = run(Path(args.photos), reps, args.quick, args.stock_uvicorn)
