@@ -39,7 +39,7 @@ from guard.config import HttpSettings
 LIST_NAME = "bench"
 # guard's http.hash_workers for the guarded app, and the /hash route's own limit: guard's default
 # unless GUARD_BENCH_HASH_WORKERS says otherwise (bench/middleware.py --scaling --hash-workers).
-HASH_WORKERS = int(os.environ.get("GUARD_BENCH_HASH_WORKERS") or HttpSettings().hash_workers)
+HASH_WORKERS = int(os.environ.get("GUARD_BENCH_HASH_WORKERS") or HttpSettings().hash_threads)
 LAG_SLEEP = 0.001  # seconds the lag sampler sleeps each time
 _lags: list[int] = []  # microseconds each sleep overshot, since the last GET /lag
 

@@ -134,7 +134,8 @@ QUALITY = 90
 BOUNDARY = "guard-bench-boundary-7f3a9c"
 HASH_RUNS = 15  # per repetition, just before its c=1 runs
 FLOOR_SECONDS = {False: 4.0, True: 2.0}  # each floor loop, per repetition (--quick: True)
-HASH_WORKERS = 4  # guard's http.hash_workers default: the thread floor's pool
+# guard's default http.hash_workers: the thread floor's pool
+HASH_WORKERS = HttpSettings().hash_threads
 WORKER_COUNTS = (1, 2)
 APPS = ("bare", "guarded")
 AGAIN = "bare again"
@@ -1114,7 +1115,7 @@ def metrics_only_markdown(document: dict[str, Any]) -> str:
 
 
 SCALING_WORKERS = (1, 2, 4)
-DEFAULT_HASH_WORKERS = HttpSettings().hash_workers
+DEFAULT_HASH_WORKERS = HttpSettings().hash_threads
 SCALING_CONCURRENCY = (1, 4, 16)
 
 

@@ -186,7 +186,7 @@ class GuardMiddleware:
         """Put a reloaded config in force (:mod:`guard.reload` has validated it). Requests
         already being decided keep the config they started with."""
         pages = RefusalPages(config.operations.refusal_page, self._render_refusal)
-        if config.http.hash_workers != self.config.http.hash_workers:
+        if config.http.hash_threads != self.config.http.hash_threads:
             self._limiter = None  # a new limit for new requests
         if config.operations.events and self.events is None:
             self.events = EventStream(self.store, config.operations)
@@ -323,7 +323,7 @@ class GuardMiddleware:
     def limiter(self) -> anyio.CapacityLimiter:
         """Guard's own thread limit for decoding and hashing (not the app's default pool)."""
         if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.config.http.hash_workers)
+            self._limiter = anyio.CapacityLimiter(self.config.http.hash_threads)
         return self._limiter
 
     async def store(self) -> Store:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,7 @@ from guard.config import (
     Rule,
     _check,
     _ints,
+    default_hash_workers,
     resolve_redis_url,
     setting,
 )
@@ -99,7 +101,7 @@ def test_no_file_gives_the_documented_defaults() -> None:
         spool_memory_bytes=1_048_576,
         body_timeout=30.0,
         decision_timeout=5.0,
-        hash_workers=4,
+        hash_workers=None,
         flag_header="X-Guard-Verdict",
         retry_after=5,
         statuses=StatusCodes(
@@ -273,6 +275,7 @@ GOOD = [
         (60.0, float),
     ),
     ("http: {hash_workers: 64}", lambda c: c.http.hash_workers, 64),
+    ("http: {hash_workers: null}", lambda c: c.http.hash_threads, default_hash_workers()),
     ("http: {flag_header: null}", lambda c: c.http, HttpSettings(flag_header=None)),
     ("http: {flag_header: ~}", lambda c: c.http.flag_header, None),
     (
@@ -563,9 +566,22 @@ BAD = [
         "http: {decision_timeout: null}",
         "http.decision_timeout: must be a number of seconds > 0 and <= 60, got null",
     ),
-    ("http: {hash_workers: 0}", "http.hash_workers: must be an integer from 1 to 64, got 0"),
-    ("http: {hash_workers: 65}", "http.hash_workers: must be an integer from 1 to 64, got 65"),
-    ("http: {hash_workers: 4.0}", "http.hash_workers: must be an integer from 1 to 64, got 4.0"),
+    (
+        "http: {hash_workers: 0}",
+        "http.hash_workers: must be null or an integer from 1 to 64, got 0",
+    ),
+    (
+        "http: {hash_workers: 65}",
+        "http.hash_workers: must be null or an integer from 1 to 64, got 65",
+    ),
+    (
+        "http: {hash_workers: 4.0}",
+        "http.hash_workers: must be null or an integer from 1 to 64, got 4.0",
+    ),
+    (
+        "http: {hash_workers: true}",
+        "http.hash_workers: must be null or an integer from 1 to 64, got true",
+    ),
     ("http: {retry_after: -1}", "http.retry_after: must be an integer from 0 to 86400, got -1"),
     (
         "http: {retry_after: 86401}",
@@ -912,7 +928,15 @@ SETTINGS: dict[type, str] = {
     ImageLimits: "limits: {{{key}: {value}}}",
 }
 #: Fields that are neither int, float nor bool, each checked by its own rule or class.
-OTHER_FIELDS = {"url", "embedded_path", "flag_header", "statuses", "allowed_formats", "mode"}
+OTHER_FIELDS = {
+    "url",
+    "embedded_path",
+    "flag_header",
+    "statuses",
+    "allowed_formats",
+    "mode",
+    "hash_workers",
+}
 
 
 def _fields(annotation: object) -> list[tuple[type, str]]:
@@ -935,7 +959,7 @@ def test_the_field_tables_cover_every_setting() -> None:
     names = {name for table in (INT_FIELDS, FLOAT_FIELDS, BOOL_FIELDS) for _, name in table}
     every = {item.name for kind in SETTINGS for item in dataclasses.fields(kind)}
     assert every - names == OTHER_FIELDS
-    assert len(INT_FIELDS) == 25 and len(FLOAT_FIELDS) == 7 and len(BOOL_FIELDS) == 5
+    assert len(INT_FIELDS) == 24 and len(FLOAT_FIELDS) == 7 and len(BOOL_FIELDS) == 5
     assert {
         (ListPolicy, "reject_radius"),
         (ListPolicy, "bands"),
@@ -1437,3 +1461,20 @@ def test_enforce_ratio_must_be_a_number_from_0_to_1(
     assert refused.reason.startswith("must be a number from 0 to 1, got ")
     if shown != "nan":
         assert refused.reason == f"must be a number from 0 to 1, got {shown}"
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(1, 1), (2, 2), (3, 3), (4, 4), (64, 4)])
+def test_hash_workers_default_to_the_usable_cpus_at_most_four(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, expected: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert default_hash_workers() == expected
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(None, 1), (1, 1), (16, 4)])
+def test_hash_workers_default_without_an_affinity_mask(
+    monkeypatch: pytest.MonkeyPatch, cpus: int | None, expected: int
+) -> None:
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    assert default_hash_workers() == expected
