@@ -21,7 +21,7 @@ from fastapi import FastAPI, UploadFile
 from PIL import Image
 
 from guard import hash_bytes
-from guard.config import Config, HttpSettings, ListPolicy, Route
+from guard.config import Config, HttpSettings, ListPolicy, Route, default_hash_workers
 from guard.middleware import Decision, GuardMiddleware
 from guard.store import Store
 from guard.types import Entry, Message
@@ -766,3 +766,18 @@ def test_the_mirror_follows_redis_mirror_max_entries(
         return mirror is not None
 
     assert run(body()) is mirrored
+
+
+@pytest.mark.parametrize(("hash_workers", "threads"), [(None, default_hash_workers()), (3, 3)])
+def test_decoding_threads_are_hash_workers_else_the_usable_cpus(
+    hash_workers: int | None, threads: int
+) -> None:
+    guard = GuardMiddleware(Recorder(), config=make_config(hash_workers=hash_workers))
+
+    async def limits() -> tuple[float, float]:
+        before = guard.limiter.total_tokens
+        # A reloaded config with another count takes effect for new requests.
+        await guard._apply_config(make_config(hash_workers=1 if threads != 1 else 2))
+        return before, guard.limiter.total_tokens
+
+    assert run(limits()) == (threads, 1 if threads != 1 else 2)
