@@ -1115,7 +1115,6 @@ def metrics_only_markdown(document: dict[str, Any]) -> str:
 
 
 SCALING_WORKERS = (1, 2, 4)
-DEFAULT_HASH_WORKERS = HttpSettings().hash_threads
 SCALING_CONCURRENCY = (1, 4, 16)
 
 
@@ -1132,6 +1131,7 @@ def scaling(
     start = time.perf_counter()
     load_start = load_average()
     uploads = make_uploads(photos)
+    thread_counts = [threads or HASH_WORKERS for threads in hash_workers]
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="guard-bench-") as name:
         folder = Path(name)
@@ -1139,7 +1139,7 @@ def scaling(
         files["allowed"].write_bytes(multipart(uploads.allowed))
         with redis_server(folder) as url:
             asyncio.run(load_list(url, uploads.listed))
-            for workers, threads in itertools.product(SCALING_WORKERS, hash_workers):
+            for workers, threads in itertools.product(SCALING_WORKERS, thread_counts):
                 server = start_server("guarded", workers, url, folder, stock, threads)
                 try:
                     for rep in range(reps):
@@ -1164,15 +1164,14 @@ def scaling(
                                 | {
                                     "rep": rep,
                                     "concurrency": concurrency,
-                                    "hash_workers": threads or DEFAULT_HASH_WORKERS,
+                                    "hash_workers": threads,
                                     "floor_processes": floor,
                                 }
                             )
                 finally:
                     stop(server.process)
     table = []
-    threads_run = [threads or DEFAULT_HASH_WORKERS for threads in hash_workers]
-    for workers, threads in itertools.product(SCALING_WORKERS, threads_run):
+    for workers, threads in itertools.product(SCALING_WORKERS, thread_counts):
         for concurrency in SCALING_CONCURRENCY:
             key = (workers, threads, concurrency)
             mine = [r for r in runs if (r["workers"], r["hash_workers"], r["concurrency"]) == key]

@@ -68,22 +68,9 @@ _PERMUTATIONS: dict[Transform, np.ndarray] = {
 _PARITY = np.where(np.arange(AHASH_SIZE) % 2 == 0, 1.0, -1.0)
 
 
-def _coefficient_moves(transform: Transform) -> tuple[np.ndarray, np.ndarray]:
-    """Where each of the transformed image's 64 low-frequency coefficients comes from (row-major
-    index into the original's) and its sign: :func:`transform_coefficients` as one gather."""
-    transpose, flip_rows, flip_columns = TRANSFORMS[transform]
-    order = np.arange(HASH_BITS).reshape(AHASH_SIZE, AHASH_SIZE)
-    rows = _PARITY if flip_rows else np.ones(AHASH_SIZE)
-    columns = _PARITY if flip_columns else np.ones(AHASH_SIZE)
-    return (order.T if transpose else order).ravel(), np.outer(rows, columns).ravel()
-
-
 # All 8 transforms stacked, in TRANSFORMS order: one numpy call computes every variant (the
 # middleware needs all of them per upload; one transform at a time cost 0.3 ms).
 _PERMUTATION_STACK = np.stack([_PERMUTATIONS[name] for name in TRANSFORMS])
-_MOVES = [_coefficient_moves(name) for name in TRANSFORMS]
-_COEFFICIENT_SOURCES = np.stack([sources for sources, _ in _MOVES])
-_COEFFICIENT_SIGNS = np.stack([signs for _, signs in _MOVES])
 
 
 def bits_to_int(bits: np.ndarray) -> int:
@@ -147,6 +134,17 @@ def transform_coefficients(coefficients: np.ndarray, transform: Transform) -> np
     if flip_columns:
         coefficients = coefficients * _PARITY[None, :]
     return coefficients
+
+
+# transform_coefficients as one gather per transform: where each of the transformed block's 64
+# coefficients comes from (row-major index into the original's), and its sign.
+_BLOCK = np.arange(HASH_BITS, dtype=np.float64).reshape(AHASH_SIZE, AHASH_SIZE)
+_COEFFICIENT_SOURCES = np.stack(
+    [np.abs(transform_coefficients(_BLOCK, name)).ravel().astype(np.intp) for name in TRANSFORMS]
+)
+_COEFFICIENT_SIGNS = np.stack(
+    [transform_coefficients(np.ones_like(_BLOCK), name).ravel() for name in TRANSFORMS]
+)
 
 
 def is_low_information(ahash: int) -> bool:
