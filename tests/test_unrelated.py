@@ -180,3 +180,25 @@ def test_sampling_a_photo_is_reproducible() -> None:
     assert np.array_equal(first.phashes, second.phashes)
     # Variant 0 is the image as it is; the others are its flips and rotations.
     assert (first.ahashes[:, 0] != first.ahashes[:, 1]).any()
+
+
+def test_the_per_pair_table_pools_runs_and_floors_at_the_rule_of_three() -> None:
+    rng = np.random.default_rng(7)
+    runs = []
+    for shape in ((3, 4), (4, 3)):  # both directions of a split: different photo counts
+        pairs = rng.integers(1_000, 5_000, size=shape).astype(np.int64)
+        near = np.zeros((*shape, BINS), np.int64)
+        near[:, :, 20:] = rng.poisson(0.5, size=(*shape, BINS - 20))
+        wider = near.copy()
+        wider[:, :, 10:] += rng.poisson(0.3, size=(*shape, BINS - 10))
+        names = tuple(map(str, range(shape[0]))), tuple(map(str, range(shape[1])))
+        runs.append(PairCounts(*names, pairs, {4: near, 8: wider}))
+    table = unrelated.per_pair_table(runs, [4, 8])
+    total = sum(int(run.pairs.sum()) for run in runs)
+    floor = 3 / total
+    for row, radius in enumerate((4, 8)):
+        for confirm in range(BINS):
+            counted = sum(int(run.histograms[radius][:, :, : confirm + 1].sum()) for run in runs)
+            assert table[row, confirm] == pytest.approx(max(counted / total, floor))
+    assert table[0, 19] == pytest.approx(floor)  # nothing counted below 20 at radius 4
+    assert table[1, 30] > table[0, 30] > floor  # the wider radius acts on more pairs

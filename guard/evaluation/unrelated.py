@@ -267,6 +267,23 @@ def rate(counts: PairCounts, radius: int, confirm: int, *, seed: int = 0) -> Rat
     )
 
 
+def per_pair_table(counts: Sequence[PairCounts], radii: Sequence[int]) -> npt.NDArray[np.float64]:
+    """The per-pair rate of every rule (R, C) for R in ``radii`` and C = 0..64, pooled over
+    several runs (both directions of a split, say): the table guard's list-size estimates read.
+
+    Each figure is the counted share, but never below the rule of three (3 / pairs: what a count
+    of zero cannot rule out), so the table never says a rule is safer than the data can show.
+    No tail fit: over the whole (R, C) range its probit line extrapolates where it was never
+    meant to (at R = 0 every count is in the "tail").
+    """
+    total = sum(run.total_pairs for run in counts)
+    table = np.zeros((len(radii), BINS))
+    for row, radius in enumerate(radii):
+        pooled = np.sum([run.histograms[radius].sum(axis=(0, 1)) for run in counts], axis=0)
+        table[row] = np.cumsum(pooled) / total
+    return np.maximum(table, 3 / total)
+
+
 @dataclass(frozen=True)
 class UnrelatedReport:
     """False-positive rates per rule, from one run over two unrelated collections."""
