@@ -54,7 +54,11 @@ from guard.hashing import (
     to_hex,
 )
 from guard.images import sniff_format
+from guard.list_scale import describe as describe_scale
+from guard.list_scale import estimate as estimate_scale
+from guard.list_scale import warning as scale_warning
 from guard.listfile import format_line, parse_line
+from guard.review.modes import with_modes
 from guard.store import ListExists, RenameIncomplete, Store, open_store
 from guard.store.allow import numbered
 from guard.store.writes import EVERY, Selector
@@ -907,6 +911,7 @@ def _add_and_report(
             )
             for item in skipped:
                 print(f"  skipped {item['file']}: {item['reason']}")
+        await _warn_about_size(store, args.config_object, name)
         if strict and skipped:
             print(
                 f"guard: {len(skipped)} file(s) refused; the rest was added (--skip-bad: exit 0)",
@@ -916,6 +921,15 @@ def _add_and_report(
         return EXIT_OK
 
     return _with_store(args, work)
+
+
+async def _warn_about_size(store: Store, config: Config, name: str) -> None:
+    """Warn on stderr when the list is now large enough to reject innocent uploads often."""
+    sizes = {info.name: info.entries for info in await store.lists()}
+    policy = with_modes(config, await store.mode_overrides()).policy(name)
+    text = scale_warning(name, policy, sizes.get(name, 0))
+    if text is not None:
+        print(f"warning: {text}", file=sys.stderr)
 
 
 def _hash_folder(
@@ -1248,7 +1262,8 @@ def _print_check(report: dict[str, Any]) -> None:
 
 
 def _cmd_lists(args: argparse.Namespace) -> int:
-    """Show every list: entries, band count, version counter, hash version.
+    """Show every list: entries, band count, version counter, hash version, and the share of
+    innocent uploads its radii would reject and flag at its size (guard's reference estimate).
 
     With --verify, check each list (or the named ones) instead: the entry count in its metadata,
     every aHash in exactly its band sets and nothing else in them, and its snapshot. Exit status
@@ -1259,6 +1274,8 @@ def _cmd_lists(args: argparse.Namespace) -> int:
 
     async def work(store: Store) -> int:
         infos = await store.lists()
+        config = with_modes(args.config_object, await store.mode_overrides())
+        scales = {i.name: estimate_scale(config.policy(i.name), i.entries) for i in infos}
         # Each list's allow-list (guard allow), and those whose list is gone (an interrupted
         # rename or drop: guard rename or guard drop again finishes it).
         allowed = {name: info.entries for name, info in (await store.allow_lists()).items()}
@@ -1276,6 +1293,8 @@ def _cmd_lists(args: argparse.Namespace) -> int:
                         "created": i.created,
                         "disabled": i.disabled,
                         "needs_upgrade": i.needs_upgrade,
+                        "innocent_uploads_rejected": scales[i.name].rejected,
+                        "innocent_uploads_flagged": scales[i.name].flagged,
                     }
                     for i in infos
                 ]
@@ -1294,6 +1313,13 @@ def _cmd_lists(args: argparse.Namespace) -> int:
                     f"{info.name}: {info.entries} entries{disabled}, {info.bands} bands, "
                     f"version {info.version}, {info.hash_version}{old}"
                 )
+                if info.entries:
+                    policy = config.policy(info.name)
+                    print(
+                        f"  at this size, {describe_scale(scales[info.name])} "
+                        f"(reference estimate at reject_radius {policy.reject_radius}, "
+                        f"confirm_radius {policy.confirm_radius}; {policy.mode} mode)"
+                    )
                 if info.name in allowed:
                     print(f"  {info.name}'s allow-list: {allowed[info.name]} entries")
             for name, count in orphans.items():

@@ -27,10 +27,12 @@ from guard.errors import (
     UnknownList,
 )
 from guard.hashing import FrameHash
+from guard.list_scale import warning as scale_warning
 from guard.observers import Observer
+from guard.review.modes import with_modes
 from guard.store import Store
 from guard.store.allow import allow_list, numbered
-from guard.types import Match
+from guard.types import ListInfo, Match
 from guard.verdict import action_for, refuses, suppresses
 
 logger = logging.getLogger("guard")
@@ -130,7 +132,9 @@ class StoreSupervisor:
         try:
             with anyio.fail_after(self.config.http.decision_timeout):
                 store = await self._open_store()
-                problems = await self._list_problems(store, list(routes))
+                infos = {info.name: info for info in await store.lists()}
+                problems = await self._list_problems(store, infos, list(routes))
+                modes = await store.mode_overrides()
         except (StoreError, TimeoutError) as error:
             reason = str(error) or "no answer within http.decision_timeout"
             logger.error(
@@ -141,6 +145,12 @@ class StoreSupervisor:
             )
             return None
         await self._load_mirrors(store, [name for name in routes if name not in problems])
+        config = with_modes(self.config, modes)
+        for name in routes:
+            if name in infos and name not in problems:
+                size_warning = scale_warning(name, config.policy(name), infos[name].entries)
+                if size_warning is not None:
+                    logger.warning("guard: start-up: %s", size_warning)
         failures = []
         for name, problem in problems.items():
             used = ", ".join(f"{'|'.join(sorted(r.methods))} {r.path}" for r in routes[name])
@@ -171,9 +181,10 @@ class StoreSupervisor:
                 "http.decision_timeout: the first requests wait for them"
             )
 
-    async def _list_problems(self, store: Store, names: list[str]) -> dict[str, str]:
+    async def _list_problems(
+        self, store: Store, infos: dict[str, ListInfo], names: list[str]
+    ) -> dict[str, str]:
         """What is wrong with each list that is missing, empty or unusable."""
-        infos = {info.name: info for info in await store.lists()}
         problems = {}
         for name in names:
             try:

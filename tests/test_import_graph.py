@@ -36,6 +36,8 @@ PURE = [
     "guard.multipart",
     "guard.msgpack",
     "guard.errors",
+    "guard.list_scale",
+    "guard.reference_rates",
 ]
 # Not here: guard.uploads, the ASGI body's I/O seam (anyio spools it) that asks Pillow what is
 # an image, and guard.hashing and guard.images, Pillow's side.
