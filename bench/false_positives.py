@@ -2,6 +2,7 @@
 
     python bench/false_positives.py [--photos FOLDER] [--quick] [--json]
     python bench/false_positives.py --write-reference guard/reference_rates.py
+    python bench/false_positives.py --from-reference
 
 
 The photo folder's MANIFEST.csv (columns file, source) splits it into two unrelated collections
@@ -13,7 +14,9 @@ the baseline: the built-in default policy.
 
 --write-reference measures both directions of the split (each collection listed once) and writes
 the per-pair rate of every rule (aHash radius 0-12, pHash radius 0-64) as the module guard's
-list-size estimates read (guard/list_scale.py).
+list-size estimates read (guard/list_scale.py). --from-reference prints, from that module alone
+(no photos), the share of innocent uploads a few policies reject per list size, and the list
+size at which each reaches the 1% that `guard load` and start-up warn at.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from machine import arguments, describe, load_average, machine_line  # bench/machine.py
 
+from guard import list_scale
 from guard.config import DEFAULT_POLICY, MAX_RADIUS
 from guard.evaluation import IMAGE_SUFFIXES, unrelated
 
@@ -116,6 +120,25 @@ PER_PAIR: tuple[tuple[float, ...], ...] = (
     return f"wrote {target}: {pairs:.3g} pairs from {photos} photos; default reject {default:.2g}"
 
 
+def reference_table() -> str:
+    """Per list size, the share of innocent uploads each rule of :func:`rules` rejects."""
+    sizes = (1_000, 10_000, 100_000, 1_000_000)
+    lines = [
+        "| rule | per pair | " + " | ".join(f"{n:,} entries" for n in sizes) + " | 1% at |",
+        "|---|---:|" + "---:|" * (len(sizes) + 1),
+    ]
+    for name, (radius, confirm) in rules().items():
+        rate = list_scale.per_pair(radius, confirm)
+        shares = [list_scale.share_of_uploads(rate, n) for n in sizes]
+        warned_at = list_scale.entries_for(list_scale.WARN_SHARE, rate)
+        lines.append(
+            f"| {name}: aHash <= {radius}, pHash <= {confirm} | {rate:.2g} | "
+            + " | ".join(f"{100 * share:.3g}%" for share in shares)
+            + f" | {warned_at:,} entries |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = arguments(
         __doc__.splitlines()[0],
@@ -129,7 +152,16 @@ def main() -> None:
         metavar="MODULE",
         help="write every rule's per-pair rate, measured both ways round, to this Python module",
     )
+    parser.add_argument(
+        "--from-reference",
+        action="store_true",
+        help="print each rule's share of innocent uploads rejected per list size, from "
+        "guard/reference_rates.py (no photos needed)",
+    )
     args = parser.parse_args()
+    if args.from_reference:
+        print(reference_table())
+        return
     started, load = time.perf_counter(), load_average()
     with tempfile.TemporaryDirectory() as temporary:
         listed, queried = split(Path(args.photos), Path(temporary), args.quick)

@@ -35,6 +35,11 @@ def share_of_uploads(rate: float, entries: int) -> float:
     return -math.expm1(entries * math.log1p(-rate))
 
 
+def entries_for(share: float, rate: float) -> int:
+    """The smallest list at which ``share`` of innocent uploads collide, at a per-pair rate."""
+    return max(1, math.ceil(math.log1p(-share) / math.log1p(-rate)))
+
+
 @dataclass(frozen=True)
 class ScaleEstimate:
     """The share of innocent uploads a list of ``entries`` entries would reject and flag."""

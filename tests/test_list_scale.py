@@ -151,3 +151,11 @@ def test_start_up_warns_of_an_enforcing_list_past_the_threshold(
     else:
         [text] = texts
         assert text.startswith("guard: start-up: list 'spam' holds 5 entries")
+
+
+def test_entries_for_is_the_smallest_list_reaching_the_share() -> None:
+    for rate in (7.5e-6, 1e-3, 0.3):
+        for share in (0.001, 0.01, 0.5):
+            n = list_scale.entries_for(share, rate)
+            assert share_of_uploads(rate, n) >= share
+            assert n == 1 or share_of_uploads(rate, n - 1) < share
