@@ -4,6 +4,7 @@ host app would: access control, CSRF, each page, each action, and the middleware
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,9 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 from test_middleware import BLOCKED, UNRELATED, load_lists, make_config
 
-from guard import ConfigError, GuardMiddleware, hash_bytes, review_app, to_hex
+from guard import ConfigError, GuardMiddleware, hash_bytes, list_scale, review_app, to_hex
+from guard.config import Config, ListPolicy
+from guard.config import Route as GuardRoute
 from guard.review import Quarantine
 from guard.store import Store
 from guard.types import Entry
@@ -44,10 +47,13 @@ async def upload(request: Request) -> JSONResponse:
 
 
 def site(
-    redis_url: str, quarantine: Quarantine | None = None, **review: Any
+    redis_url: str,
+    quarantine: Quarantine | None = None,
+    config: Config | None = None,
+    **review: Any,
 ) -> tuple[Starlette, GuardMiddleware]:
     """A host app: /upload and /soft guarded by the middleware, the review page at /guard."""
-    config = make_config()
+    config = config or make_config()
     options: dict[str, Any] = {
         "users": USERS,
         "secret": "test secret",
@@ -287,6 +293,24 @@ def test_the_lists_page_shows_each_list_with_its_settings(client: TestClient) ->
     assert ">1<" in soft[1] and "2 / 8 / 12" in soft[1]
     assert "not in the store" in missing[1]
     assert '<meta name="viewport"' in page
+    # What each list's size costs innocent uploads (2 entries at the defaults: a tiny share).
+    assert "under 0.01% rejected, under 0.01% flagged" in spam[1]
+    assert 'class="tag reject">under' not in spam[1]
+
+
+def test_the_lists_page_marks_an_enforcing_list_that_rejects_too_many(loaded: str) -> None:
+    loose = ListPolicy(reject_radius=12, flag_radius=12, confirm_radius=40)
+    routes = (GuardRoute(path="/upload", lists=("spam",), methods=frozenset({"POST"})),)
+    expected = list_scale.compact(list_scale.estimate(loose, 2))
+    for mode, marked in (("enforce", True), ("shadow", False)):
+        config = Config(lists={"spam": dataclasses.replace(loose, mode=mode)}, routes=routes)
+        app, _ = site(loaded, config=config)
+        with TestClient(app) as test_client:
+            login(test_client)
+            page = test_client.get("/guard/").text
+        spam = re.search(r'<tr data-list="spam">(.*?)</tr>', page, re.S)
+        assert spam and expected in spam[1] and expected.startswith("about")
+        assert (f'<span class="tag reject">{expected}</span>' in spam[1]) is marked
 
 
 def test_entries_page_through_the_list_with_cursors_and_search(

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from guard.config import Config, load_config
 from guard.errors import GuardError, ImageError, StoreError, UnknownList
 from guard.hashing import ImageHashes, from_hex, hash_bytes, to_hex
+from guard.list_scale import compact as compact_scale
 from guard.review import actions, pages
 from guard.review.auth import COOKIE, SESSION_SECONDS, Access, Authenticate, Moderator
 from guard.review.modes import MODES, with_modes
@@ -80,6 +81,7 @@ class Review:
         )
         self.templates.filters["hex"] = to_hex
         self.templates.filters["utc"] = _utc
+        self.templates.filters["compact"] = compact_scale
 
     async def store(self) -> Store:
         async with self._lock:

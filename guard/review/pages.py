@@ -16,6 +16,7 @@ from guard.config import Config, ListPolicy, Route
 from guard.errors import StoreError
 from guard.events import Event
 from guard.hashing import FrameHash, ImageHashes, from_hex
+from guard.list_scale import WARN_SHARE, ScaleEstimate, estimate
 from guard.store import Store
 from guard.store.allow import owner_of
 from guard.supervision import StoreSupervisor
@@ -42,6 +43,15 @@ class ListRow:
     switched: bool
     allow_entries: int
     routes: tuple[str, ...]
+    #: The share of innocent uploads its radii would reject and flag at its size (None: not in
+    #: the store), from guard's reference measurement (guard.list_scale).
+    scale: ScaleEstimate | None = None
+
+    @property
+    def rejects_too_many(self) -> bool:
+        """Enforced, and rejecting WARN_SHARE of innocent uploads or more (warned at start-up)."""
+        enforced = self.policy.enforce_ratio if self.mode == "enforce" else 0.0
+        return self.scale is not None and self.scale.rejected * enforced >= WARN_SHARE
 
 
 async def list_rows(store: Store, config: Config, modes: dict[str, str]) -> list[ListRow]:
@@ -61,6 +71,7 @@ async def list_rows(store: Store, config: Config, modes: dict[str, str]) -> list
                 switched=switched,
                 allow_entries=allowed[name].entries if name in allowed else 0,
                 routes=tuple(r.path for r in config.routes if name in r.lists),
+                scale=estimate(policy, infos[name].entries) if name in infos else None,
             )
         )
     return rows
