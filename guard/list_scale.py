@@ -71,11 +71,17 @@ def compact(scale: ScaleEstimate) -> str:
     return f"{_about(scale.rejected)} rejected, {_about(scale.flagged)} flagged"
 
 
+def rejects_too_many(scale: ScaleEstimate, mode: str, enforce_ratio: float) -> bool:
+    """Whether a list in this mode enforces rejects on WARN_SHARE of innocent uploads or more
+    (shadow mode refuses no one; a small enforce_ratio few)."""
+    return mode == "enforce" and scale.rejected * enforce_ratio >= WARN_SHARE
+
+
 def warning(name: str, policy: ListPolicy, entries: int) -> str | None:
     """The warning for an enforcing list whose size makes false rejects common; None if not."""
     scale = estimate(policy, entries)
-    if policy.mode != "enforce" or scale.rejected * policy.enforce_ratio < WARN_SHARE:
-        return None  # shadow mode refuses no one; a small enforce_ratio few
+    if not rejects_too_many(scale, policy.mode, policy.enforce_ratio):
+        return None
     return (
         f"list {name!r} holds {entries} entries: at reject_radius {policy.reject_radius} and "
         f"confirm_radius {policy.confirm_radius}, unrelated photos collide at about "

@@ -67,17 +67,21 @@ def test_estimate_reads_the_policys_radii_and_grows_with_the_list() -> None:
 
 
 def test_warning_only_for_an_enforcing_list_over_the_threshold() -> None:
-    entries = next(n for n in range(1, 10**7) if estimate(LOOSE, n).rejected >= WARN_SHARE)
-    text = warning("spam", LOOSE, entries)
+    policy = DEFAULT_POLICY
+    rate = per_pair(policy.reject_radius, policy.confirm_radius)
+    entries = list_scale.entries_for(WARN_SHARE, rate)
+    assert entries > 10  # the defaults warn at a real list size, not at once
+    text = warning("spam", policy, entries)
     assert text is not None
-    assert f"'spam' holds {entries} entries" in text and "confirm_radius 40" in text
-    assert "of innocent uploads rejected" in text and "lists.spam.mode: shadow" in text
-    assert warning("spam", LOOSE, entries - 1) is None  # just under the threshold
-    assert warning("spam", dataclasses.replace(LOOSE, mode="shadow"), 10 * entries) is None
+    assert f"'spam' holds {entries} entries" in text and "confirm_radius 12" in text
+    assert "about 1% of innocent uploads rejected" in text and "lists.spam.mode: shadow" in text
+    assert warning("spam", policy, entries - 1) is None  # just under the threshold
+    assert warning("spam", dataclasses.replace(policy, mode="shadow"), 100 * entries) is None
     # Half its would-be rejects enforced: the warning waits for twice the share.
-    half = dataclasses.replace(LOOSE, enforce_ratio=0.5)
-    if estimate(LOOSE, entries).rejected < 2 * WARN_SHARE:
-        assert warning("spam", half, entries) is None
+    half = dataclasses.replace(policy, enforce_ratio=0.5)
+    assert warning("spam", half, entries) is None
+    twice = list_scale.entries_for(2 * WARN_SHARE, rate)
+    assert warning("spam", half, twice - 1) is None and warning("spam", half, twice) is not None
 
 
 def test_describe_rounds_and_says_none_and_tiny() -> None:

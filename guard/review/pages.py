@@ -16,7 +16,7 @@ from guard.config import Config, ListPolicy, Route
 from guard.errors import StoreError
 from guard.events import Event
 from guard.hashing import FrameHash, ImageHashes, from_hex
-from guard.list_scale import WARN_SHARE, ScaleEstimate, estimate
+from guard.list_scale import ScaleEstimate, estimate, rejects_too_many
 from guard.store import Store
 from guard.store.allow import owner_of
 from guard.supervision import StoreSupervisor
@@ -49,9 +49,10 @@ class ListRow:
 
     @property
     def rejects_too_many(self) -> bool:
-        """Enforced, and rejecting WARN_SHARE of innocent uploads or more (warned at start-up)."""
-        enforced = self.policy.enforce_ratio if self.mode == "enforce" else 0.0
-        return self.scale is not None and self.scale.rejected * enforced >= WARN_SHARE
+        """In the mode in force, rejecting 1% of innocent uploads or more (as start-up warns)."""
+        return self.scale is not None and rejects_too_many(
+            self.scale, self.mode, self.policy.enforce_ratio
+        )
 
 
 async def list_rows(store: Store, config: Config, modes: dict[str, str]) -> list[ListRow]:
