@@ -81,6 +81,14 @@ LOCAL_PHOTOS = [
 ]
 
 
+def photo_folder(folder: Path, count: int) -> Path:
+    """A blocklist folder (created) holding copies of the first ``count`` local photos."""
+    folder.mkdir(parents=True)
+    for name in LOCAL_PHOTOS[:count]:
+        shutil.copy(data_file(name), folder / Path(name).name)
+    return folder
+
+
 def photo(name: str = "photos/thorn-image7.jpg") -> Image.Image:
     with Image.open(data_file(name)) as image:
         return image.convert("RGB")

@@ -7,13 +7,12 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import LOCAL_PHOTOS, data_file, run_guard
+from conftest import LOCAL_PHOTOS, data_file, photo_folder, run_guard
 
 import guard.cli
 from guard.cli import STARTER_CONFIG, main
@@ -220,10 +219,7 @@ def test_docs_cli_md_lists_every_exit_code_the_cli_defines() -> None:
 
 @pytest.fixture
 def loaded(tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]) -> str:
-    folder = tmp_path / "spam"
-    folder.mkdir()
-    for name in LOCAL_PHOTOS[:3]:
-        shutil.copy(data_file(name), folder / Path(name).name)
+    folder = photo_folder(tmp_path / "spam", 3)
     assert cli(capsys, "load", str(folder), "--redis-url", redis_url)[0] == 0
     return redis_url
 

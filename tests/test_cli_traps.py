@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LOCAL_PHOTOS, data_file
+from conftest import LOCAL_PHOTOS, data_file, photo_folder
 from PIL import Image
 
 import guard.cli
@@ -29,11 +29,7 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def spam(tmp_path: Path) -> Path:
-    folder = tmp_path / "spam"
-    folder.mkdir()
-    for name in LOCAL_PHOTOS[:4]:
-        shutil.copy(data_file(name), folder / Path(name).name)
-    return folder
+    return photo_folder(tmp_path / "spam", 4)
 
 
 @pytest.fixture

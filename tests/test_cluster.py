@@ -13,7 +13,6 @@ import dataclasses
 import gc
 import json
 import random
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ import redis
 import redis.asyncio.connection
 from asgi_driver import Recorder, call, multipart
 from cluster import Cluster, start
-from conftest import LOCAL_PHOTOS, cluster_executables, data_file, run
+from conftest import LOCAL_PHOTOS, cluster_executables, data_file, photo_folder, run
 from test_middleware import BLOCKED, UNRELATED, load_lists, make_config
 from test_store_oracle import _flip, _frame, _oracle, _real_photo_hashes
 
@@ -297,10 +296,7 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 def test_the_cli_on_a_cluster(
     cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = tmp_path / "spam"
-    folder.mkdir()
-    for name in LOCAL_PHOTOS[:4]:
-        shutil.copy(data_file(name), folder / Path(name).name)
+    folder = photo_folder(tmp_path / "spam", 4)
     url = ("--redis-url", cluster.url)
     code, out = cli(capsys, "load", str(folder), "--json", *url)
     assert code == 0 and json.loads(out)["added"] == 4

@@ -7,11 +7,10 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import LOCAL_PHOTOS, data_file, run
+from conftest import photo_folder, run
 
 from guard import GuardMiddleware, list_scale
 from guard.cli import main
@@ -97,11 +96,7 @@ def test_describe_rounds_and_says_none_and_tiny() -> None:
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    spam = tmp_path / "spam"
-    spam.mkdir()
-    for name in LOCAL_PHOTOS[:5]:
-        shutil.copy(data_file(name), spam / Path(name).name)
-    return spam
+    return photo_folder(tmp_path / "spam", 5)
 
 
 def test_cli_lists_shows_the_estimate_and_load_warns_past_the_threshold(
