@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from guard.list_scale import estimate as estimate_scale
 from guard.observers import Observer, RequestReport
 from guard.supervision import StoreCounters
 from guard.types import ASGIApp, DecisionRecord, Message, Receive, Scope, Send
@@ -130,6 +131,13 @@ class _Metrics:
         self.list_entries = gauge(
             "guard_list_entries",
             "Entries in each list the config names, read from the store at scrape time",
+            ["list"],
+            multiprocess_mode="mostrecent",
+        )
+        self.list_false_rejects = gauge(
+            "guard_list_estimated_false_reject_share",
+            "The share of innocent uploads each list's radii would reject at its size: guard's "
+            "reference estimate, as guard lists prints it (1% or more warns at start-up)",
             ["list"],
             multiprocess_mode="mostrecent",
         )
@@ -274,6 +282,8 @@ async def _refresh_lists(metrics: _Metrics, guard: GuardMiddleware) -> None:
         metrics.list_entries.labels(name).set(info.entries if info is not None else 0)
         if info is not None:
             metrics.list_version.labels(name).set(info.version)
+            scale = estimate_scale(config.policy(name), info.entries)
+            metrics.list_false_rejects.labels(name).set(scale.rejected)
 
 
 async def _lowercase_headers(send: Send, message: Message) -> None:

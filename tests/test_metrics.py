@@ -24,6 +24,7 @@ from conftest import data_file, run
 from prometheus_client.parser import text_string_to_metric_families
 from test_middleware import BLOCKED, UNRELATED, jpeg, load_lists, make_config
 
+from guard import list_scale
 from guard import metrics_app as exported
 from guard.config import OperationsSettings, RedisSettings
 from guard.metrics import (
@@ -173,6 +174,10 @@ def test_a_mixed_load_is_counted_by_route_outcome_list_and_action(loaded: str) -
     assert after[key("guard_list_entries", list="open")] == 0  # missing from the store
     assert after[key("guard_list_version", list="spam")] >= 1
     assert key("guard_list_version", list="open") not in after
+    spam = guard.config.policy("spam")
+    share = after[key("guard_list_estimated_false_reject_share", list="spam")]
+    assert share == pytest.approx(list_scale.estimate(spam, 2).rejected) and 0 < share < 1e-3
+    assert key("guard_list_estimated_false_reject_share", list="open") not in after
     assert after[key("guard_breaker_state")] == 0
 
 
