@@ -4,7 +4,6 @@
     python bench/false_positives.py --write-reference guard/reference_rates.py
     python bench/false_positives.py --from-reference
 
-
 The photo folder's MANIFEST.csv (columns file, source) splits it into two unrelated collections
 by source (a source's photos, and the quadrant crops of them, stay on one side): the first is
 listed, the second queried, with guard.evaluation.unrelated (non-overlapping windows on 16 grids,
@@ -15,8 +14,8 @@ the baseline: the built-in default policy.
 --write-reference measures both directions of the split (each collection listed once) and writes
 the per-pair rate of every rule (aHash radius 0-12, pHash radius 0-64) as the module guard's
 list-size estimates read (guard/list_scale.py). --from-reference prints, from that module alone
-(no photos), the share of innocent uploads a few policies reject per list size, and the list
-size at which each reaches the 1% that `guard load` and start-up warn at.
+(no photos), the share of innocent uploads each rule above acts on per list size, and the list
+size at which it reaches the 1% that `guard load` and start-up warn at.
 """
 
 from __future__ import annotations
@@ -121,7 +120,7 @@ PER_PAIR: tuple[tuple[float, ...], ...] = (
 
 
 def reference_table() -> str:
-    """Per list size, the share of innocent uploads each rule of :func:`rules` rejects."""
+    """Per list size, the share of innocent uploads each rule of :func:`rules` acts on."""
     sizes = (1_000, 10_000, 100_000, 1_000_000)
     lines = [
         "| rule | per pair | " + " | ".join(f"{n:,} entries" for n in sizes) + " | 1% at |",
