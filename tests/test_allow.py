@@ -509,7 +509,8 @@ def test_the_commands(redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixt
     )
 
     code, out, _ = cli(capsys, "lists", *url)
-    assert out.splitlines()[1:] == ["  spam's allow-list: 1 entries"]
+    assert out.splitlines()[1].startswith("  at this size, under 0.01% of innocent uploads")
+    assert out.splitlines()[2:] == ["  spam's allow-list: 1 entries"]
     [info] = json.loads(cli(capsys, "lists", "--json", *url)[1])
     assert (info["list"], info["entries"], info["allow_entries"]) == ("spam", 1, 1)
 
