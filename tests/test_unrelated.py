@@ -13,6 +13,7 @@ import pytest
 from conftest import DATA
 from PIL import Image
 
+from guard import list_scale
 from guard.cli import main
 from guard.evaluation import unrelated
 from guard.evaluation.unrelated import (
@@ -111,6 +112,10 @@ def test_rate_observed_bound_and_per_upload() -> None:
     assert result.per_upload(10_000) == pytest.approx(1 - (1 - result.estimate) ** 10_000)
     assert result.per_upload(10_000) < result.per_upload(1_000_000) <= 1
     assert result.per_upload(10_000, bound=True) >= result.per_upload(10_000)
+    at = result.entries_at(0.01)
+    assert at is not None and result.per_upload(at) >= 0.01 > result.per_upload(at - 1)
+    bound_at = result.entries_at(0.01, bound=True)
+    assert bound_at is not None and bound_at <= at
 
 
 def test_with_nothing_observed_the_bound_is_at_least_the_rule_of_three() -> None:
@@ -120,6 +125,8 @@ def test_with_nothing_observed_the_bound_is_at_least_the_rule_of_three() -> None
     result = rate(_counts_from(histogram, pairs), 8, 12)
     assert result.passing == 0 and result.observed == 0
     assert result.bound == pytest.approx(3 / pairs.sum())
+    assert result.entries_at(0.01) is None  # nothing counted, nothing fitted: no size to name
+    assert result.entries_at(0.01, bound=True) == list_scale.entries_for(0.01, result.bound)
 
 
 def test_windows_are_distinct_tiles_of_each_grid() -> None:
@@ -156,6 +163,10 @@ def test_eval_unrelated_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     assert (reject["ahash_radius"], reject["phash_radius"]) == (8, 12)
     assert flag["pairs_passing"] >= reject["pairs_passing"]  # a wider radius acts on more
     assert set(reject["per_upload"]) == {"10000", "100000", "1000000"}
+    # The list size at which the rule acts on 1% of uploads: the bound's is never the larger.
+    assert reject["entries_for_1_percent_bound"] >= 1
+    if reject["entries_for_1_percent"] is not None:
+        assert reject["entries_for_1_percent"] >= reject["entries_for_1_percent_bound"]
     code = main(["eval", str(listed), "--unrelated", str(queried), "--workers", "1"])
     table = capsys.readouterr().out
     assert code == 0 and "| reject: aHash <= 8, pHash <= 12 |" in table

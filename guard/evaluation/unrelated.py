@@ -39,6 +39,7 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from guard.errors import ImageError
 from guard.hashing import TRANSFORMS, hash_bytes
+from guard.list_scale import WARN_SHARE, entries_for
 from guard.mirror import popcount
 
 #: Grids each photo is cut into (columns, rows): every window of a grid is a distinct image.
@@ -218,6 +219,12 @@ class Rate:
         p = self.estimate_bound if bound else self.estimate
         return float(-np.expm1(entries * np.log1p(-min(p, 1 - 1e-12))))
 
+    def entries_at(self, share: float, *, bound: bool = False) -> int | None:
+        """The smallest list of such entries that acts on ``share`` of innocent uploads (the
+        size ``guard load`` and start-up warn at, for 1%); None where nothing was counted."""
+        p = self.estimate_bound if bound else self.estimate
+        return entries_for(share, min(p, 1 - 1e-12)) if p > 0 else None
+
 
 def _tail_fit(cumulative: npt.NDArray[np.float64], total: float, threshold: int) -> float | None:
     """P(m <= threshold) from a probit-linear fit of the counted lower tail, or None."""
@@ -314,6 +321,8 @@ class UnrelatedReport:
                     "per_pair_fitted_bound": r.fitted_bound,
                     "per_upload": {str(n): r.per_upload(n) for n in LIST_SIZES},
                     "per_upload_bound": {str(n): r.per_upload(n, bound=True) for n in LIST_SIZES},
+                    "entries_for_1_percent": r.entries_at(WARN_SHARE),
+                    "entries_for_1_percent_bound": r.entries_at(WARN_SHARE, bound=True),
                 }
                 for name, (radius, confirm, r) in self.rules.items()
             },
@@ -370,6 +379,9 @@ def format_report(report: UnrelatedReport) -> str:
     def pct(value: float) -> str:
         return f"{100 * value:.3g}%"
 
+    def size(entries: int | None) -> str:
+        return "-" if entries is None else f"{entries:,}"
+
     lines = [
         f"{report.listed_images} listed images from {report.listed_photos} photos x "
         f"{report.query_images} query images from {report.query_photos} unrelated photos = "
@@ -377,8 +389,8 @@ def format_report(report: UnrelatedReport) -> str:
         "",
         "| rule | pairs acted on | per pair (95% bound) | tail fit (95% bound) | "
         + " | ".join(f"per upload at {n:.0e} (bound)" for n in LIST_SIZES)
-        + " |",
-        "|---|---:|---:|---:|" + "---:|" * len(LIST_SIZES),
+        + " | 1% of uploads from (bound) |",
+        "|---|---:|---:|---:|" + "---:|" * (len(LIST_SIZES) + 1),
     ]
     for name, (radius, confirm, r) in report.rules.items():
         fitted = "-" if r.fitted is None else f"{r.fitted:.2g} ({(r.fitted_bound or 0):.2g})"
@@ -388,7 +400,8 @@ def format_report(report: UnrelatedReport) -> str:
             + " | ".join(
                 f"{pct(r.per_upload(n))} ({pct(r.per_upload(n, bound=True))})" for n in LIST_SIZES
             )
-            + " |"
+            + f" | {size(r.entries_at(WARN_SHARE))} ({size(r.entries_at(WARN_SHARE, bound=True))})"
+            + " entries |"
         )
     if report.skipped:
         lines += ["", "skipped: " + "; ".join(report.skipped)]
