@@ -37,6 +37,8 @@ def share_of_uploads(rate: float, entries: int) -> float:
 
 def entries_for(share: float, rate: float) -> int:
     """The smallest list at which ``share`` of innocent uploads collide, at a per-pair rate."""
+    if rate >= 1:
+        return 1
     return max(1, math.ceil(math.log1p(-share) / math.log1p(-rate)))
 
 

@@ -39,7 +39,7 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from guard.errors import ImageError
 from guard.hashing import TRANSFORMS, hash_bytes
-from guard.list_scale import WARN_SHARE, entries_for
+from guard.list_scale import WARN_SHARE, entries_for, share_of_uploads
 from guard.mirror import popcount
 
 #: Grids each photo is cut into (columns, rows): every window of a grid is a distinct image.
@@ -216,14 +216,13 @@ class Rate:
 
     def per_upload(self, entries: int, *, bound: bool = False) -> float:
         """The share of innocent uploads a list of ``entries`` such entries acts on."""
-        p = self.estimate_bound if bound else self.estimate
-        return float(-np.expm1(entries * np.log1p(-min(p, 1 - 1e-12))))
+        return share_of_uploads(self.estimate_bound if bound else self.estimate, entries)
 
     def entries_at(self, share: float, *, bound: bool = False) -> int | None:
         """The smallest list of such entries that acts on ``share`` of innocent uploads (the
         size ``guard load`` and start-up warn at, for 1%); None where nothing was counted."""
         p = self.estimate_bound if bound else self.estimate
-        return entries_for(share, min(p, 1 - 1e-12)) if p > 0 else None
+        return entries_for(share, p) if p > 0 else None
 
 
 def _tail_fit(cumulative: npt.NDArray[np.float64], total: float, threshold: int) -> float | None:
